@@ -1,0 +1,1 @@
+"""The cellguard service: config, supervision, halting, sinks, MQTT, CLI."""

@@ -1,0 +1,142 @@
+"""The ``cellguard`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from cellguard.daemon.demo import run_demo_cli
+from cellguard.daemon.simulate import serve_neware
+from cellguard.drivers.errors import CellguardError
+
+log = logging.getLogger("cellguard")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"must be a number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not value > 0:
+        msg = f"must be > 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"must be a whole number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 1:
+        msg = f"must be >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"must be a TCP port number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value <= 65535:
+        msg = f"must be 0..65535, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellguard",
+        description="Watch battery cyclers, stream every sample, halt a cell the moment it fails.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the paper's 8 cells on a simulated CT-4008 through the real driver",
+        description=(
+            "Starts a simulated Neware CT-4008 (8 channels: MII-1, MII-2, MII-3 and SEI "
+            "interphases, each in a 100|100 µm symmetric and a 100|20 µm asymmetric Li cell), "
+            "cycles them at 0.5 mA cm⁻² / 0.5 mAh cm⁻² in virtual time through the Neware "
+            "driver over TCP, and prints what happened to every cell."
+        ),
+    )
+    demo.add_argument("--hours", type=_positive_float, default=600.0, help="simulated hours")
+    demo.add_argument("--seed", type=int, default=1, help="simulator seed (deterministic)")
+    demo.add_argument(
+        "--poll-s", type=_positive_float, default=300.0, help="simulated seconds between polls"
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    simulate = sub.add_parser("simulate", help="serve a simulated instrument on a real socket")
+    sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
+    neware = sim_sub.add_parser(
+        "neware",
+        help="a Neware CT-4008 behind a BTS 8 API server (XML over TCP)",
+        description="Any BTS API client can connect; channels are devid-unit-chl, e.g. 1-1-3.",
+    )
+    neware.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    neware.add_argument("--port", type=_port, default=502, help="TCP port (BTS default 502)")
+    neware.add_argument("--units", type=_positive_int, default=1, help="units of 8 channels")
+    neware.add_argument("--devid", type=_positive_int, default=1, help="device id")
+    neware.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="simulated seconds per wall second"
+    )
+    neware.add_argument("--seed", type=int, default=0, help="simulator seed")
+    neware.add_argument(
+        "--current-range-ma",
+        type=_positive_float,
+        default=10.0,
+        help="largest current a channel can source or sink, mA",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            summary = asyncio.run(
+                run_demo_cli(
+                    hours=args.hours, seed=args.seed, poll_s=args.poll_s, as_json=args.json
+                )
+            )
+            if args.json:
+                print(json.dumps(summary))
+            return 0
+        if args.command == "simulate":
+            asyncio.run(
+                serve_neware(
+                    host=args.host,
+                    port=args.port,
+                    units=args.units,
+                    devid=args.devid,
+                    speed=args.speed,
+                    seed=args.seed,
+                    current_range_ma=args.current_range_ma,
+                )
+            )
+            return 0
+    except CellguardError as err:
+        print(f"cellguard: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

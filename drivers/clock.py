@@ -1,0 +1,103 @@
+"""One clock abstraction for the whole code base.
+
+The simulator, the demo and the tests run on a :class:`VirtualClock`, far faster than
+real time and deterministic; the service runs on :class:`WallClock`. A simulator
+served to other programs runs on a :class:`ScaledClock` (wall time times a speed-up).
+All times are seconds (``float``) on the clock's own monotonic axis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """A source of monotonic time in seconds, and a way to wait on it."""
+
+    def now_s(self) -> float:
+        """Seconds on this clock's monotonic axis."""
+        ...
+
+    async def sleep(self, duration_s: float) -> None:
+        """Wait until ``duration_s`` seconds have passed on this clock."""
+        ...
+
+
+class WallClock:
+    """Real time: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    def now_s(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, duration_s: float) -> None:
+        await asyncio.sleep(max(0.0, duration_s))
+
+
+class ScaledClock:
+    """Wall time multiplied by ``speed``: a 500 h test in 500 h / speed."""
+
+    def __init__(self, speed: float, start_s: float = 0.0) -> None:
+        if not speed > 0:
+            msg = f"speed: must be > 0, got {speed!r}"
+            raise ValueError(msg)
+        self.speed = speed
+        self._start_s = start_s
+        self._wall0_s = time.monotonic()
+
+    def now_s(self) -> float:
+        return self._start_s + (time.monotonic() - self._wall0_s) * self.speed
+
+    async def sleep(self, duration_s: float) -> None:
+        await asyncio.sleep(max(0.0, duration_s) / self.speed)
+
+
+class VirtualClock:
+    """Time that moves only when told to: deterministic and as fast as the CPU.
+
+    ``sleep`` waits until some other task calls :meth:`advance` far enough. Sleepers
+    are woken in deadline order, each at exactly its deadline, so code that sleeps
+    sees the same times on every run.
+    """
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self._now_s = start_s
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def now_s(self) -> float:
+        return self._now_s
+
+    async def sleep(self, duration_s: float) -> None:
+        if duration_s <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        self._sleepers.append((self._now_s + duration_s, self._seq, fut))
+        self._sleepers.sort(key=lambda s: (s[0], s[1]))
+        try:
+            await fut
+        finally:
+            self._sleepers = [s for s in self._sleepers if s[2] is not fut]
+
+    def set(self, t_s: float) -> None:
+        """Jump to ``t_s`` without waking sleepers in between (for simple scripts)."""
+        if t_s < self._now_s:
+            msg = f"t_s: a clock never goes back ({t_s} < {self._now_s})"
+            raise ValueError(msg)
+        self._now_s = t_s
+
+    async def advance(self, duration_s: float) -> None:
+        """Move time forward, waking every sleeper whose deadline passes, in order."""
+        target_s = self._now_s + duration_s
+        while self._sleepers and self._sleepers[0][0] <= target_s:
+            deadline_s, _, fut = self._sleepers.pop(0)
+            self._now_s = max(self._now_s, deadline_s)
+            if not fut.done():
+                fut.set_result(None)
+            # Let the woken task run up to its next await before moving on.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        self._now_s = max(self._now_s, target_s)

@@ -1,0 +1,528 @@
+"""Async client of the Neware BTS 8 API: one request at a time, typed replies.
+
+The client owns request/response matching, the lock, timeouts and the channel map; it
+hands bytes to :class:`TcpTransport` and parses them with the sans-IO codec. The BTS
+protocol has no request ids, so a reply can only be matched to the request it follows.
+That is why every timeout, lost link or cancellation in the middle of a request closes
+the connection: a reply arriving late would otherwise be taken for the answer to the
+next request. Reconnecting is the caller's policy; the client is reusable after
+:meth:`NewareClient.connect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from types import TracebackType
+from typing import Self, TypeAlias, TypeVar, assert_never
+
+from cellguard.drivers.errors import (
+    CommandRefused,
+    ConfigError,
+    DriverError,
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    ProtocolViolation,
+)
+from cellguard.drivers.neware._codec import FrameSplitter, decode_reply, encode_request, reply_name
+from cellguard.drivers.neware._messages import (
+    ChannelAddress,
+    ChannelId,
+    ChannelInfo,
+    ClearFlag,
+    CommandReply,
+    Connect,
+    ConnectReply,
+    DataCount,
+    DevInfoReply,
+    Download,
+    DownloadLog,
+    DownloadLogReply,
+    DownloadReply,
+    DownloadStepLayer,
+    GetChlStatus,
+    GetDevInfo,
+    Inquire,
+    InquireDf,
+    InquireDfReply,
+    InquireRecord,
+    InquireReply,
+    Light,
+    Reply,
+    Request,
+    Start,
+    StartItem,
+    StatusReply,
+    StepLayerReply,
+    Stop,
+)
+from cellguard.drivers.neware._transport import TcpTransport
+
+__all__ = ["DEFAULT_TIMEOUT_S", "NewareClient"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+"""Seconds to wait for a TCP connection or for the reply to one request."""
+
+ChannelArg: TypeAlias = ChannelId | str
+_R = TypeVar("_R", bound=Reply)
+
+
+def _reply_cmd(reply: Reply) -> str:
+    """The ``<cmd>`` the decoded ``reply`` carried (aliases already folded by the codec)."""
+    match reply:
+        case ConnectReply():
+            return "connect_resp"
+        case DevInfoReply():
+            return "getdevinfo_resp"
+        case StatusReply():
+            return "getchlstatus_resp"
+        case InquireReply():
+            return "inquire_resp"
+        case InquireDfReply():
+            return "inquiredf_resp"
+        case CommandReply(command=command):
+            return f"{command}_resp"
+        case DownloadReply():
+            return "donwload_resp"
+        case DownloadLogReply():
+            return "donwloadlog_resp"
+        case StepLayerReply():
+            return "downloadStepLayer_resp"
+    assert_never(reply)
+
+
+def _describe_channels(ids: Iterable[ChannelId]) -> str:
+    """``21-1-1..21-1-8, 21-2-1..21-2-8``: runs of consecutive channels, compactly."""
+    runs: list[str] = []
+    ordered = sorted(set(ids))
+    for _, group in groupby(ordered, key=lambda c: (c.devid, c.subdevid)):
+        members = list(group)
+        first = prev = members[0]
+        for ch in [*members[1:], None]:
+            if ch is not None and ch.chlid == prev.chlid + 1:
+                prev = ch
+                continue
+            runs.append(str(first) if first == prev else f"{first}..{prev}")
+            if ch is not None:
+                first = prev = ch
+    return ", ".join(runs) if runs else "no channels"
+
+
+class NewareClient:
+    """Client of one Neware BTS 8 server (the PC running BTS Server, API port 502).
+
+    Use it as ``async with NewareClient(host) as client:`` or call :meth:`connect` and
+    :meth:`aclose`. Requests are serialised: the protocol cannot tell replies apart, so
+    only one may be in flight. Every request waits at most ``timeout_s`` seconds.
+    Errors: :class:`InstrumentConnectionError` (and its :class:`InstrumentTimeout`) when
+    the link is lost, after which the connection is closed and ``connect()`` may be
+    called again; :class:`ProtocolViolation` for replies that break the protocol;
+    :class:`CommandRefused` when the server answers ``false``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 502,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        username: str = "admin",
+        password: str = "neware",
+    ) -> None:
+        if not timeout_s > 0:
+            raise ConfigError(
+                field="timeout_s", problem=f"must be a positive number of seconds, got {timeout_s}"
+            )
+        if not 0 < port < 65536:
+            raise ConfigError(field="port", problem=f"must be a TCP port 1..65535, got {port}")
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self._username = username
+        self._password = password
+        self._transport: TcpTransport | None = None
+        self._splitter = FrameSplitter()
+        self._frames: deque[bytes] = deque()
+        self._lock = asyncio.Lock()
+        self._channels: tuple[ChannelInfo, ...] = ()
+        self._addresses: dict[ChannelId, ChannelAddress] = {}
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "closed"
+        return f"<NewareClient {self._where} {state}>"
+
+    @property
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful :meth:`connect` and a close or a lost link."""
+        return self._transport is not None
+
+    @property
+    def channels(self) -> tuple[ChannelInfo, ...]:
+        """Every channel the server reported at the last :meth:`connect`, in its order."""
+        return self._channels
+
+    async def connect(self) -> None:
+        """Open the TCP link, log in and read the channel map.
+
+        Closes any previous link first, so it also reconnects after a lost link.
+        Raises :class:`InstrumentConnectionError` if the server cannot be reached,
+        :class:`CommandRefused` if it refuses the login, and :class:`DriverError` if it
+        reports no channels.
+        """
+        async with self._lock:
+            await self._drop_link()
+            self._transport = await TcpTransport.open(self.host, self.port, self.timeout_s)
+            try:
+                channels = await self._handshake()
+            except BaseException:
+                # A half-made connection (logged out, or no channel map) is no connection.
+                await self._drop_link()
+                raise
+            self._channels = channels
+            self._addresses = {c.address.channel: c.address for c in channels}
+        _log.info(
+            "connected to BTS server %s: %s", self._where, _describe_channels(self._addresses)
+        )
+
+    async def _handshake(self) -> tuple[ChannelInfo, ...]:
+        """Log in and read the channel map; the caller holds the lock."""
+        login = await self._exchange(Connect(self._username, self._password), self.timeout_s)
+        assert isinstance(login, ConnectReply), login  # _exchange checked the <cmd>
+        if not login.ok:
+            raise CommandRefused(
+                command="connect",
+                targets=[self._where],
+                detail=f"check the BTS API user name ({self._username!r}) and password",
+            )
+        info = await self._exchange(GetDevInfo(), self.timeout_s)
+        assert isinstance(info, DevInfoReply), info  # _exchange checked the <cmd>
+        if not info.channels:
+            msg = (
+                f"the BTS server at {self._where} reports no channels; "
+                "check that the units are online in BTS Client"
+            )
+            raise DriverError(msg)
+        return info.channels
+
+    async def aclose(self) -> None:
+        """Close the link; safe to call twice, and completes even when cancelled.
+
+        A request in flight in another task fails with
+        :class:`InstrumentConnectionError`.
+        """
+        # No lock: closing must not wait behind a request that may never be answered.
+        if self._transport is not None:
+            _log.info("closing the link to BTS server %s", self._where)
+        await self._drop_link()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _drop_link(self) -> None:
+        transport, self._transport = self._transport, None
+        # Bytes of the old link must never be read as replies on a new one.
+        self._frames.clear()
+        self._splitter = FrameSplitter()
+        if transport is not None:
+            await asyncio.shield(transport.aclose())
+
+    # ------------------------------------------------------------ channels
+
+    def address(self, channel: ChannelArg) -> ChannelAddress:
+        """The address of ``channel`` (``ChannelId`` or ``"21-1-3"``) on this server.
+
+        Raises :class:`ConfigError` naming the channels that exist if it is unknown.
+        """
+        self._require_channel_map()
+        channel_id = ChannelId.parse(channel) if isinstance(channel, str) else channel
+        try:
+            return self._addresses[channel_id]
+        except KeyError:
+            raise ConfigError(
+                field="channel",
+                problem=f"{channel_id} is not on this server; it has "
+                f"{_describe_channels(self._addresses)}",
+            ) from None
+
+    def _require_channel_map(self) -> None:
+        if not self._addresses:
+            msg = f"not connected to the BTS server at {self._where}; call connect()"
+            raise InstrumentConnectionError(msg)
+
+    def _resolve(
+        self, channels: Iterable[ChannelArg] | ChannelArg | None, *, default_all: bool
+    ) -> tuple[ChannelAddress, ...]:
+        if channels is None:
+            if not default_all:
+                raise ConfigError(field="channels", problem="name the channels explicitly")
+            self._require_channel_map()
+            return tuple(c.address for c in self._channels)
+        if isinstance(channels, ChannelId | str):
+            channels = [channels]
+        # Duplicates are dropped: one command per channel, and replies stay unambiguous.
+        addresses = tuple(dict.fromkeys(self.address(c) for c in channels))
+        if not addresses:
+            raise ConfigError(field="channels", problem="name at least one channel")
+        return addresses
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, req: Request, *, timeout_s: float | None = None) -> Reply:
+        """Send ``req`` and return its reply, waiting at most ``timeout_s`` seconds.
+
+        ``timeout_s`` defaults to the client's. Raises :class:`InstrumentTimeout` or
+        :class:`InstrumentConnectionError` (the link is then closed),
+        :class:`ProtocolViolation` for a malformed reply (the frame is consumed and the
+        link stays usable) or for a reply to another command (the link is closed: the
+        stream is out of step). Cancellation closes the link too.
+        """
+        if timeout_s is None:
+            timeout_s = self.timeout_s
+        elif not timeout_s > 0:
+            raise ConfigError(
+                field="timeout_s", problem=f"must be a positive number of seconds, got {timeout_s}"
+            )
+        async with self._lock:
+            return await self._exchange(req, timeout_s)
+
+    async def _call(self, req: Request, reply_type: type[_R]) -> _R:
+        reply = await self.request(req)
+        # request() already checked the <cmd>, and each <cmd> decodes to one type.
+        assert isinstance(reply, reply_type), reply
+        return reply
+
+    async def _exchange(self, req: Request, timeout_s: float) -> Reply:
+        """One request/reply round trip; the caller holds the lock."""
+        transport = self._transport
+        if transport is None:
+            msg = f"not connected to the BTS server at {self._where}; call connect()"
+            raise InstrumentConnectionError(msg)
+        expected = reply_name(req)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await transport.send(encode_request(req))
+                frame = await self._next_frame(transport)
+        except TimeoutError as err:
+            await self._lose_link(f"no reply to {expected} within {timeout_s} s")
+            msg = (
+                f"the BTS server at {self._where} did not answer within {timeout_s} s "
+                f"(waiting for {expected}); the connection was closed, call connect() to retry"
+            )
+            raise InstrumentTimeout(msg) from err
+        except InstrumentConnectionError as err:
+            await self._lose_link(str(err))
+            raise
+        except ProtocolViolation as err:
+            # Only the frame splitter raises here (a frame without end): framing is lost.
+            await self._lose_link(str(err))
+            raise
+        except asyncio.CancelledError:
+            # The reply may still come; it must not be read as the next request's.
+            await self._drop_link()
+            raise
+
+        reply = decode_reply(frame)  # a malformed frame is consumed; the link stays usable
+        got = _reply_cmd(reply)
+        if got != expected:
+            await self._lose_link(f"expected {expected}, got {got}")
+            msg = (
+                f"the BTS server at {self._where} answered {got!r} to a request expecting "
+                f"{expected!r}; the connection was closed because replies are out of step"
+            )
+            raise ProtocolViolation(msg)
+        return reply
+
+    async def _next_frame(self, transport: TcpTransport) -> bytes:
+        while not self._frames:
+            data = await transport.receive()
+            if not data:
+                middle = " in the middle of a reply" if self._splitter.pending_bytes else ""
+                msg = (
+                    f"the BTS server at {self._where} closed the connection{middle}; "
+                    "call connect() to reconnect"
+                )
+                raise InstrumentConnectionError(msg)
+            self._frames.extend(self._splitter.feed(data))
+        return self._frames.popleft()
+
+    async def _lose_link(self, why: str) -> None:
+        _log.warning("lost the link to BTS server %s: %s", self._where, why)
+        await self._drop_link()
+
+    # ------------------------------------------------------------ typed helpers
+
+    async def get_status(
+        self, channels: Iterable[ChannelArg] | ChannelArg | None = None
+    ) -> dict[ChannelId, str]:
+        """Work status of each channel (``working``, ``stop``, ``finish``, ...).
+
+        ``channels`` defaults to every channel of the server. Replies are matched by
+        position, because the real server reports ``subdevid`` 1 for every channel.
+        """
+        addresses = self._resolve(channels, default_all=True)
+        reply = await self._call(GetChlStatus(addresses), StatusReply)
+        if len(reply.items) != len(addresses):
+            msg = f"getchlstatus: asked for {len(addresses)} channels, got {len(reply.items)}"
+            raise ProtocolViolation(msg)
+        out: dict[ChannelId, str] = {}
+        for asked, item in zip(addresses, reply.items, strict=True):
+            got = item.address.channel
+            # subdevid is unreliable here; devid and chlid still prove the order.
+            if (got.devid, got.chlid) != (asked.channel.devid, asked.channel.chlid):
+                msg = f"getchlstatus: reply item for {got} where {asked.channel} was asked"
+                raise ProtocolViolation(msg)
+            out[asked.channel] = item.status
+        return out
+
+    async def inquire(
+        self, channels: Iterable[ChannelArg] | ChannelArg | None = None
+    ) -> dict[ChannelId, InquireRecord]:
+        """The newest value of each channel (V, A, Ah, Wh, s) in one request.
+
+        ``channels`` defaults to every channel of the server.
+        """
+        addresses = self._resolve(channels, default_all=True)
+        reply = await self._call(Inquire(addresses), InquireReply)
+        return _by_channel("inquire", addresses, reply.items)
+
+    async def inquire_df(
+        self, channels: Iterable[ChannelArg] | ChannelArg | None = None
+    ) -> dict[ChannelId, DataCount]:
+        """How many records each channel's latest test holds (for :meth:`download`).
+
+        ``channels`` defaults to every channel of the server.
+        """
+        addresses = self._resolve(channels, default_all=True)
+        reply = await self._call(InquireDf(addresses), InquireDfReply)
+        return _by_channel("inquiredf", addresses, reply.items)
+
+    async def start(
+        self, items: Sequence[tuple[ChannelArg, str, str]], backup_dir: str = ""
+    ) -> None:
+        """Start tests: each item is ``(channel, barcode, step-file path on the server)``.
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        if not items:
+            raise ConfigError(
+                field="items", problem="name at least one (channel, barcode, step file)"
+            )
+        starts = tuple(
+            StartItem(self.address(channel), barcode, step_file_path)
+            for channel, barcode, step_file_path in items
+        )
+        addresses = tuple(item.address for item in starts)
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError(
+                field="items", problem="each channel may be started only once per call"
+            )
+        await self._command(Start(starts, backup_dir), addresses)
+
+    async def stop(self, channels: Iterable[ChannelArg] | ChannelArg) -> None:
+        """Stop the tests on ``channels`` (no default: stopping all must be said).
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        addresses = self._resolve(channels, default_all=False)
+        await self._command(Stop(addresses), addresses)
+
+    async def clear_flag(self, channels: Iterable[ChannelArg] | ChannelArg) -> None:
+        """Clear the finished/protected flag of ``channels`` so they can start again.
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        addresses = self._resolve(channels, default_all=False)
+        await self._command(ClearFlag(addresses), addresses)
+
+    async def light(self, channels: Iterable[ChannelArg] | ChannelArg, on: bool = True) -> None:
+        """Switch the locator light of ``channels`` on or off.
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        addresses = self._resolve(channels, default_all=False)
+        await self._command(Light(addresses, on), addresses)
+
+    async def _command(
+        self, req: Start | Stop | ClearFlag | Light, addresses: tuple[ChannelAddress, ...]
+    ) -> None:
+        reply = await self._call(req, CommandReply)
+        name = reply.command
+        answered = {r.address.channel for r in reply.items}
+        # A channel the server did not answer for is not known to have obeyed; for a
+        # stop that matters, so it is never taken as a success.
+        missing = [str(a.channel) for a in addresses if a.channel not in answered]
+        refused = [str(r.address.channel) for r in reply.items if not r.ok]
+        if refused:
+            _log.warning("BTS server %s refused %s for %s", self._where, name, refused)
+            detail = "the server answered false"
+            if missing:
+                detail += f"; no answer for {', '.join(missing)}"
+            raise CommandRefused(command=name, targets=refused, detail=detail)
+        if missing:
+            msg = f"{name}: the BTS server at {self._where} did not answer for {', '.join(missing)}"
+            raise ProtocolViolation(msg)
+        _log.info(
+            "%s done on BTS server %s for %s",
+            name,
+            self._where,
+            _describe_channels(a.channel for a in addresses),
+        )
+
+    async def download(
+        self, channel: ChannelArg, start_pos: int, count: int, test_id: int = 0
+    ) -> DownloadReply:
+        """Recorded samples of a test: ``count`` records from seqid ``start_pos``.
+
+        ``test_id`` 0 means the channel's latest test. Records carry V, A, Ah, Wh, the
+        test time in ms and the local wall-clock time.
+        """
+        if start_pos < 0:
+            raise ConfigError(field="start_pos", problem=f"must be 0 or more, got {start_pos}")
+        if count < 1:
+            raise ConfigError(field="count", problem=f"must be 1 or more, got {count}")
+        req = Download(self.address(channel), start_pos, count, test_id)
+        return await self._call(req, DownloadReply)
+
+    async def download_log(self, channel: ChannelArg, test_id: int = 0) -> DownloadLogReply:
+        """The event log (log codes with wall-clock times) of a test; 0 = latest test."""
+        return await self._call(DownloadLog(self.address(channel), test_id), DownloadLogReply)
+
+    async def download_step_layer(self, channel: ChannelArg, test_id: int = 0) -> StepLayerReply:
+        """Per-step summary of a test (ms, V, A, Ah, Wh per step); 0 = latest test."""
+        req = DownloadStepLayer(self.address(channel), test_id)
+        return await self._call(req, StepLayerReply)
+
+
+_Item = TypeVar("_Item", InquireRecord, DataCount)
+
+
+def _by_channel(
+    cmd: str, addresses: tuple[ChannelAddress, ...], items: tuple[_Item, ...]
+) -> dict[ChannelId, _Item]:
+    """Replies in the order asked, matched by the address each item names."""
+    got = {item.address.channel: item for item in items}
+    missing = [str(a.channel) for a in addresses if a.channel not in got]
+    if missing:
+        msg = f"{cmd}: the reply has no item for {', '.join(missing)}"
+        raise ProtocolViolation(msg)
+    return {a.channel: got[a.channel] for a in addresses}

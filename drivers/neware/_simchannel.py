@@ -1,0 +1,420 @@
+"""One simulated CT-4008 channel: runs a BTS step file on a simulated cell.
+
+The channel behaves as the instrument does: it runs steps in order with their limits
+(time, capacity, cut-off voltage), loops at a CYCLE step, records a sample every
+record interval into its own history (``download`` reads it by position), clamps the
+voltage to the instrument's range, trips into ``protect`` at the whole-test
+protection limits, and rests at open circuit when stopped.
+
+Time is pulled, not pushed: :meth:`SimChannel.advance_to` integrates up to a clock
+time, so the simulator costs nothing between requests and is exactly reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cellguard.drivers.neware._messages import (
+    ChannelAddress,
+    DownloadRecord,
+    InquireRecord,
+    StepLayerRecord,
+)
+from cellguard.drivers.neware._stepfile import Step, StepFile, StepType
+from cellguard.drivers.sim import SimCell
+
+# Log codes as the BTS server reports them in ``inquire`` and ``downloadlog``.
+LOG_TEST_START = 100000
+LOG_TEST_END = 100001
+LOG_PROTECT = 100215
+LOG_WORKING = 102000
+
+# The longest stretch integrated in one go. Shorter than any time constant the
+# detectors care about would be ideal, but the cell model integrates in closed form,
+# so this only bounds how stale a depletion or short onset can be inside one step.
+_MAX_DT_S = 30.0
+_DEFAULT_RECORD_S = 60.0
+_EPS_S = 1e-9
+
+_STEP_NAMES = ("cc", "dc", "cv", "rest", "cycle", "end", "cccv", "cvd")
+_STEP_CODE = {name: i for i, name in enumerate(_STEP_NAMES)}
+
+
+@dataclass(frozen=True)
+class RefusedStart:
+    """Why a start was refused (the wire only says ``false``; the log says why)."""
+
+    reason: str
+
+
+class _History:
+    """Recorded samples in compact parallel arrays (a long test holds millions)."""
+
+    def __init__(self) -> None:
+        self.step_id = array("i")
+        self.cycle_id = array("i")
+        self.step_code = array("b")
+        self.test_time_ms = array("q")
+        self.voltage_v = array("d")
+        self.current_a = array("d")
+        self.capacity_ah = array("d")
+        self.energy_wh = array("d")
+
+    def __len__(self) -> int:
+        return len(self.test_time_ms)
+
+    def append(  # noqa: PLR0917 - one positional per column, on the hot path
+        self,
+        step_id: int,
+        cycle_id: int,
+        step_code: int,
+        test_time_ms: int,
+        voltage_v: float,
+        current_a: float,
+        capacity_ah: float,
+        energy_wh: float,
+    ) -> None:
+        self.step_id.append(step_id)
+        self.cycle_id.append(cycle_id)
+        self.step_code.append(step_code)
+        self.test_time_ms.append(test_time_ms)
+        self.voltage_v.append(voltage_v)
+        self.current_a.append(current_a)
+        self.capacity_ah.append(capacity_ah)
+        self.energy_wh.append(energy_wh)
+
+
+class SimChannel:
+    """A CT-4008 channel with a cell in it (or empty: ``cell is None``)."""
+
+    def __init__(
+        self,
+        address: ChannelAddress,
+        cell: SimCell | None,
+        *,
+        current_range_ma: float,
+        voltage_range_v: float = 5.0,
+        now_s: float = 0.0,
+    ) -> None:
+        self.address = address
+        self.cell = cell
+        self.current_range_ma = current_range_ma
+        self.voltage_range_v = voltage_range_v
+        self.workstatus = "finish"
+        self.barcode = ""
+        self.test_id = 0
+        self.last_refusal: RefusedStart | None = None
+        self._t_s = now_s
+        self._voltage_v = 0.0
+        self._current_a = 0.0
+        self._program: StepFile | None = None
+        self._test_start_s = now_s
+        self._test_start_wall = datetime(2026, 1, 1)
+        self._history = _History()
+        self._log: list[tuple[int, int, float]] = []  # (seq_id, log_code, t_s)
+        self._layers: list[StepLayerRecord] = []
+        self._reset_test_state()
+
+    def _reset_test_state(self) -> None:
+        self._step_index = 0  # 0-based index into the program's steps
+        self._step_start_s = self._t_s
+        self._step_capacity_ah = 0.0
+        self._step_energy_wh = 0.0
+        self._cycle_id = 1
+        self._loop_counts: dict[int, int] = {}
+        self._next_record_s = self._t_s
+        self._layer_start_seq = 1
+        self._layer_start_v = 0.0
+        self._layer_start_a = 0.0
+        self._layer_index = 0
+        self._layer_open = False
+        self._last_record_t_s = -math.inf
+
+    # ------------------------------------------------------------ commands
+
+    def start(self, program: StepFile, barcode: str, now_s: float, wall_now: datetime) -> bool:
+        """Start a test. Refused (False) as the instrument would refuse it."""
+        self.advance_to(now_s)
+        refusal = self._check_start(program)
+        self.last_refusal = refusal
+        if refusal is not None:
+            return False
+        self._program = program
+        self.barcode = barcode
+        self.test_id += 1
+        self._test_start_s = self._t_s
+        self._test_start_wall = wall_now
+        self._history = _History()
+        self._log = [(1, LOG_TEST_START, self._t_s)]
+        self._layers = []
+        self.workstatus = "working"
+        self._reset_test_state()
+        self._enter_step(0)
+        return True
+
+    def _check_start(self, program: StepFile) -> RefusedStart | None:
+        if self.workstatus in ("working", "pause"):
+            return RefusedStart(f"channel {self.address.channel} is {self.workstatus}")
+        if self.cell is None:
+            return RefusedStart(f"no cell on channel {self.address.channel}")
+        for index, step in enumerate(program.steps, start=1):
+            if step.step_type in (StepType.CV_CHARGE, StepType.CV_DISCHARGE, StepType.CCCV_CHARGE):
+                return RefusedStart(f"step {index}: CV steps are not simulated")
+            if step.current_ma is not None and step.current_ma > self.current_range_ma:
+                return RefusedStart(
+                    f"step {index}: {step.current_ma} mA is beyond "
+                    f"the ±{self.current_range_ma} mA range"
+                )
+        return None
+
+    def stop(self, now_s: float) -> bool:
+        """Stop a running test; refused (False) when nothing runs, as on the instrument."""
+        self.advance_to(now_s)
+        if self.workstatus not in ("working", "pause"):
+            return False
+        self._end_test("stop", LOG_TEST_END)
+        return True
+
+    # ------------------------------------------------------------ time
+
+    def advance_to(self, t_s: float) -> None:
+        """Integrate the channel (and its cell) up to clock time ``t_s``."""
+        while self._t_s < t_s - _EPS_S:
+            if self.workstatus == "working" and self._program is not None:
+                self._run_until(t_s)
+            else:
+                self._rest_until(t_s)
+
+    def _rest_until(self, t_s: float) -> None:
+        dt_s = t_s - self._t_s
+        self._current_a = 0.0
+        if self.cell is not None:
+            # Open circuit: the cell's own clock keeps moving (interphase growth,
+            # shorts) even when nothing runs; chunked to keep the model's steps small.
+            while dt_s > _EPS_S:
+                chunk_s = min(dt_s, 3600.0)
+                self._voltage_v = self._clamp(self.cell.advance(chunk_s, 0.0))
+                dt_s -= chunk_s
+        self._t_s = t_s
+
+    def _clamp(self, voltage_v: float) -> float:
+        limit = self.voltage_range_v
+        return limit if voltage_v > limit else -limit if voltage_v < -limit else voltage_v
+
+    def _run_until(self, t_s: float) -> None:
+        program = self._program
+        assert program is not None
+        assert self.cell is not None
+        record_s = program.record_interval_s or _DEFAULT_RECORD_S
+        protection = program.protection
+        while self._t_s < t_s - _EPS_S and self.workstatus == "working":
+            step = program.steps[self._step_index]
+            current_a = self._step_current_a(step)
+            dt_s = min(t_s - self._t_s, _MAX_DT_S, max(self._next_record_s - self._t_s, _EPS_S))
+            dt_s = min(dt_s, self._time_left_s(step, current_a))
+            dt_s = max(dt_s, _EPS_S)
+            raw_v = self.cell.advance(dt_s, current_a)
+            voltage_v = self._clamp(raw_v)
+            self._t_s += dt_s
+            self._current_a = current_a
+            self._voltage_v = voltage_v
+            self._step_capacity_ah += abs(current_a) * dt_s / 3600.0
+            self._step_energy_wh += abs(voltage_v * current_a) * dt_s / 3600.0
+
+            if (
+                protection.voltage_upper_v is not None and voltage_v >= protection.voltage_upper_v
+            ) or (
+                protection.voltage_lower_v is not None and voltage_v <= protection.voltage_lower_v
+            ):
+                self._record()
+                self._end_test("protect", LOG_PROTECT)
+                return
+            if self._t_s >= self._next_record_s - _EPS_S:
+                self._record()
+                while self._next_record_s <= self._t_s + _EPS_S:
+                    self._next_record_s += record_s
+            if self._step_done(step, voltage_v):
+                if self._last_record_t_s != self._t_s:
+                    self._record()  # the instrument records every step's last point
+                self._next_step()
+
+    def _step_current_a(self, step: Step) -> float:
+        if step.step_type is StepType.CC_CHARGE:
+            return (step.current_ma or 0.0) / 1000.0
+        if step.step_type is StepType.CC_DISCHARGE:
+            return -(step.current_ma or 0.0) / 1000.0
+        return 0.0
+
+    def _time_left_s(self, step: Step, current_a: float) -> float:
+        left = math.inf
+        if step.time_s is not None:
+            left = step.time_s - (self._t_s - self._step_start_s)
+        if step.capacity_mah is not None and current_a != 0.0:
+            left_ah = step.capacity_mah / 1000.0 - self._step_capacity_ah
+            left = min(left, left_ah * 3600.0 / abs(current_a))
+        return max(left, _EPS_S)
+
+    def _step_done(self, step: Step, voltage_v: float) -> bool:
+        tol_s = 1e-6
+        if step.time_s is not None and self._t_s - self._step_start_s >= step.time_s - tol_s:
+            return True
+        if (
+            step.capacity_mah is not None
+            and self._step_capacity_ah * 1000.0 >= step.capacity_mah * (1 - 1e-9)
+        ):
+            return True
+        if step.stop_voltage_v is not None:
+            if step.step_type is StepType.CC_CHARGE and voltage_v >= step.stop_voltage_v:
+                return True
+            if step.step_type is StepType.CC_DISCHARGE and voltage_v <= step.stop_voltage_v:
+                return True
+        return False
+
+    def _enter_step(self, index: int) -> None:
+        assert self._program is not None
+        steps = self._program.steps
+        # CYCLE and END are control steps: they take no time.
+        while True:
+            step = steps[index]
+            if step.step_type is StepType.END:
+                self._end_test("finish", LOG_TEST_END)
+                return
+            if step.step_type is StepType.CYCLE:
+                done = self._loop_counts.get(index, 0) + 1
+                if done < (step.cycle_count or 1):
+                    self._loop_counts[index] = done
+                    self._cycle_id += 1
+                    index = (step.loop_start_step or 1) - 1
+                else:
+                    self._loop_counts[index] = 0
+                    index += 1
+                continue
+            break
+        self._step_index = index
+        self._step_start_s = self._t_s
+        self._step_capacity_ah = 0.0
+        self._step_energy_wh = 0.0
+        self._layer_open = True
+        self._layer_start_seq = len(self._history) + 1
+        self._layer_start_v = self._voltage_v
+        self._layer_start_a = self._step_current_a(step)
+
+    def _next_step(self) -> None:
+        self._close_layer()
+        self._enter_step(self._step_index + 1)
+
+    def _close_layer(self) -> None:
+        if not self._layer_open or self._program is None:
+            return
+        self._layer_open = False
+        if len(self._history) < self._layer_start_seq:
+            return
+        step = self._program.steps[self._step_index]
+        self._layer_index += 1
+        self._layers.append(
+            StepLayerRecord(
+                start_seq_id=self._layer_start_seq,
+                end_seq_id=len(self._history),
+                step_index=self._layer_index,
+                step_id=self._step_index + 1,
+                cycle_id=self._cycle_id,
+                step_type=step.step_type.wire_name,
+                step_time_ms=round((self._t_s - self._step_start_s) * 1000),
+                end_wall_time=self._wall(self._t_s),
+                start_voltage_v=self._layer_start_v,
+                end_voltage_v=self._voltage_v,
+                start_current_a=self._layer_start_a,
+                end_current_a=self._current_a,
+                capacity_ah=self._step_capacity_ah,
+                energy_wh=self._step_energy_wh,
+            )
+        )
+
+    def _end_test(self, status: str, log_code: int) -> None:
+        self._close_layer()
+        self.workstatus = status
+        self._log.append((max(len(self._history), 1), log_code, self._t_s))
+        self._current_a = 0.0
+
+    def _test_time_ms(self) -> int:
+        return round((self._t_s - self._test_start_s) * 1000)
+
+    def _wall(self, t_s: float) -> datetime:
+        return self._test_start_wall + timedelta(seconds=round(t_s - self._test_start_s))
+
+    def _record(self) -> None:
+        program = self._program
+        assert program is not None
+        step = program.steps[self._step_index]
+        self._last_record_t_s = self._t_s
+        self._history.append(
+            self._step_index + 1,
+            self._cycle_id,
+            _STEP_CODE[step.step_type.wire_name],
+            self._test_time_ms(),
+            self._voltage_v,
+            self._current_a,
+            self._step_capacity_ah,
+            self._step_energy_wh,
+        )
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def t_s(self) -> float:
+        return self._t_s
+
+    @property
+    def record_count(self) -> int:
+        return len(self._history)
+
+    def inquire(self) -> InquireRecord:
+        running = self.workstatus in ("working", "pause")
+        ever_ran = self._program is not None
+        step = self._program.steps[self._step_index] if self._program is not None else None
+        return InquireRecord(
+            address=self.address,
+            cycle_id=self._cycle_id if ever_ran else 1,
+            step_id=self._step_index + 1 if running else None,
+            step_type=step.step_type.wire_name if running and step is not None else None,
+            workstatus=self.workstatus,
+            barcode=self.barcode,
+            current_a=self._current_a if running else 0.0,
+            voltage_v=self._voltage_v,
+            capacity_ah=self._step_capacity_ah if running else 0.0,
+            energy_wh=self._step_energy_wh if running else 0.0,
+            total_time_s=(self._t_s - self._test_start_s) if running else 0.0,
+            relative_time_s=(self._t_s - self._step_start_s) if running else 0.0,
+            log_code=LOG_WORKING if running else 0,
+        )
+
+    def download(self, start_pos: int, count: int) -> tuple[DownloadRecord, ...]:
+        """Recorded samples with seq ids ``start_pos .. start_pos+count-1`` (1-based)."""
+        h = self._history
+        first = max(start_pos, 1) - 1
+        last = min(first + max(count, 0), len(h))
+        start_wall = self._test_start_wall
+        return tuple(
+            DownloadRecord(
+                seq_id=i + 1,
+                step_id=h.step_id[i],
+                cycle_id=h.cycle_id[i],
+                step_type=_STEP_NAMES[h.step_code[i]],
+                test_time_ms=h.test_time_ms[i],
+                wall_time=start_wall + timedelta(seconds=h.test_time_ms[i] // 1000),
+                voltage_v=h.voltage_v[i],
+                current_a=h.current_a[i],
+                capacity_ah=h.capacity_ah[i],
+                energy_wh=h.energy_wh[i],
+            )
+            for i in range(first, last)
+        )
+
+    def log(self) -> list[tuple[int, int, datetime]]:
+        return [(seq, code, self._wall(t_s)) for seq, code, t_s in self._log]
+
+    def step_layers(self) -> tuple[StepLayerRecord, ...]:
+        return tuple(self._layers)

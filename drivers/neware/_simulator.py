@@ -1,0 +1,336 @@
+"""A simulated Neware CT-4008 behind a BTS 8 API server, on a real TCP socket.
+
+Any BTS API client can use it: it speaks the same framing and XML as the real
+server (see :mod:`._codec` for the quirks reproduced). Units of 8 channels (device
+type 27), a ±5 V range and a configurable current range; each channel holds a
+simulated Li cell (:mod:`cellguard.drivers.sim`). The step file named in ``start``
+is read from the server's own disk, as the real BTS server does.
+
+Simulated time comes from a :class:`~cellguard.drivers.clock.Clock`: a virtual clock
+for tests and the demo (deterministic), a scaled wall clock when served to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import assert_never
+
+from cellguard.drivers.clock import Clock
+from cellguard.drivers.errors import CellguardError, ConfigError
+from cellguard.drivers.neware._codec import FrameSplitter, decode_request, encode_reply
+from cellguard.drivers.neware._messages import (
+    DEVTYPE_CT4008,
+    ChannelAddress,
+    ChannelId,
+    ChannelInfo,
+    ChannelStatus,
+    ClearFlag,
+    CommandReply,
+    CommandResult,
+    Connect,
+    ConnectReply,
+    DataCount,
+    DevInfoReply,
+    Download,
+    DownloadLog,
+    DownloadLogReply,
+    DownloadReply,
+    DownloadStepLayer,
+    GetChlStatus,
+    GetDevInfo,
+    Inquire,
+    InquireDf,
+    InquireDfReply,
+    InquireReply,
+    Light,
+    LogRecord,
+    Reply,
+    Request,
+    Start,
+    StatusReply,
+    StepLayerReply,
+    Stop,
+)
+from cellguard.drivers.neware._simchannel import SimChannel
+from cellguard.drivers.neware._stepfile import parse_step_file
+from cellguard.drivers.sim import SimCell, SimCellSpec
+
+log = logging.getLogger(__name__)
+
+CHANNELS_PER_UNIT = 8
+DEFAULT_PORT = 502
+# Largest ``download`` answered in one reply; the real server pages at 1000 too.
+MAX_DOWNLOAD_COUNT = 1000
+
+
+@dataclass(frozen=True)
+class CellSlot:
+    """What sits in one channel of the simulated instrument."""
+
+    spec: SimCellSpec
+    label: str = ""
+
+
+def demo_layout() -> tuple[CellSlot, ...]:
+    """The paper's matrix on one 8-channel unit: 4 interphases × (100|100, 100|20 µm)."""
+    slots = []
+    for name in ("MII-1", "MII-2", "MII-3", "SEI"):
+        slots.append(CellSlot(SimCellSpec(interphase=name), f"{name} symmetric 100|100"))
+        slots.append(
+            CellSlot(SimCellSpec(interphase=name, li_working_um=20.0), f"{name} asymmetric 100|20")
+        )
+    return tuple(slots)
+
+
+class NewareSimulator:
+    """The instrument: units of 8 channels, each running step files on a cell.
+
+    ``handle`` is the whole server brain (request in, reply out) and needs no
+    socket; :meth:`serve` puts it on TCP.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        units: int = 1,
+        devid: int = 1,
+        cells: Mapping[ChannelId, CellSlot] | None = None,
+        current_range_ma: float = 10.0,
+        voltage_range_v: float = 5.0,
+        seed: int = 0,
+        epoch: datetime | None = None,
+        ip: str = "127.0.0.1",
+    ) -> None:
+        if units < 1:
+            raise ConfigError(field="units", problem="must be >= 1 (8 channels each)")
+        if not current_range_ma > 0:
+            raise ConfigError(field="current_range_ma", problem="must be > 0 mA")
+        self.clock = clock
+        self.devid = devid
+        self.ip = ip
+        self.current_range_ma = current_range_ma
+        self.voltage_range_v = voltage_range_v
+        # Wall-clock time of clock zero: ``atime`` of recorded samples derives from it.
+        self.epoch = epoch or datetime.now().replace(microsecond=0)
+        if cells is None:
+            layout = demo_layout()
+            cells = {
+                ChannelId(devid, unit, chl): layout[chl - 1]
+                for unit in range(1, units + 1)
+                for chl in range(1, CHANNELS_PER_UNIT + 1)
+            }
+        unknown = [str(c) for c in cells if c.devid != devid or not 1 <= c.subdevid <= units]
+        if unknown:
+            raise ConfigError(
+                field="cells", problem=f"channels {', '.join(unknown)} are not on this instrument"
+            )
+        self._channels: dict[ChannelId, SimChannel] = {}
+        now_s = clock.now_s()
+        for unit in range(1, units + 1):
+            for chl in range(1, CHANNELS_PER_UNIT + 1):
+                cid = ChannelId(devid, unit, chl)
+                slot = cells.get(cid)
+                # A distinct, reproducible seed per channel from the simulator seed.
+                cell_seed = seed * 1_000_003 + unit * 100 + chl
+                cell = SimCell(slot.spec, cell_seed) if slot is not None else None
+                self._channels[cid] = SimChannel(
+                    ChannelAddress(cid, DEVTYPE_CT4008, ip),
+                    cell,
+                    current_range_ma=current_range_ma,
+                    voltage_range_v=voltage_range_v,
+                    now_s=now_s,
+                )
+        self.labels = {cid: slot.label for cid, slot in cells.items()}
+        self.requests_served = 0
+
+    @property
+    def channels(self) -> Mapping[ChannelId, SimChannel]:
+        return self._channels
+
+    def advance(self) -> None:
+        """Bring every channel up to the clock's present."""
+        now_s = self.clock.now_s()
+        for channel in self._channels.values():
+            channel.advance_to(now_s)
+
+    def _wall_now(self) -> datetime:
+        return self.epoch + timedelta(seconds=round(self.clock.now_s()))
+
+    # ------------------------------------------------------------ the brain
+
+    def handle(self, request: Request) -> Reply:
+        """Answer one request as the BTS server would."""
+        self.requests_served += 1
+        self.advance()
+        match request:
+            case Connect():
+                return ConnectReply(ok=True)
+            case GetDevInfo():
+                return DevInfoReply(
+                    tuple(
+                        ChannelInfo(ch.address, ch.cell is not None)
+                        for ch in self._channels.values()
+                    ),
+                    server_ip=self.ip,
+                    server_port=3306,
+                )
+            case GetChlStatus(channels):
+                return StatusReply(
+                    tuple(
+                        ChannelStatus(a, self._find(a).workstatus if self._has(a) else "stop")
+                        for a in channels
+                    )
+                )
+            case Inquire(channels):
+                return InquireReply(
+                    tuple(self._find(a).inquire() for a in channels if self._has(a))
+                )
+            case InquireDf(channels):
+                return InquireDfReply(
+                    tuple(
+                        DataCount(
+                            a,
+                            self._find(a).test_id,
+                            self._find(a).record_count,
+                            self._find(a).workstatus != "working",
+                        )
+                        for a in channels
+                        if self._has(a)
+                    )
+                )
+            case Start(items):
+                results = []
+                for item in items:
+                    ok = self._has(item.address) and self._start(
+                        self._find(item.address), item.barcode, item.step_file_path
+                    )
+                    results.append(CommandResult(item.address, ok))
+                return CommandReply("start", tuple(results))
+            case Stop(channels):
+                now_s = self.clock.now_s()
+                return CommandReply(
+                    "stop",
+                    tuple(
+                        CommandResult(a, self._has(a) and self._find(a).stop(now_s))
+                        for a in channels
+                    ),
+                )
+            case ClearFlag(channels):
+                # Nothing is flagged on a simulated unit: the real server answers false.
+                return CommandReply("clearflag", tuple(CommandResult(a, False) for a in channels))
+            case Light(channels):
+                return CommandReply(
+                    "light", tuple(CommandResult(a, self._has(a)) for a in channels)
+                )
+            case Download(address, start_pos, count) if not self._has(address):
+                return DownloadReply(address, 0, start_pos, count, ())
+            case DownloadLog(address) | DownloadStepLayer(address) if not self._has(address):
+                return (
+                    DownloadLogReply(address, 0, ())
+                    if isinstance(request, DownloadLog)
+                    else StepLayerReply(address, 0, ())
+                )
+            case Download(address, start_pos, count):
+                channel = self._find(address)
+                records = channel.download(start_pos, min(count, MAX_DOWNLOAD_COUNT))
+                return DownloadReply(address, channel.test_id, start_pos, count, records)
+            case DownloadLog(address):
+                channel = self._find(address)
+                return DownloadLogReply(
+                    address,
+                    channel.test_id,
+                    tuple(LogRecord(seq, code, wall) for seq, code, wall in channel.log()),
+                )
+            case DownloadStepLayer(address):
+                channel = self._find(address)
+                return StepLayerReply(address, channel.test_id, channel.step_layers())
+        assert_never(request)
+
+    def _has(self, address: ChannelAddress) -> bool:
+        return address.channel in self._channels
+
+    def _find(self, address: ChannelAddress) -> SimChannel:
+        try:
+            return self._channels[address.channel]
+        except KeyError:
+            raise ConfigError(
+                field="channel", problem=f"{address.channel} is not on this instrument"
+            ) from None
+
+    def _start(self, channel: SimChannel, barcode: str, path: str) -> bool:
+        try:
+            program = parse_step_file(Path(path).read_bytes())
+        except (OSError, ConfigError) as err:
+            log.warning("start %s refused: step file %s: %s", channel.address.channel, path, err)
+            return False
+        ok = channel.start(program, barcode, self.clock.now_s(), self._wall_now())
+        if not ok and channel.last_refusal is not None:
+            log.warning(
+                "start %s refused: %s", channel.address.channel, channel.last_refusal.reason
+            )
+        return ok
+
+    # ------------------------------------------------------------ the socket
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[tuple[str, int]]:
+        """Serve the BTS API on ``host:port`` (0 = any free port); yields the bound address."""
+        connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connections[task] = writer
+            try:
+                await self._serve_connection(reader, writer)
+            finally:
+                connections.pop(task, None)
+
+        try:
+            server = await asyncio.start_server(on_connect, host, port)
+        except OSError as err:
+            problem = f"cannot listen on {host}:{port}: {err.strerror}"
+            raise ConfigError(field="port", problem=problem) from err
+        bound = server.sockets[0].getsockname()
+        try:
+            yield str(bound[0]), int(bound[1])
+        finally:
+            server.close()
+            # Closing the sockets ends each handler at its next read. Cancelling the
+            # handler tasks instead makes asyncio's stream machinery log the
+            # cancellation as an error (it asks a cancelled task for its exception).
+            for writer in list(connections.values()):
+                writer.transport.abort()
+            if connections:
+                await asyncio.gather(*connections, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        splitter = FrameSplitter()
+        peer = writer.get_extra_info("peername")
+        try:
+            while data := await reader.read(65536):
+                for frame_bytes in splitter.feed(data):
+                    try:
+                        reply = self.handle(decode_request(frame_bytes))
+                    except CellguardError as err:
+                        # The real server drops requests it cannot parse; say why here.
+                        log.warning("BTS simulator: bad request from %s: %s", peer, err)
+                        continue
+                    writer.write(encode_reply(reply))
+                await writer.drain()
+        except (ConnectionError, CellguardError) as err:
+            log.info("BTS simulator: connection from %s ended: %s", peer, err)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await asyncio.shield(writer.wait_closed())
