@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from shared import SHARED_FIXTURES
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +33,4 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """``../shared/fixtures``: real Neware BTS API responses and Neware data files."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"real fixtures not found at {FIXTURES}; the repo expects shared/ beside it")
-    return FIXTURES
+    return SHARED_FIXTURES

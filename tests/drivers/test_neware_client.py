@@ -13,9 +13,9 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
+from shared import NEWARE_API_FIXTURES
 
 from cellguard.drivers.errors import (
     CommandRefused,
@@ -51,7 +51,7 @@ from cellguard.drivers.neware import (
 )
 from cellguard.drivers.neware._codec import TERMINATOR
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "neware-bts-api"
+FIXTURES = NEWARE_API_FIXTURES
 ALL_CHANNELS = [f"21-{sub}-{n}" for sub in (1, 2) for n in range(1, 9)]
 
 

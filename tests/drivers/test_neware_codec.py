@@ -10,11 +10,11 @@ import contextlib
 import itertools
 import re
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared import NEWARE_API_FIXTURES
 
 from cellguard.drivers.errors import ProtocolViolation
 from cellguard.drivers.neware import (
@@ -60,8 +60,7 @@ from cellguard.drivers.neware import (
 )
 from cellguard.drivers.neware._codec import TERMINATOR
 
-# ../shared/fixtures beside the repo, as in tests/conftest.py (needed at collection time).
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "neware-bts-api"
+FIXTURES = NEWARE_API_FIXTURES
 FIXTURE_FILES = sorted(p.name for p in FIXTURES.glob("*.xml"))
 DEFAULT_IP = "127.0.0.1"
 
