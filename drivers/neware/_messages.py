@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cellguard.drivers.errors import ConfigError
 
@@ -243,9 +243,12 @@ class CommandReply:
     items: tuple[CommandResult, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DownloadRecord:
-    """One recorded sample: the instrument's own test time and wall-clock time."""
+class DownloadRecord(NamedTuple):
+    """One recorded sample: the instrument's own test time and wall-clock time.
+
+    A named tuple, not a frozen dataclass: a download page holds a thousand of them
+    and a tuple is built several times faster.
+    """
 
     seq_id: int
     step_id: int
