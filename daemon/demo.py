@@ -39,6 +39,7 @@ from cellguard.protocols import (
     disc_area_cm2,
     write_step_file,
 )
+from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
 from cellguard.protocols.polarization import PolarizationTracker
 
 DEMO_EPOCH = datetime(2026, 1, 5, 9, 0, 0)
@@ -64,6 +65,12 @@ class ChannelReport:
     next_seq: int = 1
     samples: int = 0
     tracker: PolarizationTracker = field(default_factory=PolarizationTracker)
+    # Two streams, two detectors: inquire values are rounded to 0.1 mV / 0.1 mA on the
+    # wire, so each stream is judged against a profile learnt from itself.
+    live_detector: Detector | None = None
+    recorded_detector: Detector | None = None
+    verdict: Verdict | None = None
+    halt_requested: bool = False
 
     def summary(self) -> dict[str, Any]:
         latest = self.tracker.latest_polarization_v
@@ -80,6 +87,7 @@ class ChannelReport:
             "polarization_mv": round(latest * 1000, 2) if latest is not None else None,
             "max_polarization_mv": round(peak * 1000, 2) if peak is not None else None,
             "samples": self.samples,
+            "detail": self.verdict.detail if self.verdict is not None else None,
         }
 
 
@@ -141,8 +149,18 @@ async def run_demo(
                 path = write_step_file(Path(tmp) / f"{channel}.xml", protocol.to_step_file(limits))
                 barcode = f"demo-{spec.interphase}-{cell.cell_type}-{channel.chlid}"
                 starts.append((channel, barcode, str(path)))
+                settings = DetectorSettings(
+                    cell=cell.cell_type, voltage_range_v=limits.voltage_range_v
+                )
                 reports.append(
-                    ChannelReport(channel, spec.interphase, cell.cell_type, cell.thin_li_um)
+                    ChannelReport(
+                        channel,
+                        spec.interphase,
+                        cell.cell_type,
+                        cell.thin_li_um,
+                        live_detector=make_detector(settings),
+                        recorded_detector=make_detector(settings),
+                    )
                 )
             await client.start(starts)
             requests += 1
@@ -157,8 +175,10 @@ async def run_demo(
                 requests += 1
                 for report in reports:
                     _apply_live(report, live[report.channel])
+                await _halt_flagged(client, reports)
                 if t_s >= next_download_s or t_s >= end_s or all(r.state in _DONE for r in reports):
                     requests += await _download_new(client, reports)
+                    await _halt_flagged(client, reports)
                     next_download_s = t_s + DOWNLOAD_EVERY_S
                 if on_poll is not None:
                     on_poll(reports, t_s)
@@ -185,12 +205,36 @@ async def run_demo(
     )
 
 
+def _judge(report: ChannelReport, detector: Detector | None, verdict: Verdict) -> None:
+    if verdict.severity == "halt" and report.verdict is None:
+        report.verdict = verdict
+        report.halt_requested = True
+        report.outcome, report.reason = "halted", verdict.kind
+        report.hours = verdict.t_s / 3600.0
+
+
+async def _halt_flagged(client: NewareClient, reports: list[ChannelReport]) -> None:
+    """Stop every channel a detector flagged, in one request, before anything else."""
+    flagged = [r for r in reports if r.halt_requested and r.state == "working"]
+    for report in reports:
+        report.halt_requested = False
+    if flagged:
+        await client.stop([r.channel for r in flagged])
+        for report in flagged:
+            report.state = "stop"
+
+
 def _apply_live(report: ChannelReport, record: InquireRecord) -> None:
     previous = report.state
     report.state = record.workstatus
     if record.workstatus == "working":
-        report.hours = record.total_time_s / 3600.0
         report.cycle = record.cycle_id
+        if report.verdict is None:
+            report.hours = record.total_time_s / 3600.0
+        detector = report.live_detector
+        if detector is not None and report.verdict is None:
+            verdict = detector.feed(record.total_time_s, record.voltage_v, record.current_a)
+            _judge(report, detector, verdict)
     if previous != record.workstatus and report.outcome is None:
         if record.workstatus == "protect":
             report.outcome, report.reason = "halted", "limit"
@@ -205,16 +249,18 @@ async def _download_new(client: NewareClient, reports: list[ChannelReport]) -> i
         while True:
             reply = await client.download(report.channel, report.next_seq, DOWNLOAD_PAGE)
             requests += 1
+            detector = report.recorded_detector
             for rec in reply.records:
-                report.tracker.add(
-                    rec.test_time_ms / 1000.0,
-                    rec.voltage_v,
-                    rec.current_a,
-                    rec.cycle_id,
-                    rec.step_id,
-                )
-                report.hours = max(report.hours, rec.test_time_ms / 3.6e6)
+                t_s = rec.test_time_ms / 1000.0
+                report.tracker.add(t_s, rec.voltage_v, rec.current_a, rec.cycle_id, rec.step_id)
                 report.cycle = max(report.cycle, rec.cycle_id)
+                if report.verdict is None:
+                    report.hours = max(report.hours, t_s / 3600.0)
+                    if detector is not None:
+                        verdict = detector.feed(
+                            t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
+                        )
+                        _judge(report, detector, verdict)
             report.samples += len(reply.records)
             report.next_seq += len(reply.records)
             if len(reply.records) < DOWNLOAD_PAGE:

@@ -66,7 +66,7 @@ class _History:
     def __len__(self) -> int:
         return len(self.test_time_ms)
 
-    def append(  # noqa: PLR0917 - one positional per column, on the hot path
+    def append(
         self,
         step_id: int,
         cycle_id: int,

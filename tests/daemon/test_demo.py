@@ -41,27 +41,52 @@ def test_summary_has_every_channel_with_the_documented_fields(summary: dict[str,
     assert summary["simulated_hours"] == pytest.approx(600.0)
 
 
-def test_mii1_asymmetric_leaves_the_range_first_then_mii2_asymmetric(
+def test_detectors_halt_mii1_and_mii2_asymmetric_for_depletion_before_the_range(
     summary: dict[str, Any],
 ) -> None:
     mii1 = _by(summary, "MII-1", "asymmetric")
     mii2 = _by(summary, "MII-2", "asymmetric")
-    assert mii1["outcome"] == "halted"
-    assert mii2["outcome"] == "halted"
+    for row in (mii1, mii2):
+        assert (row["outcome"], row["reason"]) == ("halted", "depletion")
+        assert "expected" in row["detail"]  # the shift criterion, not the ±5 V range
     assert mii1["hours"] < mii2["hours"] < 200
     halted = [c for c in summary["channels"] if c["outcome"] == "halted"]
     assert min(halted, key=lambda c: c["hours"]) == mii1
 
 
-def test_mii2_symmetric_looks_good_and_mii3_beats_sei(summary: dict[str, Any]) -> None:
-    assert 24.0 <= _by(summary, "MII-2", "symmetric")["max_polarization_mv"] <= 28.0
+def test_sei_symmetric_shorts_first_and_mii2_symmetric_lives_about_three_times_longer(
+    summary: dict[str, Any],
+) -> None:
+    sei = _by(summary, "SEI", "symmetric")
+    mii2 = _by(summary, "MII-2", "symmetric")
+    assert (sei["outcome"], sei["reason"]) == ("halted", "short")
+    assert (mii2["outcome"], mii2["reason"]) == ("halted", "short")
+    symmetric = [c for c in summary["channels"] if c["cell_type"] == "symmetric"]
+    assert min(symmetric, key=lambda c: c["hours"]) == sei
+    assert 2.5 <= mii2["hours"] / sei["hours"] <= 3.5
+    assert 24.0 <= mii2["max_polarization_mv"] <= 28.0
+
+
+def test_nothing_else_halts_and_mii3_beats_sei(summary: dict[str, Any]) -> None:
+    halted = {
+        (c["interphase"], c["cell_type"]) for c in summary["channels"] if c["outcome"] == "halted"
+    }
+    assert halted == {
+        ("MII-1", "asymmetric"),
+        ("MII-2", "asymmetric"),
+        ("MII-2", "symmetric"),
+        ("SEI", "symmetric"),
+        ("SEI", "asymmetric"),
+    }
     for cell_type in ("symmetric", "asymmetric"):
         mii3 = _by(summary, "MII-3", cell_type)
         sei = _by(summary, "SEI", cell_type)
         assert mii3["outcome"] == "completed"
         assert mii3["hours"] == pytest.approx(600.0)
         assert mii3["max_polarization_mv"] < sei["max_polarization_mv"]
-    assert _by(summary, "MII-1", "symmetric")["polarization_mv"] > 100.0  # only grows
+    mii1 = _by(summary, "MII-1", "symmetric")
+    assert mii1["outcome"] == "completed"
+    assert mii1["polarization_mv"] > 100.0  # it only grows
 
 
 def test_every_recorded_sample_arrived_through_the_driver(summary: dict[str, Any]) -> None:
@@ -81,7 +106,7 @@ def test_cli_json_prints_one_object_with_the_channels() -> None:
     )
     data = json.loads(out.stdout)
     assert [c["channel"] for c in data["channels"]] == [f"1-1-{i}" for i in range(1, 9)]
-    assert all(c["outcome"] == "completed" for c in data["channels"])
+    assert all(c["outcome"] == "completed" for c in data["channels"])  # nothing fails in 12 h
 
 
 def test_cli_human_output_ends_with_a_summary_table() -> None:

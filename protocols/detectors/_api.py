@@ -1,0 +1,198 @@
+"""What every detector speaks: settings in, verdicts out.
+
+A detector is a small, pure, deterministic object fed one sample at a time (live) or
+a batch of arrays (replayed files); both paths give the same verdicts. No I/O and no
+clock reads: time is the sample's own ``t_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from cellguard.drivers.errors import ConfigError
+
+Severity = Literal["ok", "warn", "halt"]
+CellProfile = Literal["symmetric", "asymmetric", "full"]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judgement on one sample.
+
+    ``ok`` verdicts are the shared :data:`OK` object (no allocation per sample). A warn
+    or halt names its ``kind`` (``depletion``, ``voltage_shift``, ``short``, ``limit``),
+    the ``criterion`` that fired, the ``measured`` value against the ``baseline`` and
+    the ``threshold`` (units in ``unit``), and a sentence a researcher can read.
+    """
+
+    severity: Severity
+    kind: str = ""
+    subkind: str = ""  # e.g. "hard", "soft", "micro" for shorts
+    index: int = -1  # 0-based index of the sample in the stream fed so far
+    t_s: float = math.nan
+    criterion: str = ""
+    measured: float = math.nan
+    baseline: float = math.nan
+    threshold: float = math.nan
+    unit: str = ""
+    detail: str = ""
+
+    @property
+    def is_halt(self) -> bool:
+        return self.severity == "halt"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (NaN becomes None)."""
+
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        return {
+            "kind": self.kind,
+            "subkind": self.subkind or None,
+            "severity": self.severity,
+            "time_s": clean(self.t_s),
+            "index": self.index,
+            "criterion": self.criterion,
+            "measured": clean(self.measured),
+            "baseline": clean(self.baseline),
+            "threshold": clean(self.threshold),
+            "unit": self.unit,
+            "detail": self.detail,
+        }
+
+
+OK = Verdict("ok")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(field=name, problem=f"must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Thresholds in physical units or ratios; defaults derived from the physics.
+
+    Li|Li cells (``symmetric``/``asymmetric``): the detector learns the cell's own
+    apparent resistance |V/I| along each half cycle, per current direction, and
+    judges every sample by ``ratio`` = (V/I) / (the same at the same point of the last
+    healthy half cycle in that direction). Healthy cells stay within ±10 % between
+    half cycles (day/night drift, slow growth or "activation" are far slower).
+
+    ``full`` cells: the voltage window and sudden collapses (no ratio learning).
+    """
+
+    cell: CellProfile = "asymmetric"
+    voltage_range_v: float = 5.0
+    # The range is the backstop: at |V| >= range_fraction x range the channel halts at
+    # once (the instrument's own limit would trip a moment later anyway).
+    range_fraction: float = 0.98
+    # Depletion / voltage shift: ratio above shift_ratio and at least shift_floor_v
+    # above the expected voltage, on two consecutive samples.
+    shift_ratio: float = 2.0
+    shift_floor_v: float = 0.015
+    # Shorts: below drop_ratio is a drop (soft-short evidence), below near_zero_ratio
+    # a collapse; two consecutive low samples, or two partial drops within
+    # soft_window_s, halt. A single low sample is a glitch until confirmed: warn.
+    drop_ratio: float = 0.62
+    near_zero_ratio: float = 0.08
+    soft_window_s: float = 12 * 3600.0
+    # Micro short: the ratio averaged over slide_window_s sliding below slide_ratio on
+    # two samples. Every ratio criterion must also stand out of the cell's own noise
+    # by significance_sigmas (the noise is learnt per direction from each half cycle).
+    slide_ratio: float = 0.85
+    slide_window_s: float = 300.0
+    significance_sigmas: float = 6.0
+    # Samples with |I| below this fraction of the half cycle's current are rest or a
+    # reversal in progress and are not judged as Li|Li overpotential.
+    rest_fraction: float = 0.05
+    rest_current_a: float = 1e-7
+    # After a reversal, wrong-sign samples within settle_s are the zero crossing.
+    settle_s: float = 60.0
+    # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).
+    min_expected_v: float = 0.5e-3
+    # Full cells: the window the chemistry must stay in, and what a collapse is.
+    full_v_min_v: float = 1.0
+    full_v_max_v: float = 4.6
+    full_collapse_v: float = 0.5
+    full_drop_v: float = 0.3  # a fall this large between two samples at constant current
+    overrides: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("symmetric", "asymmetric", "full"):
+            raise ConfigError(
+                field="cell", problem=f"must be symmetric, asymmetric or full, got {self.cell!r}"
+            )
+        for name in (
+            "voltage_range_v",
+            "shift_ratio",
+            "shift_floor_v",
+            "drop_ratio",
+            "near_zero_ratio",
+            "soft_window_s",
+            "slide_ratio",
+            "slide_window_s",
+            "significance_sigmas",
+            "rest_fraction",
+            "rest_current_a",
+            "settle_s",
+            "min_expected_v",
+            "full_collapse_v",
+            "full_drop_v",
+        ):
+            _positive(name, getattr(self, name))
+        if not 0 < self.range_fraction <= 1:
+            raise ConfigError(field="range_fraction", problem="must be in (0, 1]")
+        if not self.near_zero_ratio < self.drop_ratio < self.slide_ratio < 1 < self.shift_ratio:
+            raise ConfigError(
+                field="drop_ratio",
+                problem="need near_zero_ratio < drop_ratio < slide_ratio < 1 < shift_ratio",
+            )
+        if not self.full_v_min_v < self.full_v_max_v:
+            raise ConfigError(field="full_v_min_v", problem="must be below full_v_max_v")
+
+
+class Detector(Protocol):
+    """A streaming judge of one channel."""
+
+    settings: DetectorSettings
+
+    def feed(
+        self,
+        t_s: float,
+        voltage_v: float,
+        current_a: float,
+        step: int | None = None,
+        cycle: int | None = None,
+    ) -> Verdict:
+        """Judge one sample (in order); :data:`OK` when nothing is wrong."""
+        ...
+
+    def feed_batch(
+        self,
+        t_s: FloatArray,
+        voltage_v: FloatArray,
+        current_a: FloatArray,
+        step: IntArray | None = None,
+        cycle: IntArray | None = None,
+    ) -> list[Verdict]:
+        """Judge many samples in order; the warn/halt verdicts, as ``feed`` would give."""
+        ...
+
+    @property
+    def samples(self) -> int:
+        """Samples judged so far."""
+        ...
+
+    @property
+    def halt(self) -> Verdict | None:
+        """The halt verdict, once given (the detector then judges nothing more)."""
+        ...

@@ -1,0 +1,296 @@
+"""The full-cell detector: the voltage window, collapses and drops while charging.
+
+A full cell's voltage is its open-circuit voltage plus a small overpotential, so the
+Li|Li ratio logic does not apply. What a full cell shows when it fails: the voltage
+leaves its chemistry's window, collapses under current (hard short), or falls while
+it is being charged at a constant current (soft short: charge leaks away). Rate steps,
+CC→CV, rests and the end-of-discharge knee are not faults: a drop is judged only
+while charging (current and voltage of the same sign) at an unchanged current.
+
+Live samples go through :meth:`FullCellDetector.feed`; replayed files through
+:meth:`FullCellDetector.feed_batch`, which screens whole arrays with numpy and runs the
+per-sample logic only around suspicious samples, giving the same verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cellguard.protocols.detectors._api import (
+    OK,
+    DetectorSettings,
+    FloatArray,
+    IntArray,
+    Verdict,
+)
+
+_SAME_CURRENT = 0.02  # relative change of |I| that still counts as the same current
+_WARN_REPEAT_S = 3600.0
+
+
+class FullCellDetector:
+    """Streaming detector for one full-cell channel."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self._range_v = settings.range_fraction * settings.voltage_range_v
+        self._n = 0
+        self._halt: Verdict | None = None
+        self._prev_v = math.nan
+        self._prev_i = math.nan
+        self._collapse_run = 0
+        self._outside_run = 0
+        self._drop_ref_v = math.nan  # |V| before a drop, while the drop awaits confirmation
+        self._last_warn: dict[str, float] = {}
+
+    @property
+    def samples(self) -> int:
+        return self._n
+
+    @property
+    def halt(self) -> Verdict | None:
+        return self._halt
+
+    def feed(
+        self,
+        t_s: float,
+        voltage_v: float,
+        current_a: float,
+        step: int | None = None,
+        cycle: int | None = None,
+    ) -> Verdict:
+        index = self._n
+        self._n = index + 1
+        if self._halt is not None:
+            return OK
+        s = self.settings
+        av = abs(voltage_v)
+        prev_v, prev_i = self._prev_v, self._prev_i
+        self._prev_v, self._prev_i = voltage_v, current_a
+        if av >= self._range_v:
+            return self._halt_with(
+                index,
+                t_s,
+                "limit",
+                "range",
+                av,
+                math.nan,
+                self._range_v,
+                f"|V| = {av:.3f} V reached the instrument's ±{s.voltage_range_v:g} V range",
+            )
+        under = abs(current_a) >= s.rest_current_a
+        if under and av < s.full_collapse_v:
+            self._collapse_run += 1
+            self._outside_run = 0
+            self._drop_ref_v = math.nan
+            if self._collapse_run >= 2:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    "collapse",
+                    av,
+                    math.nan,
+                    s.full_collapse_v,
+                    f"|V| collapsed to {av:.3f} V under {current_a * 1e3:+.3f} mA "
+                    f"(threshold {s.full_collapse_v:g} V) on 2 consecutive samples",
+                    subkind="hard",
+                )
+            return self._warn(
+                index,
+                t_s,
+                "short",
+                "collapse",
+                av,
+                s.full_collapse_v,
+                f"|V| fell to {av:.3f} V under current (one sample: a glitch or a short)",
+            )
+        self._collapse_run = 0
+        if av > s.full_v_max_v or av < s.full_v_min_v:
+            self._outside_run += 1
+            self._drop_ref_v = math.nan
+            limit = s.full_v_max_v if av > s.full_v_max_v else s.full_v_min_v
+            if self._outside_run >= 2:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "limit",
+                    "window",
+                    av,
+                    math.nan,
+                    limit,
+                    f"|V| = {av:.3f} V left the {s.full_v_min_v:g}–{s.full_v_max_v:g} V window "
+                    "on 2 consecutive samples",
+                )
+            return self._warn(
+                index,
+                t_s,
+                "limit",
+                "window",
+                av,
+                limit,
+                f"|V| = {av:.3f} V is outside the {s.full_v_min_v:g}–{s.full_v_max_v:g} V window",
+            )
+        self._outside_run = 0
+        charging_same_current = (
+            under
+            and current_a * voltage_v > 0
+            and not math.isnan(prev_i)
+            and prev_i * current_a > 0
+            and abs(abs(current_a) - abs(prev_i)) <= _SAME_CURRENT * abs(current_a)
+        )
+        ref_v = self._drop_ref_v
+        if not math.isnan(ref_v):  # a drop awaits confirmation
+            self._drop_ref_v = math.nan
+            if charging_same_current and av < ref_v - s.full_drop_v:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    "drop",
+                    av,
+                    ref_v,
+                    ref_v - s.full_drop_v,
+                    f"|V| fell from {ref_v:.3f} V to {av:.3f} V while charging at a constant "
+                    f"{current_a * 1e3:+.3f} mA (threshold {s.full_drop_v:g} V) and stayed down",
+                    subkind="soft",
+                )
+        if charging_same_current and av < abs(prev_v) - s.full_drop_v:
+            self._drop_ref_v = abs(prev_v)
+            return self._warn(
+                index,
+                t_s,
+                "short",
+                "drop",
+                av,
+                abs(prev_v) - s.full_drop_v,
+                f"|V| fell by {abs(prev_v) - av:.3f} V in one sample while charging",
+            )
+        return OK
+
+    def feed_batch(
+        self,
+        t_s: FloatArray,
+        voltage_v: FloatArray,
+        current_a: FloatArray,
+        step: IntArray | None = None,
+        cycle: IntArray | None = None,
+    ) -> list[Verdict]:
+        n = len(t_s)
+        if n == 0:
+            return []
+        if self._halt is not None:
+            self._n += n
+            return []
+        s = self.settings
+        v = np.asarray(voltage_v, dtype=np.float64)
+        i = np.asarray(current_a, dtype=np.float64)
+        av = np.abs(v)
+        prev_v = np.empty(n)
+        prev_v[0] = self._prev_v
+        prev_v[1:] = v[:-1]
+        prev_i = np.empty(n)
+        prev_i[0] = self._prev_i
+        prev_i[1:] = i[:-1]
+        under = np.abs(i) >= s.rest_current_a
+        with np.errstate(invalid="ignore"):
+            suspicious = (
+                (av >= self._range_v)
+                | (under & (av < s.full_collapse_v))
+                | (av > s.full_v_max_v)
+                | (av < s.full_v_min_v)
+                | (
+                    under
+                    & (i * v > 0)
+                    & (prev_i * i > 0)
+                    & (np.abs(np.abs(i) - np.abs(prev_i)) <= _SAME_CURRENT * np.abs(i))
+                    & (av < np.abs(prev_v) - s.full_drop_v)
+                )
+            )
+        pending = (
+            self._collapse_run > 0 or self._outside_run > 0 or not math.isnan(self._drop_ref_v)
+        )
+        hits = np.flatnonzero(suspicious)
+        if hits.size == 0 and not pending:
+            # Nothing to judge: move the state to the end of the chunk, as feed would.
+            self._n += n
+            self._prev_v = float(v[-1])
+            self._prev_i = float(i[-1])
+            return []
+        start = 0 if pending else int(hits[0])
+        # Up to ``start`` every sample is ordinary: the state is what feed leaves.
+        if start > 0:
+            self._n += start
+            self._prev_v = float(v[start - 1])
+            self._prev_i = float(i[start - 1])
+            self._collapse_run = self._outside_run = 0
+            self._drop_ref_v = math.nan
+        out: list[Verdict] = []
+        t_list = np.asarray(t_s, dtype=np.float64)[start:].tolist()
+        for k, (t, vv, ii) in enumerate(
+            zip(t_list, v[start:].tolist(), i[start:].tolist(), strict=True)
+        ):
+            verdict = self.feed(t, vv, ii)
+            if verdict is not OK:
+                out.append(verdict)
+                if verdict.severity == "halt":
+                    self._n += len(t_list) - k - 1
+                    break
+        return out
+
+    def _halt_with(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        criterion: str,
+        measured_v: float,
+        baseline_v: float,
+        threshold_v: float,
+        detail: str,
+        subkind: str = "",
+    ) -> Verdict:
+        verdict = Verdict(
+            "halt",
+            kind=kind,
+            subkind=subkind,
+            index=index,
+            t_s=t_s,
+            criterion=criterion,
+            measured=measured_v,
+            baseline=baseline_v,
+            threshold=threshold_v,
+            unit="V",
+            detail=f"{kind}{f' ({subkind})' if subkind else ''}: {detail}",
+        )
+        self._halt = verdict
+        return verdict
+
+    def _warn(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        criterion: str,
+        measured_v: float,
+        threshold_v: float,
+        detail: str,
+    ) -> Verdict:
+        key = f"{kind}/{criterion}"
+        last = self._last_warn.get(key)
+        if last is not None and t_s - last < _WARN_REPEAT_S:
+            return OK
+        self._last_warn[key] = t_s
+        return Verdict(
+            "warn",
+            kind=kind,
+            index=index,
+            t_s=t_s,
+            criterion=criterion,
+            measured=measured_v,
+            threshold=threshold_v,
+            unit="V",
+            detail=f"suspected {kind}: {detail}",
+        )

@@ -1,0 +1,470 @@
+"""The Li|Li detector: depletion voltage shifts and shorts in symmetric and asymmetric cells.
+
+How it judges a sample
+----------------------
+A Li|Li cell's voltage is its overpotential, whose sign follows the current. The
+detector learns the cell's own apparent resistance ``r = V/I`` along each half cycle,
+per current direction, from the last healthy half cycle in that direction (the
+*profile*), and judges every sample by ``ratio = r / r_profile`` at the same point of
+the half cycle (time since the current reversed). Working with V/I makes it blind to
+the current density, to reversed leads (both r and the profile flip sign) and to the
+normal half-cycle shape (the profile has the same shape); comparing with the half cycle
+two hours before makes it blind to what changes slowly: polarization growth, the
+"activation" decrease, day/night temperature drift (together well under 10 % between
+two half cycles).
+
+=========================  =============================  ==============================
+ratio                      evidence                       halts when
+=========================  =============================  ==============================
+> shift_ratio (+ floor V)  voltage shift (depletion)      2 consecutive samples
+< near_zero_ratio          collapse (hard short)          2 consecutive low samples
+< drop_ratio               drop (soft short)              2 consecutive low samples, or
+                                                          2 drops within soft_window_s
+smoothed < slide_ratio     slide to zero (micro short)    2 consecutive samples
+|V| >= range               the instrument's range         at once (the backstop)
+=========================  =============================  ==============================
+
+A single anomalous sample is a warn (it may be a glitch); wrong-sign or still-rising
+samples within ``settle_s`` of a reversal are the zero crossing and are not judged.
+The first half cycle in each direction is learnt, not judged (only the range halts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_left
+from collections import deque
+
+from cellguard.protocols.detectors._api import (
+    OK,
+    DetectorSettings,
+    FloatArray,
+    IntArray,
+    Verdict,
+)
+
+# A low sample that rises by more than this (in ratio) over the previous one, early
+# in a half cycle, is the relaxation after a reversal, not a collapse.
+_RISING_RATIO = 0.03
+_WARN_REPEAT_S = 3600.0
+_MIN_PROFILE_SAMPLES = 3
+_PROFILE_SMOOTHING = 5
+# The profile's noise after smoothing, relative to one sample's: 1/5.
+_PROFILE_NOISE_SHARE = 1.0 / _PROFILE_SMOOTHING
+_ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
+_SLIDE_MIN_SAMPLES = 3
+
+
+def _interp(xs: list[float], ys: list[float], x: float) -> float:
+    """Linear interpolation in a sorted profile, clamped at both ends."""
+    k = bisect_left(xs, x)
+    if k <= 0:
+        return ys[0]
+    if k >= len(xs):
+        return ys[-1]
+    x0 = xs[k - 1]
+    x1 = xs[k]
+    y0 = ys[k - 1]
+    return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
+
+
+def _moving_mean(values: list[float], width: int) -> list[float]:
+    """Centered moving mean (the window shrinks at both ends)."""
+    half = width // 2
+    n = len(values)
+    prefix = [0.0, *itertools.accumulate(values)]
+    out = []
+    for k in range(n):
+        lo = max(0, k - half)
+        hi = min(n, k + half + 1)
+        out.append((prefix[hi] - prefix[lo]) / (hi - lo))
+    return out
+
+
+class LithiumDetector:
+    """Streaming detector for one Li|Li channel (``symmetric`` or ``asymmetric``)."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+        s = settings
+        self._range_v = s.range_fraction * s.voltage_range_v
+        self._shift_kind = "depletion" if s.cell == "asymmetric" else "voltage_shift"
+        self._n = 0
+        self._halt: Verdict | None = None
+        self._dir = 0
+        self._t_prev = math.nan
+        self._seg_t0 = 0.0
+        self._seg_p: list[float] = []
+        self._seg_r: list[float] = []
+        self._ref: dict[int, tuple[list[float], list[float]] | None] = {1: None, -1: None}
+        self._seg_first = True
+        self._prev_ratio = math.nan
+        self._window: deque[tuple[float, float]] = deque()
+        self._window_sum = 0.0
+        # Relative noise of r = V/I per direction, learnt from each healthy half cycle.
+        self._sigma: dict[int, float] = {1: 0.0, -1: 0.0}
+        self._shift_run = 0
+        self._low_run = 0
+        self._near_run = 0
+        self._slide_run = 0
+        self._drops: deque[float] = deque()
+        self._last_warn: dict[str, float] = {}
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def samples(self) -> int:
+        return self._n
+
+    @property
+    def halt(self) -> Verdict | None:
+        return self._halt
+
+    def feed(
+        self,
+        t_s: float,
+        voltage_v: float,
+        current_a: float,
+        step: int | None = None,
+        cycle: int | None = None,
+    ) -> Verdict:
+        index = self._n
+        self._n = index + 1
+        if self._halt is not None:
+            return OK
+        if abs(voltage_v) >= self._range_v:
+            return self._range(index, t_s, voltage_v, current_a)
+        if abs(current_a) < self.settings.rest_current_a:
+            if self._dir != 0:
+                self._end_segment()
+                self._dir = 0
+            self._t_prev = t_s
+            return OK
+        direction = 1 if current_a > 0 else -1
+        if direction != self._dir:
+            if self._dir != 0:
+                self._end_segment()
+            self._dir = direction
+            # The reversal happened after the last sample of the previous segment (or
+            # rest): that is the origin every half cycle is measured from.
+            self._seg_t0 = t_s if math.isnan(self._t_prev) else self._t_prev
+            self._seg_first = True
+            self._prev_ratio = math.nan
+            self._window.clear()
+            self._window_sum = 0.0
+        self._t_prev = t_s
+        p_s = t_s - self._seg_t0
+        r_ohm = voltage_v / current_a
+        ref = self._ref[direction]
+        if ref is None:  # learning this direction's first half cycle
+            self._seg_p.append(p_s)
+            self._seg_r.append(r_ohm)
+            return OK
+        r_exp = _interp(ref[0], ref[1], p_s)
+        expected_v = r_exp * current_a
+        if abs(expected_v) < self.settings.min_expected_v:
+            self._seg_p.append(p_s)
+            self._seg_r.append(r_ohm)
+            return OK
+        return self._judge(index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v)
+
+    def feed_batch(
+        self,
+        t_s: FloatArray,
+        voltage_v: FloatArray,
+        current_a: FloatArray,
+        step: IntArray | None = None,
+        cycle: IntArray | None = None,
+    ) -> list[Verdict]:
+        out: list[Verdict] = []
+        feed = self.feed
+        total = len(t_s)
+        for k, (t, v, i) in enumerate(
+            zip(t_s.tolist(), voltage_v.tolist(), current_a.tolist(), strict=True)
+        ):
+            verdict = feed(t, v, i)
+            if verdict is not OK:
+                out.append(verdict)
+                if verdict.severity == "halt":
+                    # After a halt nothing more is judged; the rest is only counted.
+                    self._n += total - k - 1
+                    break
+        return out
+
+    # ------------------------------------------------------------ internals
+
+    def _end_segment(self) -> None:
+        p, r = self._seg_p, self._seg_r
+        if len(p) >= _MIN_PROFILE_SAMPLES:
+            # Noise from successive differences (robust to the slow half-cycle shape):
+            # median |Δr| / 0.954 is σ for Gaussian noise, relative to the typical |r|.
+            diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
+            typical = sorted(abs(x) for x in r)[len(r) // 2]
+            self._sigma[self._dir] = diffs[len(diffs) // 2] / 0.954 / typical if typical else 0.0
+            # The profile is smoothed over 5 samples so that its own noise barely adds to
+            # the sample's when the two are compared.
+            self._ref[self._dir] = (p, _moving_mean(r, _PROFILE_SMOOTHING))
+        self._seg_p = []
+        self._seg_r = []
+
+    def _judge(
+        self,
+        index: int,
+        t_s: float,
+        voltage_v: float,
+        current_a: float,
+        p_s: float,
+        r_ohm: float,
+        ratio: float,
+        expected_v: float,
+    ) -> Verdict:
+        s = self.settings
+        # What one sample's ratio may stray from 1 by noise alone (sample + profile).
+        noise = s.significance_sigmas * self._sigma[self._dir] * _ONE_SAMPLE_NOISE
+        if (
+            ratio > s.shift_ratio
+            and ratio - 1.0 > noise
+            and abs(voltage_v) - abs(expected_v) > s.shift_floor_v
+        ):
+            self._shift_run += 1
+            self._low_run = self._near_run = self._slide_run = 0
+            self._prev_ratio = ratio
+            self._seg_first = False
+            threshold_v = s.shift_ratio * abs(expected_v)
+            if self._shift_run >= 2:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    self._shift_kind,
+                    "",
+                    "shift_ratio",
+                    voltage_v,
+                    expected_v,
+                    threshold_v,
+                    current_a,
+                    f"|V| rose to {abs(voltage_v) * 1e3:.1f} mV, {ratio:.1f}× the "
+                    f"{abs(expected_v) * 1e3:.2f} mV expected at this point of the half cycle "
+                    f"(threshold {s.shift_ratio:g}×), on 2 consecutive samples",
+                )
+            return self._warn(
+                index,
+                t_s,
+                self._shift_kind,
+                "",
+                "shift_ratio",
+                voltage_v,
+                expected_v,
+                threshold_v,
+                f"|V| jumped to {ratio:.1f}× the expected {abs(expected_v) * 1e3:.2f} mV "
+                "(one sample: a glitch or the start of a shift)",
+            )
+        self._shift_run = 0
+        if p_s < s.settle_s and (
+            ratio < -s.near_zero_ratio
+            or (
+                ratio < s.slide_ratio
+                and (self._seg_first or ratio - self._prev_ratio > _RISING_RATIO)
+            )
+        ):
+            # The zero crossing after a reversal: the voltage is still relaxing.
+            self._prev_ratio = ratio
+            self._seg_first = False
+            return OK
+        self._prev_ratio = ratio
+        self._seg_first = False
+        if (ratio < s.near_zero_ratio and 1.0 - ratio > noise) or ratio <= -s.near_zero_ratio:
+            self._low_run += 1
+            self._near_run += 1
+            self._slide_run = 0
+            threshold_v = s.near_zero_ratio * abs(expected_v)
+            if self._low_run >= 2:
+                subkind = "hard" if self._near_run >= 2 else "soft"
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    subkind,
+                    "collapse",
+                    voltage_v,
+                    expected_v,
+                    threshold_v,
+                    current_a,
+                    f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
+                    f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× the expected "
+                    f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.near_zero_ratio:g}×), on "
+                    "2 consecutive samples",
+                )
+            return self._warn(
+                index,
+                t_s,
+                "short",
+                "hard",
+                "collapse",
+                voltage_v,
+                expected_v,
+                threshold_v,
+                f"|V| fell to {abs(voltage_v) * 1e3:.2f} mV under current (one sample: a "
+                "glitch or the start of a short)",
+            )
+        if ratio < s.drop_ratio and 1.0 - ratio > noise:
+            self._low_run += 1
+            self._near_run = 0
+            self._slide_run = 0
+            drops = self._drops
+            drops.append(t_s)
+            while drops and drops[0] < t_s - s.soft_window_s:
+                drops.popleft()
+            threshold_v = s.drop_ratio * abs(expected_v)
+            if self._low_run >= 2 or len(drops) >= 2:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    "soft",
+                    "drop",
+                    voltage_v,
+                    expected_v,
+                    threshold_v,
+                    current_a,
+                    f"the overpotential dropped to {ratio:.2f}× the expected "
+                    f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
+                    f"{len(drops)} drop(s) within {s.soft_window_s / 3600:g} h"
+                    + (", 2 consecutive samples" if self._low_run >= 2 else ""),
+                )
+            return self._warn(
+                index,
+                t_s,
+                "short",
+                "soft",
+                "drop",
+                voltage_v,
+                expected_v,
+                threshold_v,
+                f"the overpotential dropped to {ratio:.2f}× the expected "
+                f"{abs(expected_v) * 1e3:.2f} mV (one drop: a glitch or a soft short)",
+            )
+        self._low_run = self._near_run = 0
+        window = self._window
+        window.append((t_s, ratio))
+        self._window_sum += ratio
+        while len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s:
+            self._window_sum -= window.popleft()[1]
+        n = len(window)
+        smoothed = self._window_sum / n
+        slide_noise = (
+            s.significance_sigmas
+            * self._sigma[self._dir]
+            * math.sqrt(1.0 / n + _PROFILE_NOISE_SHARE)
+        )
+        if n >= _SLIDE_MIN_SAMPLES and smoothed < s.slide_ratio and 1.0 - smoothed > slide_noise:
+            self._slide_run += 1
+            threshold_v = s.slide_ratio * abs(expected_v)
+            if self._slide_run >= 2:
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    "micro",
+                    "slide",
+                    voltage_v,
+                    expected_v,
+                    threshold_v,
+                    current_a,
+                    f"the overpotential slid to {smoothed:.2f}× the "
+                    f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
+                    f"(threshold {s.slide_ratio:g}×), on 2 consecutive samples",
+                )
+            return self._warn(
+                index,
+                t_s,
+                "short",
+                "micro",
+                "slide",
+                voltage_v,
+                expected_v,
+                threshold_v,
+                f"the overpotential is {smoothed:.2f}× the last healthy half cycle's",
+            )
+        self._slide_run = 0
+        self._seg_p.append(p_s)
+        self._seg_r.append(r_ohm)
+        return OK
+
+    def _range(self, index: int, t_s: float, voltage_v: float, current_a: float) -> Verdict:
+        s = self.settings
+        under_current = abs(current_a) >= s.rest_current_a
+        kind = self._shift_kind if under_current else "limit"
+        return self._halt_with(
+            index,
+            t_s,
+            kind,
+            "range",
+            "range",
+            voltage_v,
+            math.nan,
+            self._range_v,
+            current_a,
+            f"|V| = {abs(voltage_v):.3f} V reached the instrument's ±{s.voltage_range_v:g} V "
+            f"range (halt at {self._range_v:.3f} V)",
+        )
+
+    def _halt_with(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        subkind: str,
+        criterion: str,
+        measured_v: float,
+        baseline_v: float,
+        threshold_v: float,
+        current_a: float,
+        detail: str,
+    ) -> Verdict:
+        verdict = Verdict(
+            "halt",
+            kind=kind,
+            subkind=subkind,
+            index=index,
+            t_s=t_s,
+            criterion=criterion,
+            measured=abs(measured_v),
+            baseline=abs(baseline_v),
+            threshold=threshold_v,
+            unit="V",
+            detail=f"{kind}{f' ({subkind})' if subkind else ''}: {detail}",
+        )
+        self._halt = verdict
+        return verdict
+
+    def _warn(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        subkind: str,
+        criterion: str,
+        measured_v: float,
+        baseline_v: float,
+        threshold_v: float,
+        detail: str,
+    ) -> Verdict:
+        key = f"{kind}/{criterion}"
+        last = self._last_warn.get(key)
+        if last is not None and t_s - last < _WARN_REPEAT_S:
+            return OK
+        self._last_warn[key] = t_s
+        return Verdict(
+            "warn",
+            kind=kind,
+            subkind=subkind,
+            index=index,
+            t_s=t_s,
+            criterion=criterion,
+            measured=abs(measured_v),
+            baseline=abs(baseline_v),
+            threshold=threshold_v,
+            unit="V",
+            detail=f"suspected {kind}: {detail}",
+        )
