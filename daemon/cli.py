@@ -8,8 +8,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cellguard.daemon.demo import run_demo_cli
+from cellguard.daemon.replay import run_replay_cli
 from cellguard.daemon.simulate import serve_neware
 from cellguard.drivers.errors import CellguardError
 
@@ -98,6 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="largest current a channel can source or sink, mA",
     )
+
+    replay = sub.add_parser(
+        "replay",
+        help="stream recorded cycling files through the detectors and report",
+        description=(
+            "Reads Battery Data Format tables (.csv, .parquet: 'Test Time / s', "
+            "'Voltage / V', 'Current / A', optional 'Step Index', 'Cycle Count') and Neware "
+            ".nda/.ndax files, feeds every sample in order to the detectors, and reports "
+            "every warning and the halt the channel would have got. Exit code 2 if a file "
+            "could not be read (the others are still reported)."
+        ),
+    )
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recorded files")
+    replay.add_argument(
+        "--cell",
+        required=True,
+        choices=("symmetric", "asymmetric", "full"),
+        help="Li|Li symmetric, Li|Li asymmetric, or a full cell (voltage window)",
+    )
+    replay.add_argument(
+        "--area-cm2",
+        type=_positive_float,
+        default=None,
+        help="electrode area, cm² (informational: reported with the results)",
+    )
+    replay.add_argument("--json", action="store_true", help="print one JSON object per file")
     return parser
 
 
@@ -130,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             return 0
+        if args.command == "replay":
+            return run_replay_cli(
+                args.files, cell=args.cell, area_cm2=args.area_cm2, as_json=args.json
+            )
     except CellguardError as err:
         print(f"cellguard: error: {err}", file=sys.stderr)
         return 2

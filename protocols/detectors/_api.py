@@ -111,12 +111,14 @@ class DetectorSettings:
     slide_ratio: float = 0.85
     slide_window_s: float = 300.0
     significance_sigmas: float = 6.0
+    pair_significance_sigmas: float = 4.0
     # Samples with |I| below this fraction of the half cycle's current are rest or a
     # reversal in progress and are not judged as Li|Li overpotential.
     rest_fraction: float = 0.05
     rest_current_a: float = 1e-7
-    # After a reversal, wrong-sign samples within settle_s are the zero crossing.
-    settle_s: float = 60.0
+    # Within settle_s of a reversal or a rest the double layer relaxes (the zero
+    # crossing): only a flat collapse or a shift is judged there.
+    settle_s: float = 30.0
     # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).
     min_expected_v: float = 0.5e-3
     # Full cells: the window the chemistry must stay in, and what a collapse is.
@@ -141,6 +143,7 @@ class DetectorSettings:
             "slide_ratio",
             "slide_window_s",
             "significance_sigmas",
+            "pair_significance_sigmas",
             "rest_fraction",
             "rest_current_a",
             "settle_s",

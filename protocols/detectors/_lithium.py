@@ -50,6 +50,7 @@ _RISING_RATIO = 0.03
 _WARN_REPEAT_S = 3600.0
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
+_FLAT_SPREAD_SIGMAS = 5.0
 # The profile's noise after smoothing, relative to one sample's: 1/5.
 _PROFILE_NOISE_SHARE = 1.0 / _PROFILE_SMOOTHING
 _ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
@@ -69,16 +70,22 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
 
 
-def _moving_mean(values: list[float], width: int) -> list[float]:
-    """Centered moving mean (the window shrinks at both ends)."""
+def _smooth_flat(values: list[float], width: int, spread: float) -> list[float]:
+    """Centered moving mean where the profile is flat; raw values where it is not.
+
+    Averaging over the steep rise at the start of a half cycle (or any real shape)
+    would bias the profile there; averaging only where the window's spread is within
+    ``spread`` (a few noise σ) removes noise and nothing else.
+    """
     half = width // 2
     n = len(values)
-    prefix = [0.0, *itertools.accumulate(values)]
     out = []
     for k in range(n):
-        lo = max(0, k - half)
-        hi = min(n, k + half + 1)
-        out.append((prefix[hi] - prefix[lo]) / (hi - lo))
+        window = values[max(0, k - half) : k + half + 1]
+        if len(window) == width and max(window) - min(window) <= spread:
+            out.append(sum(window) / width)
+        else:
+            out.append(values[k])
     return out
 
 
@@ -102,8 +109,11 @@ class LithiumDetector:
         self._prev_ratio = math.nan
         self._window: deque[tuple[float, float]] = deque()
         self._window_sum = 0.0
-        # Relative noise of r = V/I per direction, learnt from each healthy half cycle.
+        # Noise of r = V/I (Ω) per direction, learnt from each healthy half cycle.
         self._sigma: dict[int, float] = {1: 0.0, -1: 0.0}
+        self._relative_sigma = 0.0
+        self._typical: dict[int, float] = {1: 0.0, -1: 0.0}  # median |r| of the profile
+        self._unanchored = False
         self._shift_run = 0
         self._low_run = 0
         self._near_run = 0
@@ -148,11 +158,21 @@ class LithiumDetector:
             self._dir = direction
             # The reversal happened after the last sample of the previous segment (or
             # rest): that is the origin every half cycle is measured from.
-            self._seg_t0 = t_s if math.isnan(self._t_prev) else self._t_prev
+            # The very first sample has no predecessor: until the second one tells the
+            # sampling interval, the origin is provisional (see below).
+            self._unanchored = math.isnan(self._t_prev)
+            self._seg_t0 = t_s if self._unanchored else self._t_prev
             self._seg_first = True
             self._prev_ratio = math.nan
             self._window.clear()
             self._window_sum = 0.0
+        elif self._unanchored:
+            # Second sample of the stream: put the origin one interval before the first
+            # sample, as for every later half cycle, so that their profiles line up.
+            interval_s = t_s - self._seg_t0
+            self._seg_t0 -= interval_s
+            self._seg_p = [p + interval_s for p in self._seg_p]
+            self._unanchored = False
         self._t_prev = t_s
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
@@ -167,6 +187,13 @@ class LithiumDetector:
             self._seg_p.append(p_s)
             self._seg_r.append(r_ohm)
             return OK
+        if p_s < self.settings.settle_s:
+            # Early in a half cycle the profile may sit near its own zero crossing: a
+            # shift is judged against at least the profile's typical level.
+            typical = self._typical[direction]
+            if abs(r_exp) < typical:
+                r_exp = typical if r_exp >= 0 else -typical
+                expected_v = r_exp * current_a
         return self._judge(index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v)
 
     def feed_batch(
@@ -198,13 +225,15 @@ class LithiumDetector:
         p, r = self._seg_p, self._seg_r
         if len(p) >= _MIN_PROFILE_SAMPLES:
             # Noise from successive differences (robust to the slow half-cycle shape):
-            # median |Δr| / 0.954 is σ for Gaussian noise, relative to the typical |r|.
+            # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
             diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
             typical = sorted(abs(x) for x in r)[len(r) // 2]
-            self._sigma[self._dir] = diffs[len(diffs) // 2] / 0.954 / typical if typical else 0.0
+            self._sigma[self._dir] = diffs[len(diffs) // 2] / 0.954
+            self._typical[self._dir] = typical
             # The profile is smoothed over 5 samples so that its own noise barely adds to
             # the sample's when the two are compared.
-            self._ref[self._dir] = (p, _moving_mean(r, _PROFILE_SMOOTHING))
+            spread = _FLAT_SPREAD_SIGMAS * self._sigma[self._dir]
+            self._ref[self._dir] = (p, _smooth_flat(r, _PROFILE_SMOOTHING, spread))
         self._seg_p = []
         self._seg_r = []
 
@@ -220,11 +249,18 @@ class LithiumDetector:
         expected_v: float,
     ) -> Verdict:
         s = self.settings
-        # What one sample's ratio may stray from 1 by noise alone (sample + profile).
-        noise = s.significance_sigmas * self._sigma[self._dir] * _ONE_SAMPLE_NOISE
+        # What one sample's ratio may stray from 1 by noise alone (sample + profile):
+        # evidence that needs a second sample to halt may be weaker than evidence that
+        # counts on its own.
+        # Noise is learnt in ohms: relative to a small expected value it weighs more.
+        relative_sigma = self._sigma[self._dir] / abs(r_ohm / ratio) if ratio else 0.0
+        self._relative_sigma = relative_sigma
+        sigma = relative_sigma * _ONE_SAMPLE_NOISE
+        noise = s.significance_sigmas * sigma
+        pair_noise = s.pair_significance_sigmas * sigma
         if (
             ratio > s.shift_ratio
-            and ratio - 1.0 > noise
+            and ratio - 1.0 > pair_noise
             and abs(voltage_v) - abs(expected_v) > s.shift_floor_v
         ):
             self._shift_run += 1
@@ -260,20 +296,18 @@ class LithiumDetector:
                 "(one sample: a glitch or the start of a shift)",
             )
         self._shift_run = 0
-        if p_s < s.settle_s and (
-            ratio < -s.near_zero_ratio
-            or (
-                ratio < s.slide_ratio
-                and (self._seg_first or ratio - self._prev_ratio > _RISING_RATIO)
-            )
-        ):
-            # The zero crossing after a reversal: the voltage is still relaxing.
+        if p_s < s.settle_s:
+            # The zero crossing after a reversal (or a rest): the double layer is still
+            # relaxing and how deep the first samples sit depends on what came before,
+            # so only a shift is judged here; collapses, drops and slides wait.
             self._prev_ratio = ratio
             self._seg_first = False
+            self._seg_p.append(p_s)
+            self._seg_r.append(r_ohm)
             return OK
         self._prev_ratio = ratio
         self._seg_first = False
-        if (ratio < s.near_zero_ratio and 1.0 - ratio > noise) or ratio <= -s.near_zero_ratio:
+        if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
             self._low_run += 1
             self._near_run += 1
             self._slide_run = 0
@@ -307,12 +341,13 @@ class LithiumDetector:
                 f"|V| fell to {abs(voltage_v) * 1e3:.2f} mV under current (one sample: a "
                 "glitch or the start of a short)",
             )
-        if ratio < s.drop_ratio and 1.0 - ratio > noise:
+        if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             self._low_run += 1
             self._near_run = 0
             self._slide_run = 0
             drops = self._drops
-            drops.append(t_s)
+            if 1.0 - ratio > noise:  # only drops beyond doubt count on their own
+                drops.append(t_s)
             while drops and drops[0] < t_s - s.soft_window_s:
                 drops.popleft()
             threshold_v = s.drop_ratio * abs(expected_v)
@@ -353,9 +388,7 @@ class LithiumDetector:
         n = len(window)
         smoothed = self._window_sum / n
         slide_noise = (
-            s.significance_sigmas
-            * self._sigma[self._dir]
-            * math.sqrt(1.0 / n + _PROFILE_NOISE_SHARE)
+            s.significance_sigmas * self._relative_sigma * math.sqrt(1.0 / n + _PROFILE_NOISE_SHARE)
         )
         if n >= _SLIDE_MIN_SAMPLES and smoothed < s.slide_ratio and 1.0 - smoothed > slide_noise:
             self._slide_run += 1
