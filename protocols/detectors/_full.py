@@ -25,33 +25,22 @@ from cellguard.protocols.detectors._api import (
     IntArray,
     Verdict,
 )
+from cellguard.protocols.detectors._base import DetectorBase
 
 _SAME_CURRENT = 0.02  # relative change of |I| that still counts as the same current
-_WARN_REPEAT_S = 3600.0
 
 
-class FullCellDetector:
+class FullCellDetector(DetectorBase):
     """Streaming detector for one full-cell channel."""
 
     def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self._range_v = settings.range_fraction * settings.voltage_range_v
-        self._n = 0
-        self._halt: Verdict | None = None
         self._prev_v = math.nan
         self._prev_i = math.nan
         self._collapse_run = 0
         self._outside_run = 0
         self._drop_ref_v = math.nan  # |V| before a drop, while the drop awaits confirmation
-        self._last_warn: dict[str, float] = {}
-
-    @property
-    def samples(self) -> int:
-        return self._n
-
-    @property
-    def halt(self) -> Verdict | None:
-        return self._halt
 
     def feed(
         self,
@@ -227,18 +216,11 @@ class FullCellDetector:
             self._prev_i = float(i[start - 1])
             self._collapse_run = self._outside_run = 0
             self._drop_ref_v = math.nan
-        out: list[Verdict] = []
-        t_list = np.asarray(t_s, dtype=np.float64)[start:].tolist()
-        for k, (t, vv, ii) in enumerate(
-            zip(t_list, v[start:].tolist(), i[start:].tolist(), strict=True)
-        ):
-            verdict = self.feed(t, vv, ii)
-            if verdict is not OK:
-                out.append(verdict)
-                if verdict.severity == "halt":
-                    self._n += len(t_list) - k - 1
-                    break
-        return out
+        return self._feed_each(
+            np.asarray(t_s, dtype=np.float64)[start:].tolist(),
+            v[start:].tolist(),
+            i[start:].tolist(),
+        )
 
     def _halt_with(
         self,
@@ -252,21 +234,18 @@ class FullCellDetector:
         detail: str,
         subkind: str = "",
     ) -> Verdict:
-        verdict = Verdict(
+        return self._emit(
             "halt",
-            kind=kind,
-            subkind=subkind,
-            index=index,
-            t_s=t_s,
-            criterion=criterion,
-            measured=measured_v,
-            baseline=baseline_v,
-            threshold=threshold_v,
-            unit="V",
-            detail=f"{kind}{f' ({subkind})' if subkind else ''}: {detail}",
+            index,
+            t_s,
+            kind,
+            subkind,
+            criterion,
+            measured_v,
+            baseline_v,
+            threshold_v,
+            detail,
         )
-        self._halt = verdict
-        return verdict
 
     def _warn(
         self,
@@ -278,19 +257,6 @@ class FullCellDetector:
         threshold_v: float,
         detail: str,
     ) -> Verdict:
-        key = f"{kind}/{criterion}"
-        last = self._last_warn.get(key)
-        if last is not None and t_s - last < _WARN_REPEAT_S:
-            return OK
-        self._last_warn[key] = t_s
-        return Verdict(
-            "warn",
-            kind=kind,
-            index=index,
-            t_s=t_s,
-            criterion=criterion,
-            measured=measured_v,
-            threshold=threshold_v,
-            unit="V",
-            detail=f"suspected {kind}: {detail}",
+        return self._emit(
+            "warn", index, t_s, kind, "", criterion, measured_v, math.nan, threshold_v, detail
         )

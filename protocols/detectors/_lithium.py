@@ -43,11 +43,11 @@ from cellguard.protocols.detectors._api import (
     IntArray,
     Verdict,
 )
+from cellguard.protocols.detectors._base import DetectorBase
 
 # A low sample that rises by more than this (in ratio) over the previous one, early
 # in a half cycle, is the relaxation after a reversal, not a collapse.
 _RISING_RATIO = 0.03
-_WARN_REPEAT_S = 3600.0
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
 _FLAT_SPREAD_SIGMAS = 5.0
@@ -89,16 +89,14 @@ def _smooth_flat(values: list[float], width: int, spread: float) -> list[float]:
     return out
 
 
-class LithiumDetector:
+class LithiumDetector(DetectorBase):
     """Streaming detector for one Li|Li channel (``symmetric`` or ``asymmetric``)."""
 
     def __init__(self, settings: DetectorSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         s = settings
         self._range_v = s.range_fraction * s.voltage_range_v
         self._shift_kind = "depletion" if s.cell == "asymmetric" else "voltage_shift"
-        self._n = 0
-        self._halt: Verdict | None = None
         self._dir = 0
         self._t_prev = math.nan
         self._seg_t0 = 0.0
@@ -119,17 +117,8 @@ class LithiumDetector:
         self._near_run = 0
         self._slide_run = 0
         self._drops: deque[float] = deque()
-        self._last_warn: dict[str, float] = {}
 
     # ------------------------------------------------------------ public
-
-    @property
-    def samples(self) -> int:
-        return self._n
-
-    @property
-    def halt(self) -> Verdict | None:
-        return self._halt
 
     def feed(
         self,
@@ -204,20 +193,7 @@ class LithiumDetector:
         step: IntArray | None = None,
         cycle: IntArray | None = None,
     ) -> list[Verdict]:
-        out: list[Verdict] = []
-        feed = self.feed
-        total = len(t_s)
-        for k, (t, v, i) in enumerate(
-            zip(t_s.tolist(), voltage_v.tolist(), current_a.tolist(), strict=True)
-        ):
-            verdict = feed(t, v, i)
-            if verdict is not OK:
-                out.append(verdict)
-                if verdict.severity == "halt":
-                    # After a halt nothing more is judged; the rest is only counted.
-                    self._n += total - k - 1
-                    break
-        return out
+        return self._feed_each(t_s.tolist(), voltage_v.tolist(), current_a.tolist())
 
     # ------------------------------------------------------------ internals
 
@@ -455,21 +431,18 @@ class LithiumDetector:
         current_a: float,
         detail: str,
     ) -> Verdict:
-        verdict = Verdict(
+        return self._emit(
             "halt",
-            kind=kind,
-            subkind=subkind,
-            index=index,
-            t_s=t_s,
-            criterion=criterion,
-            measured=abs(measured_v),
-            baseline=abs(baseline_v),
-            threshold=threshold_v,
-            unit="V",
-            detail=f"{kind}{f' ({subkind})' if subkind else ''}: {detail}",
+            index,
+            t_s,
+            kind,
+            subkind,
+            criterion,
+            measured_v,
+            baseline_v,
+            threshold_v,
+            detail,
         )
-        self._halt = verdict
-        return verdict
 
     def _warn(
         self,
@@ -483,21 +456,15 @@ class LithiumDetector:
         threshold_v: float,
         detail: str,
     ) -> Verdict:
-        key = f"{kind}/{criterion}"
-        last = self._last_warn.get(key)
-        if last is not None and t_s - last < _WARN_REPEAT_S:
-            return OK
-        self._last_warn[key] = t_s
-        return Verdict(
+        return self._emit(
             "warn",
-            kind=kind,
-            subkind=subkind,
-            index=index,
-            t_s=t_s,
-            criterion=criterion,
-            measured=abs(measured_v),
-            baseline=abs(baseline_v),
-            threshold=threshold_v,
-            unit="V",
-            detail=f"suspected {kind}: {detail}",
+            index,
+            t_s,
+            kind,
+            subkind,
+            criterion,
+            measured_v,
+            baseline_v,
+            threshold_v,
+            detail,
         )
