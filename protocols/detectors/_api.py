@@ -119,6 +119,9 @@ class DetectorSettings:
     # Within settle_s of a reversal or a rest the double layer relaxes (the zero
     # crossing): only a flat collapse or a shift is judged there.
     settle_s: float = 30.0
+    # ... when the profile's half cycle began the same way (both from a reversal, or
+    # both from rest), its own transient matches and a shorter wait suffices.
+    settle_like_s: float = 10.0
     # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).
     min_expected_v: float = 0.5e-3
     # Full cells: the window the chemistry must stay in, and what a collapse is.
@@ -147,6 +150,7 @@ class DetectorSettings:
             "rest_fraction",
             "rest_current_a",
             "settle_s",
+            "settle_like_s",
             "min_expected_v",
             "full_collapse_v",
             "full_drop_v",

@@ -103,6 +103,9 @@ class LithiumDetector(DetectorBase):
         self._seg_p: list[float] = []
         self._seg_r: list[float] = []
         self._ref: dict[int, tuple[list[float], list[float]] | None] = {1: None, -1: None}
+        self._ref_from_rest: dict[int, bool] = {1: True, -1: True}
+        self._seg_from_rest = True
+        self._settle_now_s = settings.settle_s
         self._seg_first = True
         self._prev_ratio = math.nan
         self._window: deque[tuple[float, float]] = deque()
@@ -142,8 +145,12 @@ class LithiumDetector(DetectorBase):
             return OK
         direction = 1 if current_a > 0 else -1
         if direction != self._dir:
+            # A half cycle that starts from rest (or the start) relaxes differently from
+            # one that starts from the opposite current: profiles remember which.
+            from_rest = self._dir == 0
             if self._dir != 0:
                 self._end_segment()
+            self._seg_from_rest = from_rest
             self._dir = direction
             # The reversal happened after the last sample of the previous segment (or
             # rest): that is the origin every half cycle is measured from.
@@ -176,7 +183,13 @@ class LithiumDetector(DetectorBase):
             self._seg_p.append(p_s)
             self._seg_r.append(r_ohm)
             return OK
-        if p_s < self.settings.settle_s:
+        settle_s = (
+            self.settings.settle_like_s
+            if self._ref_from_rest[direction] == self._seg_from_rest
+            else self.settings.settle_s
+        )
+        self._settle_now_s = settle_s
+        if p_s < settle_s:
             # Early in a half cycle the profile may sit near its own zero crossing: a
             # shift is judged against at least the profile's typical level.
             typical = self._typical[direction]
@@ -210,6 +223,7 @@ class LithiumDetector(DetectorBase):
             # the sample's when the two are compared.
             spread = _FLAT_SPREAD_SIGMAS * self._sigma[self._dir]
             self._ref[self._dir] = (p, _smooth_flat(r, _PROFILE_SMOOTHING, spread))
+            self._ref_from_rest[self._dir] = self._seg_from_rest
         self._seg_p = []
         self._seg_r = []
 
@@ -272,7 +286,7 @@ class LithiumDetector(DetectorBase):
                 "(one sample: a glitch or the start of a shift)",
             )
         self._shift_run = 0
-        if p_s < s.settle_s:
+        if p_s < self._settle_now_s:
             # The zero crossing after a reversal (or a rest): the double layer is still
             # relaxing and how deep the first samples sit depends on what came before,
             # so only a shift is judged here; collapses, drops and slides wait.
@@ -359,7 +373,15 @@ class LithiumDetector(DetectorBase):
         window = self._window
         window.append((t_s, ratio))
         self._window_sum += ratio
-        while len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s:
+        # Average only as many samples as the noise needs (a quiet cell answers within
+        # a few samples; a noisy one within slide_window_s at most): the slide test
+        # needs 6σ·√(1/n + profile share) to fit inside 1 - slide_ratio.
+        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * self._relative_sigma or 1e-12)
+        room = margin * margin - _PROFILE_NOISE_SHARE
+        wanted = max(_SLIDE_MIN_SAMPLES, math.ceil(1.0 / room)) if room > 0 else len(window)
+        while len(window) > wanted or (
+            len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s
+        ):
             self._window_sum -= window.popleft()[1]
         n = len(window)
         smoothed = self._window_sum / n
