@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -57,13 +57,18 @@ class VirtualClock:
     """Time that moves only when told to: deterministic and as fast as the CPU.
 
     ``sleep`` waits until some other task calls :meth:`advance` far enough. Sleepers
-    are woken in deadline order, each at exactly its deadline, so code that sleeps
-    sees the same times on every run.
+    are woken in deadline order, each at exactly its deadline, and :meth:`advance`
+    lets each woken task run until it sleeps again (or ends) before time moves on, so
+    code that sleeps sees the same times on every run, whatever I/O it does between.
     """
+
+    # How long (wall time) a woken task may take to reach its next sleep before
+    # advance() moves on without it (it is then blocked on something else).
+    SETTLE_WALL_S = 5.0
 
     def __init__(self, start_s: float = 0.0) -> None:
         self._now_s = start_s
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None], asyncio.Task[Any] | None]] = []
         self._seq = 0
 
     def now_s(self) -> float:
@@ -75,7 +80,8 @@ class VirtualClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq += 1
-        self._sleepers.append((self._now_s + duration_s, self._seq, fut))
+        task = asyncio.current_task()
+        self._sleepers.append((self._now_s + duration_s, self._seq, fut, task))
         self._sleepers.sort(key=lambda s: (s[0], s[1]))
         try:
             await fut
@@ -93,11 +99,23 @@ class VirtualClock:
         """Move time forward, waking every sleeper whose deadline passes, in order."""
         target_s = self._now_s + duration_s
         while self._sleepers and self._sleepers[0][0] <= target_s:
-            deadline_s, _, fut = self._sleepers.pop(0)
+            deadline_s, _, fut, task = self._sleepers.pop(0)
             self._now_s = max(self._now_s, deadline_s)
             if not fut.done():
                 fut.set_result(None)
-            # Let the woken task run up to its next await before moving on.
-            for _ in range(3):
-                await asyncio.sleep(0)
+            await self.wait_until_sleeping(task)
         self._now_s = max(self._now_s, target_s)
+
+    async def wait_until_sleeping(self, task: asyncio.Task[Any] | None) -> None:
+        """Let ``task`` run until it sleeps on this clock, ends, or stalls (bounded)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.SETTLE_WALL_S
+        spins = 0
+        while task is not None and not task.done():
+            if any(s[3] is task for s in self._sleepers):
+                return
+            if loop.time() > give_up:
+                return
+            spins += 1
+            # Yield to the loop; after a while also let real I/O (sockets) progress.
+            await asyncio.sleep(0 if spins < 50 else 0.0005)

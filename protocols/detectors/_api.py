@@ -122,6 +122,8 @@ class DetectorSettings:
     # ... when the profile's half cycle began the same way (both from a reversal, or
     # both from rest), its own transient matches and a shorter wait suffices.
     settle_like_s: float = 10.0
+    # A longer silence between two samples is a gap (link outage, paused stream).
+    max_gap_s: float = 900.0
     # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).
     min_expected_v: float = 0.5e-3
     # Full cells: the window the chemistry must stay in, and what a collapse is.
@@ -152,6 +154,7 @@ class DetectorSettings:
             "settle_s",
             "settle_like_s",
             "min_expected_v",
+            "max_gap_s",
             "full_collapse_v",
             "full_drop_v",
         ):

@@ -115,6 +115,7 @@ class LithiumDetector(DetectorBase):
         self._relative_sigma = 0.0
         self._typical: dict[int, float] = {1: 0.0, -1: 0.0}  # median |r| of the profile
         self._unanchored = False
+        self._blind = False
         self._shift_run = 0
         self._low_run = 0
         self._near_run = 0
@@ -137,6 +138,14 @@ class LithiumDetector(DetectorBase):
             return OK
         if abs(voltage_v) >= self._range_v:
             return self._range(index, t_s, voltage_v, current_a)
+        if t_s - self._t_prev > self.settings.max_gap_s:
+            # A gap in the data (a link outage, a paused stream): where this half cycle
+            # began is unknown until the next reversal is seen, so the position-matched
+            # criteria rest until then (shifts and the range are still judged).
+            if self._dir != 0:
+                self._end_segment()
+            self._dir = 0
+            self._blind = True
         if abs(current_a) < self.settings.rest_current_a:
             if self._dir != 0:
                 self._end_segment()
@@ -150,6 +159,7 @@ class LithiumDetector(DetectorBase):
             from_rest = self._dir == 0
             if self._dir != 0:
                 self._end_segment()
+                self._blind = False  # a reversal seen: positions are known again
             self._seg_from_rest = from_rest
             self._dir = direction
             # The reversal happened after the last sample of the previous segment (or
@@ -212,7 +222,7 @@ class LithiumDetector(DetectorBase):
 
     def _end_segment(self) -> None:
         p, r = self._seg_p, self._seg_r
-        if len(p) >= _MIN_PROFILE_SAMPLES:
+        if len(p) >= _MIN_PROFILE_SAMPLES and not self._blind:
             # Noise from successive differences (robust to the slow half-cycle shape):
             # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
             diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
@@ -286,7 +296,7 @@ class LithiumDetector(DetectorBase):
                 "(one sample: a glitch or the start of a shift)",
             )
         self._shift_run = 0
-        if p_s < self._settle_now_s:
+        if p_s < self._settle_now_s or self._blind:
             # The zero crossing after a reversal (or a rest): the double layer is still
             # relaxing and how deep the first samples sit depends on what came before,
             # so only a shift is judged here; collapses, drops and slides wait.

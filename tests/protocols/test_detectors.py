@@ -318,3 +318,20 @@ def test_full_cell_batch_and_single_samples_agree() -> None:
     )
     assert batched == single
     assert [(x.severity, x.kind) for x in single] == [("warn", "short"), ("halt", "limit")]
+
+
+def test_a_gap_in_the_data_never_halts_a_healthy_cell_and_a_fault_after_it_still_halts() -> None:
+    """After a link outage the half-cycle position is unknown until the next reversal."""
+    trace = Trace(SimCellSpec("SEI", never_short=True), hours=20.0)
+    keep = (trace.t_s < 9 * 3600) | (trace.t_s > 12.3 * 3600)  # 3.3 h missing
+    t, v, i = trace.t_s[keep], trace.voltage_v[keep], trace.current_a[keep]
+    assert halts(make_detector(DetectorSettings(cell="symmetric")).feed_batch(t, v, i)) == []
+    shorted = Trace(SimCellSpec("SEI", short=ShortSpec("hard", 15.2)), hours=20.0)
+    keep = (shorted.t_s < 9 * 3600) | (shorted.t_s > 12.3 * 3600)
+    (halt,) = halts(
+        make_detector(DetectorSettings(cell="symmetric")).feed_batch(
+            shorted.t_s[keep], shorted.voltage_v[keep], shorted.current_a[keep]
+        )
+    )
+    assert halt.kind == "short"
+    assert 15.2 * 3600 <= halt.t_s <= 15.2 * 3600 + 3 * 60

@@ -1,0 +1,472 @@
+"""Supervision of one instrument: poll, judge, halt at once, hand samples to the sinks.
+
+One :class:`InstrumentSupervisor` owns one connection to one BTS server and every
+watched channel on it. Each poll is one ``inquire`` for all channels (the live
+stream: the least delay); every ``download_interval_s`` the recorded history is
+fetched by position (the stored series: nothing lost between polls, during an outage
+or while the daemon was down). Both streams go through their own detector.
+
+The halt path is the first thing done with a halt verdict: the ``stop`` goes on the
+wire before the sample is queued, logged or published, and is retried until the
+instrument confirms the channel no longer runs. Sinks sit behind a bounded queue
+that a halt never waits on.
+
+Reconnection is this supervisor's policy: capped exponential backoff, the first
+failure and the recovery logged (not every attempt), per-channel availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
+from cellguard.drivers.clock import Clock
+from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
+from cellguard.drivers.neware import ChannelId, DownloadRecord, InquireRecord, NewareClient
+from cellguard.protocols import GalvanostaticCycling, InstrumentLimits, write_step_file
+from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_PAGE = 1000
+# A halt is retried this often until the instrument confirms the channel stopped.
+HALT_RETRY_S = 1.0
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 60.0
+_RUNNING = ("working", "pause")
+_ENDED = {"stop": "stopped", "finish": "finished", "protect": "protected"}
+
+
+class SampleQueue(Protocol):
+    """Where samples and events go on their way to the sinks."""
+
+    def put_nowait(self, item: SampleRecord | EventRecord) -> None: ...
+
+    async def put(self, item: SampleRecord | EventRecord) -> None: ...
+
+
+class Publisher(Protocol):
+    """Alerts and statuses (MQTT, or the log)."""
+
+    async def publish_event(self, event: EventRecord) -> None: ...
+
+    async def publish_status(self, tags: ChannelTags, status: dict[str, object]) -> None: ...
+
+
+class StateStore(Protocol):
+    """Durable per-channel state, so a restart neither re-starts nor re-halts."""
+
+    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
+
+    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A watched channel: which one, what cell, what to do with it."""
+
+    channel: ChannelId
+    cell_type: str  # "symmetric" | "asymmetric" | "full"
+    interphase: str = ""
+    mode: str = "monitor"  # "monitor" | "run"
+    protocol: GalvanostaticCycling | None = None
+    detector: DetectorSettings | None = None
+    barcode: str = ""
+
+
+@dataclass
+class ChannelRuntime:
+    spec: ChannelSpec
+    tags: ChannelTags
+    live: Detector
+    recorded: Detector
+    state: str = "idle"  # idle running halting halted stopped finished protected unavailable
+    next_seq: int = 1
+    test_id: int = 0
+    test_start_unix_s: float = math.nan
+    halt: Verdict | None = None
+    halt_requested_at: float = math.nan
+    last_workstatus: str = ""
+    samples: int = 0
+    halt_latencies_s: list[float] = field(default_factory=list)
+
+
+class InstrumentSupervisor:
+    """Polls one BTS server and guards its channels."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], NewareClient],
+        channels: Sequence[ChannelSpec],
+        queue: SampleQueue,
+        publisher: Publisher,
+        *,
+        clock: Clock,
+        poll_interval_s: float = 1.0,
+        download_interval_s: float = 60.0,
+        state: StateStore | None = None,
+        step_file_dir: Path | None = None,
+        voltage_range_v: float = 5.0,
+        current_range_ma: float = 10.0,
+        on_halt: Callable[[ChannelRuntime], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self._connect = connect
+        self._queue = queue
+        self._publisher = publisher
+        self._clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.download_interval_s = download_interval_s
+        self._state = state
+        self._step_file_dir = step_file_dir
+        self._limits = InstrumentLimits(
+            current_range_ma=current_range_ma, voltage_range_v=voltage_range_v
+        )
+        self._on_halt = on_halt
+        self.available = False
+        self.polls = 0
+        self.live_dropped = 0
+        self.events: list[EventRecord] = []
+        self._pending_events: deque[EventRecord] = deque()
+        self.channels: dict[ChannelId, ChannelRuntime] = {}
+        for spec in channels:
+            settings = spec.detector or DetectorSettings(
+                cell=spec.cell_type,  # type: ignore[arg-type]
+                voltage_range_v=voltage_range_v,
+            )
+            tags = ChannelTags(name, str(spec.channel), "", spec.interphase, spec.cell_type)
+            runtime = ChannelRuntime(spec, tags, make_detector(settings), make_detector(settings))
+            if state is not None:
+                saved = state.load_state(name, str(spec.channel))
+                if saved is not None:
+                    runtime.state, last_seq, _ = saved
+                    runtime.next_seq = last_seq + 1
+            self.channels[spec.channel] = runtime
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Supervise forever: (re)connect with capped backoff, poll, judge, halt."""
+        backoff_s = BACKOFF_MIN_S
+        failing_since: float | None = None
+        while True:
+            client = self._connect()
+            try:
+                await client.connect()
+                if failing_since is not None:
+                    log.warning(
+                        "%s: connection restored after %.0f s",
+                        self.name,
+                        time.monotonic() - failing_since,
+                    )
+                failing_since = None
+                backoff_s = BACKOFF_MIN_S
+                self.available = True
+                await self._session(client)
+            except InstrumentConnectionError as err:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.error(  # noqa: TRY400
+                        "%s: instrument unreachable: %s (retrying with backoff)", self.name, err
+                    )
+                self._mark_unavailable()
+            finally:
+                self.available = False
+                await client.aclose()
+            await self._clock.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    def _mark_unavailable(self) -> None:
+        for runtime in self.channels.values():
+            if runtime.state == "running":
+                runtime.state = "unavailable"
+
+    async def _session(self, client: NewareClient) -> None:
+        await self._start_run_mode(client)
+        next_download_s = self._clock.now_s()
+        while True:
+            await self.poll_once(client)
+            if self._clock.now_s() >= next_download_s:
+                await self.download_once(client)
+                next_download_s = self._clock.now_s() + self.download_interval_s
+            await self._clock.sleep(self.poll_interval_s)
+
+    async def _start_run_mode(self, client: NewareClient) -> None:
+        """Start the protocols of ``run`` channels that are not running yet (never twice)."""
+        to_start = []
+        for runtime in self.channels.values():
+            spec = runtime.spec
+            if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+                continue
+            if self._step_file_dir is None:
+                msg = f"{self.name}: run mode needs step_file_dir"
+                raise CellguardError(msg)
+            path = write_step_file(
+                self._step_file_dir / f"{self.name}-{spec.channel}.xml",
+                spec.protocol.to_step_file(self._limits),
+            )
+            barcode = spec.barcode or f"cellguard-{self.name}-{spec.channel}"
+            to_start.append((spec.channel, barcode, str(path)))
+        if not to_start:
+            return
+        live = await client.inquire([c for c, _, _ in to_start])
+        ready = [item for item in to_start if live[item[0]].workstatus not in _RUNNING]
+        if ready:
+            await client.start(ready)
+            for channel, barcode, _ in ready:
+                runtime = self.channels[channel]
+                runtime.state = "running"
+                runtime.next_seq = 1
+                self._persist(runtime, f"started {barcode}")
+                await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    # ------------------------------------------------------------ live stream
+
+    async def poll_once(self, client: NewareClient) -> None:
+        """One ``inquire`` for every channel; judge each value; halt at once."""
+        self._flush_events()
+        records = await client.inquire(list(self.channels))
+        received_at = time.perf_counter()
+        self.polls += 1
+        for channel, record in records.items():
+            runtime = self.channels.get(channel)
+            if runtime is None:
+                continue
+            await self._track_workstatus(runtime, record)
+            if record.workstatus != "working" or runtime.halt is not None:
+                continue
+            if math.isnan(runtime.test_start_unix_s):
+                runtime.test_start_unix_s = time.time() - record.total_time_s
+            verdict = runtime.live.feed(record.total_time_s, record.voltage_v, record.current_a)
+            if verdict.severity == "halt":
+                await self._halt(client, runtime, verdict, received_at)
+            elif verdict.severity == "warn":
+                await self._warn(runtime, verdict)
+            self._offer(
+                SampleRecord(
+                    runtime.tags,
+                    runtime.test_start_unix_s + record.total_time_s,
+                    record.total_time_s,
+                    record.voltage_v,
+                    record.current_a,
+                    record.capacity_ah * 1000.0,
+                    record.energy_wh * 1000.0,
+                    record.step_id or 0,
+                    record.cycle_id,
+                    0,
+                    "live",
+                )
+            )
+
+    async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        status = record.workstatus
+        if status == runtime.last_workstatus:
+            return
+        previous = runtime.last_workstatus
+        runtime.last_workstatus = status
+        if status in _RUNNING:
+            if runtime.state in ("idle", "unavailable", "stopped", "finished", "protected"):
+                runtime.state = "running"
+                self._persist(runtime, f"running (was {previous or 'unknown'})")
+        elif (
+            status in _ENDED
+            and runtime.state not in ("halted", "halting")
+            and (runtime.state == "running" or previous in _RUNNING)
+        ):
+            runtime.state = _ENDED[status]
+            self._persist(runtime, f"instrument reports {status}")
+            kind = (
+                "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
+            )
+            await self._event(runtime, kind, detail=f"the instrument reports {status}")
+        await self._publisher.publish_status(
+            runtime.tags, {"state": runtime.state, "workstatus": status, "cycle": record.cycle_id}
+        )
+
+    # ------------------------------------------------------------ recorded stream
+
+    async def download_once(self, client: NewareClient) -> None:
+        """Fetch every recorded sample not seen yet, judge it in order, queue it."""
+        for runtime in self.channels.values():
+            if runtime.state == "idle":
+                continue
+            while True:
+                reply = await client.download(runtime.spec.channel, runtime.next_seq, DOWNLOAD_PAGE)
+                if reply.test_id and reply.test_id != runtime.test_id:
+                    runtime.test_id = reply.test_id
+                    runtime.tags = ChannelTags(
+                        runtime.tags.instrument,
+                        runtime.tags.channel,
+                        str(reply.test_id),
+                        runtime.tags.interphase,
+                        runtime.tags.cell_type,
+                    )
+                for rec in reply.records:
+                    await self._recorded(client, runtime, rec)
+                runtime.next_seq += len(reply.records)
+                if reply.records:
+                    self._persist(runtime, "")
+                if len(reply.records) < DOWNLOAD_PAGE:
+                    break
+
+    async def _recorded(
+        self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord
+    ) -> None:
+        t_s = rec.test_time_ms / 1000.0
+        wall_unix_s = _unix(rec.wall_time)
+        if math.isnan(runtime.test_start_unix_s):
+            runtime.test_start_unix_s = wall_unix_s - t_s
+        if runtime.halt is None:
+            verdict = runtime.recorded.feed(
+                t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
+            )
+            if verdict.severity == "halt":
+                await self._halt(client, runtime, verdict, time.perf_counter())
+            elif verdict.severity == "warn":
+                await self._warn(runtime, verdict)
+        runtime.samples += 1
+        await self._queue.put(
+            SampleRecord(
+                runtime.tags,
+                runtime.test_start_unix_s + t_s,
+                t_s,
+                rec.voltage_v,
+                rec.current_a,
+                rec.capacity_ah * 1000.0,
+                rec.energy_wh * 1000.0,
+                rec.step_id,
+                rec.cycle_id,
+                rec.seq_id,
+                "recorded",
+            )
+        )
+
+    # ------------------------------------------------------------ halting
+
+    async def _halt(
+        self, client: NewareClient, runtime: ChannelRuntime, verdict: Verdict, received_at: float
+    ) -> None:
+        runtime.halt = verdict
+        runtime.state = "halting"
+        # The stop goes on the wire before anything else happens with this verdict.
+        confirmed = await self._stop_until_confirmed(client, runtime, received_at)
+        runtime.state = "halted" if confirmed else "halting"
+        self._persist(runtime, verdict.detail)
+        await self._event(
+            runtime,
+            "halt",
+            fault=verdict.kind,
+            subkind=verdict.subkind,
+            detail=verdict.detail,
+            values={
+                "measured_v": verdict.measured,
+                "baseline_v": verdict.baseline,
+                "threshold_v": verdict.threshold,
+                "test_time_s": verdict.t_s,
+            },
+        )
+        log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
+        if self._on_halt is not None:
+            await self._on_halt(runtime)
+
+    async def _stop_until_confirmed(
+        self, client: NewareClient, runtime: ChannelRuntime, received_at: float
+    ) -> bool:
+        channel = runtime.spec.channel
+        for attempt in range(1, 6):
+            try:
+                await client.stop([channel])
+                runtime.halt_latencies_s.append(time.perf_counter() - received_at)
+            except CommandRefused:
+                pass  # already not running: confirmed below
+            status = (await client.get_status([channel]))[channel]
+            if status not in _RUNNING:
+                return True
+            log.error("%s %s: stop not confirmed (attempt %d)", self.name, channel, attempt)
+            await self._clock.sleep(HALT_RETRY_S)
+        return False
+
+    async def _warn(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
+        await self._event(
+            runtime,
+            "warn",
+            fault=verdict.kind,
+            subkind=verdict.subkind,
+            detail=verdict.detail,
+            values={"measured_v": verdict.measured, "threshold_v": verdict.threshold},
+        )
+
+    async def _event(
+        self,
+        runtime: ChannelRuntime,
+        kind: str,
+        *,
+        fault: str = "",
+        subkind: str = "",
+        detail: str = "",
+        values: dict[str, float] | None = None,
+    ) -> None:
+        clean = {k: v for k, v in (values or {}).items() if not math.isnan(v)}
+        event = EventRecord(runtime.tags, kind, time.time(), fault, subkind, detail, clean)  # type: ignore[arg-type]
+        self.events.append(event)
+        self._pending_events.append(event)
+        self._flush_events()
+        if kind in ("halt", "warn", "protect"):
+            await self._publisher.publish_event(event)
+
+    def _offer(self, sample: SampleRecord) -> None:
+        """Queue a live sample; when the sinks lag, drop it (the recorded series,
+        fetched by position, carries the same moment and is never dropped)."""
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.live_dropped += 1
+
+    def _flush_events(self) -> None:
+        # Events are few and must all arrive: they wait here, never in the halt path.
+        while self._pending_events:
+            try:
+                self._queue.put_nowait(self._pending_events[0])
+            except asyncio.QueueFull:
+                return
+            self._pending_events.popleft()
+
+    def _persist(self, runtime: ChannelRuntime, detail: str) -> None:
+        if self._state is not None:
+            self._state.save_state(runtime.tags, runtime.state, runtime.next_seq - 1, detail)
+
+
+def _unix(wall: datetime) -> float:
+    # atime is the BTS PC's local wall-clock time, without a zone.
+    return wall.timestamp()
+
+
+async def drain_queue(
+    queue: asyncio.Queue[SampleRecord | EventRecord],
+    write: Callable[[list[SampleRecord], list[EventRecord]], Awaitable[None]],
+    *,
+    batch: int = 5000,
+) -> None:
+    """The sink task: take what is queued, in batches, and hand it to the sink."""
+    while True:
+        first = await queue.get()
+        items = [first]
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while len(items) < batch:
+                items.append(queue.get_nowait())
+        samples = [i for i in items if isinstance(i, SampleRecord)]
+        events = [i for i in items if isinstance(i, EventRecord)]
+        await write(samples, events)
+        for _ in items:
+            queue.task_done()

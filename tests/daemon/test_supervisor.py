@@ -1,0 +1,216 @@
+"""The supervisor against the simulated CT-4008 over TCP, in virtual time.
+
+Rules: a failing cell's stop arrives at the instrument within a poll or two of the
+fault; healthy channels are untouched; every recorded sample reaches the queue exactly
+once, also across a link outage (backfilled by position, and judged); a restarted
+supervisor neither re-starts a running test nor halts a halted channel twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
+from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor
+from cellguard.drivers import VirtualClock
+from cellguard.drivers.neware import ChannelId, NewareClient, NewareSimulator
+from cellguard.drivers.neware._simulator import CellSlot
+from cellguard.drivers.sim import ShortSpec, SimCellSpec
+from cellguard.protocols import Cell, GalvanostaticCycling
+
+AREA_CM2 = 0.785
+POLL_S = 60.0
+EPOCH = datetime(2026, 3, 1, 8, 0, 0)
+
+
+class Recorder:
+    """A publisher and state store that remember what they were given."""
+
+    def __init__(self) -> None:
+        self.alerts: list[EventRecord] = []
+        self.statuses: list[tuple[str, dict[str, object]]] = []
+        self.state: dict[tuple[str, str], tuple[str, int, str]] = {}
+
+    async def publish_event(self, event: EventRecord) -> None:
+        self.alerts.append(event)
+
+    async def publish_status(self, tags: ChannelTags, status: dict[str, object]) -> None:
+        self.statuses.append((tags.channel, status))
+
+    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None:
+        self.state[(tags.instrument, tags.channel)] = (state, last_seq, detail)
+
+    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None:
+        return self.state.get((instrument, channel))
+
+
+def _simulator(clock: VirtualClock) -> NewareSimulator:
+    cells = {
+        ChannelId(1, 1, 1): CellSlot(SimCellSpec("MII-1", li_working_um=20.0, never_short=True)),
+        ChannelId(1, 1, 2): CellSlot(SimCellSpec("SEI", never_short=True)),
+        ChannelId(1, 1, 3): CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", 10.0))),
+    }
+    return NewareSimulator(clock, cells=cells, seed=5, epoch=EPOCH)
+
+
+def _specs() -> list[ChannelSpec]:
+    asym = Cell.asymmetric(AREA_CM2, li_thin_um=20.0)
+    sym = Cell.symmetric(AREA_CM2)
+    return [
+        ChannelSpec(
+            ChannelId(1, 1, 1), "asymmetric", "MII-1", "run", GalvanostaticCycling(asym, cycles=100)
+        ),
+        ChannelSpec(
+            ChannelId(1, 1, 2), "symmetric", "SEI", "run", GalvanostaticCycling(sym, cycles=100)
+        ),
+        ChannelSpec(
+            ChannelId(1, 1, 3), "symmetric", "SEI", "run", GalvanostaticCycling(sym, cycles=100)
+        ),
+    ]
+
+
+@asynccontextmanager
+async def supervising(
+    sim: NewareSimulator, port: int, recorder: Recorder, tmp_path: Path, clock: VirtualClock
+) -> AsyncIterator[tuple[InstrumentSupervisor, asyncio.Queue[SampleRecord | EventRecord]]]:
+    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=1_000_000)
+    sup = InstrumentSupervisor(
+        "ct4008-sim",
+        lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
+        _specs(),
+        queue,
+        recorder,
+        clock=clock,
+        poll_interval_s=POLL_S,
+        download_interval_s=600.0,
+        state=recorder,
+        step_file_dir=tmp_path,
+    )
+    task = asyncio.create_task(sup.run())
+    try:
+        await clock.wait_until_sleeping(task)
+        yield sup, queue
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _run_hours(clock: VirtualClock, hours: float) -> None:
+    for _ in range(round(hours * 3600 / POLL_S)):
+        await clock.advance(POLL_S)
+
+
+def _drain(queue: asyncio.Queue[SampleRecord | EventRecord]) -> list[SampleRecord | EventRecord]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+async def test_failing_cells_are_stopped_on_the_instrument_and_healthy_ones_run_on(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        _, port = await stack.enter_async_context(sim.serve())
+        sup, queue = await stack.enter_async_context(
+            supervising(sim, port, recorder, tmp_path, clock)
+        )
+        await _run_hours(clock, 60.0)
+        items = _drain(queue)
+
+    short = sup.channels[ChannelId(1, 1, 3)]
+    depleted = sup.channels[ChannelId(1, 1, 1)]
+    healthy = sup.channels[ChannelId(1, 1, 2)]
+    assert short.halt is not None and short.halt.kind == "short"
+    assert depleted.halt is not None and depleted.halt.kind == "depletion"
+    assert healthy.halt is None
+    # The stop arrived at the instrument; the healthy channel still works.
+    assert sim.channels[ChannelId(1, 1, 3)].workstatus == "stop"
+    assert sim.channels[ChannelId(1, 1, 1)].workstatus == "stop"
+    assert sim.channels[ChannelId(1, 1, 2)].workstatus == "working"
+    assert (short.state, depleted.state, healthy.state) == ("halted", "halted", "running")
+    # Halted promptly: the short at 10 h within two polls (live stream).
+    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 3 * POLL_S
+    assert depleted.halt.t_s < 60 * 3600
+    # Alerts published for both halts, with their explanation.
+    halts = [a for a in recorder.alerts if a.kind == "halt"]
+    assert sorted(a.tags.channel for a in halts) == ["1-1-1", "1-1-3"]
+    assert all(a.detail and "measured_v" in a.values for a in halts)
+    # Every recorded sample reached the queue exactly once, in order.
+    for channel in ("1-1-1", "1-1-2", "1-1-3"):
+        seqs = [
+            i.seq
+            for i in items
+            if isinstance(i, SampleRecord) and i.source == "recorded" and i.tags.channel == channel
+        ]
+        assert seqs == list(range(1, len(seqs) + 1))
+    events = [i for i in items if isinstance(i, EventRecord)]
+    assert sum(e.kind == "start" for e in events) == 3
+    assert sum(e.kind == "halt" for e in events) == 2
+    # State persisted for a restart.
+    assert recorder.state[("ct4008-sim", "1-1-3")][0] == "halted"
+
+
+async def test_a_restarted_supervisor_neither_restarts_nor_halts_twice(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with sim.serve() as (_, port):
+        async with supervising(sim, port, recorder, tmp_path, clock) as (first, _):
+            await _run_hours(clock, 12.0)
+        assert first.channels[ChannelId(1, 1, 3)].state == "halted"
+        test_ids = {c: sim.channels[c].test_id for c in sim.channels}
+        alerts_before = len(recorder.alerts)
+        async with supervising(sim, port, recorder, tmp_path, clock) as (second, queue):
+            await _run_hours(clock, 2.0)
+            items = _drain(queue)
+    # No second start of the running tests, no second halt of the halted channel.
+    assert {c: sim.channels[c].test_id for c in sim.channels} == test_ids
+    assert second.channels[ChannelId(1, 1, 3)].state == "halted"
+    assert [a for a in recorder.alerts[alerts_before:] if a.kind == "halt"] == []
+    # It resumed the recorded stream where the first one stopped: no duplicates.
+    seqs = [
+        i.seq
+        for i in items
+        if isinstance(i, SampleRecord) and i.source == "recorded" and i.tags.channel == "1-1-2"
+    ]
+    assert seqs and seqs[0] == recorder.state[("ct4008-sim", "1-1-2")][1] - len(seqs) + 1
+
+
+async def test_a_fault_during_a_link_outage_is_backfilled_and_halted(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(AsyncExitStack())
+        _, port = await server.enter_async_context(sim.serve())
+        sup, queue = await stack.enter_async_context(
+            supervising(sim, port, recorder, tmp_path, clock)
+        )
+        await _run_hours(clock, 9.0)
+        await server.aclose()  # the BTS server goes away at 9 h
+        await _run_hours(clock, 3.0)  # the short happens at 10 h, unseen
+        assert not sup.available
+        assert sim.channels[ChannelId(1, 1, 3)].workstatus == "working"
+        async with sim.serve(port=port):
+            await _run_hours(clock, 3.0)
+            items = _drain(queue)
+    short = sup.channels[ChannelId(1, 1, 3)]
+    assert short.halt is not None and short.halt.kind == "short"
+    # Judged on the backfilled samples: the halt points at the fault time, not the reconnect.
+    assert 10.0 * 3600 <= short.halt.t_s < 12.0 * 3600
+    assert sim.channels[ChannelId(1, 1, 3)].workstatus == "stop"
+    seqs = [
+        i.seq
+        for i in items
+        if isinstance(i, SampleRecord) and i.source == "recorded" and i.tags.channel == "1-1-2"
+    ]
+    assert seqs == list(range(1, len(seqs) + 1))  # no hole across the outage
+    assert max(seqs) >= 14 * 60
