@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 SampleSource = Literal["live", "recorded"]
-EventKind = Literal["halt", "warn", "start", "stop", "finish", "protect", "unavailable", "available"]
+EventKind = Literal[
+    "halt", "warn", "start", "stop", "finish", "protect", "unavailable", "available"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,8 +128,10 @@ async def test_failing_cells_are_stopped_on_the_instrument_and_healthy_ones_run_
     short = sup.channels[ChannelId(1, 1, 3)]
     depleted = sup.channels[ChannelId(1, 1, 1)]
     healthy = sup.channels[ChannelId(1, 1, 2)]
-    assert short.halt is not None and short.halt.kind == "short"
-    assert depleted.halt is not None and depleted.halt.kind == "depletion"
+    assert short.halt is not None
+    assert short.halt.kind == "short"
+    assert depleted.halt is not None
+    assert depleted.halt.kind == "depletion"
     assert healthy.halt is None
     # The stop arrived at the instrument; the healthy channel still works.
     assert sim.channels[ChannelId(1, 1, 3)].workstatus == "stop"
@@ -181,7 +183,8 @@ async def test_a_restarted_supervisor_neither_restarts_nor_halts_twice(tmp_path:
         for i in items
         if isinstance(i, SampleRecord) and i.source == "recorded" and i.tags.channel == "1-1-2"
     ]
-    assert seqs and seqs[0] == recorder.state[("ct4008-sim", "1-1-2")][1] - len(seqs) + 1
+    assert seqs
+    assert seqs[0] == recorder.state[("ct4008-sim", "1-1-2")][1] - len(seqs) + 1
 
 
 async def test_a_fault_during_a_link_outage_is_backfilled_and_halted(tmp_path: Path) -> None:
@@ -203,7 +206,8 @@ async def test_a_fault_during_a_link_outage_is_backfilled_and_halted(tmp_path: P
             await _run_hours(clock, 3.0)
             items = _drain(queue)
     short = sup.channels[ChannelId(1, 1, 3)]
-    assert short.halt is not None and short.halt.kind == "short"
+    assert short.halt is not None
+    assert short.halt.kind == "short"
     # Judged on the backfilled samples: the halt points at the fault time, not the reconnect.
     assert 10.0 * 3600 <= short.halt.t_s < 12.0 * 3600
     assert sim.channels[ChannelId(1, 1, 3)].workstatus == "stop"

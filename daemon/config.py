@@ -1,0 +1,939 @@
+"""The daemon's one TOML configuration file, validated completely at start.
+
+``load_config(path)`` reads the file, ``parse_config(text)`` validates text. Either
+gives a frozen :class:`Config` or raises one :class:`ConfigError` whose message is a
+single line naming the key path and what is allowed, e.g.::
+
+    channels[2].cell.area_cm2: required: electrode area in cm² > 0 (a 10 mm disc is 0.785)
+    influxdb.tokn: unknown key; did you mean 'token'?
+    instruments[0].port: must be an integer 1..65535, got "502x"
+
+Secrets (the InfluxDB token, the MQTT user name and password) are given inline, as
+the name of an environment variable (``*_env``) or as a file (``*_file``, stripped of
+surrounding whitespace). They are held in :class:`Secret`, whose ``repr``/``str`` is
+``Secret('***')``, so neither the config objects nor a log line can show them.
+
+Relative paths (``state_dir``, ``*_file``) are relative to the configuration file's
+folder, so a service does not depend on its working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hmac
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, NoReturn, get_args
+
+from cellguard.daemon.records import ChannelTags
+from cellguard.drivers.errors import ConfigError
+from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
+from cellguard.protocols.cells import Cell
+from cellguard.protocols.detectors import CellProfile, DetectorSettings
+from cellguard.protocols.galvanostatic import GalvanostaticCycling
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+ChannelMode = Literal["monitor", "run"]
+ProtocolKind = Literal["galvanostatic"]
+
+DEFAULT_LOG_LEVEL: LogLevel = "info"
+DEFAULT_INFLUX_BATCH_SIZE = 5000
+DEFAULT_INFLUX_FLUSH_INTERVAL_S = 1.0
+MQTT_PORT = 1883
+MQTT_TLS_PORT = 8883
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Characters an MQTT client id may safely hold on every broker.
+_CLIENT_ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_BATCH_SIZE = 1_000_000
+
+
+# ------------------------------------------------------------------ secrets
+
+
+class Secret:
+    """A secret string that never shows itself: ``repr``/``str`` are ``Secret('***')``.
+
+    ``reveal()`` gives the value to the one call that needs it (a client's
+    ``password=``); ``origin`` says where it came from (``env CELLGUARD_MQTT_PASSWORD``,
+    ``file /etc/...``, ``inline``) and is safe to log.
+    """
+
+    __slots__ = ("_value", "origin")
+
+    def __init__(self, value: str, origin: str = "inline") -> None:
+        self._value = value
+        self.origin = origin
+
+    def reveal(self) -> str:
+        """The secret itself; pass it on, never log it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __copy__(self) -> Secret:
+        return self  # immutable; and copying must not go through __reduce__
+
+    def __deepcopy__(self, memo: object) -> Secret:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        # A pickled secret would end up in a file or a queue in clear text.
+        msg = "a Secret cannot be pickled"
+        raise TypeError(msg)
+
+
+# ------------------------------------------------------------------ drivers
+
+
+@dataclass(frozen=True, slots=True)
+class DriverInfo:
+    """What the configuration needs to know about one instrument driver."""
+
+    description: str
+    default_timeout_s: float
+    parse_channel: Callable[[str], ChannelId]
+    channel_form: str  # how users write a channel id, for error messages
+
+
+DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
+    {
+        "neware": DriverInfo(
+            description="Neware BTS 8 API (CT-4008 and every cycler on a BTS server)",
+            default_timeout_s=DEFAULT_TIMEOUT_S,
+            parse_channel=ChannelId.parse,
+            channel_form="devid-subdevid-chlid, e.g. 21-1-3",
+        ),
+    }
+)
+"""The instrument drivers a configuration may name, by ``driver = "..."``."""
+
+
+# ------------------------------------------------------------------ the config
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """``[daemon]``: where state lives and how much to log."""
+
+    state_dir: Path  # SQLite state, disk spool and the embedded sample store
+    log_level: LogLevel = DEFAULT_LOG_LEVEL
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxDBSettings:
+    """``[influxdb]``: the v2 write API (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics)."""
+
+    url: str
+    org: str
+    bucket: str
+    token: Secret | None = None  # None: no auth (VictoriaMetrics, InfluxDB 1.8 without auth)
+    batch_size: int = DEFAULT_INFLUX_BATCH_SIZE  # points per write
+    flush_interval_s: float = DEFAULT_INFLUX_FLUSH_INTERVAL_S
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """``[mqtt]``: the broker that gets alerts and status and sends commands."""
+
+    host: str
+    topic_prefix: str  # e.g. "cellguard/lab1", no trailing "/" and no wildcards
+    client_id: str
+    port: int = MQTT_PORT
+    username: Secret | None = None
+    password: Secret | None = None
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSettings:
+    """One ``[[instruments]]`` entry: one connection, polled for all its channels."""
+
+    name: str  # unique; the ``instrument`` tag and MQTT topic level
+    driver: str  # a key of :data:`DRIVERS`
+    host: str
+    port: int
+    poll_interval_s: float
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per request
+    # Where run-mode step files are written: a folder the BTS server reads (on its own
+    # disk). None: the daemon's choice, ``<state_dir>/steps``.
+    step_file_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellSettings:
+    """``cell = {...}`` of a channel: what is in it, in µm and cm²."""
+
+    type: CellProfile  # "symmetric" | "asymmetric" | "full"
+    area_cm2: float
+    thick_li_um: float | None = None  # Li source (counter); both electrodes if symmetric
+    thin_li_um: float | None = None  # working electrode; equals thick_li_um if symmetric
+    interphase: str | None = None
+
+    def to_cell(self) -> Cell | None:
+        """The Li|Li :class:`Cell` (protocols, step files); None for a full cell."""
+        if self.type == "full" or self.thick_li_um is None or self.thin_li_um is None:
+            return None
+        return Cell(
+            self.type,
+            self.area_cm2,
+            li_counter_um=self.thick_li_um,
+            li_working_um=self.thin_li_um,
+            interphase=self.interphase,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """One ``[[channels]]`` entry: a channel of an instrument, its cell and its judge."""
+
+    instrument: str
+    channel: ChannelId
+    mode: ChannelMode
+    cell: CellSettings
+    detector: DetectorSettings  # defaults for the cell type with the overrides applied
+    protocol: GalvanostaticCycling | None = None  # set exactly when mode == "run"
+
+    def tags(self, test_id: str = "") -> ChannelTags:
+        """The channel's tags for samples, events and topics."""
+        return ChannelTags(
+            instrument=self.instrument,
+            channel=str(self.channel),
+            test_id=test_id,
+            interphase=self.cell.interphase or "",
+            cell_type=self.cell.type,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    daemon: DaemonSettings
+    instruments: tuple[InstrumentSettings, ...]
+    channels: tuple[ChannelSettings, ...] = ()
+    influxdb: InfluxDBSettings | None = None  # None: samples go to SQLite under state_dir
+    mqtt: MqttSettings | None = None  # None: alerts go to the log
+    source: str = "<config>"
+
+    def instrument(self, name: str) -> InstrumentSettings:
+        """The instrument called ``name`` (a KeyError if there is none)."""
+        for instrument in self.instruments:
+            if instrument.name == name:
+                return instrument
+        raise KeyError(name)
+
+    def channels_of(self, instrument: str) -> tuple[ChannelSettings, ...]:
+        """The channels configured on ``instrument``, in file order."""
+        return tuple(c for c in self.channels if c.instrument == instrument)
+
+    def describe(self) -> str:
+        """A short human summary for the start-up log; never shows a secret."""
+        lines = [f"config {self.source}: state in {self.daemon.state_dir}"]
+        if self.influxdb is None:
+            lines.append("samples -> embedded SQLite store under state_dir")
+        else:
+            db = self.influxdb
+            auth = f"token from {db.token.origin}" if db.token else "no token"
+            lines.append(
+                f"samples -> InfluxDB {db.url} org {db.org!r} bucket {db.bucket!r} ({auth})"
+            )
+        if self.mqtt is None:
+            lines.append("alerts -> log only (no [mqtt])")
+        else:
+            mq = self.mqtt
+            user = f"user from {mq.username.origin}" if mq.username else "anonymous"
+            lines.append(
+                f"alerts -> MQTT {mq.host}:{mq.port} prefix {mq.topic_prefix!r} "
+                f"client {mq.client_id!r} ({user}, {'TLS' if mq.tls else 'no TLS'})"
+            )
+        for inst in self.instruments:
+            chans = self.channels_of(inst.name)
+            lines.append(
+                f"instrument {inst.name}: {inst.driver} at {inst.host}:{inst.port}, "
+                f"poll every {inst.poll_interval_s:g} s, {len(chans)} channel(s)"
+            )
+            lines.extend(f"  {_describe_channel(ch)}" for ch in chans)
+        return "\n".join(lines)
+
+
+def _describe_channel(ch: ChannelSettings) -> str:
+    cell = ch.cell
+    parts = [str(ch.channel), ch.mode, cell.type, f"{cell.area_cm2:g} cm²"]
+    if cell.thick_li_um is not None and cell.thin_li_um is not None:
+        parts.append(f"Li {cell.thick_li_um:g}|{cell.thin_li_um:g} µm")
+    if cell.interphase:
+        parts.append(cell.interphase)
+    if ch.protocol is not None:
+        p = ch.protocol
+        parts.append(
+            f"galvanostatic {p.current_density_ma_cm2:g} mA cm⁻² "
+            f"{p.areal_capacity_mah_cm2:g} mAh cm⁻² x{p.cycles}"
+        )
+    if ch.detector.overrides:
+        parts.append(
+            "detector " + ", ".join(f"{k}={v:g}" for k, v in ch.detector.overrides.items())
+        )
+    return " ".join(parts)
+
+
+def default_config(
+    state_dir: str | os.PathLike[str],
+    *,
+    instruments: Sequence[InstrumentSettings] = (),
+    channels: Sequence[ChannelSettings] = (),
+) -> Config:
+    """The embedded defaults: state under ``state_dir``, no InfluxDB, no MQTT.
+
+    The demo passes its simulated instrument and channels; the same cross-checks as for
+    a file apply (unique names, known instruments, no channel twice).
+    """
+    instruments = tuple(instruments)
+    channels = tuple(channels)
+    _check_links(instruments, channels)
+    return Config(
+        daemon=DaemonSettings(state_dir=Path(state_dir)),
+        instruments=instruments,
+        channels=channels,
+        source="<defaults>",
+    )
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the TOML file at ``path`` (a :class:`ConfigError` if refused)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(
+            field=str(path),
+            problem=f"cannot read the configuration file: {err.strerror or err}",
+        ) from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            field=str(path), problem=f"must be UTF-8 text (byte {err.start} is not)"
+        ) from err
+    return parse_config(text, source=str(path), env=env, base_dir=path.resolve().parent)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate configuration ``text``; ``source`` names it in errors and ``describe()``.
+
+    ``env`` holds the environment variables ``*_env`` keys name (default: the process
+    environment); ``base_dir`` is where relative paths start (default: the working
+    directory).
+    """
+    # Notepad on older Windows writes a byte order mark, which TOML does not allow.
+    text = text.removeprefix("\ufeff")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(field=source, problem=f"not valid TOML: {err}") from err
+    reader = _Reader(os.environ if env is None else env, base_dir or Path.cwd())
+    return reader.config(data, source)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _fail(path: str, problem: str) -> NoReturn:
+    raise ConfigError(field=path, problem=problem)
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML, for "got ..." in messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _kind(value: object) -> str:
+    """What a value is, without showing it (for secrets)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return _show(value)
+
+
+def _suggest(key: str, allowed: Sequence[str]) -> list[str]:
+    """The allowed key ``key`` most likely misspells; also tried without its unit suffix."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return close
+    stems = {name.rsplit("_", 1)[0]: name for name in allowed if "_" in name}
+    return [stems[s] for s in difflib.get_close_matches(key, stems, n=1, cutoff=0.6)]
+
+
+class _Table:
+    """One TOML table being read: typed getters, and unknown keys refused at the end."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, allowed: Sequence[str]) -> None:
+        self.data = data
+        self.path = path
+        unknown = [key for key in data if key not in allowed]
+        if unknown:
+            key = unknown[0]
+            close = _suggest(key, allowed)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"allowed keys are {', '.join(allowed)}"
+            )
+            _fail(self.key(key), f"unknown key; {hint}")
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def required(self, name: str, allowed: str) -> object:
+        if name not in self.data:
+            _fail(self.key(name), f"required: {allowed}")
+        return self.data[name]
+
+    def string(self, name: str, allowed: str, *, default: str | None = None) -> str:
+        if name not in self.data and default is not None:
+            return default
+        value = self.required(name, allowed)
+        if not isinstance(value, str) or not value.strip():
+            _fail(self.key(name), f"must be {allowed}, got {_show(value)}")
+        return value.strip()
+
+    def optional_string(self, name: str, allowed: str) -> str | None:
+        if name not in self.data:
+            return None
+        return self.string(name, allowed)
+
+    def choice(self, name: str, choices: Sequence[str], *, default: str | None = None) -> str:
+        allowed = "one of " + ", ".join(choices)
+        value = self.string(name, allowed, default=default)
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            _fail(self.key(name), f"must be {allowed}, got {_show(value)}{hint}")
+        return value
+
+    def integer(
+        self, name: str, low: int, high: int, what: str, *, default: int | None = None
+    ) -> int:
+        if name not in self.data and default is not None:
+            return default
+        allowed = f"an integer {low}..{high}{what}"
+        value = self.required(name, allowed)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            _fail(self.key(name), f"must be {allowed}, got {_show(value)}")
+        return value
+
+    def positive(self, name: str, allowed: str, *, default: float | None = None) -> float:
+        if name not in self.data and default is not None:
+            return default
+        value = self.required(name, allowed)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not value > 0
+        ):
+            _fail(self.key(name), f"must be {allowed}, got {_show(value)}")
+        return float(value)
+
+    def boolean(self, name: str, *, default: bool) -> bool:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if not isinstance(value, bool):
+            _fail(self.key(name), f"must be true or false, got {_show(value)}")
+        return value
+
+    def table(self, name: str, allowed_keys: Sequence[str], what: str) -> _Table | None:
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        if not isinstance(value, dict):
+            _fail(self.key(name), f"must be a table ({what}), got {_show(value)}")
+        return _Table(value, self.key(name), allowed_keys)
+
+
+_TOP_KEYS = ("daemon", "influxdb", "mqtt", "instruments", "channels")
+_DAEMON_KEYS = ("state_dir", "log_level")
+_INFLUX_KEYS = (
+    "url",
+    "org",
+    "bucket",
+    "token",
+    "token_env",
+    "token_file",
+    "batch_size",
+    "flush_interval_s",
+)
+_MQTT_KEYS = (
+    "host",
+    "port",
+    "topic_prefix",
+    "username",
+    "username_env",
+    "username_file",
+    "password",
+    "password_env",
+    "password_file",
+    "tls",
+    "client_id",
+)
+_INSTRUMENT_KEYS = (
+    "name",
+    "driver",
+    "host",
+    "port",
+    "poll_interval_s",
+    "timeout_s",
+    "step_file_dir",
+)
+_CHANNEL_KEYS = ("instrument", "channel", "mode", "cell", "protocol", "detector")
+_CELL_KEYS = ("type", "area_cm2", "thick_li_um", "thin_li_um", "interphase")
+_PROTOCOL_KEYS = (
+    "kind",
+    "current_density_ma_cm2",
+    "areal_capacity_mah_cm2",
+    "cycles",
+    "record_interval_s",
+    "voltage_limit_v",
+    "rest_before_s",
+)
+# Every DetectorSettings field but the profile (from cell.type) and its bookkeeping.
+_DETECTOR_KEYS = tuple(
+    f.name for f in dataclasses.fields(DetectorSettings) if f.name not in ("cell", "overrides")
+)
+_LI_UM = "a Li foil thickness in µm > 0 (e.g. 100, 50 or 20)"
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+
+    def path(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def config(self, data: Mapping[str, Any], source: str) -> Config:
+        top = _Table(data, "", _TOP_KEYS)
+        daemon_table = top.table("daemon", _DAEMON_KEYS, "state_dir and log_level")
+        if daemon_table is None:
+            _fail("daemon", 'required: a [daemon] table with state_dir = "/var/lib/cellguard"')
+        daemon = self.daemon(daemon_table)
+        influx_table = top.table("influxdb", _INFLUX_KEYS, "where samples are written")
+        mqtt_table = top.table("mqtt", _MQTT_KEYS, "the broker for alerts and commands")
+        instruments = tuple(
+            self.instrument(t) for t in self.array(top, "instruments", _INSTRUMENT_KEYS)
+        )
+        if not instruments:
+            _fail(
+                "instruments",
+                "required: at least one [[instruments]] table (name, driver, host, port, "
+                "poll_interval_s)",
+            )
+        _check_instruments(instruments)
+        drivers = {inst.name: DRIVERS[inst.driver] for inst in instruments}
+        channels = tuple(
+            self.channel(t, drivers) for t in self.array(top, "channels", _CHANNEL_KEYS)
+        )
+        _check_links(instruments, channels)
+        return Config(
+            daemon=daemon,
+            influxdb=None if influx_table is None else self.influxdb(influx_table),
+            mqtt=None if mqtt_table is None else self.mqtt(mqtt_table),
+            instruments=instruments,
+            channels=channels,
+            source=source,
+        )
+
+    def array(self, top: _Table, name: str, keys: Sequence[str]) -> list[_Table]:
+        if not top.has(name):
+            return []
+        value = top.data[name]
+        if not isinstance(value, list):
+            _fail(name, f"must be an array of tables: write [[{name}]], got {_show(value)}")
+        tables = []
+        for index, item in enumerate(value):
+            path = f"{name}[{index}]"
+            if not isinstance(item, dict):
+                _fail(path, f"must be a table: write [[{name}]], got {_show(item)}")
+            tables.append(_Table(item, path, keys))
+        return tables
+
+    def daemon(self, t: _Table) -> DaemonSettings:
+        state_dir = t.string("state_dir", "a folder for state, spool and the embedded store")
+        level = t.choice("log_level", get_args(LogLevel), default=DEFAULT_LOG_LEVEL)
+        return DaemonSettings(state_dir=self.path(state_dir), log_level=level)  # type: ignore[arg-type]
+
+    def secret(self, t: _Table, name: str, *, what: str) -> Secret | None:
+        """``name``, ``name_env`` or ``name_file``: at most one, resolved."""
+        given = [key for key in (name, f"{name}_env", f"{name}_file") if t.has(key)]
+        if not given:
+            return None
+        if len(given) > 1:
+            _fail(
+                t.key(given[1]),
+                f"{given[0]} is given too; give only one of {name}, {name}_env, {name}_file",
+            )
+        key = given[0]
+        value = t.data[key]
+        if not isinstance(value, str) or not value.strip():
+            allowed = {
+                name: f"the {what} as a non-empty string",
+                f"{name}_env": f"the name of an environment variable holding the {what}",
+                f"{name}_file": f"the path of a file holding the {what}",
+            }[key]
+            _fail(t.key(key), f"must be {allowed}, got {_kind(value)}")
+        if key == name:
+            return Secret(value, "inline")
+        if key.endswith("_env"):
+            variable = value.strip()
+            found = self.env.get(variable)
+            if found is None:
+                _fail(
+                    t.key(key),
+                    f"environment variable {variable} is not set; set it to the {what} "
+                    "(systemd: EnvironmentFile=/etc/cellguard/secrets.env)",
+                )
+            if not found.strip():
+                _fail(t.key(key), f"environment variable {variable} is empty; set it to the {what}")
+            return Secret(found.strip(), f"env {variable}")
+        path = self.path(value.strip())
+        try:
+            content = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            _fail(t.key(key), f"cannot read {path}: {reason}; it must hold the {what}")
+        if not content:
+            _fail(t.key(key), f"{path} is empty; it must hold the {what}")
+        return Secret(content, f"file {path}")
+
+    def influxdb(self, t: _Table) -> InfluxDBSettings:
+        url = t.string("url", 'the server URL, e.g. "http://127.0.0.1:8086"')
+        if not re.match(r"^https?://[^/\s:]+", url):
+            _fail(
+                t.key("url"),
+                'must be an http:// or https:// URL, e.g. "http://127.0.0.1:8086", '
+                f"got {_show(url)}",
+            )
+        return InfluxDBSettings(
+            url=url.rstrip("/"),
+            org=t.string("org", 'the organisation, e.g. "lab" (any name for InfluxDB 1.8)'),
+            bucket=t.string("bucket", 'the bucket, e.g. "cycling" ("db/rp" for InfluxDB 1.8)'),
+            token=self.secret(t, "token", what="InfluxDB API token"),
+            batch_size=t.integer(
+                "batch_size",
+                1,
+                _MAX_BATCH_SIZE,
+                " (points per write)",
+                default=DEFAULT_INFLUX_BATCH_SIZE,
+            ),
+            flush_interval_s=t.positive(
+                "flush_interval_s",
+                "a time in s > 0 (e.g. 1.0)",
+                default=DEFAULT_INFLUX_FLUSH_INTERVAL_S,
+            ),
+        )
+
+    def mqtt(self, t: _Table) -> MqttSettings:
+        host = _host(t, "host", "the broker host name or IP address")
+        prefix = t.string("topic_prefix", 'a topic prefix such as "cellguard/lab1"')
+        if any(ch in prefix for ch in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+            _fail(
+                t.key("topic_prefix"),
+                'must be topic levels without wildcards (+, #) or a leading or trailing "/", '
+                f'e.g. "cellguard/lab1", got {_show(prefix)}',
+            )
+        tls = t.boolean("tls", default=False)
+        port = t.integer("port", 1, 65535, "", default=MQTT_TLS_PORT if tls else MQTT_PORT)
+        username = self.secret(t, "username", what="MQTT user name")
+        password = self.secret(t, "password", what="MQTT password")
+        if password is not None and username is None:
+            # MQTT 3.1.1 (3.1.2.9) allows a password only together with a user name.
+            _fail(
+                t.key("password"),
+                "a password needs a user name: give username, username_env or username_file",
+            )
+        client_id = t.optional_string("client_id", "an MQTT client id") or _client_id(prefix)
+        return MqttSettings(
+            host=host,
+            port=port,
+            topic_prefix=prefix,
+            client_id=client_id,
+            username=username,
+            password=password,
+            tls=tls,
+        )
+
+    def instrument(self, t: _Table) -> InstrumentSettings:
+        name = t.string("name", 'a unique instrument name, e.g. "ct4008-a"')
+        if not _NAME_RE.match(name):
+            _fail(
+                t.key("name"),
+                f"must be letters, digits, '-', '_' or '.' (it becomes a tag and a topic "
+                f"level), got {_show(name)}",
+            )
+        driver = t.choice("driver", tuple(DRIVERS))
+        info = DRIVERS[driver]
+        step_dir = t.optional_string(
+            "step_file_dir", "a folder the instrument's server reads step files from"
+        )
+        return InstrumentSettings(
+            name=name,
+            driver=driver,
+            host=_host(t, "host", "the instrument server's host name or IP address"),
+            port=t.integer("port", 1, 65535, ""),
+            poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),
+            timeout_s=t.positive(
+                "timeout_s", "a time in s > 0 (e.g. 10.0)", default=info.default_timeout_s
+            ),
+            step_file_dir=step_dir,
+        )
+
+    def channel(self, t: _Table, drivers: Mapping[str, DriverInfo]) -> ChannelSettings:
+        instrument = t.string("instrument", "the name of one of the [[instruments]]")
+        if instrument not in drivers:
+            names = ", ".join(drivers)
+            _fail(
+                t.key("instrument"),
+                f"{instrument!r} is not one of the [[instruments]] names ({names})",
+            )
+        info = drivers[instrument]
+        text = t.string("channel", f"a channel id: {info.channel_form}")
+        try:
+            channel = info.parse_channel(text)
+        except ConfigError as err:
+            raise ConfigError(field=t.key("channel"), problem=err.problem) from err
+        mode = t.choice("mode", get_args(ChannelMode))
+        cell_table = t.table("cell", _CELL_KEYS, "type, area_cm2, thick_li_um, thin_li_um")
+        if cell_table is None:
+            _fail(
+                t.key("cell"),
+                'required: cell = { type = "symmetric" | "asymmetric" | "full", area_cm2 = ... }',
+            )
+        cell = self.cell(cell_table)
+        protocol_table = t.table("protocol", _PROTOCOL_KEYS, "what cellguard runs")
+        protocol: GalvanostaticCycling | None = None
+        if mode == "run":
+            if protocol_table is None:
+                _fail(
+                    t.key("protocol"),
+                    'required for mode = "run": protocol = { kind = "galvanostatic", '
+                    "current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., cycles = ... }",
+                )
+            protocol = self.protocol(protocol_table, cell)
+        elif protocol_table is not None:
+            _fail(
+                t.key("protocol"),
+                'only for mode = "run"; in mode = "monitor" the cycler runs its own step file',
+            )
+        detector_table = t.table("detector", _DETECTOR_KEYS, "DetectorSettings overrides")
+        detector = self.detector(detector_table, cell.type, t.key("detector"))
+        return ChannelSettings(
+            instrument=instrument,
+            channel=channel,
+            mode=mode,  # type: ignore[arg-type]
+            cell=cell,
+            detector=detector,
+            protocol=protocol,
+        )
+
+    def cell(self, t: _Table) -> CellSettings:
+        cell_type = t.choice("type", get_args(CellProfile))
+        area = t.positive("area_cm2", "electrode area in cm² > 0 (a 10 mm disc is 0.785)")
+        interphase = t.optional_string("interphase", 'a label such as "LPSC:LGPS 4:1"')
+        thick = t.positive("thick_li_um", _LI_UM) if t.has("thick_li_um") else None
+        thin = t.positive("thin_li_um", _LI_UM) if t.has("thin_li_um") else None
+        if cell_type == "full":
+            for key in ("thick_li_um", "thin_li_um"):
+                if t.has(key):
+                    _fail(t.key(key), "a full cell has no Li foil thicknesses; remove this key")
+        elif cell_type == "asymmetric":
+            if thick is None:
+                _fail(
+                    t.key("thick_li_um"),
+                    f"required for an asymmetric cell: the Li source, {_LI_UM}",
+                )
+            if thin is None:
+                _fail(
+                    t.key("thin_li_um"),
+                    f"required for an asymmetric cell: the thin working electrode, {_LI_UM}",
+                )
+            if not thin < thick:
+                _fail(
+                    t.key("thin_li_um"),
+                    f"must be thinner than thick_li_um ({thick:g} µm) in an asymmetric cell, "
+                    f"got {thin:g}",
+                )
+        else:
+            if thick is None and thin is None:
+                _fail(
+                    t.key("thick_li_um"),
+                    f"required for a symmetric cell: {_LI_UM} (both electrodes)",
+                )
+            if thick is not None and thin is not None and thick != thin:
+                _fail(
+                    t.key("thin_li_um"),
+                    f"a symmetric cell has two equal Li electrodes: must equal thick_li_um "
+                    f'({thick:g} µm), got {thin:g}; use type = "asymmetric" for a thin one',
+                )
+            thick = thin = thick if thick is not None else thin
+        return CellSettings(
+            type=cell_type,  # type: ignore[arg-type]
+            area_cm2=area,
+            thick_li_um=thick,
+            thin_li_um=thin,
+            interphase=interphase,
+        )
+
+    def protocol(self, t: _Table, cell: CellSettings) -> GalvanostaticCycling:
+        t.choice("kind", get_args(ProtocolKind))
+        li_cell = cell.to_cell()
+        if li_cell is None:
+            _fail(
+                t.key("kind"),
+                "galvanostatic Li plating/stripping needs a symmetric or asymmetric cell, "
+                f"not a {cell.type} cell",
+            )
+        values: dict[str, Any] = {
+            "current_density_ma_cm2": t.positive(
+                "current_density_ma_cm2", "a current density in mA cm⁻² > 0 (standard: 0.5)"
+            ),
+            "areal_capacity_mah_cm2": t.positive(
+                "areal_capacity_mah_cm2",
+                "an areal capacity per half cycle in mAh cm⁻² > 0 (standard: 0.5)",
+            ),
+            "cycles": t.integer("cycles", 1, 10_000_000, " (whole cycles)"),
+        }
+        for key, allowed in (
+            ("record_interval_s", "a time in s > 0 (e.g. 60)"),
+            ("voltage_limit_v", "a voltage magnitude in V > 0 (e.g. 5.0)"),
+        ):
+            if t.has(key):
+                values[key] = t.positive(key, allowed)
+        if t.has("rest_before_s"):
+            rest = t.data["rest_before_s"]
+            if (
+                isinstance(rest, bool)
+                or not isinstance(rest, int | float)
+                or not math.isfinite(rest)
+                or rest < 0
+            ):
+                _fail(
+                    t.key("rest_before_s"),
+                    f"must be a time in s >= 0 (0 for no rest), got {_show(rest)}",
+                )
+            values["rest_before_s"] = float(rest)
+        try:
+            return GalvanostaticCycling(cell=li_cell, **values)
+        except ConfigError as err:
+            raise ConfigError(field=t.key(err.field), problem=err.problem) from err
+
+    def detector(self, t: _Table | None, cell_type: CellProfile, path: str) -> DetectorSettings:
+        base = DetectorSettings(cell=cell_type)
+        if t is None:
+            return base
+        overrides: dict[str, float] = {}
+        for key, value in t.data.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                _fail(t.key(key), f"must be a number, got {_show(value)}")
+            overrides[key] = float(value)
+        try:
+            changes: dict[str, Any] = dict(overrides)
+            return dataclasses.replace(base, **changes, overrides=overrides)
+        except ConfigError as err:
+            raise ConfigError(field=f"{path}.{err.field}", problem=err.problem) from err
+
+
+def _host(t: _Table, name: str, allowed: str) -> str:
+    host = t.string(name, allowed)
+    if "://" in host or any(ch.isspace() for ch in host) or "/" in host:
+        _fail(t.key(name), f"must be {allowed} (no scheme, path or spaces), got {_show(host)}")
+    return host
+
+
+def _client_id(topic_prefix: str) -> str:
+    """``cellguard/lab1`` → ``cellguard-lab1``: unique per daemon as the prefix is."""
+    stem = _CLIENT_ID_UNSAFE_RE.sub("-", topic_prefix).strip("-")
+    return stem if stem.startswith("cellguard") else f"cellguard-{stem}"
+
+
+def _check_instruments(instruments: Sequence[InstrumentSettings]) -> None:
+    seen: dict[str, int] = {}
+    for index, inst in enumerate(instruments):
+        if inst.name in seen:
+            _fail(
+                f"instruments[{index}].name",
+                f"{inst.name!r} is already instruments[{seen[inst.name]}]; names must be unique",
+            )
+        seen[inst.name] = index
+
+
+def _check_links(
+    instruments: Sequence[InstrumentSettings], channels: Sequence[ChannelSettings]
+) -> None:
+    """Unique instrument names; each channel on a known instrument, and only once."""
+    _check_instruments(instruments)
+    names = [inst.name for inst in instruments]
+    seen: dict[tuple[str, ChannelId], int] = {}
+    for index, ch in enumerate(channels):
+        if ch.instrument not in names:
+            _fail(
+                f"channels[{index}].instrument",
+                f"{ch.instrument!r} is not one of the [[instruments]] names ({', '.join(names)})",
+            )
+        key = (ch.instrument, ch.channel)
+        if key in seen:
+            _fail(
+                f"channels[{index}].channel",
+                f"{ch.channel} on {ch.instrument} is already channels[{seen[key]}]; "
+                "a channel can be configured only once",
+            )
+        seen[key] = index
