@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from cellguard.daemon.config import Config, load_config
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.replay import run_replay_cli
+from cellguard.daemon.service import serve, status_rows
 from cellguard.daemon.simulate import serve_neware
+from cellguard.daemon.store import Store
 from cellguard.drivers.errors import CellguardError
 
 log = logging.getLogger("cellguard")
@@ -79,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+    run = sub.add_parser(
+        "run",
+        help="run the service in the foreground (for systemd and Windows services)",
+        description="Guard every channel of CONFIG until SIGTERM/SIGINT. Exit 2 on a bad config.",
+    )
+    run.add_argument("config", type=Path, help="the TOML configuration file")
+
+    status = sub.add_parser("status", help="the channels' states, from the daemon's state store")
+    status.add_argument("config", type=Path, help="the daemon's TOML configuration file")
+
     simulate = sub.add_parser("simulate", help="serve a simulated instrument on a real socket")
     sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
     neware = sim_sub.add_parser(
@@ -130,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.platform == "win32":  # pragma: no cover - aiomqtt needs the selector loop there
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -144,6 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.json:
                 print(json.dumps(summary))
+            return 0
+        if args.command == "run":
+            config = load_config(args.config)
+            _set_log_level(config.daemon.log_level, verbose=args.verbose)
+            asyncio.run(_serve_until_signal(config))
+            return 0
+        if args.command == "status":
+            asyncio.run(_print_status(load_config(args.config)))
             return 0
         if args.command == "simulate":
             asyncio.run(
@@ -168,6 +196,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _set_log_level(level: str, *, verbose: bool) -> None:
+    logging.getLogger().setLevel(logging.DEBUG if verbose else level.upper())
+
+
+async def _serve_until_signal(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises instead
+            loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop=stop)
+
+
+async def _print_status(config: Config) -> None:
+    async with Store(config.daemon.state_dir) as store:
+        states = list((await store.load_channel_states()).values())
+    table = Table(title=f"cellguard status ({config.daemon.state_dir})")
+    for name in ("instrument", "channel", "state", "test", "last seq", "detail"):
+        table.add_column(name)
+    for row in status_rows(states):
+        table.add_row(*row)
+    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

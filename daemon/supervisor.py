@@ -139,6 +139,7 @@ class InstrumentSupervisor:
         self.live_dropped = 0
         self.events: list[EventRecord] = []
         self._pending_events: deque[EventRecord] = deque()
+        self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
         self.channels: dict[ChannelId, ChannelRuntime] = {}
         for spec in channels:
             settings = spec.detector or DetectorSettings(
@@ -181,6 +182,12 @@ class InstrumentSupervisor:
                         "%s: instrument unreachable: %s (retrying with backoff)", self.name, err
                     )
                 self._mark_unavailable()
+            except CellguardError as err:
+                # A malformed reply, a refused command, a step file that cannot be
+                # written: log it, drop the link and start over; never take the
+                # daemon (and the other instruments) down.
+                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
+                self._mark_unavailable()
             finally:
                 self.available = False
                 await client.aclose()
@@ -196,6 +203,7 @@ class InstrumentSupervisor:
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
         while True:
+            await self._run_commands(client)
             await self.poll_once(client)
             if self._clock.now_s() >= next_download_s:
                 await self.download_once(client)
@@ -212,6 +220,7 @@ class InstrumentSupervisor:
             if self._step_file_dir is None:
                 msg = f"{self.name}: run mode needs step_file_dir"
                 raise CellguardError(msg)
+            self._step_file_dir.mkdir(parents=True, exist_ok=True)
             path = write_step_file(
                 self._step_file_dir / f"{self.name}-{spec.channel}.xml",
                 spec.protocol.to_step_file(self._limits),
@@ -230,6 +239,62 @@ class InstrumentSupervisor:
                 runtime.next_seq = 1
                 self._persist(runtime, f"started {barcode}")
                 await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    # ------------------------------------------------------------ operator commands
+
+    async def command(self, channel: ChannelId, action: str) -> tuple[bool, str]:
+        """Run an operator command on a channel between two polls; ``(ok, detail)``."""
+        if action in ("pause", "resume"):
+            return False, f"{action} is not supported by the Neware driver yet"
+        if action not in ("stop", "start"):
+            return False, f"unknown action {action!r}"
+        if not self.available:
+            return False, f"{self.name} is unavailable (no link to the instrument)"
+        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self._commands.append((channel, action, done))
+        return await done
+
+    async def _run_commands(self, client: NewareClient) -> None:
+        while self._commands:
+            channel, action, done = self._commands.popleft()
+            runtime = self.channels[channel]
+            try:
+                if action == "stop":
+                    result = await self._operator_stop(client, runtime)
+                else:
+                    result = await self._operator_start(client, runtime)
+            except CellguardError as err:
+                result = (False, str(err))
+            if not done.done():
+                done.set_result(result)
+
+    async def _operator_stop(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[bool, str]:
+        try:
+            await client.stop([runtime.spec.channel])
+        except CommandRefused:
+            return False, "the instrument refused the stop (nothing runs there)"
+        runtime.state = "stopped"
+        self._persist(runtime, "stopped by an operator")
+        await self._event(runtime, "stop", detail="stopped by an operator command")
+        return True, "stopped"
+
+    async def _operator_start(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[bool, str]:
+        if runtime.spec.mode != "run" or runtime.spec.protocol is None:
+            return False, "only run-mode channels are started by cellguard"
+        if runtime.state in ("running", "halting"):
+            return False, "the channel is already running"
+        runtime.state = "idle"
+        runtime.halt = None
+        settings = runtime.live.settings
+        runtime.live = make_detector(settings)
+        runtime.recorded = make_detector(settings)
+        runtime.test_start_unix_s = math.nan
+        await self._start_run_mode(client)
+        return runtime.state == "running", runtime.state
 
     # ------------------------------------------------------------ live stream
 
@@ -324,9 +389,11 @@ class InstrumentSupervisor:
         self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord
     ) -> None:
         t_s = rec.test_time_ms / 1000.0
-        wall_unix_s = _unix(rec.wall_time)
-        if math.isnan(runtime.test_start_unix_s):
-            runtime.test_start_unix_s = wall_unix_s - t_s
+        # The instrument's own clock dates a recorded sample: its wall time to the
+        # second, refined by the test time's milliseconds. Live values are dated from
+        # the same origin once a recorded sample has shown it.
+        wall_unix_s = _unix(rec.wall_time) + (rec.test_time_ms % 1000) / 1000.0
+        runtime.test_start_unix_s = wall_unix_s - t_s
         if runtime.halt is None:
             verdict = runtime.recorded.feed(
                 t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
@@ -339,7 +406,7 @@ class InstrumentSupervisor:
         await self._queue.put(
             SampleRecord(
                 runtime.tags,
-                runtime.test_start_unix_s + t_s,
+                wall_unix_s,
                 t_s,
                 rec.voltage_v,
                 rec.current_a,
