@@ -177,6 +177,9 @@ class InstrumentSettings:
     # Where run-mode step files are written: a folder the BTS server reads (on its own
     # disk). None: the daemon's choice, ``<state_dir>/steps``.
     step_file_dir: str | None = None
+    # How often the recorded history is fetched (the live values come every poll): the
+    # stored series is complete either way; this bounds how far it lags.
+    download_interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +524,8 @@ _MQTT_KEYS = (
     "tls",
     "client_id",
 )
+DEFAULT_DOWNLOAD_INTERVAL_S = 30.0
+
 _INSTRUMENT_KEYS = (
     "name",
     "driver",
@@ -529,6 +534,7 @@ _INSTRUMENT_KEYS = (
     "poll_interval_s",
     "timeout_s",
     "step_file_dir",
+    "download_interval_s",
 )
 _CHANNEL_KEYS = ("instrument", "channel", "mode", "cell", "protocol", "detector")
 _CELL_KEYS = ("type", "area_cm2", "thick_li_um", "thin_li_um", "interphase")
@@ -731,6 +737,11 @@ class _Reader:
                 "timeout_s", "a time in s > 0 (e.g. 10.0)", default=info.default_timeout_s
             ),
             step_file_dir=step_dir,
+            download_interval_s=t.positive(
+                "download_interval_s",
+                "a time in s > 0 (how often the recorded history is fetched)",
+                default=DEFAULT_DOWNLOAD_INTERVAL_S,
+            ),
         )
 
     def channel(self, t: _Table, drivers: Mapping[str, DriverInfo]) -> ChannelSettings:

@@ -1,15 +1,18 @@
 """``cellguard demo``: the paper's eight cells on a simulated CT-4008, end to end.
 
-A simulated Neware CT-4008 serves the BTS 8 API on a loopback TCP port; the real
-Neware driver connects to it, starts a 0.5 mA cm⁻² / 0.5 mAh cm⁻² step file on every
-channel, and watches both streams the server offers: ``inquire`` (the newest value
-of every channel, every poll) and ``download`` (the recorded history, by position,
-so nothing is lost between polls). Everything runs in virtual time: hundreds of
-simulated hours in seconds, identical on every run for a seed.
+A simulated Neware CT-4008 serves the BTS 8 API on a loopback TCP port, and the very
+daemon that ``cellguard run`` starts guards it, on embedded defaults (SQLite store
+under a temporary state_dir, alerts to the log): it writes a 0.5 mA cm⁻² /
+0.5 mAh cm⁻² step file for every channel, starts them through the Neware driver,
+watches both streams the server offers (``inquire`` every poll, ``download`` of the
+recorded history by position) and halts failing cells through the detectors.
+Everything runs in virtual time: hundreds of simulated hours in seconds, identical
+on every run for a seed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -24,34 +27,30 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cellguard.daemon.config import (
+    CellSettings,
+    ChannelSettings,
+    Config,
+    InstrumentSettings,
+    default_config,
+)
+from cellguard.daemon.service import started_daemon
+from cellguard.daemon.store import Store
+from cellguard.daemon.supervisor import InstrumentSupervisor
 from cellguard.drivers.clock import VirtualClock
-from cellguard.drivers.neware import (
-    ChannelId,
-    InquireRecord,
-    NewareClient,
-    NewareSimulator,
-    demo_layout,
-)
-from cellguard.protocols import (
-    Cell,
-    GalvanostaticCycling,
-    InstrumentLimits,
-    disc_area_cm2,
-    write_step_file,
-)
-from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.drivers.neware import ChannelId, NewareSimulator, demo_layout
+from cellguard.protocols import GalvanostaticCycling, disc_area_cm2
+from cellguard.protocols.detectors import CellProfile, DetectorSettings
 from cellguard.protocols.polarization import PolarizationTracker
 
 DEMO_EPOCH = datetime(2026, 1, 5, 9, 0, 0)
-DOWNLOAD_PAGE = 1000
 # Recorded history is fetched every this many simulated seconds (live values every poll).
 DOWNLOAD_EVERY_S = 3600.0
-_DONE = ("finish", "protect", "stop")
 
 
 @dataclass
 class ChannelReport:
-    """What the demo knows about one channel, live and at the end."""
+    """What the demo shows about one channel, live and at the end."""
 
     channel: ChannelId
     interphase: str
@@ -62,15 +61,9 @@ class ChannelReport:
     hours: float = 0.0
     outcome: str | None = None
     reason: str | None = None
-    next_seq: int = 1
     samples: int = 0
+    detail: str | None = None
     tracker: PolarizationTracker = field(default_factory=PolarizationTracker)
-    # Two streams, two detectors: inquire values are rounded to 0.1 mV / 0.1 mA on the
-    # wire, so each stream is judged against a profile learnt from itself.
-    live_detector: Detector | None = None
-    recorded_detector: Detector | None = None
-    verdict: Verdict | None = None
-    halt_requested: bool = False
 
     def summary(self) -> dict[str, Any]:
         latest = self.tracker.latest_polarization_v
@@ -87,7 +80,7 @@ class ChannelReport:
             "polarization_mv": round(latest * 1000, 2) if latest is not None else None,
             "max_polarization_mv": round(peak * 1000, 2) if peak is not None else None,
             "samples": self.samples,
-            "detail": self.verdict.detail if self.verdict is not None else None,
+            "detail": self.detail,
         }
 
 
@@ -98,6 +91,7 @@ class DemoResult:
     wall_s: float
     samples: int
     requests: int
+    halt_latencies_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,7 +101,72 @@ class DemoResult:
             "samples": self.samples,
             "samples_per_s": round(self.samples / self.wall_s) if self.wall_s > 0 else None,
             "requests": self.requests,
+            "halt_latency_ms": [round(x, 3) for x in self.halt_latencies_ms],
         }
+
+
+INSTRUMENT = "ct4008-demo"
+_ENDED = ("halted", "finished", "stopped", "protected")
+
+
+def _demo_config(
+    tmp: Path, host: str, port: int, hours: float, poll_s: float
+) -> tuple[Config, list[ChannelReport]]:
+    """The daemon's configuration for the paper's 8 cells, on embedded defaults."""
+    area_cm2 = disc_area_cm2(10.0)
+    channels = []
+    reports = []
+    for index, slot in enumerate(demo_layout(), start=1):
+        spec = slot.spec
+        cell_type: CellProfile = (
+            "asymmetric" if spec.li_working_um < spec.li_counter_um else "symmetric"
+        )
+        cell = CellSettings(
+            cell_type, area_cm2, spec.li_counter_um, spec.li_working_um, spec.interphase
+        )
+        one_cycle = GalvanostaticCycling(cell.to_cell())  # type: ignore[arg-type]
+        cycles = max(1, math.ceil(hours * 3600.0 / (2 * one_cycle.half_cycle_s)))
+        channel = ChannelId(1, 1, index)
+        channels.append(
+            ChannelSettings(
+                instrument=INSTRUMENT,
+                channel=channel,
+                mode="run",
+                cell=cell,
+                detector=DetectorSettings(cell=cell_type),
+                protocol=GalvanostaticCycling(cell.to_cell(), cycles=cycles),  # type: ignore[arg-type]
+            )
+        )
+        reports.append(ChannelReport(channel, spec.interphase, cell_type, spec.li_working_um))
+    instrument = InstrumentSettings(
+        name=INSTRUMENT,
+        driver="neware",
+        host=host,
+        port=port,
+        poll_interval_s=poll_s,
+        step_file_dir=str(tmp / "steps"),
+        download_interval_s=DOWNLOAD_EVERY_S,
+    )
+    config = default_config(tmp / "state", instruments=(instrument,), channels=tuple(channels))
+    return config, reports
+
+
+def _update(reports: list[ChannelReport], sup: InstrumentSupervisor) -> None:
+    for report in reports:
+        runtime = sup.channels[report.channel]
+        report.state = runtime.state
+        report.cycle = runtime.cycle
+        report.samples = runtime.samples
+        if runtime.halt is not None:
+            report.hours = runtime.halt.t_s / 3600.0
+            report.outcome, report.reason = "halted", runtime.halt.kind
+            report.detail = runtime.halt.detail
+        else:
+            report.hours = runtime.test_time_s / 3600.0
+            if runtime.state == "protected":
+                report.outcome, report.reason = "halted", "limit"
+            elif runtime.state in _ENDED:
+                report.outcome = "completed"
 
 
 async def run_demo(
@@ -117,155 +176,57 @@ async def run_demo(
     poll_s: float = 300.0,
     on_poll: Callable[[list[ChannelReport], float], None] | None = None,
 ) -> DemoResult:
-    """Run the demo; ``on_poll(reports, t_s)`` is called after every live poll."""
+    """Run the cellguard daemon on a simulated CT-4008 in virtual time."""
     wall0 = time.perf_counter()
     clock = VirtualClock()
     simulator = NewareSimulator(clock, units=1, devid=1, seed=seed, epoch=DEMO_EPOCH)
-    limits = InstrumentLimits(current_range_ma=simulator.current_range_ma)
-    area_cm2 = disc_area_cm2(10.0)
-    layout = demo_layout()
-    reports: list[ChannelReport] = []
-    requests = 0
-    with tempfile.TemporaryDirectory(prefix="cellguard-demo-") as tmp:
-        async with simulator.serve() as (host, port), NewareClient(host, port) as client:
-            starts = []
-            for index, slot in enumerate(layout, start=1):
-                channel = ChannelId(1, 1, index)
-                spec = slot.spec
-                if spec.li_working_um < spec.li_counter_um:
-                    cell = Cell.asymmetric(
-                        area_cm2,
-                        li_thin_um=spec.li_working_um,
-                        li_source_um=spec.li_counter_um,
-                        interphase=spec.interphase,
-                    )
-                else:
-                    cell = Cell.symmetric(
-                        area_cm2, li_um=spec.li_counter_um, interphase=spec.interphase
-                    )
-                protocol = GalvanostaticCycling(cell)
-                cycles = max(1, math.ceil(hours * 3600.0 / (2 * protocol.half_cycle_s)))
-                protocol = GalvanostaticCycling(cell, cycles=cycles)
-                path = write_step_file(Path(tmp) / f"{channel}.xml", protocol.to_step_file(limits))
-                barcode = f"demo-{spec.interphase}-{cell.cell_type}-{channel.chlid}"
-                starts.append((channel, barcode, str(path)))
-                settings = DetectorSettings(
-                    cell=cell.cell_type, voltage_range_v=limits.voltage_range_v
-                )
-                reports.append(
-                    ChannelReport(
-                        channel,
-                        spec.interphase,
-                        cell.cell_type,
-                        cell.thin_li_um,
-                        live_detector=make_detector(settings),
-                        recorded_detector=make_detector(settings),
-                    )
-                )
-            await client.start(starts)
-            requests += 1
-
-            t_s = 0.0
-            next_download_s = DOWNLOAD_EVERY_S
-            end_s = hours * 3600.0
-            while True:
-                t_s = min(t_s + poll_s, end_s)
-                clock.set(t_s)
-                live = await client.inquire([r.channel for r in reports])
-                requests += 1
-                for report in reports:
-                    _apply_live(report, live[report.channel])
-                await _halt_flagged(client, reports)
-                if t_s >= next_download_s or t_s >= end_s or all(r.state in _DONE for r in reports):
-                    requests += await _download_new(client, reports)
-                    await _halt_flagged(client, reports)
-                    next_download_s = t_s + DOWNLOAD_EVERY_S
-                if on_poll is not None:
-                    on_poll(reports, t_s)
-                if all(r.state in _DONE for r in reports) or t_s >= end_s:
-                    break
-            running = [r.channel for r in reports if r.state not in _DONE]
-            if running:
-                await client.stop(running)
-                requests += 1
-                live = await client.inquire([r.channel for r in reports])
-                for report in reports:
-                    _apply_live(report, live[report.channel])
-                requests += await _download_new(client, reports)
+    with tempfile.TemporaryDirectory(prefix="cellguard-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with simulator.serve() as (host, port):
+            config, reports = _demo_config(tmp, host, port, hours, poll_s)
+            async with started_daemon(config, clock=clock) as daemon:
+                sup = daemon.supervisor(INSTRUMENT)
+                await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+                end_s = hours * 3600.0
+                # One poll past the end lets the instrument report the last "finish".
+                while clock.now_s() <= end_s:
+                    await clock.advance(poll_s)
+                    _update(reports, sup)
+                    if on_poll is not None:
+                        on_poll(reports, clock.now_s())
+                    if all(r.state in _ENDED for r in reports):
+                        break
+                latencies = [x * 1e3 for r in sup.channels.values() for x in r.halt_latencies_s]
+            requests = simulator.requests_served
+        # The stored series (the daemon's embedded SQLite store) gives the polarization.
+        last_recorded_h: dict[ChannelId, float] = {}
+        async with Store(config.daemon.state_dir) as store:
+            for report in reports:
+                for sample in await store.query_samples(INSTRUMENT, str(report.channel)):
+                    if sample.source == "recorded":
+                        last_recorded_h[report.channel] = sample.test_time_s / 3600.0
+                        report.tracker.add(
+                            sample.test_time_s,
+                            sample.voltage_v,
+                            sample.current_a,
+                            sample.cycle,
+                            sample.step,
+                        )
+    _update(reports, sup)
     for report in reports:
+        if report.reason is None:  # ran to the end: its last recorded sample says when
+            report.hours = max(report.hours, last_recorded_h.get(report.channel, 0.0))
         report.tracker.finish()
         if report.outcome is None:
             report.outcome = "completed"
     return DemoResult(
         channels=reports,
-        simulated_hours=t_s / 3600.0,
+        simulated_hours=min(clock.now_s(), hours * 3600.0) / 3600.0,
         wall_s=time.perf_counter() - wall0,
         samples=sum(r.samples for r in reports),
         requests=requests,
+        halt_latencies_ms=latencies,
     )
-
-
-def _judge(report: ChannelReport, detector: Detector | None, verdict: Verdict) -> None:
-    if verdict.severity == "halt" and report.verdict is None:
-        report.verdict = verdict
-        report.halt_requested = True
-        report.outcome, report.reason = "halted", verdict.kind
-        report.hours = verdict.t_s / 3600.0
-
-
-async def _halt_flagged(client: NewareClient, reports: list[ChannelReport]) -> None:
-    """Stop every channel a detector flagged, in one request, before anything else."""
-    flagged = [r for r in reports if r.halt_requested and r.state == "working"]
-    for report in reports:
-        report.halt_requested = False
-    if flagged:
-        await client.stop([r.channel for r in flagged])
-        for report in flagged:
-            report.state = "stop"
-
-
-def _apply_live(report: ChannelReport, record: InquireRecord) -> None:
-    previous = report.state
-    report.state = record.workstatus
-    if record.workstatus == "working":
-        report.cycle = record.cycle_id
-        if report.verdict is None:
-            report.hours = record.total_time_s / 3600.0
-        detector = report.live_detector
-        if detector is not None and report.verdict is None:
-            verdict = detector.feed(record.total_time_s, record.voltage_v, record.current_a)
-            _judge(report, detector, verdict)
-    if previous != record.workstatus and report.outcome is None:
-        if record.workstatus == "protect":
-            report.outcome, report.reason = "halted", "limit"
-        elif record.workstatus in ("finish", "stop"):
-            report.outcome = "completed"
-
-
-async def _download_new(client: NewareClient, reports: list[ChannelReport]) -> int:
-    """Fetch every recorded sample not seen yet; returns the number of requests."""
-    requests = 0
-    for report in reports:
-        while True:
-            reply = await client.download(report.channel, report.next_seq, DOWNLOAD_PAGE)
-            requests += 1
-            detector = report.recorded_detector
-            for rec in reply.records:
-                t_s = rec.test_time_ms / 1000.0
-                report.tracker.add(t_s, rec.voltage_v, rec.current_a, rec.cycle_id, rec.step_id)
-                report.cycle = max(report.cycle, rec.cycle_id)
-                if report.verdict is None:
-                    report.hours = max(report.hours, t_s / 3600.0)
-                    if detector is not None:
-                        verdict = detector.feed(
-                            t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
-                        )
-                        _judge(report, detector, verdict)
-            report.samples += len(reply.records)
-            report.next_seq += len(reply.records)
-            if len(reply.records) < DOWNLOAD_PAGE:
-                break
-    return requests
 
 
 def _fmt_mv(value_v: float | None) -> str:
@@ -316,6 +277,8 @@ def render_table(reports: list[ChannelReport], t_s: float, *, final: bool = Fals
 
 async def run_demo_cli(*, hours: float, seed: int, poll_s: float, as_json: bool) -> dict[str, Any]:
     """The demo as the CLI shows it: a live table in place, then a summary table."""
+    # The daemon logs every halt and start as a warning; here the tables show them.
+    logging.getLogger("cellguard").setLevel(logging.ERROR)
     console = Console()
     if not console.is_terminal:
         console = Console(width=100)  # a log file or a pipe: no terminal to fit

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cellguard.daemon.config import Config, InstrumentSettings
@@ -31,9 +31,6 @@ from cellguard.drivers.neware import ChannelId, NewareClient
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 200_000
-# The recorded history is fetched this often per instrument (the live values every
-# poll): the stored series is complete either way, this only bounds its lag.
-DOWNLOAD_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -46,6 +43,8 @@ class Daemon:
     supervisors: list[InstrumentSupervisor]
     queue: asyncio.Queue[SampleRecord | EventRecord]
     influx: InfluxSink | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    instrument_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def supervisor(self, name: str) -> InstrumentSupervisor:
         for sup in self.supervisors:
@@ -131,7 +130,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                 publisher,
                 clock=clock,
                 poll_interval_s=inst.poll_interval_s,
-                download_interval_s=max(DOWNLOAD_INTERVAL_S, inst.poll_interval_s),
+                download_interval_s=max(inst.download_interval_s, inst.poll_interval_s),
                 state=store,
                 step_file_dir=Path(inst.step_file_dir)
                 if inst.step_file_dir
@@ -149,6 +148,7 @@ async def started_daemon(config: Config, *, clock: Clock | None = None) -> Async
     async with open_daemon(config, clock=clock) as daemon:
         runner = asyncio.create_task(run_daemon(daemon, stop=stop), name="daemon")
         try:
+            await daemon.started.wait()
             yield daemon
         finally:
             stop.set()
@@ -169,6 +169,10 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
             tg.create_task(sup.run(), name=f"instrument {sup.name}") for sup in daemon.supervisors
         ]
         front.append(tg.create_task(_serve_commands(daemon), name="commands"))
+        daemon.instrument_tasks = dict(
+            zip((s.name for s in daemon.supervisors), front, strict=False)
+        )
+        daemon.started.set()
         await stop.wait()
         for task in front:
             task.cancel()

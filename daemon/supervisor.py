@@ -97,6 +97,8 @@ class ChannelRuntime:
     halt: Verdict | None = None
     halt_requested_at: float = math.nan
     last_workstatus: str = ""
+    cycle: int = 0
+    test_time_s: float = 0.0
     samples: int = 0
     halt_latencies_s: list[float] = field(default_factory=list)
 
@@ -311,6 +313,8 @@ class InstrumentSupervisor:
             await self._track_workstatus(runtime, record)
             if record.workstatus != "working" or runtime.halt is not None:
                 continue
+            runtime.cycle = record.cycle_id
+            runtime.test_time_s = record.total_time_s
             if math.isnan(runtime.test_start_unix_s):
                 runtime.test_start_unix_s = time.time() - record.total_time_s
             verdict = runtime.live.feed(record.total_time_s, record.voltage_v, record.current_a)

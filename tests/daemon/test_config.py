@@ -791,7 +791,7 @@ def test_duplicate_instrument_name_is_refused() -> None:
         pytest.param(
             MINIMAL + "channels = [1]\n",
             "instruments[0].channels: unknown key; allowed keys are name, driver, host, port, "
-            "poll_interval_s, timeout_s, step_file_dir",
+            "poll_interval_s, timeout_s, step_file_dir, download_interval_s",
             id="channels-inside-instrument",
         ),
         pytest.param(

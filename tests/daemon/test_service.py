@@ -70,11 +70,6 @@ def _simulator(clock: VirtualClock) -> NewareSimulator:
     return NewareSimulator(clock, cells=cells, seed=9, epoch=datetime(2026, 4, 1, 9))
 
 
-def _instrument_task() -> asyncio.Task[object]:
-    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "instrument ct4008-e2e"]
-    return task
-
-
 async def _drive(clock: VirtualClock, hours: float) -> None:
     for _ in range(round(hours * 3600 / POLL_S)):
         await clock.advance(POLL_S)
@@ -95,9 +90,7 @@ async def test_a_short_is_stopped_alerted_and_stored_and_the_healthy_channel_run
             await operator.subscribe(f"{PREFIX}/alerts/#", qos=1)
             await operator.subscribe(f"{PREFIX}/command_result/#", qos=1)
             async with started_daemon(config, clock=clock) as daemon:
-                for _ in range(200):  # let the tasks start (bounded)
-                    await asyncio.sleep(0)
-                await clock.wait_until_sleeping(_instrument_task())
+                await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
                 await _drive(clock, 7.0)
                 sup = daemon.supervisor("ct4008-e2e")
 
@@ -168,10 +161,8 @@ async def test_embedded_defaults_store_samples_in_sqlite_and_alert_to_the_log(
     sim = _simulator(clock)
     async with sim.serve() as (_, port):
         config = parse_config(_config_text(tmp_path / "state", port, None, None))
-        async with started_daemon(config, clock=clock):
-            for _ in range(200):
-                await asyncio.sleep(0)
-            await clock.wait_until_sleeping(_instrument_task())
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
             await _drive(clock, 6.0)
     assert any("HALTED" in r.getMessage() for r in caplog.records)
     async with Store(tmp_path / "state") as store:
