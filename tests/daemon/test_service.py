@@ -20,6 +20,7 @@ import pytest
 from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
 from test_influx import export
 
+from cellguard.daemon.cli import main
 from cellguard.daemon.config import parse_config
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import Store
@@ -189,3 +190,25 @@ def test_run_with_a_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Pa
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
     assert "instruments[0].port" in lines[0]
+
+
+def test_status_shows_each_channel_state_from_the_state_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cellguard.toml"
+
+    async def scenario() -> None:
+        clock = VirtualClock()
+        sim = _simulator(clock)
+        async with sim.serve() as (_, port):
+            path.write_text(_config_text(tmp_path / "state", port, None, None))
+            async with started_daemon(parse_config(path.read_text()), clock=clock) as daemon:
+                await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
+                await _drive(clock, 6.0)
+
+    asyncio.run(scenario())
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1-1-3" in out
+    assert "halted" in out
+    assert "running" in out
