@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -39,6 +40,10 @@ from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, m
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PAGE = 1000
+# After a restart the detectors relearn from this much recorded history (two full
+# 0.5 mAh cm⁻² cycles and then some), at most this many records.
+WARM_UP_S = 5 * 3600.0
+WARM_UP_MAX_RECORDS = 20_000
 # A halt is retried this often until the instrument confirms the channel stopped.
 HALT_RETRY_S = 1.0
 BACKOFF_MIN_S = 1.0
@@ -149,7 +154,12 @@ class InstrumentSupervisor:
                 voltage_range_v=voltage_range_v,
             )
             tags = ChannelTags(name, str(spec.channel), "", spec.interphase, spec.cell_type)
-            runtime = ChannelRuntime(spec, tags, make_detector(settings), make_detector(settings))
+            # The live stream always joins a test in progress; the recorded one starts at
+            # the test's first sample unless a restart resumes it (then it warms up).
+            live_settings = dataclasses.replace(settings, stream_starts_at_reversal=False)
+            runtime = ChannelRuntime(
+                spec, tags, make_detector(live_settings), make_detector(settings)
+            )
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
@@ -202,6 +212,7 @@ class InstrumentSupervisor:
                 runtime.state = "unavailable"
 
     async def _session(self, client: NewareClient) -> None:
+        await self._warm_up(client)
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
         while True:
@@ -241,6 +252,65 @@ class InstrumentSupervisor:
                 runtime.next_seq = 1
                 self._persist(runtime, f"started {barcode}")
                 await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    async def _warm_up(self, client: NewareClient) -> None:
+        """Rebuild the recorded detectors' baselines from the instrument's own history.
+
+        A restarted daemon resumes a running test at ``last_seq``; its detectors would
+        otherwise have to learn a full half cycle first. The samples before
+        ``last_seq`` were judged by the previous run already, so their verdicts are
+        not acted on again (the detectors are deterministic: they would be the same).
+        """
+        for runtime in self.channels.values():
+            last = runtime.next_seq - 1
+            if runtime.state != "running" or last < 1 or runtime.recorded.samples > 0:
+                continue
+            tail = await client.download(
+                runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+            )
+            records = [r for r in tail.records if r.seq_id <= last]
+            if len(records) >= 2:
+                interval_s = max(
+                    (records[-1].test_time_ms - records[0].test_time_ms)
+                    / 1000.0
+                    / (len(records) - 1),
+                    1e-3,
+                )
+                wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
+                first = last - wanted + 1
+                while first < records[0].seq_id:
+                    start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
+                    page = await client.download(
+                        runtime.spec.channel, start, records[0].seq_id - start
+                    )
+                    records = [*page.records, *records]
+                    if not page.records:
+                        break
+            settings = dataclasses.replace(
+                runtime.recorded.settings,
+                stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
+            )
+            detector = runtime.recorded = make_detector(settings)
+            for rec in records:
+                detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
+            if detector.halt is not None:
+                # Already judged by the previous run, which did not halt: start clean
+                # rather than leave a latched detector that judges nothing more.
+                log.warning(
+                    "%s %s: warm-up history ends in a halt verdict (%s); relearning",
+                    self.name,
+                    runtime.spec.channel,
+                    detector.halt.detail,
+                )
+                runtime.recorded = make_detector(
+                    dataclasses.replace(settings, stream_starts_at_reversal=False)
+                )
+            log.info(
+                "%s %s: detector baseline rebuilt from %d recorded samples",
+                self.name,
+                runtime.spec.channel,
+                len(records),
+            )
 
     # ------------------------------------------------------------ operator commands
 

@@ -122,6 +122,10 @@ class DetectorSettings:
     # ... when the profile's half cycle began the same way (both from a reversal, or
     # both from rest), its own transient matches and a shorter wait suffices.
     settle_like_s: float = 10.0
+    # True when the first sample fed is the start of a half cycle (a test cellguard
+    # started, a file replayed from its beginning); False when watching starts in the
+    # middle of one (monitor mode, a restart): then the first segment is not learnt.
+    stream_starts_at_reversal: bool = True
     # A longer silence between two samples is a gap (link outage, paused stream).
     max_gap_s: float = 900.0
     # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).

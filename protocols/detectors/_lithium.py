@@ -115,7 +115,10 @@ class LithiumDetector(DetectorBase):
         self._relative_sigma = 0.0
         self._typical: dict[int, float] = {1: 0.0, -1: 0.0}  # median |r| of the profile
         self._unanchored = False
-        self._blind = False
+        # A stream may begin in the middle of a half cycle (a channel already cycling
+        # when watching starts, a restart): where it began is unknown until the first
+        # reversal, so the first segment is judged blind and never becomes a profile.
+        self._blind = not settings.stream_starts_at_reversal
         self._shift_run = 0
         self._low_run = 0
         self._near_run = 0

@@ -218,3 +218,24 @@ async def test_a_fault_during_a_link_outage_is_backfilled_and_halted(tmp_path: P
     ]
     assert seqs == list(range(1, len(seqs) + 1))  # no hole across the outage
     assert max(seqs) >= 14 * 60
+
+
+async def test_after_a_restart_the_detectors_rebuild_their_baseline_and_catch_the_next_fault(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with sim.serve() as (_, port):
+        async with supervising(sim, port, recorder, tmp_path, clock) as (first, _):
+            await _run_hours(clock, 9.4)  # restart 36 min before the short at 10 h
+        assert first.channels[ChannelId(1, 1, 3)].halt is None
+        async with supervising(sim, port, recorder, tmp_path, clock) as (second, _):
+            warmed = second.channels[ChannelId(1, 1, 3)].recorded.samples
+            await _run_hours(clock, 2.0)
+    assert warmed >= 5 * 60  # hours of history fed before judging anything new
+    short = second.channels[ChannelId(1, 1, 3)]
+    assert short.halt is not None
+    assert short.halt.kind == "short"
+    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 3 * POLL_S
+    assert second.channels[ChannelId(1, 1, 2)].halt is None
