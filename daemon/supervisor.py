@@ -316,9 +316,7 @@ class InstrumentSupervisor:
 
     async def command(self, channel: ChannelId, action: str) -> tuple[bool, str]:
         """Run an operator command on a channel between two polls; ``(ok, detail)``."""
-        if action in ("pause", "resume"):
-            return False, f"{action} is not supported by the Neware driver yet"
-        if action not in ("stop", "start"):
+        if action not in ("stop", "start", "pause", "resume"):
             return False, f"unknown action {action!r}"
         if not self.available:
             return False, f"{self.name} is unavailable (no link to the instrument)"
@@ -333,8 +331,10 @@ class InstrumentSupervisor:
             try:
                 if action == "stop":
                     result = await self._operator_stop(client, runtime)
-                else:
+                elif action == "start":
                     result = await self._operator_start(client, runtime)
+                else:
+                    result = await self._operator_pause(client, runtime, action)
             except CellguardError as err:
                 result = (False, str(err))
             if not done.done():
@@ -351,6 +351,19 @@ class InstrumentSupervisor:
         self._persist(runtime, "stopped by an operator")
         await self._event(runtime, "stop", detail="stopped by an operator command")
         return True, "stopped"
+
+    async def _operator_pause(
+        self, client: NewareClient, runtime: ChannelRuntime, action: str
+    ) -> tuple[bool, str]:
+        channel = runtime.spec.channel
+        try:
+            await (client.pause if action == "pause" else client.resume)([channel])
+        except CommandRefused:
+            return False, f"the instrument refused to {action} (state {runtime.last_workstatus})"
+        done = "paused" if action == "pause" else "resumed"
+        self._persist(runtime, f"{done} by an operator")
+        await self._event(runtime, action, detail=f"{done} by an operator command")
+        return True, done
 
     async def _operator_start(
         self, client: NewareClient, runtime: ChannelRuntime

@@ -36,6 +36,7 @@ from cellguard.drivers.neware._messages import (
     CommandReply,
     Connect,
     ConnectReply,
+    Continue,
     DataCount,
     DevInfoReply,
     Download,
@@ -51,6 +52,7 @@ from cellguard.drivers.neware._messages import (
     InquireRecord,
     InquireReply,
     Light,
+    Pause,
     Reply,
     Request,
     Start,
@@ -454,6 +456,22 @@ class NewareClient:
         addresses = self._resolve(channels, default_all=False)
         await self._command(ClearFlag(addresses), addresses)
 
+    async def pause(self, channels: Iterable[ChannelArg] | ChannelArg) -> None:
+        """Pause the tests on ``channels`` now (BTS ``setpause``); resume with :meth:`resume`.
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        addresses = self._resolve(channels, default_all=False)
+        await self._command(Pause(addresses), addresses)
+
+    async def resume(self, channels: Iterable[ChannelArg] | ChannelArg) -> None:
+        """Resume paused tests on ``channels`` where they stopped (BTS ``continue``).
+
+        Raises :class:`CommandRefused` naming exactly the channels the server refused.
+        """
+        addresses = self._resolve(channels, default_all=False)
+        await self._command(Continue(addresses), addresses)
+
     async def light(self, channels: Iterable[ChannelArg] | ChannelArg, on: bool = True) -> None:
         """Switch the locator light of ``channels`` on or off.
 
@@ -463,7 +481,9 @@ class NewareClient:
         await self._command(Light(addresses, on), addresses)
 
     async def _command(
-        self, req: Start | Stop | ClearFlag | Light, addresses: tuple[ChannelAddress, ...]
+        self,
+        req: Start | Stop | ClearFlag | Light | Pause | Continue,
+        addresses: tuple[ChannelAddress, ...],
     ) -> None:
         reply = await self._call(req, CommandReply)
         name = reply.command

@@ -31,6 +31,7 @@ from cellguard.drivers.neware._messages import (
     CommandResult,
     Connect,
     ConnectReply,
+    Continue,
     DataCount,
     DevInfoReply,
     Download,
@@ -48,6 +49,7 @@ from cellguard.drivers.neware._messages import (
     InquireReply,
     Light,
     LogRecord,
+    Pause,
     Reply,
     Request,
     Start,
@@ -80,6 +82,8 @@ _REPLY_NAMES: dict[str, str] = {
     "stop": "stop_resp",
     "clearflag": "clearflag_resp",
     "light": "light_resp",
+    "setpause": "setpause_resp",
+    "continue": "continue_resp",
     "download": "donwload_resp",
     "downloadlog": "donwloadlog_resp",
     "downloadStepLayer": "downloadStepLayer_resp",
@@ -403,6 +407,13 @@ def _request_body(request: Request) -> str:
             return "<cmd>clearflag</cmd>" + _channel_list("clearflag", channels, "", "true")
         case Light(channels, on):
             return "<cmd>light</cmd>" + _channel_list("light", channels, "", str(on).lower())
+        case Pause(channels):
+            # Pause now: a scheduled pause at "any cycle, any step" (-1, -1).
+            return "<cmd>setpause</cmd>" + _channel_list(
+                "setpause", channels, ' cycleid="-1" stepid="-1" timeout=""', "true"
+            )
+        case Continue(channels):
+            return "<cmd>continue</cmd>" + _channel_list("continue", channels, "", "true")
         case Download(address, start_pos, count, test_id, aux_id):
             return (
                 f"<cmd>download</cmd><download {_channel_attrs(address, ip=False)} "
@@ -446,6 +457,10 @@ def decode_request(frame_bytes: bytes | str) -> Request:
             return Stop(_items(root, cmd, "stop", _Reader.address))
         case "clearflag":
             return ClearFlag(_items(root, cmd, "clearflag", _Reader.address))
+        case "setpause":
+            return Pause(_items(root, cmd, "setpause", _Reader.address))
+        case "continue":
+            return Continue(_items(root, cmd, "continue", _Reader.address))
         case "light":
             lights = _list_items(root, cmd, "list")
             on = all((e.text or "").strip().lower() != "false" for e in lights)
@@ -513,6 +528,8 @@ def _request_cmd(request: Request) -> str:
         Stop: "stop",
         ClearFlag: "clearflag",
         Light: "light",
+        Pause: "setpause",
+        Continue: "continue",
         Download: "download",
         DownloadLog: "downloadlog",
         DownloadStepLayer: "downloadStepLayer",
@@ -676,7 +693,14 @@ def decode_reply(frame_bytes: bytes | str) -> Reply:
             return InquireReply(_items(root, cmd, "inquire", _inquire_record))
         case "inquiredf_resp":
             return InquireDfReply(_items(root, cmd, "chl", _data_count))
-        case "start_resp" | "stop_resp" | "clearflag_resp" | "light_resp":
+        case (
+            "start_resp"
+            | "stop_resp"
+            | "clearflag_resp"
+            | "light_resp"
+            | "setpause_resp"
+            | "continue_resp"
+        ):
             name = cmd.removesuffix("_resp")
             results = _items(root, cmd, name, _command_result)
             return CommandReply(name, results)  # type: ignore[arg-type]

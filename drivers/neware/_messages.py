@@ -113,6 +113,20 @@ class ClearFlag:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """Pause running tests now (BTS ``setpause`` with cycle and step ids of -1)."""
+
+    channels: tuple[ChannelAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Resume paused tests where they stopped (BTS ``continue``)."""
+
+    channels: tuple[ChannelAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Light:
     channels: tuple[ChannelAddress, ...]
     on: bool = True
@@ -151,6 +165,8 @@ Request = (
     | Stop
     | ClearFlag
     | Light
+    | Pause
+    | Continue
     | Download
     | DownloadLog
     | DownloadStepLayer
@@ -228,7 +244,7 @@ class InquireDfReply:
     items: tuple[DataCount, ...]
 
 
-CommandName = Literal["start", "stop", "clearflag", "light"]
+CommandName = Literal["start", "stop", "clearflag", "light", "setpause", "continue"]
 
 
 @dataclass(frozen=True, slots=True)

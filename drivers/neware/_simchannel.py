@@ -132,6 +132,7 @@ class SimChannel:
         self._layer_index = 0
         self._layer_open = False
         self._last_record_t_s = -math.inf
+        self._paused_at_s = 0.0
 
     # ------------------------------------------------------------ commands
 
@@ -176,6 +177,27 @@ class SimChannel:
         if self.workstatus not in ("working", "pause"):
             return False
         self._end_test("stop", LOG_TEST_END)
+        return True
+
+    def pause(self, now_s: float) -> bool:
+        """Pause a running test now (no current until resumed); False if nothing runs."""
+        self.advance_to(now_s)
+        if self.workstatus != "working":
+            return False
+        self.workstatus = "pause"
+        self._paused_at_s = self._t_s
+        self._current_a = 0.0
+        return True
+
+    def resume(self, now_s: float) -> bool:
+        """Resume a paused test where it stopped; the pause does not count as step time."""
+        self.advance_to(now_s)
+        if self.workstatus != "pause":
+            return False
+        paused_s = self._t_s - self._paused_at_s
+        self._step_start_s += paused_s
+        self._next_record_s = self._t_s
+        self.workstatus = "working"
         return True
 
     # ------------------------------------------------------------ time

@@ -35,6 +35,7 @@ from cellguard.drivers.neware._messages import (
     CommandResult,
     Connect,
     ConnectReply,
+    Continue,
     DataCount,
     DevInfoReply,
     Download,
@@ -50,6 +51,7 @@ from cellguard.drivers.neware._messages import (
     InquireReply,
     Light,
     LogRecord,
+    Pause,
     Reply,
     Request,
     Start,
@@ -219,6 +221,24 @@ class NewareSimulator:
                     "stop",
                     tuple(
                         CommandResult(a, self._has(a) and self._find(a).stop(now_s))
+                        for a in channels
+                    ),
+                )
+            case Pause(channels):
+                now_s = self.clock.now_s()
+                return CommandReply(
+                    "setpause",
+                    tuple(
+                        CommandResult(a, self._has(a) and self._find(a).pause(now_s))
+                        for a in channels
+                    ),
+                )
+            case Continue(channels):
+                now_s = self.clock.now_s()
+                return CommandReply(
+                    "continue",
+                    tuple(
+                        CommandResult(a, self._has(a) and self._find(a).resume(now_s))
                         for a in channels
                     ),
                 )

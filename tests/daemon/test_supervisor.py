@@ -239,3 +239,40 @@ async def test_after_a_restart_the_detectors_rebuild_their_baseline_and_catch_th
     assert short.halt.kind == "short"
     assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 3 * POLL_S
     assert second.channels[ChannelId(1, 1, 2)].halt is None
+
+
+async def test_operator_pause_resume_and_stop_reach_the_instrument(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    healthy = ChannelId(1, 1, 2)
+    async with (
+        sim.serve() as (_, port),
+        supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
+    ):
+        await _run_hours(clock, 3.0)
+
+        async def do(action: str) -> tuple[bool, str]:
+            pending = asyncio.create_task(sup.command(healthy, action))
+            await _run_hours(clock, POLL_S / 3600)  # the next poll runs it
+            return await pending
+
+        assert await do("pause") == (True, "paused")
+        assert sim.channels[healthy].workstatus == "pause"
+        await _run_hours(clock, 1.0)  # an hour at rest: not a fault
+        assert await do("resume") == (True, "resumed")
+        assert sim.channels[healthy].workstatus == "working"
+        await _run_hours(clock, 3.0)
+        ok, detail = await do("pause")
+        assert ok
+        ok, detail = await do("pause")
+        assert not ok
+        assert "refused" in detail
+        assert await do("stop") == (True, "stopped")
+        assert sim.channels[healthy].workstatus == "stop"
+        assert (await sup.command(healthy, "dance"))[0] is False
+    assert sup.channels[healthy].halt is None
+    kinds = [e.kind for e in sup.events if e.tags.channel == "1-1-2"]
+    assert kinds.count("pause") == 2
+    assert "resume" in kinds
+    assert "stop" in kinds

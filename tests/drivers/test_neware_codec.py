@@ -27,6 +27,7 @@ from cellguard.drivers.neware import (
     CommandResult,
     Connect,
     ConnectReply,
+    Continue,
     DataCount,
     DevInfoReply,
     Download,
@@ -45,6 +46,7 @@ from cellguard.drivers.neware import (
     InquireReply,
     Light,
     LogRecord,
+    Pause,
     Reply,
     Request,
     Start,
@@ -685,3 +687,14 @@ def test_real_replies_with_a_wrong_attribute_value_raise_only_protocol_violation
     data = raw[: spot.start()] + b'="' + escaped.encode() + b'"' + raw[spot.end() :]
     with contextlib.suppress(ProtocolViolation):
         decode_reply(data)
+
+
+def test_pause_and_continue_round_trip_as_the_bts_setpause_and_continue_commands() -> None:
+    address = ChannelAddress(ChannelId(21, 1, 3))
+    for request, cmd in ((Pause((address,)), "setpause"), (Continue((address,)), "continue")):
+        frame_bytes = encode_request(request)
+        assert f"<cmd>{cmd}</cmd>".encode() in frame_bytes
+        assert decode_request(frame_bytes[: -len(TERMINATOR)]) == request
+        reply = CommandReply(cmd, (CommandResult(address, True),))  # type: ignore[arg-type]
+        assert decode_reply(encode_reply(reply)[: -len(TERMINATOR)]) == reply
+    assert b'cycleid="-1" stepid="-1"' in encode_request(Pause((address,)))
