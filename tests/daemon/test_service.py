@@ -212,3 +212,34 @@ def test_status_shows_each_channel_state_from_the_state_store(
     assert "1-1-3" in out
     assert "halted" in out
     assert "running" in out
+
+
+async def test_a_restarted_daemon_resumes_the_same_tests_without_restarting_or_halting_twice(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    async with sim.serve() as (_, port):
+        config = parse_config(_config_text(tmp_path / "state", port, None, None))
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
+            await _drive(clock, 6.0)  # the short at 5 h is halted
+        test_ids = {c: ch.test_id for c, ch in sim.channels.items()}
+        await _drive(clock, 1.0)  # the daemon is down for an hour
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
+            await _drive(clock, 2.0)
+            sup = daemon.supervisor("ct4008-e2e")
+            assert sup.channels[ChannelId(1, 1, 3)].state == "halted"
+            assert sup.channels[ChannelId(1, 1, 2)].state == "running"
+    assert {c: ch.test_id for c, ch in sim.channels.items()} == test_ids  # nothing re-started
+    async with Store(tmp_path / "state") as store:
+        halts = await store.query_events(instrument="ct4008-e2e", kind="halt")
+        starts = await store.query_events(instrument="ct4008-e2e", kind="start")
+        samples = await store.query_samples("ct4008-e2e", "1-1-2")
+    assert len(halts) == 1
+    assert len(starts) == 2  # one per channel, from the first run only
+    recorded = [s.seq for s in samples if s.source == "recorded"]
+    # The hour the daemon was down is backfilled: no gap and no duplicate.
+    assert recorded == list(range(1, len(recorded) + 1))
+    assert len(recorded) >= 9 * 60
