@@ -58,7 +58,10 @@ Labels — the definition the benchmark uses:
   For soft and micro shorts a sample counts only if the deficit ``|V_twin| − |V|`` is
   also more than 4× the instrument noise: a smaller deficit could be noise, and no
   detector can be asked to call it without false halts (this matters at 0.1 mA cm⁻²
-  with 200 µV of noise, where the whole overpotential is 1.5–3 mV).
+  with 200 µV of noise, where the whole overpotential is 1.5–3 mV). The second low
+  sample of a soft short counts when it follows the first at once, or, further away,
+  when both deficits exceed 6× the noise: over a long trace a lone 4σ dip recurs by
+  chance, so two separated ones do not yet tell a short from noise.
 
 Healthy cases have both indices ``None``. ``held_out=True`` gives a disjoint set: odd
 cell seeds instead of even ones and parameters drawn from a different stream. Nobody
@@ -119,6 +122,7 @@ DENSITIES_MA_CM2 = (0.1, 0.5, 1.0)
 
 SOFT_OBSERVABLE_RATIO = 0.6
 OBSERVABLE_NOISE_SIGMAS = 4.0
+SEPARATE_DROP_NOISE_SIGMAS = 6.0
 MICRO_OBSERVABLE_RATIO = 0.8
 SETTLE_TAUS = 3.0
 """Samples closer than this many τ after a current step are not judgeable."""
@@ -372,8 +376,17 @@ def _labels(
         & (deficit_v > OBSERVABLE_NOISE_SIGMAS * plan.noise_v)
     )
     hits = np.flatnonzero(low)
-    nth = 2 if plan.subkind == "soft" else 1
-    return phys, int(hits[nth - 1]) if hits.size >= nth else None
+    if plan.subkind != "soft":
+        return phys, int(hits[0]) if hits.size else None
+    # A soft short is told from glitches and noise by a second drop: right after the
+    # first (two consecutive low samples), or anywhere later if both stand far out of
+    # the noise (a lone 4σ dip recurs by chance over a long trace; a 6σ one does not).
+    pair = np.flatnonzero(low[1:] & low[:-1]) + 1
+    clear = np.flatnonzero(low & (deficit_v > SEPARATE_DROP_NOISE_SIGMAS * plan.noise_v))
+    candidates = [int(pair[0])] if pair.size else []
+    if clear.size >= 2:
+        candidates.append(int(clear[1]))
+    return phys, min(candidates) if candidates else None
 
 
 def _simulate(plan: _Plan, name: str, held_out: bool) -> Case:
