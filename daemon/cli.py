@@ -22,6 +22,8 @@ from cellguard.daemon.service import serve, status_rows
 from cellguard.daemon.simulate import serve_neware
 from cellguard.daemon.store import Store
 from cellguard.drivers.errors import CellguardError
+from cellguard.protocols import InstrumentLimits, write_step_file
+from cellguard.protocols.script import describe, load_protocol_file, to_step_file
 
 log = logging.getLogger("cellguard")
 
@@ -96,6 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the channels' states, from the daemon's state store")
     status.add_argument("config", type=Path, help="the daemon's TOML configuration file")
+
+    protocol = sub.add_parser("protocol", help="check or compile a protocol script (TOML)")
+    proto_sub = protocol.add_subparsers(dest="protocol_command", required=True, metavar="ACTION")
+    check = proto_sub.add_parser(
+        "check",
+        help="validate a protocol and show its compiled steps and expected length",
+        description="Exit 2 with one line naming the step and the word at fault on errors.",
+    )
+    check.add_argument("file", type=Path, help="the protocol TOML file")
+    check.add_argument(
+        "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
+    )
+    compile_ = proto_sub.add_parser("compile", help="compile a protocol for an instrument")
+    compile_.add_argument("file", type=Path, help="the protocol TOML file")
+    compile_.add_argument(
+        "--format", choices=("neware-xml",), default="neware-xml", help="output format"
+    )
+    compile_.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    compile_.add_argument(
+        "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
+    )
 
     simulate = sub.add_parser("simulate", help="serve a simulated instrument on a real socket")
     sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
@@ -173,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             asyncio.run(_print_status(load_config(args.config)))
             return 0
+        if args.command == "protocol":
+            return _protocol_command(args)
         if args.command == "simulate":
             asyncio.run(
                 serve_neware(
@@ -196,6 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _protocol_command(args: argparse.Namespace) -> int:
+    script = load_protocol_file(args.file)
+    limits = InstrumentLimits(current_range_ma=args.current_range_ma)
+    if args.protocol_command == "check":
+        print(describe(script, limits))
+        return 0
+    write_step_file(args.output, to_step_file(script, limits))
+    print(f"wrote {args.output} ({args.format})")
+    return 0
 
 
 def _set_log_level(level: str, *, verbose: bool) -> None:

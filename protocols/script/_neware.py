@@ -1,0 +1,230 @@
+"""Compile a protocol to a Neware BTS 8 step file, and describe what it will run.
+
+Each script step becomes one BTS step with the same number, then END: Rest → REST,
+Strip/Charge → CC_CHARGE, Plate/Discharge → CC_DISCHARGE, HoldVoltage → CV_CHARGE (or
+CV_DISCHARGE after a negative current), Repeat → CYCLE looping back to its first step.
+Currents and capacities become absolute (mA, mAh) through the cell's area or capacity.
+Whole-test limits become the file's protection; without a current limit, the
+protection is :data:`~cellguard.protocols.CURRENT_PROTECTION_FACTOR` times the largest
+set-point, as for the galvanostatic protocol.
+"""
+
+from __future__ import annotations
+
+from cellguard.drivers.neware._stepfile import Protection, StepFile, StepType
+from cellguard.drivers.neware._stepfile import Step as BtsStep
+from cellguard.protocols.galvanostatic import CURRENT_PROTECTION_FACTOR, InstrumentLimits
+from cellguard.protocols.script._model import (
+    CurrentBelow,
+    HoldVoltage,
+    InstrumentCapability,
+    Protocol,
+    Rest,
+    VoltageBetween,
+    _CurrentStep,
+    format_duration,
+)
+
+_S_PER_H = 3600.0
+
+
+def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
+    cell = protocol.cell
+    out: list[BtsStep] = []
+    last_current: _CurrentStep | None = None
+    for step in protocol.steps:
+        if isinstance(step, Rest):
+            out.append(BtsStep(StepType.REST, time_s=step.duration.value))
+        elif isinstance(step, _CurrentStep):
+            out.append(
+                BtsStep(
+                    StepType.CC_CHARGE if step.positive else StepType.CC_DISCHARGE,
+                    current_ma=cell.current_ma(step.current),
+                    time_s=None if step.duration is None else step.duration.value,
+                    capacity_mah=None
+                    if step.capacity is None
+                    else cell.capacity_mah_of(step.capacity),
+                    stop_voltage_v=None if step.until is None else step.until.value,
+                )
+            )
+            last_current = step
+        elif isinstance(step, HoldVoltage):
+            negative = last_current is not None and not last_current.positive
+            out.append(
+                BtsStep(
+                    StepType.CV_DISCHARGE if negative else StepType.CV_CHARGE,
+                    # A CV step's current is its ceiling: the CC step before it (CC-CV).
+                    current_ma=None
+                    if last_current is None
+                    else cell.current_ma(last_current.current),
+                    voltage_v=step.voltage.value,
+                    time_s=None if step.duration is None else step.duration.value,
+                    stop_current_ma=None
+                    if step.until_current is None
+                    else cell.current_ma(step.until_current),
+                )
+            )
+        else:
+            out.append(
+                BtsStep(StepType.CYCLE, loop_start_step=step.first_step, cycle_count=step.times)
+            )
+    out.append(BtsStep(StepType.END))
+    return tuple(out)
+
+
+def _protection(protocol: Protocol, steps: tuple[BtsStep, ...]) -> Protection:
+    upper_v: float | None = None
+    lower_v: float | None = None
+    current_ma: float | None = None
+    for limit in protocol.limits:
+        if isinstance(limit, VoltageBetween):
+            upper_v = limit.high.value if upper_v is None else min(upper_v, limit.high.value)
+            lower_v = limit.low.value if lower_v is None else max(lower_v, limit.low.value)
+        elif isinstance(limit, CurrentBelow):
+            value = protocol.cell.current_ma(limit.current)
+            current_ma = value if current_ma is None else min(current_ma, value)
+    if current_ma is None:
+        set_points = [s.current_ma for s in steps if s.current_ma is not None]
+        if set_points:
+            current_ma = CURRENT_PROTECTION_FACTOR * max(set_points)
+    return Protection(voltage_upper_v=upper_v, voltage_lower_v=lower_v, current_upper_ma=current_ma)
+
+
+def to_step_file(
+    protocol: Protocol, limits: InstrumentLimits | InstrumentCapability | None = None
+) -> StepFile:
+    """The BTS 8 step file running ``protocol`` on an instrument with ``limits``.
+
+    Validates first (:meth:`Protocol.validate`): an impossible protocol raises
+    :class:`ConfigError` naming the step or field, and nothing is compiled.
+    """
+    protocol.validate(limits)
+    steps = _compile_steps(protocol)
+    cell = protocol.cell
+    area = cell.electrode_area_cm2
+    remark = f"{protocol.name}; {cell.cell_type} cell"
+    if area is not None:
+        remark += f" {area:.4g} cm2"
+    if cell.interphase:
+        remark += f", {cell.interphase}"
+    return StepFile(
+        steps=steps,
+        protection=_protection(protocol, steps),
+        record_interval_s=protocol.record_every.value,
+        remark=remark,
+    )
+
+
+def _step_duration_s(step: BtsStep) -> float | None:
+    """How long a step runs if nothing else ends it first; None if only V or I ends it."""
+    candidates: list[float] = []
+    if step.time_s is not None:
+        candidates.append(step.time_s)
+    if step.capacity_mah is not None and step.current_ma:
+        candidates.append(step.capacity_mah / step.current_ma * _S_PER_H)
+    return min(candidates) if candidates else None
+
+
+def _multiplicities(steps: tuple[BtsStep, ...]) -> list[int]:
+    runs = [1] * len(steps)
+    for cycle_index, step in enumerate(steps):
+        if step.step_type is StepType.CYCLE and step.loop_start_step and step.cycle_count:
+            for i in range(step.loop_start_step - 1, cycle_index):
+                runs[i] *= step.cycle_count
+    return runs
+
+
+def expected_length_s(step_file: StepFile) -> tuple[float, bool]:
+    """Expected test length in s, and whether it is exact.
+
+    Not exact (a lower bound) when some step ends only on a voltage or current.
+    """
+    total = 0.0
+    exact = True
+    for step, runs in zip(step_file.steps, _multiplicities(step_file.steps), strict=True):
+        if step.step_type in (StepType.CYCLE, StepType.END):
+            continue
+        duration = _step_duration_s(step)
+        if duration is None:
+            exact = False
+        else:
+            total += duration * runs
+    return total, exact
+
+
+def _length_text(total_s: float) -> str:
+    hours_ = total_s / _S_PER_H
+    text = f"{hours_:.4g} h"
+    if hours_ >= 48:
+        text += f" ({hours_ / 24:.3g} days)"
+    return text
+
+
+def describe(
+    protocol: Protocol, limits: InstrumentLimits | InstrumentCapability | None = None
+) -> str:
+    """The compiled steps with absolute currents, durations and the expected test length.
+
+    Validates and compiles like :func:`to_step_file` (and raises as it does).
+    """
+    step_file = to_step_file(protocol, limits)
+    cell = protocol.cell
+    area = cell.electrode_area_cm2
+    lines = [f"{protocol.name}"]
+    cell_line = f"cell: {cell.cell_type}"
+    if area is not None:
+        cell_line += f", {area:.4g} cm²"
+    working = cell.working_li_mah_cm2
+    if working is not None:
+        cell_line += f", working Li {working:.4g} mAh/cm2"
+    if cell.capacity_mah is not None:
+        cell_line += f", 1C = {cell.capacity_mah:g} mA"
+    if cell.interphase:
+        cell_line += f", interphase {cell.interphase}"
+    lines.append(cell_line)
+    prot = step_file.protection
+    guards = []
+    if prot.voltage_lower_v is not None and prot.voltage_upper_v is not None:
+        guards.append(f"voltage {prot.voltage_lower_v:g} V to {prot.voltage_upper_v:g} V")
+    if prot.current_upper_ma is not None:
+        guards.append(f"|current| ≤ {prot.current_upper_ma:.4g} mA")
+    lines.append(f"record every {protocol.record_every}; protection: {', '.join(guards) or 'none'}")
+    runs = _multiplicities(step_file.steps)
+    for number, (step, times) in enumerate(zip(step_file.steps, runs, strict=True), start=1):
+        name = step.step_type.name
+        if step.step_type is StepType.CYCLE:
+            detail = f"repeat steps {step.loop_start_step}-{number - 1}, {step.cycle_count} times"
+        elif step.step_type is StepType.END:
+            detail = ""
+        elif step.step_type is StepType.REST:
+            detail = f"for {format_duration(step.time_s or 0.0)}"
+            if times > 1:
+                detail += f" × {times}"
+        else:
+            parts = []
+            if step.current_ma is not None:
+                parts.append(f"{step.current_ma:.4g} mA")
+            if step.voltage_v is not None:
+                parts.append(f"at {step.voltage_v:g} V")
+            ends = []
+            if step.time_s is not None:
+                ends.append(format_duration(step.time_s))
+            if step.capacity_mah is not None:
+                ends.append(f"{step.capacity_mah:.4g} mAh")
+            if step.stop_voltage_v is not None:
+                ends.append(f"{step.stop_voltage_v:g} V")
+            if step.stop_current_ma is not None:
+                ends.append(f"{step.stop_current_ma:.4g} mA")
+            parts.append("until " + " or ".join(ends))
+            duration = _step_duration_s(step)
+            parts.append(f"(≈ {format_duration(duration)})" if duration else "(open-ended)")
+            if times > 1:
+                parts.append(f"× {times}")
+            detail = " ".join(parts)
+        lines.append(f"{number:>4}  {name:<13} {detail}".rstrip())
+    total_s, exact = expected_length_s(step_file)
+    prefix = "" if exact else "at least "
+    lines.append(
+        f"expected length: {prefix}{_length_text(total_s)}, {protocol.expected_cycles()} cycles"
+    )
+    return "\n".join(lines)
