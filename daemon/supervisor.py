@@ -384,27 +384,41 @@ class InstrumentSupervisor:
     # ------------------------------------------------------------ live stream
 
     async def poll_once(self, client: NewareClient) -> None:
-        """One ``inquire`` for every channel; judge each value; halt at once."""
+        """One ``inquire`` for every channel; judge every value; halt at once.
+
+        All verdicts of the poll are taken first and every halting channel is stopped
+        in one request before anything else (status, events, samples) is handled, so
+        no halt waits behind another channel's alert or a sink.
+        """
         self._flush_events()
         records = await client.inquire(list(self.channels))
         received_at = time.perf_counter()
         self.polls += 1
+        halts: list[tuple[ChannelRuntime, Verdict]] = []
+        warns: list[tuple[ChannelRuntime, Verdict]] = []
+        seen: list[tuple[ChannelRuntime, InquireRecord]] = []
         for channel, record in records.items():
             runtime = self.channels.get(channel)
             if runtime is None:
                 continue
-            await self._track_workstatus(runtime, record)
+            seen.append((runtime, record))
             if record.workstatus != "working" or runtime.halt is not None:
+                continue
+            verdict = runtime.live.feed(record.total_time_s, record.voltage_v, record.current_a)
+            if verdict.severity == "halt":
+                halts.append((runtime, verdict))
+            elif verdict.severity == "warn":
+                warns.append((runtime, verdict))
+        if halts:
+            await self._halt_all(client, halts, received_at)
+        for runtime, record in seen:
+            await self._track_workstatus(runtime, record)
+            if record.workstatus != "working":
                 continue
             runtime.cycle = record.cycle_id
             runtime.test_time_s = record.total_time_s
             if math.isnan(runtime.test_start_unix_s):
                 runtime.test_start_unix_s = time.time() - record.total_time_s
-            verdict = runtime.live.feed(record.total_time_s, record.voltage_v, record.current_a)
-            if verdict.severity == "halt":
-                await self._halt(client, runtime, verdict, received_at)
-            elif verdict.severity == "warn":
-                await self._warn(runtime, verdict)
             self._offer(
                 SampleRecord(
                     runtime.tags,
@@ -420,6 +434,8 @@ class InstrumentSupervisor:
                     "live",
                 )
             )
+        for runtime, verdict in warns:
+            await self._warn(runtime, verdict)
 
     async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
         status = record.workstatus
@@ -511,45 +527,67 @@ class InstrumentSupervisor:
     async def _halt(
         self, client: NewareClient, runtime: ChannelRuntime, verdict: Verdict, received_at: float
     ) -> None:
-        runtime.halt = verdict
-        runtime.state = "halting"
-        # The stop goes on the wire before anything else happens with this verdict.
-        confirmed = await self._stop_until_confirmed(client, runtime, received_at)
-        runtime.state = "halted" if confirmed else "halting"
-        self._persist(runtime, verdict.detail)
-        await self._event(
-            runtime,
-            "halt",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={
-                "measured_v": verdict.measured,
-                "baseline_v": verdict.baseline,
-                "threshold_v": verdict.threshold,
-                "test_time_s": verdict.t_s,
-            },
-        )
-        log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
-        if self._on_halt is not None:
-            await self._on_halt(runtime)
+        await self._halt_all(client, [(runtime, verdict)], received_at)
+
+    async def _halt_all(
+        self,
+        client: NewareClient,
+        halts: Sequence[tuple[ChannelRuntime, Verdict]],
+        received_at: float,
+    ) -> None:
+        for runtime, verdict in halts:
+            runtime.halt = verdict
+            runtime.state = "halting"
+        # The stop goes on the wire before anything else happens with these verdicts.
+        confirmed = await self._stop_until_confirmed(client, [r for r, _ in halts], received_at)
+        for runtime, verdict in halts:
+            runtime.state = "halted" if runtime.spec.channel in confirmed else "halting"
+            self._persist(runtime, verdict.detail)
+            log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
+        for runtime, verdict in halts:
+            await self._event(
+                runtime,
+                "halt",
+                fault=verdict.kind,
+                subkind=verdict.subkind,
+                detail=verdict.detail,
+                values={
+                    "measured_v": verdict.measured,
+                    "baseline_v": verdict.baseline,
+                    "threshold_v": verdict.threshold,
+                    "test_time_s": verdict.t_s,
+                },
+            )
+            if self._on_halt is not None:
+                await self._on_halt(runtime)
 
     async def _stop_until_confirmed(
-        self, client: NewareClient, runtime: ChannelRuntime, received_at: float
-    ) -> bool:
-        channel = runtime.spec.channel
+        self, client: NewareClient, runtimes: Sequence[ChannelRuntime], received_at: float
+    ) -> set[ChannelId]:
+        """Stop, then confirm from the instrument; retry what still runs."""
+        pending = [r.spec.channel for r in runtimes]
+        confirmed: set[ChannelId] = set()
         for attempt in range(1, 6):
-            try:
-                await client.stop([channel])
-                runtime.halt_latencies_s.append(time.perf_counter() - received_at)
-            except CommandRefused:
-                pass  # already not running: confirmed below
-            status = (await client.get_status([channel]))[channel]
-            if status not in _RUNNING:
-                return True
-            log.error("%s %s: stop not confirmed (attempt %d)", self.name, channel, attempt)
+            # Refused = not running there any more: the status below confirms it.
+            with contextlib.suppress(CommandRefused):
+                await client.stop(pending)
+            sent_s = time.perf_counter() - received_at
+            for runtime in runtimes:
+                if runtime.spec.channel in pending:
+                    runtime.halt_latencies_s.append(sent_s)
+            status = await client.get_status(pending)
+            confirmed |= {c for c in pending if status[c] not in _RUNNING}
+            pending = [c for c in pending if c not in confirmed]
+            if not pending:
+                break
+            log.error(
+                "%s: stop not confirmed for %s (attempt %d)",
+                self.name,
+                ", ".join(map(str, pending)),
+                attempt,
+            )
             await self._clock.sleep(HALT_RETRY_S)
-        return False
+        return confirmed
 
     async def _warn(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
         await self._event(
