@@ -276,3 +276,59 @@ async def test_operator_pause_resume_and_stop_reach_the_instrument(tmp_path: Pat
     assert kinds.count("pause") == 2
     assert "resume" in kinds
     assert "stop" in kinds
+
+
+async def test_every_halt_of_a_poll_is_on_the_wire_before_any_alert(tmp_path: Path) -> None:
+    """Two cells short at once: both stops precede either alert (no halt waits)."""
+    clock = VirtualClock()
+    cells = {
+        ChannelId(1, 1, 1): CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", 10.0))),
+        ChannelId(1, 1, 2): CellSlot(SimCellSpec("SEI", never_short=True)),
+        ChannelId(1, 1, 3): CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", 10.0))),
+    }
+    sim = NewareSimulator(clock, cells=cells, seed=5, epoch=EPOCH)
+    seen_at_alert: list[dict[str, str]] = []
+
+    class Watching(Recorder):
+        async def publish_event(self, event: EventRecord) -> None:
+            if event.kind == "halt":
+                seen_at_alert.append(
+                    {
+                        str(c): sim.channels[c].workstatus
+                        for c in (ChannelId(1, 1, 1), ChannelId(1, 1, 3))
+                    }
+                )
+            await super().publish_event(event)
+
+    specs = _specs()
+    specs[0] = ChannelSpec(
+        ChannelId(1, 1, 1),
+        "symmetric",
+        "SEI",
+        "run",
+        GalvanostaticCycling(Cell.symmetric(AREA_CM2), cycles=100),
+    )
+    recorder = Watching()
+    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue()
+    async with sim.serve() as (_, port):
+        sup = InstrumentSupervisor(
+            "ct4008-sim",
+            lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
+            specs,
+            queue,
+            recorder,
+            clock=clock,
+            poll_interval_s=POLL_S,
+            download_interval_s=3600.0,
+            state=recorder,
+            step_file_dir=tmp_path,
+        )
+        task = asyncio.create_task(sup.run())
+        try:
+            await clock.wait_until_sleeping(task)
+            await _run_hours(clock, 11.0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert len(seen_at_alert) == 2
+    assert all(s == {"1-1-1": "stop", "1-1-3": "stop"} for s in seen_at_alert)
