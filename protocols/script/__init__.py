@@ -100,3 +100,27 @@ __all__ = [
     "to_step_file",
     "volts",
 ]
+
+from cellguard.protocols.script.library import (
+    CCD_LEVELS_MA_CM2,
+    LibraryProtocol,
+    asymmetric_cycling,
+    ccd_levels,
+    coulombic_efficiency,
+    critical_current_density,
+    full_cell_cccv,
+    plating_to_failure,
+    symmetric_cycling,
+)
+
+__all__ += [
+    "CCD_LEVELS_MA_CM2",
+    "LibraryProtocol",
+    "asymmetric_cycling",
+    "ccd_levels",
+    "coulombic_efficiency",
+    "critical_current_density",
+    "full_cell_cccv",
+    "plating_to_failure",
+    "symmetric_cycling",
+]
