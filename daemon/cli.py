@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiomqtt
 from rich.console import Console
 from rich.table import Table
 
@@ -21,7 +24,7 @@ from cellguard.daemon.replay import run_replay_cli
 from cellguard.daemon.service import serve, status_rows
 from cellguard.daemon.simulate import serve_neware
 from cellguard.daemon.store import Store
-from cellguard.drivers.errors import CellguardError
+from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
 from cellguard.protocols.script import describe, load_protocol_file, to_step_file
 
@@ -118,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     compile_.add_argument(
         "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
+    )
+
+    start = proto_sub.add_parser(
+        "start",
+        help="start a protocol on a channel of the running daemon (through MQTT)",
+        description=(
+            "Validates FILE here, sends it on the daemon's MQTT command topic as the operator "
+            "user, and prints the daemon's answer. Exit 2 if it was refused."
+        ),
+    )
+    start.add_argument("config", type=Path, help="the daemon's TOML configuration file")
+    start.add_argument("instrument", help="instrument name from the config")
+    start.add_argument("channel", help="channel id, e.g. 21-1-3")
+    start.add_argument("file", type=Path, help="the protocol TOML file")
+    start.add_argument("--username", default="operator", help="MQTT user allowed to command")
+    start.add_argument(
+        "--password-env",
+        default="CELLGUARD_OPERATOR_PASSWORD",
+        help="environment variable holding that user's password",
+    )
+    start.add_argument(
+        "--timeout-s", type=_positive_float, default=60.0, help="wait for the answer"
     )
 
     simulate = sub.add_parser("simulate", help="serve a simulated instrument on a real socket")
@@ -224,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _protocol_command(args: argparse.Namespace) -> int:
+    if args.protocol_command == "start":
+        return asyncio.run(_start_remote(args))
     script = load_protocol_file(args.file)
     limits = InstrumentLimits(current_range_ma=args.current_range_ma)
     if args.protocol_command == "check":
@@ -232,6 +259,35 @@ def _protocol_command(args: argparse.Namespace) -> int:
     write_step_file(args.output, to_step_file(script, limits))
     print(f"wrote {args.output} ({args.format})")
     return 0
+
+
+async def _start_remote(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    load_protocol_file(args.file)  # refuse a bad script here, before anything is sent
+    if config.mqtt is None:
+        msg = "this daemon has no [mqtt]: start the protocol through its config (mode = run)"
+        raise ConfigError(field="mqtt", problem=msg)
+    password = os.environ.get(args.password_env)
+    if password is None:
+        raise ConfigError(field="--password-env", problem=f"${args.password_env} is not set")
+    mq = config.mqtt
+    request_id = uuid.uuid4().hex
+    body = {"action": "start", "request_id": request_id, "protocol": args.file.read_text()}
+    result_topic = f"{mq.topic_prefix}/command_result/{args.instrument}/{args.channel}"
+    async with aiomqtt.Client(
+        mq.host, mq.port, username=args.username, password=password, timeout=args.timeout_s
+    ) as client:
+        await client.subscribe(result_topic, qos=1)
+        await client.publish(
+            f"{mq.topic_prefix}/command/{args.instrument}/{args.channel}", json.dumps(body), qos=1
+        )
+        async with asyncio.timeout(args.timeout_s):
+            async for message in client.messages:
+                answer = json.loads(bytes(message.payload))
+                if answer.get("request_id") == request_id:
+                    break
+    print(f"{args.instrument} {args.channel}: {answer.get('detail')}")
+    return 0 if answer.get("ok") else 2
 
 
 def _set_log_level(level: str, *, verbose: bool) -> None:

@@ -74,7 +74,7 @@ DEFAULT_COMMAND_QUEUE_SIZE: Final = 64
 # How long a clean stop may spend telling the broker "offline" before disconnecting.
 GOODBYE_TIMEOUT_S: Final = 2.0
 _DRAIN_BATCH: Final = 100
-_MAX_COMMAND_BYTES: Final = 4096
+_MAX_COMMAND_BYTES: Final = 64 * 1024  # room for a protocol script
 _MAX_REQUEST_ID_CHARS: Final = 128
 _RECENT_REQUEST_IDS: Final = 256
 _ONLINE: Final = b"online"
@@ -261,6 +261,9 @@ class Command:
     channel: str
     action: CommandAction
     request_id: str
+    # With "start": a protocol script (the TOML text of `cellguard protocol check`) to
+    # run on the channel instead of its configured one.
+    protocol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,17 +307,22 @@ def parse_command(
     request_id = raw_id if isinstance(raw_id, str) else None
     if request_id is None or not 0 < len(request_id) <= _MAX_REQUEST_ID_CHARS:
         return reject(f"request_id must be a string of 1 to {_MAX_REQUEST_ID_CHARS} characters")
-    unknown = sorted(set(body) - {"action", "request_id"})
+    unknown = sorted(set(body) - {"action", "request_id", "protocol"})
     if unknown:
-        return reject(f"unknown key(s) {unknown}; allowed: action, request_id", request_id)
+        return reject(
+            f"unknown key(s) {unknown}; allowed: action, request_id, protocol", request_id
+        )
     action = body.get("action")
     if action not in COMMAND_ACTIONS:
         allowed = ", ".join(sorted(COMMAND_ACTIONS))
         return reject(f"action {action!r} is not one of: {allowed}", request_id)
+    protocol = body.get("protocol")
+    if protocol is not None and (action != "start" or not isinstance(protocol, str)):
+        return reject("protocol (a TOML text) goes only with action 'start'", request_id)
     if retained:
         # A retained command would be replayed at every reconnect of the daemon.
         return reject("retained commands are refused: publish with retain=false", request_id)
-    return Command(instrument, channel, action, request_id)
+    return Command(instrument, channel, action, request_id, protocol)
 
 
 class _CommandStream:

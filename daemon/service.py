@@ -197,7 +197,7 @@ async def _execute(daemon: Daemon, command: Command) -> tuple[bool, str]:
         return False, f"{command.instrument} {command.channel} is not watched by this daemon"
     if channel not in sup.channels:
         return False, f"{command.channel} is not watched on {command.instrument}"
-    return await sup.command(channel, command.action)
+    return await sup.command(channel, command.action, command.protocol)
 
 
 async def serve(config: Config, *, stop: asyncio.Event, clock: Clock | None = None) -> None:

@@ -33,9 +33,17 @@ from typing import Protocol
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
-from cellguard.drivers.neware import ChannelId, DownloadRecord, InquireRecord, NewareClient
+from cellguard.drivers.neware import (
+    ChannelId,
+    DownloadRecord,
+    InquireRecord,
+    NewareClient,
+    StepFile,
+)
 from cellguard.protocols import GalvanostaticCycling, InstrumentLimits, write_step_file
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.protocols.script import parse_protocol_text
+from cellguard.protocols.script import to_step_file as script_to_step_file
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,7 @@ class InstrumentSupervisor:
         self.events: list[EventRecord] = []
         self._pending_events: deque[EventRecord] = deque()
         self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
+        self._scripts: dict[ChannelId, tuple[str, StepFile]] = {}
         self.channels: dict[ChannelId, ChannelRuntime] = {}
         for spec in channels:
             settings = spec.detector or DetectorSettings(
@@ -314,8 +323,23 @@ class InstrumentSupervisor:
 
     # ------------------------------------------------------------ operator commands
 
-    async def command(self, channel: ChannelId, action: str) -> tuple[bool, str]:
-        """Run an operator command on a channel between two polls; ``(ok, detail)``."""
+    async def command(
+        self, channel: ChannelId, action: str, protocol_text: str | None = None
+    ) -> tuple[bool, str]:
+        """Run an operator command on a channel between two polls; ``(ok, detail)``.
+
+        ``start`` with ``protocol_text`` (a protocol script, TOML) validates it against
+        the instrument, compiles it and starts it; an invalid script starts nothing.
+        """
+        if protocol_text is not None:
+            if action != "start":
+                return False, "a protocol goes only with start"
+            try:
+                script = parse_protocol_text(protocol_text)
+                step_file = script_to_step_file(script, self._limits)
+            except CellguardError as err:
+                return False, f"protocol refused, nothing started: {err}"
+            self._scripts[channel] = (script.name, step_file)
         if action not in ("stop", "start", "pause", "resume"):
             return False, f"unknown action {action!r}"
         if not self.available:
@@ -368,6 +392,9 @@ class InstrumentSupervisor:
     async def _operator_start(
         self, client: NewareClient, runtime: ChannelRuntime
     ) -> tuple[bool, str]:
+        script = self._scripts.pop(runtime.spec.channel, None)
+        if script is not None:
+            return await self._start_script(client, runtime, *script)
         if runtime.spec.mode != "run" or runtime.spec.protocol is None:
             return False, "only run-mode channels are started by cellguard"
         if runtime.state in ("running", "halting"):
@@ -380,6 +407,32 @@ class InstrumentSupervisor:
         runtime.test_start_unix_s = math.nan
         await self._start_run_mode(client)
         return runtime.state == "running", runtime.state
+
+    async def _start_script(
+        self, client: NewareClient, runtime: ChannelRuntime, name: str, step_file: StepFile
+    ) -> tuple[bool, str]:
+        if runtime.last_workstatus in _RUNNING or runtime.state in ("running", "halting"):
+            return False, "the channel is already running; stop it first"
+        if self._step_file_dir is None:
+            return False, f"{self.name}: no step_file_dir to write the protocol to"
+        self._step_file_dir.mkdir(parents=True, exist_ok=True)
+        path = write_step_file(
+            self._step_file_dir / f"{self.name}-{runtime.spec.channel}-script.xml", step_file
+        )
+        barcode = f"cellguard-{self.name}-{runtime.spec.channel}"
+        await client.start([(runtime.spec.channel, barcode, str(path))])
+        settings = runtime.recorded.settings
+        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.recorded = make_detector(
+            dataclasses.replace(settings, stream_starts_at_reversal=True)
+        )
+        runtime.halt = None
+        runtime.state = "running"
+        runtime.next_seq = 1
+        runtime.test_start_unix_s = math.nan
+        self._persist(runtime, f"started protocol {name!r}")
+        await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
+        return True, f"started {name!r}"
 
     # ------------------------------------------------------------ live stream
 

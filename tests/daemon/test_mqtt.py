@@ -393,7 +393,7 @@ async def test_invalid_command_is_answered_with_the_reason_and_not_delivered(
         (b'{"action": "stop", "request_id": "a", "force": true}', False, "unknown key"),
         (b'{"action": "stop", "request_id": "a"}', True, "retained"),
         (b"\xff\xfe", False, "not JSON"),
-        (b"x" * 5000, False, "bytes"),
+        (b"x" * 70_000, False, "bytes"),
     ],
 )
 def test_parse_command_rejects_with_a_reason(payload: bytes, retained: bool, reason: str) -> None:

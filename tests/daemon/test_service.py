@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import aiomqtt
 import pytest
 from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
 from test_influx import export
+from test_protocol_cli import EXAMPLE
 
 from cellguard.daemon.cli import main
 from cellguard.daemon.config import parse_config
@@ -61,6 +63,12 @@ def _config_text(state_dir: Path, port: int, influx: str | None, mqtt_port: int 
             "areal_capacity_mah_cm2 = 0.5, cycles = 50, record_interval_s = 60 }\n"
         )
     return "\n".join(parts)
+
+
+def _symmetric_script() -> str:
+    """The issue's example protocol script, on a symmetric 100|100 µm cell."""
+    text = EXAMPLE.replace("thin_li_um = 20", "thin_li_um = 100")
+    return text.replace("asymmetric", "symmetric")
 
 
 def _simulator(clock: VirtualClock) -> NewareSimulator:
@@ -243,3 +251,94 @@ async def test_a_restarted_daemon_resumes_the_same_tests_without_restarting_or_h
     # The hour the daemon was down is backfilled: no gap and no duplicate.
     assert recorded == list(range(1, len(recorded) + 1))
     assert len(recorded) >= 9 * 60
+
+
+async def test_an_operator_starts_a_protocol_script_on_a_stopped_channel_over_mqtt(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """The script is validated and compiled by the daemon; an invalid one starts nothing."""
+    script = _symmetric_script()
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    async with sim.serve() as (_, port):
+        config = parse_config(_config_text(tmp_path / "state", port, None, mosquitto.port))
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", mosquitto.port, username="operator", password=PASSWORDS["operator"]
+            ) as operator,
+            started_daemon(config, clock=clock) as daemon,
+        ):
+            await operator.subscribe(f"{PREFIX}/command_result/#", qos=1)
+            await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
+            await _drive(clock, 1.0)
+
+            async def command(body: dict[str, object]) -> dict[str, object]:
+                topic = f"{PREFIX}/command/ct4008-e2e/1-1-2"
+                await operator.publish(topic, json.dumps(body), qos=1)
+                for _ in range(3):
+                    await _drive(clock, POLL_S / 3600)
+                async with asyncio.timeout(WAIT_S):
+                    message = await anext(aiter(operator.messages))
+                result: dict[str, object] = json.loads(message.payload)  # type: ignore[arg-type]
+                return result
+
+            assert (await command({"action": "stop", "request_id": "a"}))["ok"] is True
+            first_test = sim.channels[ChannelId(1, 1, 2)].test_id
+            bad = await command(
+                {"action": "start", "request_id": "b", "protocol": script.replace("fo", "fro")}
+            )
+            assert bad["ok"] is False
+            assert "nothing started" in str(bad["detail"])
+            assert sim.channels[ChannelId(1, 1, 2)].workstatus == "stop"
+            good = await command({"action": "start", "request_id": "c", "protocol": script})
+            assert good["ok"] is True
+            await _drive(clock, 0.5)
+            channel = sim.channels[ChannelId(1, 1, 2)]
+            assert channel.workstatus == "working"
+            assert channel.test_id == first_test + 1
+            assert channel.download(1, 1)[0].step_type == "rest"  # the script's first step
+            assert channel.inquire().step_type == "cc"  # then it strips
+
+
+async def test_cellguard_protocol_start_reaches_the_running_daemon(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(_symmetric_script())
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    async with sim.serve() as (_, port):
+        text = _config_text(tmp_path / "state", port, None, mosquitto.port)
+        config_path = tmp_path / "cellguard.toml"
+        config_path.write_text(text)
+        async with started_daemon(parse_config(text), clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks["ct4008-e2e"])
+            await _drive(clock, 0.5)
+            stop = asyncio.create_task(
+                daemon.supervisor("ct4008-e2e").command(ChannelId(1, 1, 2), "stop")
+            )
+            await _drive(clock, POLL_S / 3600)
+            assert (await stop)[0] is True
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cellguard.daemon.cli",
+                "protocol",
+                "start",
+                str(config_path),
+                "ct4008-e2e",
+                "1-1-2",
+                str(protocol),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "CELLGUARD_OPERATOR_PASSWORD": PASSWORDS["operator"]},
+            )
+            waiting = asyncio.create_task(proc.communicate())
+            async with asyncio.timeout(60):
+                while not waiting.done():
+                    await _drive(clock, POLL_S / 3600)  # the daemon answers at its next poll
+                    await asyncio.wait({waiting}, timeout=0.02)
+            out, err = await waiting
+    assert proc.returncode == 0, err.decode()
+    assert "started" in out.decode()
+    assert sim.channels[ChannelId(1, 1, 2)].test_id == 2
