@@ -6,6 +6,14 @@ record interval into its own history (``download`` reads it by position), clamps
 voltage to the instrument's range, trips into ``protect`` at the whole-test
 protection limits, and rests at open circuit when stopped.
 
+CV steps (CV charge, CV discharge, CC-CV charge) run only on a cell that can say which
+current holds a voltage (``current_for_voltage``, e.g. ``SimFullCell``): each
+integration interval asks the cell for the current at the set-point, clamped to the
+step's ceiling (its ``current_ma``, else the instrument's range) and to the step's
+direction; a CC-CV charge is simply a CV charge whose ceiling is its CC current. The
+step ends at its stop current (|I| <= stop), time or capacity. A Li|Li ``SimCell``
+has no such method, so CV steps on it are refused at start.
+
 Time is pulled, not pushed: :meth:`SimChannel.advance_to` integrates up to a clock
 time, so the simulator costs nothing between requests and is exactly reproducible.
 """
@@ -16,6 +24,7 @@ import math
 from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from cellguard.drivers.neware._messages import (
     ChannelAddress,
@@ -24,7 +33,6 @@ from cellguard.drivers.neware._messages import (
     StepLayerRecord,
 )
 from cellguard.drivers.neware._stepfile import Step, StepFile, StepType
-from cellguard.drivers.sim import SimCell
 
 # Log codes as the BTS server reports them in ``inquire`` and ``downloadlog``.
 LOG_TEST_START = 100000
@@ -39,6 +47,8 @@ _MAX_DT_S = 30.0
 _DEFAULT_RECORD_S = 60.0
 _EPS_S = 1e-9
 
+_CV_TYPES = (StepType.CV_CHARGE, StepType.CV_DISCHARGE, StepType.CCCV_CHARGE)
+
 _STEP_NAMES = ("cc", "dc", "cv", "rest", "cycle", "end", "cccv", "cvd")
 _STEP_CODE = {name: i for i, name in enumerate(_STEP_NAMES)}
 
@@ -48,6 +58,18 @@ class RefusedStart:
     """Why a start was refused (the wire only says ``false``; the log says why)."""
 
     reason: str
+
+
+class SimulatedCell(Protocol):
+    """What a channel needs of a cell: pass a current for a while, read the voltage."""
+
+    def advance(self, dt_s: float, current_a: float) -> float: ...
+
+
+class _VoltageHoldingCell(SimulatedCell, Protocol):
+    """A cell that can also run CV steps (see the module docstring)."""
+
+    def current_for_voltage(self, voltage_v: float, dt_s: float, limit_a: float) -> float: ...
 
 
 class _History:
@@ -93,7 +115,7 @@ class SimChannel:
     def __init__(
         self,
         address: ChannelAddress,
-        cell: SimCell | None,
+        cell: SimulatedCell | None,
         *,
         current_range_ma: float,
         voltage_range_v: float = 5.0,
@@ -162,7 +184,7 @@ class SimChannel:
         if self.cell is None:
             return RefusedStart(f"no cell on channel {self.address.channel}")
         for index, step in enumerate(program.steps, start=1):
-            if step.step_type in (StepType.CV_CHARGE, StepType.CV_DISCHARGE, StepType.CCCV_CHARGE):
+            if step.step_type in _CV_TYPES and not hasattr(self.cell, "current_for_voltage"):
                 return RefusedStart(f"step {index}: CV steps are not simulated")
             if step.current_ma is not None and step.current_ma > self.current_range_ma:
                 return RefusedStart(
@@ -234,10 +256,13 @@ class SimChannel:
         protection = program.protection
         while self._t_s < t_s - _EPS_S and self.workstatus == "working":
             step = program.steps[self._step_index]
-            current_a = self._step_current_a(step)
-            dt_s = min(t_s - self._t_s, _MAX_DT_S, max(self._next_record_s - self._t_s, _EPS_S))
-            dt_s = min(dt_s, self._time_left_s(step, current_a))
-            dt_s = max(dt_s, _EPS_S)
+            if step.step_type in _CV_TYPES:
+                current_a, dt_s = self._cv_interval(step, t_s)
+            else:
+                current_a = self._step_current_a(step)
+                dt_s = min(t_s - self._t_s, _MAX_DT_S, max(self._next_record_s - self._t_s, _EPS_S))
+                dt_s = min(dt_s, self._time_left_s(step, current_a))
+                dt_s = max(dt_s, _EPS_S)
             raw_v = self.cell.advance(dt_s, current_a)
             voltage_v = self._clamp(raw_v)
             self._t_s += dt_s
@@ -270,6 +295,31 @@ class SimChannel:
             return -(step.current_ma or 0.0) / 1000.0
         return 0.0
 
+    def _cv_interval(self, step: Step, t_s: float) -> tuple[float, float]:
+        """The next interval of a CV step: (current the cell needs to hold the set-point,
+        length). The capacity limit shortens the interval, and the current is asked
+        again for the shorter one."""
+        cell = cast(_VoltageHoldingCell, self.cell)
+        assert step.voltage_v is not None  # validate_steps guarantees it
+        dt_s = min(t_s - self._t_s, _MAX_DT_S, max(self._next_record_s - self._t_s, _EPS_S))
+        dt_s = max(min(dt_s, self._time_left_s(step, 0.0)), _EPS_S)
+        current_a = self._cv_current_a(cell, step, dt_s)
+        if step.capacity_mah is not None and current_a != 0.0:
+            left_s = self._time_left_s(step, current_a)
+            if left_s < dt_s:
+                dt_s = left_s
+                current_a = self._cv_current_a(cell, step, dt_s)
+        return current_a, dt_s
+
+    def _cv_current_a(self, cell: _VoltageHoldingCell, step: Step, dt_s: float) -> float:
+        assert step.voltage_v is not None
+        ceiling_ma = self.current_range_ma if step.current_ma is None else step.current_ma
+        current_a = cell.current_for_voltage(step.voltage_v, dt_s, ceiling_ma / 1000.0)
+        # A CV (or CC-CV) charge only charges, a CV discharge only discharges.
+        if step.step_type is StepType.CV_DISCHARGE:
+            return current_a if current_a < 0.0 else 0.0
+        return current_a if current_a > 0.0 else 0.0
+
     def _time_left_s(self, step: Step, current_a: float) -> float:
         left = math.inf
         if step.time_s is not None:
@@ -286,6 +336,12 @@ class SimChannel:
         if (
             step.capacity_mah is not None
             and self._step_capacity_ah * 1000.0 >= step.capacity_mah * (1 - 1e-9)
+        ):
+            return True
+        if (
+            step.step_type in _CV_TYPES
+            and step.stop_current_ma is not None
+            and abs(self._current_a) * 1000.0 <= step.stop_current_ma
         ):
             return True
         if step.stop_voltage_v is not None:

@@ -1,4 +1,4 @@
-"""Simulated cells: Li-metal physics in virtual time."""
+"""Simulated cells: Li-metal physics (and a simple full cell) in virtual time."""
 
 from cellguard.drivers.sim._cell import (
     LI_MAH_CM2_PER_UM,
@@ -8,6 +8,7 @@ from cellguard.drivers.sim._cell import (
     SimCellSpec,
     simulate_square_wave,
 )
+from cellguard.drivers.sim._fullcell import SimFullCell, SimFullCellSpec
 from cellguard.drivers.sim._interphase import INTERPHASES, InterphaseModel, interphase
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "ShortSpec",
     "SimCell",
     "SimCellSpec",
+    "SimFullCell",
+    "SimFullCellSpec",
     "interphase",
     "simulate_square_wave",
 ]

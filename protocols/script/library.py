@@ -33,8 +33,6 @@ What cannot be expressed here
   or 55 °C): a BTS 8 step file as compiled by :func:`to_step_file` carries no chamber
   step, and cellguard drives no chamber. Set the chamber by hand (or by its own
   controller) before starting; the protocol does not pretend to do it.
-- **CV steps on the simulated CT-4008**: :func:`full_cell_cccv` compiles, but the
-  simulator refuses CV steps, so it runs only on a real instrument.
 - **The papers' exact CCD step list**: the papers give the span (0.25 → 20 mA cm⁻²)
   and some levels where cells shorted (3, 10, 16 mA cm⁻²), not every step; the default
   list :data:`CCD_LEVELS_MA_CM2` contains those levels. Pass ``levels_ma_cm2`` or
@@ -480,7 +478,7 @@ def full_cell_cccv(
     """Full-cell cycling: CC charge to ``upper_v``, CV hold until ``cv_cutoff_c``, CC
     discharge to ``lower_v``, at ``c_rate`` (1C = ``cell.capacity_mah``).
 
-    Compiles for a real CT-4008; the simulated CT-4008 refuses CV steps.
+    Runs on a real CT-4008 and on the simulated one with a simulated full cell.
     """
     _require_type(cell, ("full",), "CC-CV cycling")
     cap = as_capability(instrument if instrument is not None else InstrumentCapability())
@@ -523,7 +521,7 @@ def full_cell_cccv(
         full_v_min_v=min(1.0, low),
         full_v_max_v=max(4.6, high),
     )
-    end = f"completes {n} cycles (real instrument only: the simulator refuses CV steps)"
+    end = f"completes {n} cycles"
     return LibraryProtocol(protocol, detector, end)
 
 

@@ -11,7 +11,7 @@ import pytest
 from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware import ChannelAddress, ChannelId, SimChannel
 from cellguard.drivers.neware._stepfile import StepType
-from cellguard.drivers.sim import ShortSpec, SimCell, SimCellSpec
+from cellguard.drivers.sim import ShortSpec, SimCell, SimCellSpec, SimFullCell, SimFullCellSpec
 from cellguard.protocols.detectors import Verdict, make_detector
 from cellguard.protocols.script import CellSpec, InstrumentCapability, library, to_step_file
 from cellguard.protocols.script.library import (
@@ -189,7 +189,7 @@ def test_coulombic_efficiency_golden_and_refusals() -> None:
         coulombic_efficiency(SYM, strip_cutoff_v=5.0)
 
 
-def test_full_cell_cccv_compiles_but_the_simulator_refuses_cv() -> None:
+def test_full_cell_cccv_compiles_and_runs_on_the_simulated_full_cell() -> None:
     lp = full_cell_cccv(FULL)
     sf = to_step_file(lp.protocol)
     charge, hold, discharge, cycle, _ = sf.steps
@@ -205,10 +205,12 @@ def test_full_cell_cccv_compiles_but_the_simulator_refuses_cv() -> None:
     assert sf.protection.voltage_lower_v == pytest.approx(2.0)
     assert sf.protection.voltage_upper_v == pytest.approx(4.3)
     assert lp.detector.cell == "full"
-    channel = _channel(SimCellSpec("SEI", never_short=True))
-    assert not channel.start(sf, "x", 0.0, datetime(2026, 1, 1))
-    assert channel.last_refusal is not None
-    assert "CV" in str(channel.last_refusal)
+    full_cell = SimFullCell(SimFullCellSpec(capacity_mah=2.0), 1)
+    channel = SimChannel(ChannelAddress(ChannelId(1, 1, 1)), full_cell, current_range_ma=10.0)
+    assert channel.start(sf, "x", 0.0, datetime(2026, 1, 1)), channel.last_refusal
+    channel.advance_to(1000 * 3600.0)
+    assert channel.workstatus == "finish"
+    assert max(r.cycle_id for r in channel.download(1, channel.record_count)) == 100
     with pytest.raises(ConfigError, match="capacity_mah"):
         full_cell_cccv(CellSpec("full", diameter_mm=10))
     with pytest.raises(ConfigError, match="needs a full cell"):
