@@ -401,7 +401,14 @@ class LithiumDetector(DetectorBase):
         slide_noise = (
             s.significance_sigmas * self._relative_sigma * math.sqrt(1.0 / n + _PROFILE_NOISE_SHARE)
         )
-        if n >= _SLIDE_MIN_SAMPLES and smoothed < s.slide_ratio and 1.0 - smoothed > slide_noise:
+        # A slide is slow by nature: it is not judged while the half cycle's first
+        # minutes (its relaxation, most sensitive to where the sampling falls) dominate.
+        if (
+            n >= _SLIDE_MIN_SAMPLES
+            and p_s >= s.slide_window_s
+            and smoothed < s.slide_ratio
+            and 1.0 - smoothed > slide_noise
+        ):
             self._slide_run += 1
             threshold_v = s.slide_ratio * abs(expected_v)
             if self._slide_run >= 2:
