@@ -59,6 +59,60 @@ class DetectorBase:
                     break
         return out
 
+    def _halt_with(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        criterion: str,
+        measured_v: float,
+        baseline_v: float,
+        threshold_v: float,
+        detail: str,
+        *,
+        subkind: str = "",
+    ) -> Verdict:
+        """Halt (latched: nothing more is judged after it)."""
+        return self._emit(
+            "halt",
+            index,
+            t_s,
+            kind,
+            subkind,
+            criterion,
+            measured_v,
+            baseline_v,
+            threshold_v,
+            detail,
+        )
+
+    def _warn(
+        self,
+        index: int,
+        t_s: float,
+        kind: str,
+        criterion: str,
+        measured_v: float,
+        baseline_v: float,
+        threshold_v: float,
+        detail: str,
+        *,
+        subkind: str = "",
+    ) -> Verdict:
+        """Warn (at most once an hour per kind and criterion)."""
+        return self._emit(
+            "warn",
+            index,
+            t_s,
+            kind,
+            subkind,
+            criterion,
+            measured_v,
+            baseline_v,
+            threshold_v,
+            detail,
+        )
+
     def _emit(
         self,
         severity: str,

@@ -93,6 +93,7 @@ class FullCellDetector(DetectorBase):
                 "short",
                 "collapse",
                 av,
+                math.nan,
                 s.full_collapse_v,
                 f"|V| fell to {av:.3f} V under current (one sample: a glitch or a short)",
             )
@@ -119,6 +120,7 @@ class FullCellDetector(DetectorBase):
                 "limit",
                 "window",
                 av,
+                math.nan,
                 limit,
                 f"|V| = {av:.3f} V is outside the {s.full_v_min_v:g}–{s.full_v_max_v:g} V window",
             )
@@ -154,6 +156,7 @@ class FullCellDetector(DetectorBase):
                 "short",
                 "drop",
                 av,
+                math.nan,
                 abs(prev_v) - s.full_drop_v,
                 f"|V| fell by {abs(prev_v) - av:.3f} V in one sample while charging",
             )
@@ -220,43 +223,4 @@ class FullCellDetector(DetectorBase):
             np.asarray(t_s, dtype=np.float64)[start:].tolist(),
             v[start:].tolist(),
             i[start:].tolist(),
-        )
-
-    def _halt_with(
-        self,
-        index: int,
-        t_s: float,
-        kind: str,
-        criterion: str,
-        measured_v: float,
-        baseline_v: float,
-        threshold_v: float,
-        detail: str,
-        subkind: str = "",
-    ) -> Verdict:
-        return self._emit(
-            "halt",
-            index,
-            t_s,
-            kind,
-            subkind,
-            criterion,
-            measured_v,
-            baseline_v,
-            threshold_v,
-            detail,
-        )
-
-    def _warn(
-        self,
-        index: int,
-        t_s: float,
-        kind: str,
-        criterion: str,
-        measured_v: float,
-        threshold_v: float,
-        detail: str,
-    ) -> Verdict:
-        return self._emit(
-            "warn", index, t_s, kind, "", criterion, measured_v, math.nan, threshold_v, detail
         )

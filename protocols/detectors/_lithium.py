@@ -276,27 +276,26 @@ class LithiumDetector(DetectorBase):
                     index,
                     t_s,
                     self._shift_kind,
-                    "",
                     "shift_ratio",
                     voltage_v,
                     expected_v,
                     threshold_v,
-                    current_a,
                     f"|V| rose to {abs(voltage_v) * 1e3:.1f} mV, {ratio:.1f}× the "
                     f"{abs(expected_v) * 1e3:.2f} mV expected at this point of the half cycle "
                     f"(threshold {s.shift_ratio:g}×), on 2 consecutive samples",
+                    subkind="",
                 )
             return self._warn(
                 index,
                 t_s,
                 self._shift_kind,
-                "",
                 "shift_ratio",
                 voltage_v,
                 expected_v,
                 threshold_v,
                 f"|V| jumped to {ratio:.1f}× the expected {abs(expected_v) * 1e3:.2f} mV "
                 "(one sample: a glitch or the start of a shift)",
+                subkind="",
             )
         self._shift_run = 0
         if p_s < self._settle_now_s or self._blind:
@@ -321,28 +320,27 @@ class LithiumDetector(DetectorBase):
                     index,
                     t_s,
                     "short",
-                    subkind,
                     "collapse",
                     voltage_v,
                     expected_v,
                     threshold_v,
-                    current_a,
                     f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
                     f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× the expected "
                     f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.near_zero_ratio:g}×), on "
                     "2 consecutive samples",
+                    subkind=subkind,
                 )
             return self._warn(
                 index,
                 t_s,
                 "short",
-                "hard",
                 "collapse",
                 voltage_v,
                 expected_v,
                 threshold_v,
                 f"|V| fell to {abs(voltage_v) * 1e3:.2f} mV under current (one sample: a "
                 "glitch or the start of a short)",
+                subkind="hard",
             )
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             self._low_run += 1
@@ -359,28 +357,27 @@ class LithiumDetector(DetectorBase):
                     index,
                     t_s,
                     "short",
-                    "soft",
                     "drop",
                     voltage_v,
                     expected_v,
                     threshold_v,
-                    current_a,
                     f"the overpotential dropped to {ratio:.2f}× the expected "
                     f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
                     f"{len(drops)} drop(s) within {s.soft_window_s / 3600:g} h"
                     + (", 2 consecutive samples" if self._low_run >= 2 else ""),
+                    subkind="soft",
                 )
             return self._warn(
                 index,
                 t_s,
                 "short",
-                "soft",
                 "drop",
                 voltage_v,
                 expected_v,
                 threshold_v,
                 f"the overpotential dropped to {ratio:.2f}× the expected "
                 f"{abs(expected_v) * 1e3:.2f} mV (one drop: a glitch or a soft short)",
+                subkind="soft",
             )
         self._low_run = self._near_run = 0
         window = self._window
@@ -416,26 +413,25 @@ class LithiumDetector(DetectorBase):
                     index,
                     t_s,
                     "short",
-                    "micro",
                     "slide",
                     voltage_v,
                     expected_v,
                     threshold_v,
-                    current_a,
                     f"the overpotential slid to {smoothed:.2f}× the "
                     f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
                     f"(threshold {s.slide_ratio:g}×), on 2 consecutive samples",
+                    subkind="micro",
                 )
             return self._warn(
                 index,
                 t_s,
                 "short",
-                "micro",
                 "slide",
                 voltage_v,
                 expected_v,
                 threshold_v,
                 f"the overpotential is {smoothed:.2f}× the last healthy half cycle's",
+                subkind="micro",
             )
         self._slide_run = 0
         self._seg_p.append(p_s)
@@ -451,62 +447,10 @@ class LithiumDetector(DetectorBase):
             t_s,
             kind,
             "range",
-            "range",
             voltage_v,
             math.nan,
             self._range_v,
-            current_a,
             f"|V| = {abs(voltage_v):.3f} V reached the instrument's ±{s.voltage_range_v:g} V "
             f"range (halt at {self._range_v:.3f} V)",
-        )
-
-    def _halt_with(
-        self,
-        index: int,
-        t_s: float,
-        kind: str,
-        subkind: str,
-        criterion: str,
-        measured_v: float,
-        baseline_v: float,
-        threshold_v: float,
-        current_a: float,
-        detail: str,
-    ) -> Verdict:
-        return self._emit(
-            "halt",
-            index,
-            t_s,
-            kind,
-            subkind,
-            criterion,
-            measured_v,
-            baseline_v,
-            threshold_v,
-            detail,
-        )
-
-    def _warn(
-        self,
-        index: int,
-        t_s: float,
-        kind: str,
-        subkind: str,
-        criterion: str,
-        measured_v: float,
-        baseline_v: float,
-        threshold_v: float,
-        detail: str,
-    ) -> Verdict:
-        return self._emit(
-            "warn",
-            index,
-            t_s,
-            kind,
-            subkind,
-            criterion,
-            measured_v,
-            baseline_v,
-            threshold_v,
-            detail,
+            subkind="range",
         )
