@@ -22,3 +22,8 @@ if not (SHARED_FIXTURES / "neware-bts-api").is_dir():
     )
 NEWARE_API_FIXTURES = SHARED_FIXTURES / "neware-bts-api"
 NEWARE_FILES = SHARED_FIXTURES / "neware-files"
+
+# The protocol example, shipped for users in docs/examples (it must work as written).
+EXAMPLE_PROTOCOL = (
+    Path(__file__).resolve().parents[1] / "docs" / "examples" / "asymmetric-0.5-0.5.toml"
+).read_text(encoding="utf-8")

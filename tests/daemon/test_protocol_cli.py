@@ -5,28 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shared import EXAMPLE_PROTOCOL
 
 from cellguard.daemon.cli import main
 from cellguard.drivers.neware import StepType, parse_step_file
 
-EXAMPLE = """\
-[cell]
-type = "asymmetric"
-diameter_mm = 10
-thick_li_um = 100
-thin_li_um = 20
-
-[protocol]
-name = "asymmetric 0.5/0.5"
-record_every = "10 s"
-limits = ["Voltage between -5 V and 5 V"]
-steps = [
-  "Rest for 10 min",
-  "Strip at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Plate at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Repeat steps 2-3 500 times",
-]
-"""
+EXAMPLE = EXAMPLE_PROTOCOL
 
 
 def test_check_shows_absolute_currents_and_the_expected_length(

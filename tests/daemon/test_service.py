@@ -19,8 +19,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+from shared import EXAMPLE_PROTOCOL
 from test_influx import export
-from test_protocol_cli import EXAMPLE
 
 from cellguard.daemon.cli import main
 from cellguard.daemon.config import parse_config
@@ -67,7 +67,7 @@ def _config_text(state_dir: Path, port: int, influx: str | None, mqtt_port: int 
 
 def _symmetric_script() -> str:
     """The issue's example protocol script, on a symmetric 100|100 µm cell."""
-    text = EXAMPLE.replace("thin_li_um = 20", "thin_li_um = 100")
+    text = EXAMPLE_PROTOCOL.replace("thin_li_um = 20", "thin_li_um = 100")
     return text.replace("asymmetric", "symmetric")
 
 

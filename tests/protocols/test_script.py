@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared import EXAMPLE_PROTOCOL
 
 from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware import (
@@ -52,24 +53,7 @@ from cellguard.protocols.script import (
     volts,
 )
 
-EXAMPLE_TOML = """\
-[cell]
-type = "asymmetric"
-diameter_mm = 10
-thick_li_um = 100
-thin_li_um = 20
-
-[protocol]
-name = "asymmetric 0.5/0.5"
-record_every = "10 s"
-limits = ["Voltage between -5 V and 5 V"]
-steps = [
-  "Rest for 10 min",
-  "Strip at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Plate at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Repeat steps 2-3 500 times",
-]
-"""
+EXAMPLE_TOML = EXAMPLE_PROTOCOL
 
 GOLDEN_XML = """\
 <?xml version="1.0" encoding="UTF-8"?>

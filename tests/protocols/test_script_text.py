@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared import EXAMPLE_PROTOCOL
 
 from cellguard.drivers.errors import ConfigError
 from cellguard.protocols.script import (
@@ -36,24 +37,7 @@ from cellguard.protocols.script import (
     volts,
 )
 
-EXAMPLE_TOML = """\
-[cell]
-type = "asymmetric"
-diameter_mm = 10
-thick_li_um = 100
-thin_li_um = 20
-
-[protocol]
-name = "asymmetric 0.5/0.5"
-record_every = "10 s"
-limits = ["Voltage between -5 V and 5 V"]
-steps = [
-  "Rest for 10 min",
-  "Strip at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Plate at 0.5 mA/cm2 for 0.5 mAh/cm2",
-  "Repeat steps 2-3 500 times",
-]
-"""
+EXAMPLE_TOML = EXAMPLE_PROTOCOL
 
 
 def _toml(cell: str = "", protocol: str = "", steps: str = '"Rest for 1 h"') -> str:
