@@ -63,9 +63,9 @@ _ENDED = {"stop": "stopped", "finish": "finished", "protect": "protected"}
 class SampleQueue(Protocol):
     """Where samples and events go on their way to the sinks."""
 
-    def put_nowait(self, item: SampleRecord | EventRecord) -> None: ...
-
-    async def put(self, item: SampleRecord | EventRecord) -> None: ...
+    def put_nowait(self, item: SampleRecord | EventRecord) -> None:
+        """Queue without waiting; raises ``asyncio.QueueFull`` when the sinks lag."""
+        ...
 
 
 class Publisher(Protocol):
@@ -152,6 +152,7 @@ class InstrumentSupervisor:
         self.available = False
         self.polls = 0
         self.live_dropped = 0
+        self.recorded_deferred = 0  # recorded samples left on the instrument for later
         self.events: list[EventRecord] = []
         self._pending_events: deque[EventRecord] = deque()
         self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
@@ -533,23 +534,51 @@ class InstrumentSupervisor:
                         runtime.tags.interphase,
                         runtime.tags.cell_type,
                     )
+                taken = 0
                 for rec in reply.records:
-                    await self._recorded(client, runtime, rec)
-                runtime.next_seq += len(reply.records)
-                if reply.records:
+                    if not await self._recorded(client, runtime, rec):
+                        break
+                    taken += 1
+                runtime.next_seq += taken
+                if taken:
                     self._persist(runtime, "")
-                if len(reply.records) < DOWNLOAD_PAGE:
+                if taken < DOWNLOAD_PAGE:
                     break
 
     async def _recorded(
         self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord
-    ) -> None:
+    ) -> bool:
+        """Queue one recorded sample and judge it; False if the sinks are full.
+
+        A full queue never blocks this loop (the live polls and every halt run here):
+        the sample is left on the instrument and fetched again, by position, at the
+        next download, and only then judged, so each sample is judged once, in order.
+        """
         t_s = rec.test_time_ms / 1000.0
         # The instrument's own clock dates a recorded sample: its wall time to the
         # second, refined by the test time's milliseconds. Live values are dated from
         # the same origin once a recorded sample has shown it.
         wall_unix_s = _unix(rec.wall_time) + (rec.test_time_ms % 1000) / 1000.0
+        sample = SampleRecord(
+            runtime.tags,
+            wall_unix_s,
+            t_s,
+            rec.voltage_v,
+            rec.current_a,
+            rec.capacity_ah * 1000.0,
+            rec.energy_wh * 1000.0,
+            rec.step_id,
+            rec.cycle_id,
+            rec.seq_id,
+            "recorded",
+        )
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.recorded_deferred += 1
+            return False
         runtime.test_start_unix_s = wall_unix_s - t_s
+        runtime.samples += 1
         if runtime.halt is None:
             verdict = runtime.recorded.feed(
                 t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
@@ -558,22 +587,7 @@ class InstrumentSupervisor:
                 await self._halt(client, runtime, verdict, time.perf_counter())
             elif verdict.severity == "warn":
                 await self._warn(runtime, verdict)
-        runtime.samples += 1
-        await self._queue.put(
-            SampleRecord(
-                runtime.tags,
-                wall_unix_s,
-                t_s,
-                rec.voltage_v,
-                rec.current_a,
-                rec.capacity_ah * 1000.0,
-                rec.energy_wh * 1000.0,
-                rec.step_id,
-                rec.cycle_id,
-                rec.seq_id,
-                "recorded",
-            )
-        )
+        return True
 
     # ------------------------------------------------------------ halting
 

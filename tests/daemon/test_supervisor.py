@@ -332,3 +332,48 @@ async def test_every_halt_of_a_poll_is_on_the_wire_before_any_alert(tmp_path: Pa
             await asyncio.gather(task, return_exceptions=True)
     assert len(seen_at_alert) == 2
     assert all(s == {"1-1-1": "stop", "1-1-3": "stop"} for s in seen_at_alert)
+
+
+async def test_full_sinks_never_delay_a_halt_and_lose_no_recorded_sample(tmp_path: Path) -> None:
+    """With the queue full and nobody draining it, the live poll still halts the short;
+    recorded samples wait on the instrument and arrive later, once each, in order."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=200)
+    async with sim.serve() as (_, port):
+        sup = InstrumentSupervisor(
+            "ct4008-sim",
+            lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
+            _specs(),
+            queue,
+            recorder,
+            clock=clock,
+            poll_interval_s=POLL_S,
+            download_interval_s=600.0,
+            state=recorder,
+            step_file_dir=tmp_path,
+        )
+        task = asyncio.create_task(sup.run())
+        try:
+            await clock.wait_until_sleeping(task)
+            await _run_hours(clock, 11.0)  # the sinks are stuck: nothing drains the queue
+            assert queue.full()
+            assert sup.recorded_deferred > 0
+            assert sup.channels[ChannelId(1, 1, 3)].halt is not None
+            assert sim.channels[ChannelId(1, 1, 3)].workstatus == "stop"
+            items = []
+            for _ in range(200):  # the sinks recover: drain, let the supervisor catch up
+                items += _drain(queue)
+                await _run_hours(clock, 600.0 / 3600)
+            items += _drain(queue)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    seqs = [
+        i.seq
+        for i in items
+        if isinstance(i, SampleRecord) and i.source == "recorded" and i.tags.channel == "1-1-2"
+    ]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) >= 11 * 60
