@@ -121,7 +121,7 @@ class DetectorSettings:
     settle_s: float = 30.0
     # ... when the profile's half cycle began the same way (both from a reversal, or
     # both from rest), its own transient matches and a shorter wait suffices.
-    settle_like_s: float = 10.0
+    settle_like_s: float = 5.0
     # True when the first sample fed is the start of a half cycle (a test cellguard
     # started, a file replayed from its beginning); False when watching starts in the
     # middle of one (monitor mode, a restart): then the first segment is not learnt.

@@ -54,6 +54,9 @@ _FLAT_SPREAD_SIGMAS = 5.0
 # The profile's noise after smoothing, relative to one sample's: 1/5.
 _PROFILE_NOISE_SHARE = 1.0 / _PROFILE_SMOOTHING
 _ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
+# Where the profile is steep (the rise after a reversal) it keeps its raw samples, whose
+# noise is as large as the sample's own: a ratio there is twice as noisy in variance.
+_ONE_SAMPLE_NOISE_RAW = math.sqrt(2.0)
 _SLIDE_MIN_SAMPLES = 3
 
 
@@ -70,7 +73,7 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
 
 
-def _smooth_flat(values: list[float], width: int, spread: float) -> list[float]:
+def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[float], list[bool]]:
     """Centered moving mean where the profile is flat; raw values where it is not.
 
     Averaging over the steep rise at the start of a half cycle (or any real shape)
@@ -80,13 +83,26 @@ def _smooth_flat(values: list[float], width: int, spread: float) -> list[float]:
     half = width // 2
     n = len(values)
     out = []
+    raw = []
     for k in range(n):
         window = values[max(0, k - half) : k + half + 1]
         if len(window) == width and max(window) - min(window) <= spread:
             out.append(sum(window) / width)
+            raw.append(False)
         else:
             out.append(values[k])
-    return out
+            raw.append(True)
+    return out, raw
+
+
+def _raw_at(xs: list[float], raw: list[bool], x: float) -> bool:
+    """Whether the profile at ``x`` leans on a raw (unsmoothed) point."""
+    k = bisect_left(xs, x)
+    if k <= 0:
+        return raw[0]
+    if k >= len(xs):
+        return raw[-1]
+    return raw[k - 1] or raw[k]
 
 
 class LithiumDetector(DetectorBase):
@@ -102,14 +118,23 @@ class LithiumDetector(DetectorBase):
         self._seg_t0 = 0.0
         self._seg_p: list[float] = []
         self._seg_r: list[float] = []
-        self._ref: dict[int, tuple[list[float], list[float]] | None] = {1: None, -1: None}
+        # Per direction: positions (s), r (Ω) and which points are raw (not smoothed).
+        self._ref: dict[int, tuple[list[float], list[float], list[bool]] | None] = {
+            1: None,
+            -1: None,
+        }
+        self._raw_here = False
         self._ref_from_rest: dict[int, bool] = {1: True, -1: True}
         self._seg_from_rest = True
         self._settle_now_s = settings.settle_s
         self._seg_first = True
         self._prev_ratio = math.nan
-        self._window: deque[tuple[float, float]] = deque()
-        self._window_sum = 0.0
+        # The slide window: (t_s, r·r_exp, r_exp², raw) per sample, and their sums.
+        self._window: deque[tuple[float, float, float, bool]] = deque()
+        self._window_xy = 0.0
+        self._window_xx = 0.0
+        self._window_raw = 0
+        self._r_exp = 0.0
         # Noise of r = V/I (Ω) per direction, learnt from each healthy half cycle.
         self._sigma: dict[int, float] = {1: 0.0, -1: 0.0}
         self._relative_sigma = 0.0
@@ -174,7 +199,8 @@ class LithiumDetector(DetectorBase):
             self._seg_first = True
             self._prev_ratio = math.nan
             self._window.clear()
-            self._window_sum = 0.0
+            self._window_xy = self._window_xx = 0.0
+            self._window_raw = 0
         elif self._unanchored:
             # Second sample of the stream: put the origin one interval before the first
             # sample, as for every later half cycle, so that their profiles line up.
@@ -191,6 +217,7 @@ class LithiumDetector(DetectorBase):
             self._seg_r.append(r_ohm)
             return OK
         r_exp = _interp(ref[0], ref[1], p_s)
+        self._raw_here = _raw_at(ref[0], ref[2], p_s)
         expected_v = r_exp * current_a
         if abs(expected_v) < self.settings.min_expected_v:
             self._seg_p.append(p_s)
@@ -209,6 +236,7 @@ class LithiumDetector(DetectorBase):
             if abs(r_exp) < typical:
                 r_exp = typical if r_exp >= 0 else -typical
                 expected_v = r_exp * current_a
+        self._r_exp = r_exp
         return self._judge(index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v)
 
     def feed_batch(
@@ -235,7 +263,8 @@ class LithiumDetector(DetectorBase):
             # The profile is smoothed over 5 samples so that its own noise barely adds to
             # the sample's when the two are compared.
             spread = _FLAT_SPREAD_SIGMAS * self._sigma[self._dir]
-            self._ref[self._dir] = (p, _smooth_flat(r, _PROFILE_SMOOTHING, spread))
+            smooth, raw = _smooth_flat(r, _PROFILE_SMOOTHING, spread)
+            self._ref[self._dir] = (p, smooth, raw)
             self._ref_from_rest[self._dir] = self._seg_from_rest
         self._seg_p = []
         self._seg_r = []
@@ -258,7 +287,7 @@ class LithiumDetector(DetectorBase):
         # Noise is learnt in ohms: relative to a small expected value it weighs more.
         relative_sigma = self._sigma[self._dir] / abs(r_ohm / ratio) if ratio else 0.0
         self._relative_sigma = relative_sigma
-        sigma = relative_sigma * _ONE_SAMPLE_NOISE
+        sigma = relative_sigma * (_ONE_SAMPLE_NOISE_RAW if self._raw_here else _ONE_SAMPLE_NOISE)
         noise = s.significance_sigmas * sigma
         pair_noise = s.pair_significance_sigmas * sigma
         if (
@@ -345,28 +374,17 @@ class LithiumDetector(DetectorBase):
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             self._low_run += 1
             self._near_run = 0
-            self._slide_run = 0
-            drops = self._drops
-            if 1.0 - ratio > noise:  # only drops beyond doubt count on their own
-                drops.append(t_s)
-            while drops and drops[0] < t_s - s.soft_window_s:
-                drops.popleft()
+            # A drop is also part of a slide: the slide window sees it, so a short that
+            # starts deep (a micro short found at the start of a plating half cycle)
+            # is confirmed by the next samples instead of starting the count afresh.
+            slid = self._slide_add(t_s, r_ohm)
+            self._slide_run = self._slide_run + 1 if slid is not None else 0
+            drops = self._count_drop(t_s, 1.0 - ratio > noise)
             threshold_v = s.drop_ratio * abs(expected_v)
+            if slid is not None and self._slide_run >= 2 and self._low_run < 2 and len(drops) < 2:
+                return self._slide_halt(index, t_s, voltage_v, expected_v, slid)
             if self._low_run >= 2 or len(drops) >= 2:
-                return self._halt_with(
-                    index,
-                    t_s,
-                    "short",
-                    "drop",
-                    voltage_v,
-                    expected_v,
-                    threshold_v,
-                    f"the overpotential dropped to {ratio:.2f}× the expected "
-                    f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
-                    f"{len(drops)} drop(s) within {s.soft_window_s / 3600:g} h"
-                    + (", 2 consecutive samples" if self._low_run >= 2 else ""),
-                    subkind="soft",
-                )
+                return self._drop_halt(index, t_s, voltage_v, expected_v, ratio, len(drops))
             return self._warn(
                 index,
                 t_s,
@@ -380,48 +398,12 @@ class LithiumDetector(DetectorBase):
                 subkind="soft",
             )
         self._low_run = self._near_run = 0
-        window = self._window
-        window.append((t_s, ratio))
-        self._window_sum += ratio
-        # Average only as many samples as the noise needs (a quiet cell answers within
-        # a few samples; a noisy one within slide_window_s at most): the slide test
-        # needs 6σ·√(1/n + profile share) to fit inside 1 - slide_ratio.
-        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * self._relative_sigma or 1e-12)
-        room = margin * margin - _PROFILE_NOISE_SHARE
-        wanted = max(_SLIDE_MIN_SAMPLES, math.ceil(1.0 / room)) if room > 0 else len(window)
-        while len(window) > wanted or (
-            len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s
-        ):
-            self._window_sum -= window.popleft()[1]
-        n = len(window)
-        smoothed = self._window_sum / n
-        slide_noise = (
-            s.significance_sigmas * self._relative_sigma * math.sqrt(1.0 / n + _PROFILE_NOISE_SHARE)
-        )
-        # A slide is slow by nature: it is not judged while the half cycle's first
-        # minutes (its relaxation, most sensitive to where the sampling falls) dominate.
-        if (
-            n >= _SLIDE_MIN_SAMPLES
-            and p_s >= s.slide_window_s
-            and smoothed < s.slide_ratio
-            and 1.0 - smoothed > slide_noise
-        ):
+        smoothed = self._slide_add(t_s, r_ohm)
+        if smoothed is not None:
             self._slide_run += 1
             threshold_v = s.slide_ratio * abs(expected_v)
             if self._slide_run >= 2:
-                return self._halt_with(
-                    index,
-                    t_s,
-                    "short",
-                    "slide",
-                    voltage_v,
-                    expected_v,
-                    threshold_v,
-                    f"the overpotential slid to {smoothed:.2f}× the "
-                    f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
-                    f"(threshold {s.slide_ratio:g}×), on 2 consecutive samples",
-                    subkind="micro",
-                )
+                return self._slide_halt(index, t_s, voltage_v, expected_v, smoothed)
             return self._warn(
                 index,
                 t_s,
@@ -437,6 +419,102 @@ class LithiumDetector(DetectorBase):
         self._seg_p.append(p_s)
         self._seg_r.append(r_ohm)
         return OK
+
+    def _count_drop(self, t_s: float, beyond_doubt: bool) -> deque[float]:
+        """Remember a drop that stands out on its own; the drops within soft_window_s."""
+        drops = self._drops
+        if beyond_doubt:
+            drops.append(t_s)
+        while drops and drops[0] < t_s - self.settings.soft_window_s:
+            drops.popleft()
+        return drops
+
+    def _drop_halt(
+        self,
+        index: int,
+        t_s: float,
+        voltage_v: float,
+        expected_v: float,
+        ratio: float,
+        n_drops: int,
+    ) -> Verdict:
+        s = self.settings
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "drop",
+            voltage_v,
+            expected_v,
+            s.drop_ratio * abs(expected_v),
+            f"the overpotential dropped to {ratio:.2f}× the expected "
+            f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
+            f"{n_drops} drop(s) within {s.soft_window_s / 3600:g} h"
+            + (", 2 consecutive samples" if self._low_run >= 2 else ""),
+            subkind="soft",
+        )
+
+    def _slide_halt(
+        self, index: int, t_s: float, voltage_v: float, expected_v: float, smoothed: float
+    ) -> Verdict:
+        s = self.settings
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "slide",
+            voltage_v,
+            expected_v,
+            s.slide_ratio * abs(expected_v),
+            f"the overpotential slid to {smoothed:.2f}× the "
+            f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
+            f"(threshold {s.slide_ratio:g}×), on 2 consecutive samples",
+            subkind="micro",
+        )
+
+    def _slide_add(self, t_s: float, r_ohm: float) -> float | None:
+        """Add a sample to the slide window; the window's scale if it says "slide"."""
+        s = self.settings
+        window = self._window
+        raw_here = self._raw_here
+        # The window's ratio is the least-squares scale between this half cycle and the
+        # profile, sum(r·r_exp)/sum(r_exp²): each sample weighs by how far it stands out
+        # of the noise (r_exp²), so samples near the zero crossing, whose ratio is
+        # mostly noise, barely count.
+        r_exp = self._r_exp
+        xy = r_ohm * r_exp
+        xx = r_exp * r_exp
+        window.append((t_s, xy, xx, raw_here))
+        self._window_xy += xy
+        self._window_xx += xx
+        self._window_raw += raw_here
+        # Average only as many samples as the noise needs (a quiet cell answers within
+        # a few samples; a noisy one within slide_window_s at most): the slide test
+        # needs 6σ·√(about 2/n) to fit inside 1 - slide_ratio (see below).
+        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * self._relative_sigma or 1e-12)
+        wanted = max(_SLIDE_MIN_SAMPLES, math.ceil(2.0 / (margin * margin)))
+        while len(window) > wanted or (
+            len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s
+        ):
+            _, old_xy, old_xx, old_raw = window.popleft()
+            self._window_xy -= old_xy
+            self._window_xx -= old_xx
+            self._window_raw -= old_raw
+        n = len(window)
+        smoothed = self._window_xy / self._window_xx
+        raw_share = self._window_raw / n
+        smooth_share = 1.0 - raw_share
+        # σ of the fitted scale: σ_r/√sum(r_exp²) for the samples, times the profile's
+        # own share: raw points add independent errors (×(1 + raw share)); points
+        # smoothed over 5 samples share them, so n of them average only n + 4 samples.
+        sigma_r = self._sigma[self._dir]
+        variance_share = (
+            1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
+        )
+        slide_noise = s.significance_sigmas * sigma_r * math.sqrt(variance_share / self._window_xx)
+        if n >= _SLIDE_MIN_SAMPLES and smoothed < s.slide_ratio and 1.0 - smoothed > slide_noise:
+            return smoothed
+        return None
 
     def _range(self, index: int, t_s: float, voltage_v: float, current_a: float) -> Verdict:
         s = self.settings
