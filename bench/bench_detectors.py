@@ -380,6 +380,21 @@ def report(result: SetResult, labels: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def delays(seed: int = 0, *, quick: bool = False) -> dict[str, Any]:
+    """Recall, false halts and delay (samples) of cellguard's detectors, held-out set."""
+    _, make = _cellguard_factory()
+    cases = generate(seed, held_out=True, quick=quick)
+    outcomes = [run_case(case, make(DetectorSettings(cell=case.cell))) for case in cases]
+    overall = summarize(outcomes)
+    return {
+        "detection_median_delay_samples": overall["delay_samples"]["median"],
+        "detection_worst_delay_samples": overall["delay_samples"]["worst"],
+        "detection_recall": overall["recall"],
+        "detection_false_halts": overall["false_halts"],
+        "detection_cases": overall["cases"],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small subset of the corpus")

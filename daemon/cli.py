@@ -9,24 +9,39 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from rich.console import Console
 from rich.table import Table
 
+from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.config import Config, load_config
 from cellguard.daemon.demo import run_demo_cli
+from cellguard.daemon.export import run_export_cli
+from cellguard.daemon.plots import run_plot_cli
 from cellguard.daemon.replay import run_replay_cli
-from cellguard.daemon.service import serve, status_rows
+from cellguard.daemon.service import serve, status_rows, watch_status
 from cellguard.daemon.simulate import serve_neware
+from cellguard.daemon.simulate_modbus import serve_modbus
+from cellguard.daemon.simulate_smu import CELL_PRESETS, serve_smu
 from cellguard.daemon.store import Store
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
-from cellguard.protocols.script import describe, load_protocol_file, to_step_file
+from cellguard.protocols.script import (
+    InstrumentCapability,
+    describe,
+    dry_run,
+    load_protocol_file,
+    to_step_file,
+)
+from cellguard.protocols.script import Protocol as ScriptProtocol
+from cellguard.protocols.script._model import format_duration
 
 log = logging.getLogger("cellguard")
 
@@ -91,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-s", type=_positive_float, default=300.0, help="simulated seconds between polls"
     )
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.add_argument(
+        "--export-dir",
+        type=Path,
+        default=None,
+        help="also write each channel's recorded samples there as BDF CSV (for `plot --grid`)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -101,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the channels' states, from the daemon's state store")
     status.add_argument("config", type=Path, help="the daemon's TOML configuration file")
+    status.add_argument("--watch", action="store_true", help="refresh the table in place")
+    status.add_argument(
+        "--interval", type=_positive_float, default=2.0, help="seconds between refreshes"
+    )
+    status.add_argument("--count", type=_positive_int, default=None, help=argparse.SUPPRESS)
 
     protocol = sub.add_parser("protocol", help="check or compile a protocol script (TOML)")
     proto_sub = protocol.add_subparsers(dest="protocol_command", required=True, metavar="ACTION")
@@ -112,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, help="the protocol TOML file")
     check.add_argument(
         "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
+    )
+    check.add_argument(
+        "--host-driven",
+        action="store_true",
+        help="check it for a host-driven instrument (source-meter, Modbus supply): gotos "
+        "and mid-run temperature steps allowed; the length from a dry run on an ideal cell",
     )
     compile_ = proto_sub.add_parser("compile", help="compile a protocol for an instrument")
     compile_.add_argument("file", type=Path, help="the protocol TOML file")
@@ -166,6 +198,62 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="largest current a channel can source or sink, mA",
     )
+    modbus = sim_sub.add_parser(
+        "modbus",
+        help="a cycler (id 1), a temperature chamber (2) and a pressure cell (3) over Modbus",
+        description=(
+            "pymodbus server hosting three devices: a cycler/bidirectional supply with a "
+            "simulated Li cell (device id 1), a temperature chamber (2) and a stack-pressure "
+            "cell (3); Modbus TCP on --port, RTU on --serial, or both. Prints the register maps."
+        ),
+    )
+    modbus.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    modbus.add_argument("--port", type=_port, default=None, help="Modbus TCP port (0: any free)")
+    modbus.add_argument("--serial", default=None, metavar="DEV", help="serve RTU on this line")
+    modbus.add_argument("--baudrate", type=_positive_int, default=19200, help="serial baud rate")
+    modbus.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="simulated seconds per wall second"
+    )
+    modbus.add_argument("--seed", type=int, default=0, help="simulator seed")
+    modbus.add_argument(
+        "--current-range-ma",
+        type=_positive_float,
+        default=10.0,
+        help="largest current the cycler can source or sink, mA",
+    )
+    smu = sim_sub.add_parser(
+        "smu",
+        help="a Keithley 2400 source-measure unit with a simulated cell (SCPI on a serial line)",
+        description=(
+            "Answers the 2400's SCPI on a serial line: PORT is a device (e.g. one end of a "
+            "socat pty pair) or socket://HOST:PORT to listen on TCP. Exit 2 if PORT cannot "
+            "be opened."
+        ),
+    )
+    smu.add_argument("--serial", required=True, metavar="PORT", help="device path or URL")
+    smu.add_argument("--baudrate", type=_positive_int, default=9600, help="serial baud rate")
+    smu.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="simulated seconds per wall second"
+    )
+    smu.add_argument("--seed", type=int, default=0, help="simulator seed")
+    smu.add_argument(
+        "--cell", choices=CELL_PRESETS, default="SEI-symmetric", help="the cell on the terminals"
+    )
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure halt latency, throughput, CPU and memory (needs a source checkout)",
+        description=(
+            "Runs bench/run_bench.py of the checkout cellguard is installed from: 2,048 "
+            "simulated channels at 1 Hz with faults, the driver against aurora-neware, "
+            "replay, the InfluxDB sink and the detectors; prints a table."
+        ),
+    )
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="under three minutes")
+    size.add_argument("--smoke", action="store_true", help="toy sizes, seconds (for tests)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
 
     replay = sub.add_parser(
         "replay",
@@ -192,7 +280,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="electrode area, cm² (informational: reported with the results)",
     )
     replay.add_argument("--json", action="store_true", help="print one JSON object per file")
+    _add_analytics_commands(sub)
     return parser
+
+
+def _add_analytics_commands(sub: Any) -> None:
+    cells = ("symmetric", "asymmetric")
+    analyze = sub.add_parser(
+        "analyze",
+        help="per-cycle polarization, capacity, failure and Coulombic efficiency of files",
+        description=(
+            "Reads recorded files as `replay` does, finds where the detectors would halt, "
+            "and reports per cycle: polarization (mean |V| over the middle third of each "
+            "half cycle) and its max, cumulative plated capacity, hours; the failure; for "
+            "a depleted asymmetric cell the average Li Coulombic efficiency "
+            "1 - Q_thin/Q_cycled. Exit 2 if a file could not be read."
+        ),
+    )
+    analyze.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recorded files")
+    analyze.add_argument("--cell", required=True, choices=cells, help="Li|Li cell type")
+    analyze.add_argument(
+        "--thin-li-um", type=_positive_float, default=None, help="thin electrode, µm (for CE)"
+    )
+    analyze.add_argument(
+        "--area-cm2", type=_positive_float, default=None, help="electrode area, cm² (0.785)"
+    )
+    analyze.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    export = sub.add_parser(
+        "export",
+        help="samples as Battery Data Format CSV/Parquet, from a file or the daemon's store",
+        description=(
+            "BDF columns: 'Test Time / s', 'Unix Time / s' (from the store), 'Voltage / V', "
+            "'Current / A', 'Cycle Count / 1', 'Step Index / 1', 'Step Count / 1', "
+            "'Net Capacity / Ah'. Give a FILE, or --store STATE_DIR --instrument --channel."
+        ),
+    )
+    export.add_argument("file", nargs="?", type=Path, default=None, metavar="FILE")
+    export.add_argument("--store", type=Path, default=None, metavar="STATE_DIR")
+    export.add_argument("--instrument", default=None, help="instrument name (with --store)")
+    export.add_argument("--channel", default=None, help="channel id, e.g. 1-1-3 (with --store)")
+    export.add_argument("--test-id", default=None, help="the test, if the channel holds several")
+    export.add_argument("--format", required=True, choices=("bdf-csv", "bdf-parquet"))
+    export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+
+    plot = sub.add_parser(
+        "plot",
+        help="voltage with the halt marked and polarization per cycle, or a Fig. 2 grid (PNG)",
+        description=(
+            "Without --grid: voltage (mV) against hours with the halt marked, over "
+            "polarization per cycle. With --grid: interphases x (symmetric, asymmetric "
+            "50 µm, 20 µm), cells read from file names as `demo --export-dir` writes them. "
+            "Needs matplotlib (pip install 'cellguard[plot]')."
+        ),
+    )
+    plot.add_argument("files", nargs="+", type=Path, metavar="FILE", help="files (or folders)")
+    plot.add_argument("--cell", choices=cells, default=None, help="Li|Li cell type (not --grid)")
+    plot.add_argument("--grid", action="store_true", help="the comparison grid of Fig. 2")
+    plot.add_argument("--thin-li-um", type=_positive_float, default=None)
+    plot.add_argument("--area-cm2", type=_positive_float, default=None)
+    plot.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,7 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             summary = asyncio.run(
                 run_demo_cli(
-                    hours=args.hours, seed=args.seed, poll_s=args.poll_s, as_json=args.json
+                    hours=args.hours,
+                    seed=args.seed,
+                    poll_s=args.poll_s,
+                    as_json=args.json,
+                    export_dir=args.export_dir,
                 )
             )
             if args.json:
@@ -219,10 +370,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve_until_signal(config))
             return 0
         if args.command == "status":
-            asyncio.run(_print_status(load_config(args.config)))
+            config = load_config(args.config)
+            if args.watch or args.count is not None:
+                asyncio.run(watch_status(config, interval_s=args.interval, count=args.count))
+            else:
+                asyncio.run(_print_status(config))
             return 0
         if args.command == "protocol":
             return _protocol_command(args)
+        if args.command == "simulate" and args.instrument == "smu":
+            asyncio.run(
+                serve_smu(
+                    port=args.serial,
+                    speed=args.speed,
+                    seed=args.seed,
+                    cell=args.cell,
+                    baudrate=args.baudrate,
+                )
+            )
+            return 0
+        if args.command == "simulate" and args.instrument == "modbus":
+            asyncio.run(
+                serve_modbus(
+                    host=args.host,
+                    port=args.port,
+                    serial=args.serial,
+                    baudrate=args.baudrate,
+                    speed=args.speed,
+                    seed=args.seed,
+                    current_range_ma=args.current_range_ma,
+                )
+            )
+            return 0
         if args.command == "simulate":
             asyncio.run(
                 serve_neware(
@@ -236,10 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             return 0
+        if args.command == "bench":
+            return _bench(args)
         if args.command == "replay":
             return run_replay_cli(
                 args.files, cell=args.cell, area_cm2=args.area_cm2, as_json=args.json
             )
+        if args.command in ("analyze", "export", "plot"):
+            return _analytics_command(args)
     except CellguardError as err:
         print(f"cellguard: error: {err}", file=sys.stderr)
         return 2
@@ -248,17 +431,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
+def _analytics_command(args: argparse.Namespace) -> int:
+    if args.command == "analyze":
+        return run_analyze_cli(
+            args.files,
+            cell=args.cell,
+            thin_li_um=args.thin_li_um,
+            area_cm2=args.area_cm2,
+            as_json=args.json,
+        )
+    if args.command == "export":
+        return asyncio.run(
+            run_export_cli(
+                file=args.file,
+                store_dir=args.store,
+                instrument=args.instrument,
+                channel=args.channel,
+                test_id=args.test_id,
+                fmt=args.format,
+                output=args.output,
+            )
+        )
+    return run_plot_cli(
+        args.files,
+        args.output,
+        grid=args.grid,
+        cell=args.cell,
+        area_cm2=args.area_cm2,
+        thin_li_um=args.thin_li_um,
+    )
+
+
 def _protocol_command(args: argparse.Namespace) -> int:
     if args.protocol_command == "start":
         return asyncio.run(_start_remote(args))
     script = load_protocol_file(args.file)
     limits = InstrumentLimits(current_range_ma=args.current_range_ma)
     if args.protocol_command == "check":
-        print(describe(script, limits))
+        if args.host_driven:
+            host = InstrumentCapability(
+                current_range_ma=args.current_range_ma, max_steps=1_000_000, name="instrument"
+            )
+            print(_describe_host(script, host))
+        else:
+            print(describe(script, limits))
         return 0
     write_step_file(args.output, to_step_file(script, limits))
     print(f"wrote {args.output} ({args.format})")
     return 0
+
+
+def _describe_host(script: ScriptProtocol, limits: InstrumentCapability) -> str:
+    """The steps as written with absolute currents, and a dry run's expected length."""
+    run = dry_run(script, limits)  # validates first: an impossible protocol raises
+    lines = [script.name, f"record every {script.record_every}; host-driven"]
+    lines.extend(f"limit: {limit}" for limit in script.limits)
+    for number, step in enumerate(script.steps, start=1):
+        line = f"{number:>3}  {step.text}"
+        current = getattr(step, "current", None)
+        if current is not None:
+            line += f"  [{script.cell.current_ma(current):.4g} mA]"
+        lines.append(line)
+    ended = run.finished.detail if run.finished is not None else "cut short (too long to run)"
+    lines.append(
+        f"dry run on an ideal cell: {format_duration(run.length_s)}, {run.cycles} cycle(s), "
+        f"{run.samples} samples; {ended}"
+    )
+    return "\n".join(lines)
 
 
 async def _start_remote(args: argparse.Namespace) -> int:
@@ -288,6 +527,20 @@ async def _start_remote(args: argparse.Namespace) -> int:
                     break
     print(f"{args.instrument} {args.channel}: {answer.get('detail')}")
     return 0 if answer.get("ok") else 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # bench/ is not installed: it is found next to the sources of an editable install.
+    script = Path(__file__).resolve().parents[1] / "bench" / "run_bench.py"
+    if not script.is_file():
+        print(
+            "cellguard: error: `cellguard bench` needs a source checkout "
+            f"(pip install -e .); no bench/run_bench.py next to {Path(__file__).parent}",
+            file=sys.stderr,
+        )
+        return 2
+    flags = [f"--{name}" for name in ("quick", "smoke", "json", "record") if getattr(args, name)]
+    return subprocess.run([sys.executable, str(script), *flags], check=False).returncode
 
 
 def _set_log_level(level: str, *, verbose: bool) -> None:

@@ -39,6 +39,8 @@ from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
 from cellguard.protocols.cells import Cell
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
 from cellguard.protocols.galvanostatic import GalvanostaticCycling
+from cellguard.protocols.script import Protocol as ScriptProtocol
+from cellguard.protocols.script import load_protocol_file
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 ChannelMode = Literal["monitor", "run"]
@@ -111,8 +113,24 @@ class DriverInfo:
 
     description: str
     default_timeout_s: float
-    parse_channel: Callable[[str], ChannelId]
+    parse_channel: Callable[[str], ChannelId | str]
     channel_form: str  # how users write a channel id, for error messages
+
+
+def _one_channel(text: str) -> ChannelId | str:
+    """A host-driven instrument has one channel, called "1"."""
+    if text.strip() != "1":
+        raise ConfigError(
+            field="channel", problem=f'must be "1" (the instrument has one channel), got {text!r}'
+        )
+    return "1"
+
+
+def _no_channel(text: str) -> ChannelId | str:
+    raise ConfigError(
+        field="channel",
+        problem="an auxiliary device has no channel of its own; name it in a channel's aux = [...]",
+    )
 
 
 DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
@@ -123,8 +141,32 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             parse_channel=ChannelId.parse,
             channel_form="devid-subdevid-chlid, e.g. 21-1-3",
         ),
+        "smu": DriverInfo(
+            description="SCPI source-measure unit (Keithley 2400-style) on a serial line, "
+            "driven by the host",
+            default_timeout_s=2.0,
+            parse_channel=_one_channel,
+            channel_form='"1" (one channel)',
+        ),
+        "modbus": DriverInfo(
+            description="cycler or bidirectional supply behind Modbus registers, "
+            "driven by the host",
+            default_timeout_s=2.0,
+            parse_channel=_one_channel,
+            channel_form='"1" (one channel)',
+        ),
+        "modbus-aux": DriverInfo(
+            description="auxiliary sensors behind Modbus registers (temperature chamber, "
+            "stack pressure)",
+            default_timeout_s=2.0,
+            parse_channel=_no_channel,
+            channel_form="none (list it in a channel's aux)",
+        ),
     }
 )
+HOST_DRIVERS = ("smu", "modbus")
+"""Drivers whose channel cellguard runs itself (no sequencer on the instrument)."""
+BUILTIN_REGISTER_MAPS = ("cellguard-sim-cycler", "cellguard-sim-chamber", "cellguard-sim-pressure")
 """The instrument drivers a configuration may name, by ``driver = "..."``."""
 
 
@@ -162,6 +204,8 @@ class MqttSettings:
     username: Secret | None = None
     password: Secret | None = None
     tls: bool = False
+    # CA certificate(s) (PEM) the broker's certificate must chain to; None: the system's.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +224,28 @@ class InstrumentSettings:
     # How often the recorded history is fetched (the live values come every poll): the
     # stored series is complete either way; this bounds how far it lags.
     download_interval_s: float = 30.0
+    # The BTS API login; None: the BTS server's factory account (admin / neware).
+    username: Secret | None = None
+    password: Secret | None = None
+    # Serial instruments (smu; modbus over RTU): a device path or a pyserial URL.
+    serial_port: str | None = None
+    baudrate: int = 9600
+    # Modbus: the unit id, and the register map: a built-in name or tables from the file.
+    device_id: int = 1
+    register_map: str | None = None
+    registers: tuple[Mapping[str, Any], ...] = ()
+    # A modbus galvanostat's ranges (a SCPI source-meter tells its own).
+    current_range_a: float | None = None
+    voltage_range_v: float | None = None
+
+    @property
+    def host_driven(self) -> bool:
+        return self.driver in HOST_DRIVERS
+
+    @property
+    def where(self) -> str:
+        """Where the instrument is reached, for messages."""
+        return self.serial_port if self.serial_port else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +276,18 @@ class ChannelSettings:
     """One ``[[channels]]`` entry: a channel of an instrument, its cell and its judge."""
 
     instrument: str
-    channel: ChannelId
+    channel: ChannelId | str  # ChannelId on a Neware; "1" on a host-driven instrument
     mode: ChannelMode
     cell: CellSettings
     detector: DetectorSettings  # defaults for the cell type with the overrides applied
-    protocol: GalvanostaticCycling | None = None  # set exactly when mode == "run"
+    protocol: GalvanostaticCycling | None = None  # set exactly when mode == "run" (Neware)
+    # Host-driven channels: the protocol script cellguard runs (mode "run"), the
+    # modbus-aux instruments whose readings join the channel's samples, and the bands
+    # those readings must stay in.
+    protocol_file: Path | None = None
+    script: ScriptProtocol | None = None
+    aux: tuple[str, ...] = ()
+    aux_limits: tuple[tuple[str, float, float], ...] = ()
 
     def tags(self, test_id: str = "") -> ChannelTags:
         """The channel's tags for samples, events and topics."""
@@ -272,7 +345,7 @@ class Config:
         for inst in self.instruments:
             chans = self.channels_of(inst.name)
             lines.append(
-                f"instrument {inst.name}: {inst.driver} at {inst.host}:{inst.port}, "
+                f"instrument {inst.name}: {inst.driver} at {inst.where}, "
                 f"poll every {inst.poll_interval_s:g} s, {len(chans)} channel(s)"
             )
             lines.extend(f"  {_describe_channel(ch)}" for ch in chans)
@@ -286,6 +359,10 @@ def _describe_channel(ch: ChannelSettings) -> str:
         parts.append(f"Li {cell.thick_li_um:g}|{cell.thin_li_um:g} µm")
     if cell.interphase:
         parts.append(cell.interphase)
+    if ch.script is not None:
+        parts.append(f"protocol {ch.script.name!r}")
+    if ch.aux:
+        parts.append(f"aux {', '.join(ch.aux)}")
     if ch.protocol is not None:
         p = ch.protocol
         parts.append(
@@ -522,6 +599,7 @@ _MQTT_KEYS = (
     "password_env",
     "password_file",
     "tls",
+    "ca_file",
     "client_id",
 )
 DEFAULT_DOWNLOAD_INTERVAL_S = 30.0
@@ -535,8 +613,45 @@ _INSTRUMENT_KEYS = (
     "timeout_s",
     "step_file_dir",
     "download_interval_s",
+    "username",
+    "username_env",
+    "username_file",
+    "password",
+    "password_env",
+    "password_file",
+    "serial_port",
+    "baudrate",
+    "device_id",
+    "register_map",
+    "registers",
+    "current_range_a",
+    "voltage_range_v",
 )
-_CHANNEL_KEYS = ("instrument", "channel", "mode", "cell", "protocol", "detector")
+# Keys that belong to some drivers only: a key given to another driver is refused.
+_DRIVER_KEYS: Mapping[str, tuple[str, ...]] = {
+    "step_file_dir": ("neware",),
+    "download_interval_s": ("neware",),
+    "username": ("neware",),
+    "password": ("neware",),
+    "serial_port": ("smu", "modbus", "modbus-aux"),
+    "baudrate": ("smu", "modbus", "modbus-aux"),
+    "device_id": ("modbus", "modbus-aux"),
+    "register_map": ("modbus", "modbus-aux"),
+    "registers": ("modbus", "modbus-aux"),
+    "current_range_a": ("modbus",),
+    "voltage_range_v": ("modbus",),
+}
+_CHANNEL_KEYS = (
+    "instrument",
+    "channel",
+    "mode",
+    "cell",
+    "protocol",
+    "protocol_file",
+    "aux",
+    "aux_limits",
+    "detector",
+)
 _CELL_KEYS = ("type", "area_cm2", "thick_li_um", "thin_li_um", "interphase")
 _PROTOCOL_KEYS = (
     "kind",
@@ -582,8 +697,9 @@ class _Reader:
             )
         _check_instruments(instruments)
         drivers = {inst.name: DRIVERS[inst.driver] for inst in instruments}
+        kinds = {inst.name: inst.driver for inst in instruments}
         channels = tuple(
-            self.channel(t, drivers) for t in self.array(top, "channels", _CHANNEL_KEYS)
+            self.channel(t, drivers, kinds) for t in self.array(top, "channels", _CHANNEL_KEYS)
         )
         _check_links(instruments, channels)
         return Config(
@@ -704,6 +820,13 @@ class _Reader:
                 "a password needs a user name: give username, username_env or username_file",
             )
         client_id = t.optional_string("client_id", "an MQTT client id") or _client_id(prefix)
+        ca_file: Path | None = None
+        if t.has("ca_file"):
+            if not tls:
+                _fail(t.key("ca_file"), "only with tls = true (the CA that signed the broker)")
+            ca_file = self.path(t.string("ca_file", "the path of a PEM file of CA certificates"))
+            if not ca_file.is_file():
+                _fail(t.key("ca_file"), f"{ca_file} is not a readable file of PEM CA certificates")
         return MqttSettings(
             host=host,
             port=port,
@@ -712,6 +835,7 @@ class _Reader:
             username=username,
             password=password,
             tls=tls,
+            ca_file=ca_file,
         )
 
     def instrument(self, t: _Table) -> InstrumentSettings:
@@ -727,9 +851,124 @@ class _Reader:
         step_dir = t.optional_string(
             "step_file_dir", "a folder the instrument's server reads step files from"
         )
+        api_user = self.secret(t, "username", what="BTS API user name")
+        api_password = self.secret(t, "password", what="BTS API password")
+        if (api_user is None) != (api_password is None):
+            missing = "password" if api_password is None else "username"
+            _fail(
+                t.key(missing),
+                "the BTS API login needs both username and password (or neither: admin/neware)",
+            )
+        for key, drivers_ok in _DRIVER_KEYS.items():
+            for variant in (key, f"{key}_env", f"{key}_file"):
+                if t.has(variant) and driver not in drivers_ok:
+                    _fail(
+                        t.key(variant),
+                        f"only for driver {' or '.join(drivers_ok)}, not {driver!r}",
+                    )
+        if driver == "neware":
+            return self._neware(t, name, info, step_dir, api_user, api_password)
+        return self._host_instrument(t, name, driver, info)
+
+    def _host_instrument(
+        self, t: _Table, name: str, driver: str, info: DriverInfo
+    ) -> InstrumentSettings:
+        serial_port = t.optional_string(
+            "serial_port", 'a serial device ("/dev/ttyUSB0", "COM3") or a pyserial URL'
+        )
+        has_tcp = t.has("host") or t.has("port")
+        if driver == "smu":
+            if serial_port is None:
+                _fail(
+                    t.key("serial_port"),
+                    'required for driver "smu": a serial device or pyserial URL',
+                )
+            if has_tcp:
+                _fail(
+                    t.key("host" if t.has("host") else "port"),
+                    'not for driver "smu": it speaks on serial_port',
+                )
+        elif serial_port is None and not has_tcp:
+            _fail(
+                t.key("host"),
+                f"required for driver {driver!r}: host and port (TCP), or serial_port (RTU)",
+            )
+        elif serial_port is not None and has_tcp:
+            _fail(
+                t.key("serial_port"),
+                "give either host and port (TCP) or serial_port (RTU), not both",
+            )
+        host, port = "", 0
+        if serial_port is None and driver != "smu":
+            host = _host(t, "host", "the device's host name or IP address")
+            port = t.integer("port", 1, 65535, "")
+        register_map: str | None = None
+        registers: tuple[Mapping[str, Any], ...] = ()
+        if driver in ("modbus", "modbus-aux"):
+            register_map, registers = self._registers(t, driver)
+        current_range_a = voltage_range_v = None
+        if driver == "modbus":
+            current_range_a = t.positive(
+                "current_range_a", "the supply's current range in A > 0 (e.g. 0.01)"
+            )
+            voltage_range_v = t.positive(
+                "voltage_range_v", "the supply's voltage range in V > 0 (e.g. 5)"
+            )
         return InstrumentSettings(
             name=name,
             driver=driver,
+            host=host,
+            port=port,
+            poll_interval_s=t.positive(
+                "poll_interval_s",
+                "a time in s > 0 (how often an idle channel is read)",
+                default=10.0,
+            ),
+            timeout_s=t.positive(
+                "timeout_s", "a time in s > 0 (e.g. 2.0)", default=info.default_timeout_s
+            ),
+            serial_port=serial_port,
+            baudrate=t.integer("baudrate", 300, 4_000_000, " (bit/s)", default=9600),
+            device_id=t.integer("device_id", 0, 247, " (the Modbus unit id)", default=1),
+            register_map=register_map,
+            registers=registers,
+            current_range_a=current_range_a,
+            voltage_range_v=voltage_range_v,
+        )
+
+    def _registers(
+        self, t: _Table, driver: str
+    ) -> tuple[str | None, tuple[Mapping[str, Any], ...]]:
+        # The map is checked here, at load time, so a typo never reaches the device.
+        from cellguard.drivers.modbus import RegisterMap  # noqa: PLC0415 (only Modbus needs it)
+
+        if t.has("register_map") == t.has("registers"):
+            _fail(
+                t.key("register_map"),
+                "give exactly one of register_map (a built-in map: "
+                + ", ".join(BUILTIN_REGISTER_MAPS)
+                + ") or registers = [{ name, address, table, type, scale, unit, access }, ...]",
+            )
+        if t.has("register_map"):
+            return t.choice("register_map", BUILTIN_REGISTER_MAPS), ()
+        raw = t.data["registers"]
+        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+            _fail(t.key("registers"), f"must be an array of tables, got {_show(raw)}")
+        RegisterMap.from_config(raw, path=t.key("registers"))
+        return None, tuple(raw)
+
+    def _neware(
+        self,
+        t: _Table,
+        name: str,
+        info: DriverInfo,
+        step_dir: str | None,
+        api_user: Secret | None,
+        api_password: Secret | None,
+    ) -> InstrumentSettings:
+        return InstrumentSettings(
+            name=name,
+            driver="neware",
             host=_host(t, "host", "the instrument server's host name or IP address"),
             port=t.integer("port", 1, 65535, ""),
             poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),
@@ -742,9 +981,16 @@ class _Reader:
                 "a time in s > 0 (how often the recorded history is fetched)",
                 default=DEFAULT_DOWNLOAD_INTERVAL_S,
             ),
+            username=api_user,
+            password=api_password,
         )
 
-    def channel(self, t: _Table, drivers: Mapping[str, DriverInfo]) -> ChannelSettings:
+    def channel(
+        self,
+        t: _Table,
+        drivers: Mapping[str, DriverInfo],
+        kinds: Mapping[str, str] | None = None,
+    ) -> ChannelSettings:
         instrument = t.string("instrument", "the name of one of the [[instruments]]")
         if instrument not in drivers:
             names = ", ".join(drivers)
@@ -766,6 +1012,12 @@ class _Reader:
                 'required: cell = { type = "symmetric" | "asymmetric" | "full", area_cm2 = ... }',
             )
         cell = self.cell(cell_table)
+        driver = (kinds or {}).get(instrument, "neware")
+        if driver in HOST_DRIVERS:
+            return self._host_channel(t, instrument, channel, mode, cell, kinds or {})
+        for key in ("protocol_file", "aux", "aux_limits"):
+            if t.has(key):
+                _fail(t.key(key), f"only for host-driven instruments ({', '.join(HOST_DRIVERS)})")
         protocol_table = t.table("protocol", _PROTOCOL_KEYS, "what cellguard runs")
         protocol: GalvanostaticCycling | None = None
         if mode == "run":
@@ -790,6 +1042,79 @@ class _Reader:
             cell=cell,
             detector=detector,
             protocol=protocol,
+        )
+
+    def _host_channel(
+        self,
+        t: _Table,
+        instrument: str,
+        channel: ChannelId | str,
+        mode: str,
+        cell: CellSettings,
+        kinds: Mapping[str, str],
+    ) -> ChannelSettings:
+        if t.has("protocol"):
+            _fail(
+                t.key("protocol"),
+                'a host-driven channel runs a protocol script: protocol_file = "run.toml"',
+            )
+        protocol_file: Path | None = None
+        script: ScriptProtocol | None = None
+        if t.has("protocol_file"):
+            protocol_file = self.path(t.string("protocol_file", "a protocol script (TOML)"))
+            try:
+                script = load_protocol_file(protocol_file)
+            except ConfigError as err:
+                raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
+        if mode == "run" and script is None:
+            _fail(t.key("protocol_file"), 'required for mode = "run": the protocol script to run')
+        aux: list[str] = []
+        if t.has("aux"):
+            raw = t.data["aux"]
+            if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+                _fail(t.key("aux"), f"must be a list of instrument names, got {_show(raw)}")
+            for name in raw:
+                if kinds.get(name) != "modbus-aux":
+                    aux_names = [n for n, k in kinds.items() if k == "modbus-aux"]
+                    _fail(
+                        t.key("aux"),
+                        f"{name!r} is not a modbus-aux instrument "
+                        f"({', '.join(aux_names) or 'none configured'})",
+                    )
+            aux = list(raw)
+        limits: list[tuple[str, float, float]] = []
+        if t.has("aux_limits"):
+            raw_limits = t.data["aux_limits"]
+            if not isinstance(raw_limits, list):
+                _fail(t.key("aux_limits"), f"must be a list of tables, got {_show(raw_limits)}")
+            for index, item in enumerate(raw_limits):
+                path = f"{t.key('aux_limits')}[{index}]"
+                if not isinstance(item, dict):
+                    _fail(path, "must be a table { name = ..., low = ..., high = ... }")
+                lt = _Table(item, path, ("name", "low", "high"))
+                name = lt.string("name", 'an aux reading, e.g. "chamber_temperature_c"')
+                low = lt.required("low", "a number")
+                high = lt.required("high", "a number")
+                for key, value in (("low", low), ("high", high)):
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        _fail(lt.key(key), f"must be a number, got {_show(value)}")
+                if not float(low) < float(high):  # type: ignore[arg-type]
+                    _fail(lt.key("high"), f"must be > low ({low}), got {high}")
+                limits.append((name, float(low), float(high)))  # type: ignore[arg-type]
+            if not aux:
+                _fail(t.key("aux_limits"), "needs aux = [...]: the devices the readings come from")
+        detector_table = t.table("detector", _DETECTOR_KEYS, "DetectorSettings overrides")
+        detector = self.detector(detector_table, cell.type, t.key("detector"))
+        return ChannelSettings(
+            instrument=instrument,
+            channel=channel,
+            mode=mode,  # type: ignore[arg-type]
+            cell=cell,
+            detector=detector,
+            protocol_file=protocol_file,
+            script=script,
+            aux=tuple(aux),
+            aux_limits=tuple(limits),
         )
 
     def cell(self, t: _Table) -> CellSettings:
@@ -933,7 +1258,7 @@ def _check_links(
     """Unique instrument names; each channel on a known instrument, and only once."""
     _check_instruments(instruments)
     names = [inst.name for inst in instruments]
-    seen: dict[tuple[str, ChannelId], int] = {}
+    seen: dict[tuple[str, ChannelId | str], int] = {}
     for index, ch in enumerate(channels):
         if ch.instrument not in names:
             _fail(

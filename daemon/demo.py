@@ -34,6 +34,9 @@ from cellguard.daemon.config import (
     InstrumentSettings,
     default_config,
 )
+from cellguard.daemon.export import samples_frame, write_bdf
+from cellguard.daemon.plots import cell_file_name
+from cellguard.daemon.records import SampleRecord
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import Store
 from cellguard.daemon.supervisor import InstrumentSupervisor
@@ -175,8 +178,14 @@ async def run_demo(
     seed: int = 1,
     poll_s: float = 300.0,
     on_poll: Callable[[list[ChannelReport], float], None] | None = None,
+    export_dir: Path | None = None,
 ) -> DemoResult:
-    """Run the cellguard daemon on a simulated CT-4008 in virtual time."""
+    """Run the cellguard daemon on a simulated CT-4008 in virtual time.
+
+    ``export_dir``: also write each channel's recorded samples there as a BDF CSV
+    named for its cell (``MII-1_asymmetric-20um.csv``), what ``cellguard plot --grid``
+    reads.
+    """
     wall0 = time.perf_counter()
     clock = VirtualClock()
     simulator = NewareSimulator(clock, units=1, devid=1, seed=seed, epoch=DEMO_EPOCH)
@@ -202,7 +211,10 @@ async def run_demo(
         last_recorded_h: dict[ChannelId, float] = {}
         async with Store(config.daemon.state_dir) as store:
             for report in reports:
-                for sample in await store.query_samples(INSTRUMENT, str(report.channel)):
+                stored = await store.query_samples(INSTRUMENT, str(report.channel))
+                if export_dir is not None:
+                    _export(export_dir, report, [s for s in stored if s.source == "recorded"])
+                for sample in stored:
                     if sample.source == "recorded":
                         last_recorded_h[report.channel] = sample.test_time_s / 3600.0
                         report.tracker.add(
@@ -227,6 +239,12 @@ async def run_demo(
         requests=requests,
         halt_latencies_ms=latencies,
     )
+
+
+def _export(export_dir: Path, report: ChannelReport, samples: list[SampleRecord]) -> None:
+    export_dir.mkdir(parents=True, exist_ok=True)
+    name = cell_file_name(report.interphase, report.cell_type, report.thin_li_um)
+    write_bdf(samples_frame(samples), export_dir / name, "bdf-csv")
 
 
 def _fmt_mv(value_v: float | None) -> str:
@@ -275,7 +293,9 @@ def render_table(reports: list[ChannelReport], t_s: float, *, final: bool = Fals
     return table
 
 
-async def run_demo_cli(*, hours: float, seed: int, poll_s: float, as_json: bool) -> dict[str, Any]:
+async def run_demo_cli(
+    *, hours: float, seed: int, poll_s: float, as_json: bool, export_dir: Path | None = None
+) -> dict[str, Any]:
     """The demo as the CLI shows it: a live table in place, then a summary table."""
     # The daemon logs every halt and start as a warning; here the tables show them.
     logging.getLogger("cellguard").setLevel(logging.ERROR)
@@ -283,7 +303,7 @@ async def run_demo_cli(*, hours: float, seed: int, poll_s: float, as_json: bool)
     if not console.is_terminal:
         console = Console(width=100)  # a log file or a pipe: no terminal to fit
     if as_json or not console.is_terminal:
-        result = await run_demo(hours=hours, seed=seed, poll_s=poll_s)
+        result = await run_demo(hours=hours, seed=seed, poll_s=poll_s, export_dir=export_dir)
     else:
         with Live(console=console, auto_refresh=False, transient=True) as live:
             last = [0.0]
@@ -294,7 +314,9 @@ async def run_demo_cli(*, hours: float, seed: int, poll_s: float, as_json: bool)
                     last[0] = now
                     live.update(render_table(reports, t_s), refresh=True)
 
-            result = await run_demo(hours=hours, seed=seed, poll_s=poll_s, on_poll=on_poll)
+            result = await run_demo(
+                hours=hours, seed=seed, poll_s=poll_s, on_poll=on_poll, export_dir=export_dir
+            )
     summary = result.as_dict()
     if not as_json:
         console.print(render_table(result.channels, result.simulated_hours * 3600, final=True))

@@ -20,14 +20,25 @@ Schema (line protocol, one line per sample / event):
     **VictoriaMetrics drops string fields** (it stores ``detail`` as 0): read the
     explanation from InfluxDB, the embedded store or the MQTT alert.
 
+``cellguard_cycles`` (one line per cycle, from :mod:`cellguard.daemon.analytics_tap`)
+    tags: ``instrument``, ``channel``, ``test_id``, ``interphase``, ``cell_type``,
+    ``failure`` (the fault, only on the row that closed a failed test).
+    fields: ``polarization_v``, ``max_polarization_v``, ``capacity_mah_cm2``,
+    ``test_time_s``, ``coulombic_efficiency`` (floats; the last only for a depleted
+    asymmetric cell); ``cycle``, ``complete`` (integers, ``complete`` 1 or 0).
+
 Time: ``precision=ns``; a float UNIX time holds about a microsecond, so timestamps
 are rounded to the microsecond. VictoriaMetrics keeps milliseconds.
 
-Transport: the *synchronous* write API of ``influxdb-client`` run in a worker thread
-(``asyncio.to_thread``), because its asyncio client needs aiohttp, which cellguard
-does not otherwise depend on; urllib3 retries are off, the sink retries on its own.
-Requests are gzip-compressed, at most ``batch_lines`` lines each. ``/api/v2/write``
-is served by InfluxDB 1.8+ (token = "user:password"), 2.x, 3.x and VictoriaMetrics.
+Transport: one ``POST /api/v2/write?org=&bucket=&precision=ns`` per batch through a
+``urllib3`` connection pool, run in a worker thread (``asyncio.to_thread``): the same
+request ``influxdb-client``'s synchronous write API makes (``Authorization: Token
+...``, gzip), without its per-request serialisation and gzip level 9, which cost
+more CPU than encoding the points (``bench/bench_influx.py``: ~50k points/s through
+the client, ~150k direct). urllib3 retries are off, the sink retries on its own.
+Requests are gzip-compressed at level 1 (line protocol still shrinks ~8x), at most
+``batch_lines`` lines each. ``/api/v2/write`` is served by InfluxDB 1.8+ (token =
+"user:password"), 2.x, 3.x and VictoriaMetrics.
 
 What happens to a batch:
 
@@ -54,24 +65,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
 import http.client
 import logging
 import math
 import sqlite3
 import time
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Self, cast
+from typing import NoReturn, Self
 
+import urllib3
 import urllib3.exceptions
-from influxdb_client.client.exceptions import InfluxDBError
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
 
+from cellguard.daemon.analytics_tap import CycleRow
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
 from cellguard.daemon.store import SqliteWorker
 from cellguard.drivers.errors import CellguardError
@@ -80,6 +90,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES_MEASUREMENT = "cellguard_samples"
 EVENTS_MEASUREMENT = "cellguard_events"
+CYCLES_MEASUREMENT = "cellguard_cycles"
 SPOOL_FILENAME = "spool.sqlite"
 # Compressed bytes; line protocol compresses ~10x, so 1 GiB holds days of a full lab.
 DEFAULT_SPOOL_MAX_BYTES = 1 << 30
@@ -88,8 +99,8 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_BACKOFF_INITIAL_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 60.0
 
-# The client declares its precision constants as str; they are WritePrecision values.
-_PRECISION = cast("WritePrecision", WritePrecision.NS)
+# gzip level 1: a tenth of level 9's CPU (which influxdb-client uses), nearly its ratio.
+_GZIP_LEVEL = 1
 # HTTP statuses that say "not now" or "fix the configuration", never "bad point".
 _RETRY_4XX = {401, 403, 404, 408, 429}
 _MAX_REASON_CHARS = 500
@@ -168,8 +179,35 @@ def _sample_prefix(tags: ChannelTags, source: str) -> str:
     )
 
 
+_isfinite = math.isfinite
+
+
 def sample_line(sample: SampleRecord) -> str:
     """One sample as a line of ``cellguard_samples`` (tags and fields sorted by key)."""
+    # The hot path of the sink (one call per point): one f-string for the fields. A
+    # sum is finite only if every term is, so one test covers the five floats; a
+    # float's repr ends in ".0" only when whole, which Point writes without it.
+    # Samples with auxiliary readings or a NaN / infinity take the general path.
+    capacity = float(sample.capacity_mah)
+    current = float(sample.current_a)
+    energy = float(sample.energy_mwh)
+    test_time = float(sample.test_time_s)
+    voltage = float(sample.voltage_v)
+    if not sample.aux and _isfinite(capacity + current + energy + test_time + voltage):
+        body = (
+            f"capacity_mah={capacity!r},current_a={current!r},cycle={int(sample.cycle)}i,"
+            f"energy_mwh={energy!r},seq={int(sample.seq)}i,step={int(sample.step)}i,"
+            f"test_time_s={test_time!r},voltage_v={voltage!r} "
+        ).replace(".0,", ",")
+        if body.endswith(".0 "):
+            body = body[:-3] + " "
+        prefix = _sample_prefix(sample.tags, sample.source)
+        return f"{prefix}{body}{round(sample.time_unix_s * 1_000_000) * 1000}"
+    return _sample_line_general(sample)
+
+
+def _sample_line_general(sample: SampleRecord) -> str:
+    # NaN or infinite floats are left out, field by field.
     body = (
         _number("capacity_mah=", sample.capacity_mah)
         + _number("current_a=", sample.current_a)
@@ -179,6 +217,8 @@ def sample_line(sample: SampleRecord) -> str:
         + _number("test_time_s=", sample.test_time_s)
         + _number("voltage_v=", sample.voltage_v)
     )
+    if sample.aux:  # auxiliary readings join the sample, as aux_<name> fields
+        body += "".join(_number(f"aux_{name}=", value) for name, value in sample.aux)
     prefix = _sample_prefix(sample.tags, sample.source)
     return f"{prefix}{body[:-1]} {_time_ns(sample.time_unix_s)}"
 
@@ -201,6 +241,30 @@ def event_line(event: EventRecord) -> str:
         fields["detail"] = f'detail="{detail}"'
     body = ",".join(f for _, f in sorted(fields.items()) if f is not None)
     return f"{EVENTS_MEASUREMENT}{tags} {body} {_time_ns(event.time_unix_s)}"
+
+
+def cycle_line(row: CycleRow) -> str:
+    """One cycle as a line of ``cellguard_cycles`` (tags and fields sorted by key)."""
+    t = row.tags
+    tags = (
+        _tag("cell_type", t.cell_type)
+        + _tag("channel", t.channel)
+        + _tag("failure", row.failure)
+        + _tag("instrument", t.instrument)
+        + _tag("interphase", t.interphase)
+        + _tag("test_id", t.test_id)
+    )
+    fields = [
+        _float_field("capacity_mah_cm2", row.capacity_mah_cm2),
+        f"complete={int(row.complete)}i",
+        _float_field("coulombic_efficiency", row.coulombic_efficiency),
+        f"cycle={int(row.cycle)}i",
+        _float_field("max_polarization_v", row.max_polarization_v),
+        _float_field("polarization_v", row.polarization_v),
+        _float_field("test_time_s", row.test_time_s),
+    ]
+    body = ",".join(f for f in fields if f is not None)
+    return f"{CYCLES_MEASUREMENT}{tags} {body} {_time_ns(row.time_unix_s)}"
 
 
 def encode_lines(samples: Iterable[SampleRecord], events: Iterable[EventRecord]) -> list[str]:
@@ -429,11 +493,9 @@ class Spool:
 # -- the sink ------------------------------------------------------------------------------
 
 
-def _reason(err: ApiException) -> str:
-    body: Any = err.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    text = " ".join(str(body or err.reason or "").split())
+def _reason(response: urllib3.BaseHTTPResponse) -> str:
+    body = response.data.decode("utf-8", "replace") if response.data else ""
+    text = " ".join((body or response.reason or "").split())
     return text[:_MAX_REASON_CHARS]
 
 
@@ -478,8 +540,19 @@ class InfluxSink:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self.spool = Spool(Path(state_dir) / SPOOL_FILENAME, max_bytes=spool_max_bytes)
-        self._client: InfluxDBClient | None = None
-        self._write_api: WriteApi | None = None
+        self._http: urllib3.PoolManager | None = None
+        self._write_url = (
+            url.rstrip("/")
+            + "/api/v2/write?"
+            + urllib.parse.urlencode({"org": org, "bucket": bucket, "precision": "ns"})
+        )
+        self._headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Encoding": "gzip",
+            "Accept": "application/json",
+        }
+        if token:
+            self._headers["Authorization"] = f"Token {token}"
         self._online = True
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
@@ -497,15 +570,12 @@ class InfluxSink:
     async def open(self) -> None:
         """Open the spool (points left by an earlier run are sent by :meth:`run`)."""
         await self.spool.open()
-        self._client = InfluxDBClient(
-            url=self.url,
-            token=self._token,
-            org=self.org,
-            timeout=round(self._timeout_s * 1000),
-            enable_gzip=True,
+        self._http = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=1,
             retries=False,
+            timeout=urllib3.Timeout(total=self._timeout_s),
         )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         if self.spool.pending_batches:
             log.info(
                 "%d points spooled by an earlier run wait in %s; they are sent once %s answers",
@@ -517,10 +587,10 @@ class InfluxSink:
 
     async def aclose(self) -> None:
         """Close the HTTP client and the spool (shielded); what is spooled stays on disk."""
-        client, self._client, self._write_api = self._client, None, None
+        pool, self._http = self._http, None
         try:
-            if client is not None:
-                client.close()  # type: ignore[no-untyped-call]
+            if pool is not None:
+                pool.clear()
         finally:
             await self.spool.aclose()
         if self.spool.pending_batches:
@@ -568,6 +638,27 @@ class InfluxSink:
                 return
             except asyncio.CancelledError:
                 # Whether the batch in flight arrived is unknown: spool it too.
+                await asyncio.shield(self._spool(chunks[i:]))
+                raise
+
+    async def write_cycles(self, rows: Sequence[CycleRow]) -> None:
+        """Send cycle rows (``cellguard_cycles``) the way :meth:`write` sends samples."""
+        if not rows:
+            return
+        lines = [cycle_line(r).encode() for r in rows]
+        step = self._batch_lines
+        chunks = [lines[i : i + step] for i in range(0, len(lines), step)]
+        if self.spool.pending_batches:
+            await self._spool(chunks)
+            return
+        for i, chunk in enumerate(chunks):
+            try:
+                await self._deliver(chunk)
+            except SinkUnavailable as err:
+                self._went_offline(err)
+                await self._spool(chunks[i:])
+                return
+            except asyncio.CancelledError:
                 await asyncio.shield(self._spool(chunks[i:]))
                 raise
 
@@ -662,28 +753,24 @@ class InfluxSink:
         await asyncio.to_thread(self._send_blocking, payload)
 
     def _send_blocking(self, payload: bytes) -> None:
-        write_api = self._write_api
-        if write_api is None:
+        pool = self._http
+        if pool is None:
             msg = f"the InfluxDB sink for {self.url} is closed"
             raise SinkUnavailable(msg)
+        body = gzip.compress(payload, _GZIP_LEVEL, mtime=0)
         try:
-            write_api.write(
-                bucket=self.bucket, org=self.org, record=payload, write_precision=_PRECISION
+            response = pool.request(
+                "POST", self._write_url, body=body, headers=self._headers, retries=False
             )
-        except ApiException as err:
-            raise self._classify(err) from err
-        except (
-            urllib3.exceptions.HTTPError,
-            http.client.HTTPException,
-            OSError,
-            InfluxDBError,
-        ) as err:
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
             msg = f"InfluxDB at {self.url} is unreachable: {err}"
             raise SinkUnavailable(msg) from err
+        if not 200 <= response.status < 300:
+            raise self._classify(response)
 
-    def _classify(self, err: ApiException) -> SinkUnavailable | _BatchRejected:
-        status = int(err.status or 0)
-        reason = _reason(err)
+    def _classify(self, response: urllib3.BaseHTTPResponse) -> SinkUnavailable | _BatchRejected:
+        status = response.status
+        reason = _reason(response)
         if status in (401, 403):
             msg = (
                 f"InfluxDB at {self.url} refused the token (HTTP {status}: {reason}): "

@@ -397,6 +397,7 @@ class MqttPublisher:
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
+        ca_file: Path | None = None,
         client_id: str,
         outbox: Outbox,
         publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
@@ -411,7 +412,8 @@ class MqttPublisher:
         self.client_id = client_id
         self._username = username
         self._password = password
-        self._tls_context = ssl.create_default_context() if tls else None
+        # ca_file: a lab's own CA (self-signed brokers); hostname checks stay on.
+        self._tls_context = ssl.create_default_context(cafile=ca_file) if tls else None
         self._outbox = outbox
         self._publish_timeout_s = publish_timeout_s
         self._backoff_initial_s = backoff_initial_s

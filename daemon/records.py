@@ -9,6 +9,7 @@ test time, never from when the daemon happened to read the sample.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -45,6 +46,9 @@ class SampleRecord:
     cycle: int = 0
     seq: int = 0  # the instrument's record sequence id (0 for live values)
     source: SampleSource = "recorded"
+    # Auxiliary readings taken with this sample (host-driven channels), units in the
+    # names: (("chamber_temperature_c", 25.1), ("stack_pressure_mpa", 5.0)).
+    aux: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +77,18 @@ class EventRecord:
         body["test_id"] = self.tags.test_id
         del body["tags"]
         return json.dumps(body, sort_keys=True, allow_nan=False, default=str)
+
+
+def new_event(
+    tags: ChannelTags,
+    kind: EventKind,
+    time_unix_s: float,
+    *,
+    fault: str = "",
+    subkind: str = "",
+    detail: str = "",
+    values: dict[str, float] | None = None,
+) -> EventRecord:
+    """An event with the NaN values left out (a baseline a verdict did not have)."""
+    clean = {k: v for k, v in (values or {}).items() if not math.isnan(v)}
+    return EventRecord(tags, kind, time_unix_s, fault, subkind, detail, clean)

@@ -18,8 +18,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config, InstrumentSettings
+from cellguard.daemon.host import HostSupervisor, host_supervisors
 from cellguard.daemon.influx import InfluxSink
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -45,6 +48,15 @@ class Daemon:
     influx: InfluxSink | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     instrument_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    tap: AnalyticsTap = field(default_factory=AnalyticsTap)
+    # Host-driven instruments (a SCPI source-meter, a Modbus supply): cellguard runs them.
+    hosts: list[HostSupervisor] = field(default_factory=list)
+
+    def host(self, name: str) -> HostSupervisor:
+        for sup in self.hosts:
+            if sup.name == name:
+                return sup
+        raise KeyError(name)
 
     def supervisor(self, name: str) -> InstrumentSupervisor:
         for sup in self.supervisors:
@@ -59,6 +71,24 @@ class Daemon:
                 await self.store.write([], events)
         else:
             await self.store.write(samples, events)
+        # Written: only now may a restart resume after these samples (kill -9 safe).
+        for sup in self.supervisors:
+            sup.samples_stored(samples)
+        try:
+            rows = self.tap.feed(samples, events)
+        except Exception:  # analytics must never stop the samples reaching the sink
+            log.exception("the analytics tap failed on a batch; its cycles are missing")
+            return
+        await self.write_cycles(rows)
+
+    async def write_cycles(self, rows: list[CycleRow]) -> None:
+        """Per-cycle rows of the analytics tap: SQLite always (``cellguard status``), and
+        InfluxDB when configured."""
+        if not rows:
+            return
+        await self.store.write_cycles(rows)
+        if self.influx is not None:
+            await self.influx.write_cycles(rows)
 
 
 def _specs(config: Config, instrument: str) -> list[ChannelSpec]:
@@ -72,6 +102,7 @@ def _specs(config: Config, instrument: str) -> list[ChannelSpec]:
             detector=ch.detector,
         )
         for ch in config.channels_of(instrument)
+        if isinstance(ch.channel, ChannelId)  # a Neware channel id (host-driven: "1")
     ]
 
 
@@ -80,7 +111,10 @@ def _step_dir(inst: InstrumentSettings, state_dir: Path) -> Path:
 
 
 def _connector(inst: InstrumentSettings) -> Callable[[], NewareClient]:
-    return lambda: NewareClient(inst.host, inst.port, timeout_s=inst.timeout_s)
+    login: dict[str, str] = {}
+    if inst.username is not None and inst.password is not None:
+        login = {"username": inst.username.reveal(), "password": inst.password.reveal()}
+    return lambda: NewareClient(inst.host, inst.port, timeout_s=inst.timeout_s, **login)
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +138,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                 username=mq.username.reveal() if mq.username else None,
                 password=mq.password.reveal() if mq.password else None,
                 tls=mq.tls,
+                ca_file=mq.ca_file,
                 client_id=mq.client_id,
                 outbox=outbox,
             )
@@ -137,8 +172,19 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                 else state_dir / "steps",
             )
             for inst in config.instruments
+            if inst.driver == "neware"
         ]
-        yield Daemon(config, store, publisher, supervisors, queue, influx)
+        hosts = host_supervisors(config, queue, publisher, clock=clock, state=store)
+        yield Daemon(
+            config,
+            store,
+            publisher,
+            supervisors,
+            queue,
+            influx,
+            tap=AnalyticsTap(tap_settings(config.channels)),
+            hosts=hosts,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -168,9 +214,16 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
         front = [
             tg.create_task(sup.run(), name=f"instrument {sup.name}") for sup in daemon.supervisors
         ]
+        front.extend(
+            tg.create_task(host.run(), name=f"instrument {host.name}") for host in daemon.hosts
+        )
         front.append(tg.create_task(_serve_commands(daemon), name="commands"))
         daemon.instrument_tasks = dict(
-            zip((s.name for s in daemon.supervisors), front, strict=False)
+            zip(
+                [s.name for s in daemon.supervisors] + [h.name for h in daemon.hosts],
+                front,
+                strict=False,
+            )
         )
         daemon.started.set()
         await stop.wait()
@@ -179,6 +232,7 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
         await asyncio.gather(*front, return_exceptions=True)
         # Everything read from the instruments reaches the sink before we leave.
         await daemon.queue.join()
+        await daemon.write_cycles(daemon.tap.close())
         for task in background:
             task.cancel()
 
@@ -190,6 +244,9 @@ async def _serve_commands(daemon: Daemon) -> None:
 
 
 async def _execute(daemon: Daemon, command: Command) -> tuple[bool, str]:
+    with contextlib.suppress(KeyError):
+        host = daemon.host(command.instrument)
+        return await host.command(command.channel.strip(), command.action, command.protocol)
     try:
         sup = daemon.supervisor(command.instrument)
         channel = ChannelId.parse(command.channel)
@@ -223,3 +280,122 @@ def status_rows(states: Sequence[object]) -> list[tuple[str, ...]]:
             )
         )
     return rows
+
+
+# -- `cellguard status`: the table a person reads at a glance ------------------------------
+
+STATUS_COLUMNS = ("channel", "cell", "state", "cycle", "polarization mV", "last sample", "alerts")
+
+
+def _cell_label(ch: Any) -> str:
+    cell = ch.cell
+    what = cell.interphase or ""
+    if cell.type == "asymmetric" and cell.thin_li_um is not None:
+        return f"{what} asym {cell.thick_li_um or 0:g}|{cell.thin_li_um:g}".strip()
+    if cell.type == "symmetric":
+        return f"{what} sym {cell.thick_li_um or 0:g}|{cell.thick_li_um or 0:g}".strip()
+    return f"{what} {cell.type}".strip()
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
+
+
+async def live_status_rows(
+    config: Config, store: Store, now_unix_s: float
+) -> list[tuple[str, ...]]:
+    """One row per configured channel (``STATUS_COLUMNS``), read from the store.
+
+    Polarization is the latest cycle's against the first cycle's of the same test
+    ("now (start)"); alerts count the test's halts and warns, the halt's fault named.
+    """
+    states = await store.load_channel_states()
+    rows: list[tuple[str, ...]] = []
+    for ch in config.channels:
+        channel = str(ch.channel)
+        state = states.get((ch.instrument, channel))
+        test_id = state.test_id if state is not None else None
+        cycles = await store.query_cycles(ch.instrument, channel, test_id=test_id or None)
+        last = await store.query_samples(ch.instrument, channel, limit=1)
+        events = await store.query_events(ch.instrument, channel)
+        if test_id:
+            events = [e for e in events if e.tags.test_id == test_id]
+        halts = [e for e in events if e.kind == "halt"]
+        warns = sum(1 for e in events if e.kind == "warn")
+        alerts = []
+        if halts:
+            alerts.append(f"halt: {halts[-1].fault or 'halt'}")
+        if warns:
+            alerts.append(f"{warns} warn")
+        if cycles:
+            pol = f"{cycles[-1].polarization_v * 1e3:.1f} ({cycles[0].polarization_v * 1e3:.1f})"
+            cycle = str(cycles[-1].cycle)
+        else:
+            pol, cycle = "—", "—"
+        rows.append(
+            (
+                f"{ch.instrument} {channel}",
+                _cell_label(ch),
+                state.state if state is not None else "unknown",
+                cycle,
+                pol,
+                _age(now_unix_s - last[-1].time_unix_s if last else None),
+                ", ".join(alerts) or "—",
+            )
+        )
+    return rows
+
+
+def status_table(rows: Sequence[tuple[str, ...]], title: str) -> Any:
+    """The rich Table of ``cellguard status``."""
+    from rich import box  # noqa: PLC0415 - the service itself never renders tables
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for name in STATUS_COLUMNS:
+        table.add_column(name, justify="right" if name == "cycle" else "left", no_wrap=True)
+    for row in rows:
+        style = "bold red" if row[-1].startswith("halt") else None
+        table.add_row(*row, style=style)
+    return table
+
+
+async def watch_status(
+    config: Config,
+    *,
+    interval_s: float = 2.0,
+    count: int | None = None,
+    clock: Clock | None = None,
+    console: Any = None,
+) -> None:
+    """``cellguard status --watch``: the table refreshed in place every ``interval_s``.
+
+    ``count`` stops after that many refreshes (None: until Ctrl+C).
+    """
+    import time  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+
+    clock = clock or WallClock()
+    console = console or Console()
+    done = 0
+    async with Store(config.daemon.state_dir) as store:
+        with Live(console=console, auto_refresh=False) as live:
+            while count is None or done < count:
+                rows = await live_status_rows(config, store, time.time())
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                title = f"cellguard status ({config.daemon.state_dir}) — {stamp}"
+                live.update(status_table(rows, title), refresh=True)
+                done += 1
+                if count is None or done < count:
+                    await clock.sleep(interval_s)

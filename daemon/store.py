@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar, cast
 
+from cellguard.daemon.analytics_tap import CycleRow
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord, SampleSource
 from cellguard.drivers.errors import CellguardError
 
 log = logging.getLogger(__name__)
 
 STORE_FILENAME = "cellguard.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 # How long a writer waits for another process's lock (``cellguard status``) before failing.
 BUSY_TIMEOUT_MS = 5000
 
@@ -130,6 +131,30 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_unix_s REAL NOT NULL,
         PRIMARY KEY (instrument, channel)
     );
+    """,
+    # 2: per-cycle analytics (cellguard.daemon.analytics_tap), written beside the samples.
+    """
+    CREATE TABLE cycles (
+        instrument TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        test_id TEXT NOT NULL,
+        interphase TEXT NOT NULL,
+        cell_type TEXT NOT NULL,
+        cycle INTEGER NOT NULL,
+        time_unix_s REAL NOT NULL,
+        test_time_s REAL NOT NULL,
+        polarization_v REAL,   -- NULL stores NaN
+        max_polarization_v REAL,
+        capacity_mah_cm2 REAL,
+        complete INTEGER NOT NULL,
+        failure TEXT NOT NULL,
+        coulombic_efficiency REAL
+    );
+    CREATE INDEX cycles_by_channel_time ON cycles (instrument, channel, time_unix_s);
+    """,
+    # 3: auxiliary readings taken with a sample (host-driven channels), as JSON.
+    """
+    ALTER TABLE samples ADD COLUMN aux_json TEXT NOT NULL DEFAULT '';
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -294,7 +319,7 @@ def _float(value: float | None) -> float:
 
 _SAMPLE_COLUMNS = (
     "instrument, channel, test_id, interphase, cell_type, time_unix_s, test_time_s, "
-    "voltage_v, current_a, capacity_mah, energy_mwh, step, cycle, seq, source"
+    "voltage_v, current_a, capacity_mah, energy_mwh, step, cycle, seq, source, aux_json"
 )
 _EVENT_COLUMNS = (
     "event_id, instrument, channel, test_id, interphase, cell_type, kind, time_unix_s, "
@@ -323,12 +348,14 @@ def _sample_row(s: SampleRecord) -> tuple[object, ...]:
         s.cycle,
         s.seq,
         s.source,
+        json.dumps(dict(s.aux), sort_keys=True) if s.aux else "",
     )
 
 
 def _sample_from_row(row: tuple[Any, ...]) -> SampleRecord:
     (instrument, channel, test_id, interphase, cell_type, time_unix_s, test_time_s) = row[:7]
-    voltage_v, current_a, capacity_mah, energy_mwh, step, cycle, seq, source = row[7:]
+    voltage_v, current_a, capacity_mah, energy_mwh, step, cycle, seq, source, aux_json = row[7:]
+    aux = tuple(sorted(json.loads(aux_json).items())) if aux_json else ()
     return SampleRecord(
         tags=ChannelTags(instrument, channel, test_id, interphase, cell_type),
         time_unix_s=time_unix_s,
@@ -341,6 +368,7 @@ def _sample_from_row(row: tuple[Any, ...]) -> SampleRecord:
         cycle=cycle,
         seq=seq,
         source=cast("SampleSource", source),
+        aux=aux,
     )
 
 
@@ -455,13 +483,26 @@ class Store:
         """
         if not samples and not events:
             return
-        sample_rows = [_sample_row(s) for s in samples]
+        sample_rows = [_sample_row(s) for s in samples if s.source != "recorded"]
+        # A recorded sample is kept once: a daemon killed after writing a batch but
+        # before saving its position fetches that batch again (at-least-once delivery
+        # made exactly-once here). Looked up by (instrument, channel, time): indexed.
+        recorded_rows = [
+            (*row, row[0], row[1], row[5], row[2], row[13])
+            for row in (_sample_row(s) for s in samples if s.source == "recorded")
+        ]
         event_rows = [_event_row(e) for e in events]
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT INTO samples ({_SAMPLE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO samples ({_SAMPLE_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                 sample_rows,
+            )
+            conn.executemany(
+                f"INSERT INTO samples ({_SAMPLE_COLUMNS}) SELECT {', '.join('?' * 16)} "
+                "WHERE NOT EXISTS (SELECT 1 FROM samples WHERE instrument = ? AND channel = ? "
+                "AND time_unix_s = ? AND test_id = ? AND seq = ? AND source = 'recorded')",
+                recorded_rows,
             )
             conn.executemany(
                 f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
@@ -519,6 +560,37 @@ class Store:
         rows = await self._db.call(lambda conn: conn.execute(sql, params).fetchall())
         return [_event_from_row(r) for r in rows]
 
+    # -- per-cycle analytics (the analytics tap) ---------------------------------------
+
+    async def write_cycles(self, rows: Sequence[CycleRow]) -> None:
+        """Store cycle rows of the analytics tap in one transaction."""
+        if not rows:
+            return
+        values = [_cycle_row(r) for r in rows]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT INTO cycles ({_CYCLE_COLUMNS}) VALUES ({', '.join('?' * 14)})", values
+            )
+
+        await self._db.call(lambda conn: _transaction(conn, insert))
+
+    async def query_cycles(
+        self,
+        instrument: str | None = None,
+        channel: str | None = None,
+        *,
+        test_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[CycleRow]:
+        """Cycle rows, oldest first; ``limit`` keeps the newest (as :meth:`query_samples`)."""
+        where, params = _where(
+            [("instrument = ?", instrument), ("channel = ?", channel), ("test_id = ?", test_id)]
+        )
+        sql, params = _newest_last("cycles", _CYCLE_COLUMNS, where, params, limit)
+        rows = await self._db.call(lambda conn: conn.execute(sql, params).fetchall())
+        return [_cycle_from_row(r) for r in rows]
+
     # -- channel state: what a restarted daemon resumes from --------------------------
 
     async def save_channel_state(self, state: ChannelState) -> None:
@@ -570,6 +642,50 @@ class Store:
     def cached_channel_state(self, instrument: str, channel: str) -> ChannelState | None:
         """The channel's state as last saved or loaded, without I/O."""
         return self._states.get((instrument, channel))
+
+
+_CYCLE_COLUMNS = (
+    "instrument, channel, test_id, interphase, cell_type, cycle, time_unix_s, test_time_s, "
+    "polarization_v, max_polarization_v, capacity_mah_cm2, complete, failure, "
+    "coulombic_efficiency"
+)
+
+
+def _cycle_row(r: CycleRow) -> tuple[object, ...]:
+    t = r.tags
+    return (
+        t.instrument,
+        t.channel,
+        t.test_id,
+        t.interphase,
+        t.cell_type,
+        r.cycle,
+        r.time_unix_s,
+        r.test_time_s,
+        _real(r.polarization_v),
+        _real(r.max_polarization_v),
+        _real(r.capacity_mah_cm2),
+        int(r.complete),
+        r.failure,
+        _real(r.coulombic_efficiency),
+    )
+
+
+def _cycle_from_row(row: tuple[Any, ...]) -> CycleRow:
+    instrument, channel, test_id, interphase, cell_type, cycle, time_unix_s = row[:7]
+    test_time_s, pol, max_pol, capacity, complete, failure, ce = row[7:]
+    return CycleRow(
+        tags=ChannelTags(instrument, channel, test_id, interphase, cell_type),
+        cycle=cycle,
+        time_unix_s=time_unix_s,
+        test_time_s=test_time_s,
+        polarization_v=_float(pol),
+        max_polarization_v=_float(max_pol),
+        capacity_mah_cm2=_float(capacity),
+        complete=bool(complete),
+        failure=failure,
+        coulombic_efficiency=_float(ce),
+    )
 
 
 def _upsert_state(conn: sqlite3.Connection, state: ChannelState) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
+from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
 from cellguard.drivers.neware import (
@@ -42,12 +43,27 @@ from cellguard.drivers.neware import (
 )
 from cellguard.protocols import GalvanostaticCycling, InstrumentLimits, write_step_file
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
-from cellguard.protocols.script import parse_protocol_text
+from cellguard.protocols.script import Protocol as ScriptProtocol
+from cellguard.protocols.script import (
+    StepLimitGuard,
+    parse_protocol_text,
+    prestart_setpoints,
+    step_limits,
+)
 from cellguard.protocols.script import to_step_file as script_to_step_file
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PAGE = 1000
+# Records per ``download`` that is judged (DOWNLOAD_PAGE is for the warm-up, which
+# judges nothing). A halt waits for its whole page to be decoded and every record
+# before it judged: ~25 ms for 1,000 records, ~2 ms for 100. Catching up costs one
+# round trip per 100 records; a channel polled every minute at 1 Hz needs one.
+DOWNLOAD_SLICE = 100
+# Channels per ``inquire``. A halt waits for its whole reply to be decoded and judged,
+# so a rack of 2,048 channels is asked in slices: halt latency stays that of one
+# slice (a few ms), whatever the rack's size, for one extra round trip per slice.
+INQUIRE_BATCH = 128
 # After a restart the detectors relearn from this much recorded history (two full
 # 0.5 mAh cm⁻² cycles and then some), at most this many records.
 WARM_UP_S = 5 * 3600.0
@@ -104,7 +120,11 @@ class ChannelRuntime:
     live: Detector
     recorded: Detector
     state: str = "idle"  # idle running halting halted stopped finished protected unavailable
-    next_seq: int = 1
+    next_seq: int = 1  # the next recorded sample to fetch (all before it are queued)
+    # The last recorded sample the sink has written: the position saved for a restart,
+    # so a kill loses nothing that was only queued (see samples_stored).
+    stored_seq: int = 0
+    detail: str = ""  # why the state is what it is (kept across position saves)
     test_id: int = 0
     test_start_unix_s: float = math.nan
     halt: Verdict | None = None
@@ -114,6 +134,7 @@ class ChannelRuntime:
     test_time_s: float = 0.0
     samples: int = 0
     halt_latencies_s: list[float] = field(default_factory=list)
+    halt_announced: bool = False  # the halt event is out (it waits for the stop)
 
 
 class InstrumentSupervisor:
@@ -151,12 +172,13 @@ class InstrumentSupervisor:
         self._on_halt = on_halt
         self.available = False
         self.polls = 0
+        self._poll_origin_s: float | None = None  # the live polls' grid
         self.live_dropped = 0
         self.recorded_deferred = 0  # recorded samples left on the instrument for later
         self.events: list[EventRecord] = []
         self._pending_events: deque[EventRecord] = deque()
         self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
-        self._scripts: dict[ChannelId, tuple[str, StepFile]] = {}
+        self._scripts: dict[ChannelId, tuple[str, StepFile, ScriptProtocol]] = {}
         self.channels: dict[ChannelId, ChannelRuntime] = {}
         for spec in channels:
             settings = spec.detector or DetectorSettings(
@@ -173,9 +195,11 @@ class InstrumentSupervisor:
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
-                    runtime.state, last_seq, _ = saved
+                    runtime.state, last_seq, runtime.detail = saved
+                    runtime.stored_seq = last_seq
                     runtime.next_seq = last_seq + 1
             self.channels[spec.channel] = runtime
+        self._by_tag = {str(c): r for c, r in self.channels.items()}  # by tags.channel
 
     # ------------------------------------------------------------ the loop
 
@@ -225,13 +249,39 @@ class InstrumentSupervisor:
         await self._warm_up(client)
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
+        if self._poll_origin_s is None:
+            self._poll_origin_s = next_download_s
+        else:
+            # A reconnect: carry out what the outage left and backfill it (judged) at
+            # once; the live polls wait for their grid (see _until_next_poll_s).
+            await self._finish_halts(client)
+            await self.download_once(client)
+            next_download_s = self._clock.now_s() + self.download_interval_s
+            await self._clock.sleep(self._until_next_poll_s())
         while True:
+            await self._finish_halts(client)
             await self._run_commands(client)
             await self.poll_once(client)
             if self._clock.now_s() >= next_download_s:
                 await self.download_once(client)
                 next_download_s = self._clock.now_s() + self.download_interval_s
-            await self._clock.sleep(self.poll_interval_s)
+                _freeze_heap_once()
+            await self._clock.sleep(self._until_next_poll_s())
+
+    def _until_next_poll_s(self) -> float:
+        """Seconds to the next point of the poll grid, which a reconnect never shifts.
+
+        The live detectors place a sample in its half cycle by the time since the last
+        sample before the current reversed; their profiles hold only while the polls
+        keep one phase against the instrument's reversals. Polls shifted by a reconnect
+        (the backoff) put the first sample after each reversal, still relaxing, where
+        the profile is relaxed already: false drops, then a false soft-short halt.
+        """
+        assert self._poll_origin_s is not None
+        elapsed_s = self._clock.now_s() - self._poll_origin_s
+        # The tolerance keeps a poll that lands on its grid point from being repeated.
+        polls_done = math.floor(elapsed_s / self.poll_interval_s + 1e-6) + 1
+        return self._poll_origin_s + polls_done * self.poll_interval_s - self._clock.now_s()
 
     async def _start_run_mode(self, client: NewareClient) -> None:
         """Start the protocols of ``run`` channels that are not running yet (never twice)."""
@@ -260,6 +310,7 @@ class InstrumentSupervisor:
                 runtime = self.channels[channel]
                 runtime.state = "running"
                 runtime.next_seq = 1
+                runtime.stored_seq = 0
                 self._persist(runtime, f"started {barcode}")
                 await self._event(runtime, "start", detail=f"started with barcode {barcode}")
 
@@ -273,7 +324,10 @@ class InstrumentSupervisor:
         """
         for runtime in self.channels.values():
             last = runtime.next_seq - 1
-            if runtime.state != "running" or last < 1 or runtime.recorded.samples > 0:
+            # "unavailable" was saved by daemons that lost the link and never saw the
+            # channel come back: its test may still run, so its baseline is rebuilt.
+            resumed = runtime.state in ("running", "unavailable")
+            if not resumed or last < 1 or runtime.recorded.samples > 0:
                 continue
             tail = await client.download(
                 runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
@@ -340,7 +394,17 @@ class InstrumentSupervisor:
                 step_file = script_to_step_file(script, self._limits)
             except CellguardError as err:
                 return False, f"protocol refused, nothing started: {err}"
-            self._scripts[channel] = (script.name, step_file)
+            setpoints = prestart_setpoints(script)
+            if setpoints:
+                # A Neware channel has no chamber of its own to set: starting without the
+                # soak would run the test at the wrong temperature, silently.
+                first = setpoints[0]
+                return False, (
+                    f"protocol refused, nothing started: it sets a chamber to "
+                    f"{first.temperature} before it starts, and a Neware channel has no "
+                    "chamber; set it by hand and remove the step, or run it host-driven"
+                )
+            self._scripts[channel] = (script.name, step_file, script)
         if action not in ("stop", "start", "pause", "resume"):
             return False, f"unknown action {action!r}"
         if not self.available:
@@ -410,7 +474,12 @@ class InstrumentSupervisor:
         return runtime.state == "running", runtime.state
 
     async def _start_script(
-        self, client: NewareClient, runtime: ChannelRuntime, name: str, step_file: StepFile
+        self,
+        client: NewareClient,
+        runtime: ChannelRuntime,
+        name: str,
+        step_file: StepFile,
+        script: ScriptProtocol,
     ) -> tuple[bool, str]:
         if runtime.last_workstatus in _RUNNING or runtime.state in ("running", "halting"):
             return False, "the channel is already running; stop it first"
@@ -427,9 +496,15 @@ class InstrumentSupervisor:
         runtime.recorded = make_detector(
             dataclasses.replace(settings, stream_starts_at_reversal=True)
         )
+        if step_limits(script):
+            # The BTS step file holds only the whole-test protection: the script's
+            # per-step windows are judged here, on both streams, by the step id.
+            runtime.live = StepLimitGuard(runtime.live, script)
+            runtime.recorded = StepLimitGuard(runtime.recorded, script)
         runtime.halt = None
         runtime.state = "running"
         runtime.next_seq = 1
+        runtime.stored_seq = 0
         runtime.test_start_unix_s = math.nan
         self._persist(runtime, f"started protocol {name!r}")
         await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
@@ -440,31 +515,41 @@ class InstrumentSupervisor:
     async def poll_once(self, client: NewareClient) -> None:
         """One ``inquire`` for every channel; judge every value; halt at once.
 
-        All verdicts of the poll are taken first and every halting channel is stopped
-        in one request before anything else (status, events, samples) is handled, so
-        no halt waits behind another channel's alert or a sink.
+        Channels are asked in slices of :data:`INQUIRE_BATCH`. The verdicts of a slice
+        are taken as soon as it arrives and every halting channel of it is stopped in
+        one request before the next slice is asked and before anything else (status,
+        events, samples) is handled, so no halt waits behind another channel's alert,
+        a sink, or the rest of a large rack.
         """
         self._flush_events()
-        records = await client.inquire(list(self.channels))
-        received_at = time.perf_counter()
-        self.polls += 1
-        halts: list[tuple[ChannelRuntime, Verdict]] = []
         warns: list[tuple[ChannelRuntime, Verdict]] = []
+        halted: list[tuple[ChannelRuntime, Verdict]] = []
         seen: list[tuple[ChannelRuntime, InquireRecord]] = []
-        for channel, record in records.items():
-            runtime = self.channels.get(channel)
-            if runtime is None:
-                continue
-            seen.append((runtime, record))
-            if record.workstatus != "working" or runtime.halt is not None:
-                continue
-            verdict = runtime.live.feed(record.total_time_s, record.voltage_v, record.current_a)
-            if verdict.severity == "halt":
-                halts.append((runtime, verdict))
-            elif verdict.severity == "warn":
-                warns.append((runtime, verdict))
-        if halts:
-            await self._halt_all(client, halts, received_at)
+        watched = list(self.channels)
+        for lo in range(0, len(watched), INQUIRE_BATCH):
+            records = await client.inquire(watched[lo : lo + INQUIRE_BATCH])
+            received_at = time.perf_counter()
+            halts: list[tuple[ChannelRuntime, Verdict]] = []
+            for channel, record in records.items():
+                runtime = self.channels.get(channel)
+                if runtime is None:
+                    continue
+                seen.append((runtime, record))
+                if record.workstatus != "working" or runtime.halt is not None:
+                    continue
+                verdict = runtime.live.feed(
+                    record.total_time_s, record.voltage_v, record.current_a, record.step_id
+                )
+                if verdict.severity == "halt":
+                    halts.append((runtime, verdict))
+                elif verdict.severity == "warn":
+                    warns.append((runtime, verdict))
+            if halts:
+                await self._stop_halting(client, halts, received_at)
+                halted += halts
+        self.polls += 1
+        if halted:
+            await self._report_halts(halted)
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
             if record.workstatus != "working":
@@ -494,6 +579,11 @@ class InstrumentSupervisor:
     async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
         status = record.workstatus
         if status == runtime.last_workstatus:
+            if status in _RUNNING and runtime.state == "unavailable":
+                # Back after a link loss, the test still running: the status text did
+                # not change, the channel's state must (a restart reads it).
+                runtime.state = "running"
+                self._persist(runtime, f"running again after the link came back ({status})")
             return
         previous = runtime.last_workstatus
         runtime.last_workstatus = status
@@ -524,7 +614,9 @@ class InstrumentSupervisor:
             if runtime.state == "idle":
                 continue
             while True:
-                reply = await client.download(runtime.spec.channel, runtime.next_seq, DOWNLOAD_PAGE)
+                reply = await client.download(
+                    runtime.spec.channel, runtime.next_seq, DOWNLOAD_SLICE
+                )
                 if reply.test_id and reply.test_id != runtime.test_id:
                     runtime.test_id = reply.test_id
                     runtime.tags = ChannelTags(
@@ -539,10 +631,8 @@ class InstrumentSupervisor:
                     if not await self._recorded(client, runtime, rec):
                         break
                     taken += 1
-                runtime.next_seq += taken
-                if taken:
-                    self._persist(runtime, "")
-                if taken < DOWNLOAD_PAGE:
+                # The position is saved once the sink has the samples (samples_stored).
+                if taken < DOWNLOAD_SLICE:
                     break
 
     async def _recorded(
@@ -577,6 +667,11 @@ class InstrumentSupervisor:
         except asyncio.QueueFull:
             self.recorded_deferred += 1
             return False
+        # Counted the moment it is queued: a halt judged on this very sample may lose
+        # the link, and a queued sample must never be fetched (and stored) again by
+        # this run. A restart resumes from stored_seq instead: what was only queued
+        # died with the process.
+        runtime.next_seq += 1
         runtime.test_start_unix_s = wall_unix_s - t_s
         runtime.samples += 1
         if runtime.halt is None:
@@ -602,6 +697,16 @@ class InstrumentSupervisor:
         halts: Sequence[tuple[ChannelRuntime, Verdict]],
         received_at: float,
     ) -> None:
+        await self._stop_halting(client, halts, received_at)
+        await self._report_halts(halts)
+
+    async def _stop_halting(
+        self,
+        client: NewareClient,
+        halts: Sequence[tuple[ChannelRuntime, Verdict]],
+        received_at: float,
+    ) -> None:
+        """The halt path proper: stop, confirm, persist; nothing that may wait on I/O."""
         for runtime, verdict in halts:
             runtime.halt = verdict
             runtime.state = "halting"
@@ -611,22 +716,46 @@ class InstrumentSupervisor:
             runtime.state = "halted" if runtime.spec.channel in confirmed else "halting"
             self._persist(runtime, verdict.detail)
             log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
+
+    async def _report_halts(self, halts: Sequence[tuple[ChannelRuntime, Verdict]]) -> None:
+        """Events and alerts of halts already stopped (they may wait on the broker)."""
         for runtime, verdict in halts:
-            await self._event(
-                runtime,
-                "halt",
-                fault=verdict.kind,
-                subkind=verdict.subkind,
-                detail=verdict.detail,
-                values={
-                    "measured_v": verdict.measured,
-                    "baseline_v": verdict.baseline,
-                    "threshold_v": verdict.threshold,
-                    "test_time_s": verdict.t_s,
-                },
-            )
-            if self._on_halt is not None:
-                await self._on_halt(runtime)
+            await self._announce_halt(runtime, verdict)
+
+    async def _announce_halt(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
+        runtime.halt_announced = True
+        await self._event(
+            runtime,
+            "halt",
+            fault=verdict.kind,
+            subkind=verdict.subkind,
+            detail=verdict.detail,
+            values={
+                "measured_v": verdict.measured,
+                "baseline_v": verdict.baseline,
+                "threshold_v": verdict.threshold,
+                "test_time_s": verdict.t_s,
+            },
+        )
+        if self._on_halt is not None:
+            await self._on_halt(runtime)
+
+    async def _finish_halts(self, client: NewareClient) -> None:
+        """Carry out halts left unconfirmed: the link was lost as the stop went out, or
+        the instrument did not confirm it. A halt is never forgotten."""
+        pending = [r for r in self.channels.values() if r.state == "halting"]
+        if not pending:
+            return
+        confirmed = await self._stop_until_confirmed(client, pending, time.perf_counter())
+        for runtime in pending:
+            if runtime.spec.channel not in confirmed:
+                continue
+            runtime.state = "halted"
+            detail = runtime.halt.detail if runtime.halt is not None else "halted on reconnect"
+            self._persist(runtime, detail)
+            log.warning("%s %s: HALTED (on retry) — %s", self.name, runtime.spec.channel, detail)
+            if runtime.halt is not None and not runtime.halt_announced:
+                await self._announce_halt(runtime, runtime.halt)
 
     async def _stop_until_confirmed(
         self, client: NewareClient, runtimes: Sequence[ChannelRuntime], received_at: float
@@ -676,8 +805,15 @@ class InstrumentSupervisor:
         detail: str = "",
         values: dict[str, float] | None = None,
     ) -> None:
-        clean = {k: v for k, v in (values or {}).items() if not math.isnan(v)}
-        event = EventRecord(runtime.tags, kind, time.time(), fault, subkind, detail, clean)  # type: ignore[arg-type]
+        event = new_event(
+            runtime.tags,
+            kind,  # type: ignore[arg-type]
+            time.time(),
+            fault=fault,
+            subkind=subkind,
+            detail=detail,
+            values=values,
+        )
         self.events.append(event)
         self._pending_events.append(event)
         self._flush_events()
@@ -701,9 +837,62 @@ class InstrumentSupervisor:
                 return
             self._pending_events.popleft()
 
+    def samples_stored(self, samples: Sequence[SampleRecord]) -> None:
+        """The sink has durably written ``samples``: save the position a restart resumes
+        from (the sink writer calls this after each write; samples of other instruments
+        are ignored).
+
+        Only now, not when a sample is queued: a kill -9 loses the queue, and whatever
+        it held must be fetched again. A restart between the sink's write and this save
+        fetches a few samples twice; the sink keeps recorded samples once (by channel,
+        test and seq). Nothing here waits: a halt never waits on the sink.
+        """
+        newest: dict[str, int] = {}
+        for sample in samples:
+            if sample.source != "recorded" or sample.tags.instrument != self.name:
+                continue
+            channel = sample.tags.channel
+            runtime = self._by_tag.get(channel)
+            if (
+                runtime is None
+                # From an earlier test (this one's samples are all queued below next_seq).
+                or sample.tags.test_id != runtime.tags.test_id
+                or sample.seq >= runtime.next_seq
+            ):
+                continue
+            newest[channel] = max(newest.get(channel, 0), sample.seq)
+        for channel, seq in newest.items():
+            runtime = self._by_tag[channel]
+            if seq > runtime.stored_seq:
+                runtime.stored_seq = seq
+                self._persist(runtime, "")
+
     def _persist(self, runtime: ChannelRuntime, detail: str) -> None:
+        if detail:
+            runtime.detail = detail
         if self._state is not None:
-            self._state.save_state(runtime.tags, runtime.state, runtime.next_seq - 1, detail)
+            self._state.save_state(runtime.tags, runtime.state, runtime.stored_seq, runtime.detail)
+
+
+_heap_frozen = False
+
+
+def _freeze_heap_once() -> None:
+    """After the first download, move what the daemon holds for good out of the GC's way.
+
+    A full (generation 2) collection walks every live object: with the detectors and
+    histories of 2,048 channels that stops the loop for up to ~90 ms, and a halt
+    judged just before it waits that long for its stop (``bench/bench_supervise.py``:
+    p99 halt latency 12-67 ms). Collected once here and frozen, that heap is never
+    walked again (reference counting still frees it); later collections walk only
+    what came after, ~25 ms at most. Once per process: a freeze without a collection
+    just before it would keep cyclic garbage for good.
+    """
+    global _heap_frozen  # noqa: PLW0603 (one process, one heap)
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def _unix(wall: datetime) -> float:

@@ -1,6 +1,6 @@
 """Neware BTS 8 API: codec, client and a simulated CT-4008 server."""
 
-from cellguard.drivers.neware._client import DEFAULT_TIMEOUT_S, NewareClient
+from cellguard.drivers.neware._client import DEFAULT_TIMEOUT_S, NewareClient, WireTap
 from cellguard.drivers.neware._codec import (
     FrameSplitter,
     decode_reply,
@@ -107,6 +107,7 @@ __all__ = [
     "StepType",
     "Stop",
     "TcpTransport",
+    "WireTap",
     "decode_reply",
     "decode_request",
     "demo_layout",

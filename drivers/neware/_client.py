@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from types import TracebackType
-from typing import Self, TypeAlias, TypeVar, assert_never
+from typing import Protocol, Self, TypeAlias, TypeVar, assert_never
 
 from cellguard.drivers.errors import (
     CommandRefused,
@@ -63,7 +64,7 @@ from cellguard.drivers.neware._messages import (
 )
 from cellguard.drivers.neware._transport import TcpTransport
 
-__all__ = ["DEFAULT_TIMEOUT_S", "NewareClient"]
+__all__ = ["DEFAULT_TIMEOUT_S", "NewareClient", "WireTap"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +73,21 @@ DEFAULT_TIMEOUT_S = 10.0
 
 ChannelArg: TypeAlias = ChannelId | str
 _R = TypeVar("_R", bound=Reply)
+
+
+class WireTap(Protocol):
+    """Timestamps at the wire, for measuring what the daemon adds (``bench/``).
+
+    Set :attr:`NewareClient.tap` to an object with these methods; times are
+    ``time.perf_counter()`` seconds. Off (``None``) it costs one attribute test per
+    request and per read, so it may stay in the production path.
+    """
+
+    def reply_arrived(self, t_s: float) -> None:
+        """The first bytes of a reply were read from the socket at ``t_s``."""
+
+    def request_written(self, request: Request, t_s: float) -> None:
+        """The whole frame of ``request`` was handed to the OS at ``t_s``."""
 
 
 def _reply_cmd(reply: Reply) -> str:
@@ -153,6 +169,8 @@ class NewareClient:
         self._lock = asyncio.Lock()
         self._channels: tuple[ChannelInfo, ...] = ()
         self._addresses: dict[ChannelId, ChannelAddress] = {}
+        self.tap: WireTap | None = None
+        """Optional timestamps at the wire (see :class:`WireTap`); ``None``: off."""
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "closed"
@@ -323,6 +341,8 @@ class NewareClient:
         try:
             async with asyncio.timeout(timeout_s):
                 await transport.send(encode_request(req))
+                if self.tap is not None:
+                    self.tap.request_written(req, time.perf_counter())
                 frame = await self._next_frame(transport)
         except TimeoutError as err:
             await self._lose_link(f"no reply to {expected} within {timeout_s} s")
@@ -357,6 +377,8 @@ class NewareClient:
     async def _next_frame(self, transport: TcpTransport) -> bytes:
         while not self._frames:
             data = await transport.receive()
+            if self.tap is not None and data and not self._splitter.pending_bytes:
+                self.tap.reply_arrived(time.perf_counter())
             if not data:
                 middle = " in the middle of a reply" if self._splitter.pending_bytes else ""
                 msg = (

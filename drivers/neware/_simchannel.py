@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
+from cellguard.drivers.neware._codec import download_item
 from cellguard.drivers.neware._messages import (
     ChannelAddress,
     DownloadRecord,
@@ -84,6 +85,11 @@ class _History:
         self.current_a = array("d")
         self.capacity_ah = array("d")
         self.energy_wh = array("d")
+        # Each record's <data> line as served, encoded the first time it is asked
+        # for (None until then): a recorded sample never changes, and a real BTS
+        # server serves its history from its database instead of formatting it
+        # again for every request.
+        self.items: list[bytes | None] = []
 
     def __len__(self) -> int:
         return len(self.test_time_ms)
@@ -471,24 +477,39 @@ class SimChannel:
 
     def download(self, start_pos: int, count: int) -> tuple[DownloadRecord, ...]:
         """Recorded samples with seq ids ``start_pos .. start_pos+count-1`` (1-based)."""
-        h = self._history
+        return tuple(self._record_at(i) for i in range(*self._download_range(start_pos, count)))
+
+    def download_items(self, start_pos: int, count: int) -> list[bytes]:
+        """The same records as :meth:`download`, as the ``<data>`` lines of the reply."""
+        first, last = self._download_range(start_pos, count)
+        items = self._history.items
+        if len(items) < last:
+            items.extend([None] * (last - len(items)))
+        page = items[first:last]
+        if None in page:
+            for i in range(first, last):
+                if items[i] is None:
+                    items[i] = download_item(self._record_at(i))
+            page = items[first:last]
+        return cast("list[bytes]", page)
+
+    def _download_range(self, start_pos: int, count: int) -> tuple[int, int]:
         first = max(start_pos, 1) - 1
-        last = min(first + max(count, 0), len(h))
-        start_wall = self._test_start_wall
-        return tuple(
-            DownloadRecord(
-                seq_id=i + 1,
-                step_id=h.step_id[i],
-                cycle_id=h.cycle_id[i],
-                step_type=_STEP_NAMES[h.step_code[i]],
-                test_time_ms=h.test_time_ms[i],
-                wall_time=start_wall + timedelta(seconds=h.test_time_ms[i] // 1000),
-                voltage_v=h.voltage_v[i],
-                current_a=h.current_a[i],
-                capacity_ah=h.capacity_ah[i],
-                energy_wh=h.energy_wh[i],
-            )
-            for i in range(first, last)
+        return first, max(first, min(first + max(count, 0), len(self._history)))
+
+    def _record_at(self, i: int) -> DownloadRecord:
+        h = self._history
+        return DownloadRecord(
+            seq_id=i + 1,
+            step_id=h.step_id[i],
+            cycle_id=h.cycle_id[i],
+            step_type=_STEP_NAMES[h.step_code[i]],
+            test_time_ms=h.test_time_ms[i],
+            wall_time=self._test_start_wall + timedelta(seconds=h.test_time_ms[i] // 1000),
+            voltage_v=h.voltage_v[i],
+            current_a=h.current_a[i],
+            capacity_ah=h.capacity_ah[i],
+            energy_wh=h.energy_wh[i],
         )
 
     def log(self) -> list[tuple[int, int, datetime]]:

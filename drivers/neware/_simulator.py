@@ -23,7 +23,12 @@ from typing import assert_never
 
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
-from cellguard.drivers.neware._codec import FrameSplitter, decode_request, encode_reply
+from cellguard.drivers.neware._codec import (
+    FrameSplitter,
+    decode_request,
+    encode_download_reply,
+    encode_reply,
+)
 from cellguard.drivers.neware._messages import (
     DEVTYPE_CT4008,
     ChannelAddress,
@@ -109,6 +114,7 @@ class NewareSimulator:
         seed: int = 0,
         epoch: datetime | None = None,
         ip: str = "127.0.0.1",
+        login: tuple[str, str] | None = None,
     ) -> None:
         if units < 1:
             raise ConfigError(field="units", problem="must be >= 1 (8 channels each)")
@@ -151,6 +157,8 @@ class NewareSimulator:
                 )
         self.labels = {cid: slot.label for cid, slot in cells.items()}
         self.requests_served = 0
+        # (user name, password) the API accepts; None: any, as a factory-fresh server.
+        self.login = login
 
     @property
     def channels(self) -> Mapping[ChannelId, SimChannel]:
@@ -170,10 +178,17 @@ class NewareSimulator:
     def handle(self, request: Request) -> Reply:
         """Answer one request as the BTS server would."""
         self.requests_served += 1
-        self.advance()
+        # Only the channels a request names are brought up to the present (each is
+        # pulled, not pushed, so the others lose nothing): on a 256-unit rack the
+        # download of one channel must not integrate all 2,048.
+        now_s = self.clock.now_s()
+        for address in _addresses(request):
+            channel = self._channels.get(address.channel)
+            if channel is not None:
+                channel.advance_to(now_s)
         match request:
-            case Connect():
-                return ConnectReply(ok=True)
+            case Connect(username, password):
+                return ConnectReply(ok=self.login is None or (username, password) == self.login)
             case GetDevInfo():
                 return DevInfoReply(
                     tuple(
@@ -273,6 +288,25 @@ class NewareSimulator:
                 return StepLayerReply(address, channel.test_id, channel.step_layers())
         assert_never(request)
 
+    def respond(self, request: Request) -> bytes:
+        """The reply frame to ``request``: ``encode_reply(handle(request))``, byte for byte.
+
+        A ``download`` is joined from the channel's cached ``<data>`` lines (each
+        recorded sample is encoded once), so serving history costs a join, not a
+        formatting of every record for every request.
+        """
+        if isinstance(request, Download) and self._has(request.address):
+            self.requests_served += 1
+            channel = self._find(request.address)
+            channel.advance_to(self.clock.now_s())
+            items = channel.download_items(
+                request.start_pos, min(request.count, MAX_DOWNLOAD_COUNT)
+            )
+            return encode_download_reply(
+                request.address, channel.test_id, request.start_pos, request.count, items
+            )
+        return encode_reply(self.handle(request))
+
     def _has(self, address: ChannelAddress) -> bool:
         return address.channel in self._channels
 
@@ -341,12 +375,12 @@ class NewareSimulator:
             while data := await reader.read(65536):
                 for frame_bytes in splitter.feed(data):
                     try:
-                        reply = self.handle(decode_request(frame_bytes))
+                        reply = self.respond(decode_request(frame_bytes))
                     except CellguardError as err:
                         # The real server drops requests it cannot parse; say why here.
                         log.warning("BTS simulator: bad request from %s: %s", peer, err)
                         continue
-                    writer.write(encode_reply(reply))
+                    writer.write(reply)
                 await writer.drain()
         except (ConnectionError, CellguardError) as err:
             log.info("BTS simulator: connection from %s ended: %s", peer, err)
@@ -354,3 +388,26 @@ class NewareSimulator:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await asyncio.shield(writer.wait_closed())
+
+
+def _addresses(request: Request) -> tuple[ChannelAddress, ...]:
+    """The channels ``request`` reads or commands."""
+    match request:
+        case Connect() | GetDevInfo():
+            return ()
+        case Start(items):
+            return tuple(item.address for item in items)
+        case (
+            GetChlStatus(channels)
+            | Inquire(channels)
+            | InquireDf(channels)
+            | Stop(channels)
+            | Pause(channels)
+            | Continue(channels)
+            | ClearFlag(channels)
+            | Light(channels)
+        ):
+            return channels
+        case Download(address) | DownloadLog(address) | DownloadStepLayer(address):
+            return (address,)
+    assert_never(request)

@@ -105,7 +105,8 @@ class DetectorSettings:
     drop_ratio: float = 0.62
     near_zero_ratio: float = 0.08
     soft_window_s: float = 12 * 3600.0
-    # Micro short: the ratio averaged over slide_window_s sliding below slide_ratio on
+    # Micro short: the half cycle's scale against the profile (a least-squares fit over
+    # as many samples as the noise needs, at most slide_window_s) below slide_ratio on
     # two samples. Every ratio criterion must also stand out of the cell's own noise
     # by significance_sigmas (the noise is learnt per direction from each half cycle).
     slide_ratio: float = 0.85

@@ -19,15 +19,42 @@ in Python; both give the same :class:`Protocol`::
 :meth:`Protocol.validate` refuses what the cell or instrument cannot run;
 :func:`to_step_file` compiles to a Neware BTS 8 step file; :func:`describe` lists the
 compiled steps with absolute currents and the expected test length.
+
+Steps may carry their own safety window (``limits=``) and a conditional jump
+(``goto=Goto(5, Condition("voltage above", volts(1)))``), and :class:`SetTemperature`
+sets an auxiliary chamber. :class:`HostRun` runs any protocol host-driven (a pure
+state machine: readings in, actions out); for a Neware, :func:`step_limits` and
+:func:`prestart_setpoints` hand the daemon what a step file cannot hold, and a goto
+or a mid-protocol setpoint is refused.
 """
 
+from cellguard.protocols.script._guard import StepLimitGuard
+from cellguard.protocols.script._host import (
+    DEFAULT_TEMPERATURE_AUX,
+    Action,
+    DryRun,
+    Finished,
+    HostRun,
+    Outcome,
+    OutputOff,
+    Position,
+    SetAux,
+    SourceCurrent,
+    SourceVoltage,
+    StepStarted,
+    dry_run,
+)
 from cellguard.protocols.script._model import (
     ALLOWED_UNITS,
+    DEFAULT_SOAK_TIMEOUT_S,
     CellSpec,
     CellType,
     Charge,
+    Condition,
+    ConditionKind,
     CurrentBelow,
     Discharge,
+    Goto,
     HoldVoltage,
     InstrumentCapability,
     Limit,
@@ -37,11 +64,13 @@ from cellguard.protocols.script._model import (
     QuantityKind,
     Repeat,
     Rest,
+    SetTemperature,
     Step,
     Strip,
     VoltageBetween,
     amps,
     c_rate,
+    celsius,
     hours,
     ma,
     ma_cm2,
@@ -52,7 +81,14 @@ from cellguard.protocols.script._model import (
     seconds,
     volts,
 )
-from cellguard.protocols.script._neware import describe, expected_length_s, to_step_file
+from cellguard.protocols.script._neware import (
+    bts_step_ids,
+    describe,
+    expected_length_s,
+    prestart_setpoints,
+    step_limits,
+    to_step_file,
+)
 from cellguard.protocols.script._text import (
     load_protocol_file,
     parse_limit,
@@ -78,11 +114,13 @@ __all__ = [
     "Repeat",
     "Rest",
     "Step",
+    "StepLimitGuard",
     "Strip",
     "VoltageBetween",
     "amps",
     "c_rate",
     "describe",
+    "dry_run",
     "expected_length_s",
     "hours",
     "load_protocol_file",
@@ -113,6 +151,29 @@ from cellguard.protocols.script.library import (
     symmetric_cycling,
 )
 
+__all__ += [
+    "DEFAULT_SOAK_TIMEOUT_S",
+    "DEFAULT_TEMPERATURE_AUX",
+    "Action",
+    "Condition",
+    "ConditionKind",
+    "DryRun",
+    "Finished",
+    "Goto",
+    "HostRun",
+    "Outcome",
+    "OutputOff",
+    "Position",
+    "SetAux",
+    "SetTemperature",
+    "SourceCurrent",
+    "SourceVoltage",
+    "StepStarted",
+    "bts_step_ids",
+    "celsius",
+    "prestart_setpoints",
+    "step_limits",
+]
 __all__ += [
     "CCD_LEVELS_MA_CM2",
     "LibraryProtocol",

@@ -23,7 +23,7 @@ from cellguard.drivers.errors import ConfigError
 from cellguard.protocols.galvanostatic import InstrumentLimits
 from cellguard.protocols.units import LI_MAH_CM2_PER_UM, disc_area_cm2
 
-QuantityKind = Literal["current", "capacity", "time", "voltage"]
+QuantityKind = Literal["current", "capacity", "time", "voltage", "temperature"]
 CellType = Literal["symmetric", "asymmetric", "full"]
 
 # Canonical unit -> family. "C" is a C-rate: a multiple of the cell's capacity per hour.
@@ -35,15 +35,18 @@ _KIND_OF_UNIT: dict[str, QuantityKind] = {
     "mAh": "capacity",
     "s": "time",
     "V": "voltage",
+    "°C": "temperature",
 }
 ALLOWED_UNITS: dict[QuantityKind, str] = {
     "current": "a current (mA/cm2, mA, A or C-rate)",
     "capacity": "a capacity (mAh/cm2 or mAh)",
     "time": "a time (s, min or h)",
     "voltage": "a voltage (V or mV)",
+    "temperature": "a temperature (°C, degC or C)",
 }
 _S_PER_H = 3600.0
 _S_PER_MIN = 60.0
+_ABSOLUTE_ZERO_C = -273.15
 
 
 def _fmt(value: float) -> str:
@@ -52,7 +55,7 @@ def _fmt(value: float) -> str:
 
 @dataclass(frozen=True)
 class Quantity:
-    """A number with its unit: one of mA/cm2, mA, C (C-rate), mAh/cm2, mAh, s, V.
+    """A number with its unit: one of mA/cm2, mA, C (C-rate), mAh/cm2, mAh, s, V, °C.
 
     Build it with the constructor functions (:func:`ma_cm2`, :func:`c_rate`,
     :func:`minutes`, ...) or :func:`~cellguard.protocols.script.parse_quantity`; they
@@ -73,9 +76,14 @@ class Quantity:
             raise ConfigError(field=self.unit, problem=f"must be a number, got {value!r}")
         if not math.isfinite(value):
             raise ConfigError(field=self.unit, problem=f"must be finite, got {value!r}")
-        # Voltages may be zero or negative (a Li|Li cell sits near 0 V); the rest are
-        # magnitudes, the direction comes from the step.
-        if self.kind != "voltage" and not value > 0:
+        # Voltages may be zero or negative (a Li|Li cell sits near 0 V), and so may
+        # temperatures (the papers' tests at -5 °C); the rest are magnitudes, the
+        # direction comes from the step.
+        if self.kind == "temperature" and not value >= _ABSOLUTE_ZERO_C:
+            raise ConfigError(
+                field=self.unit, problem=f"must be above absolute zero (-273.15 °C), got {value:g}"
+            )
+        if self.kind not in ("voltage", "temperature") and not value > 0:
             raise ConfigError(
                 field=self.unit,
                 problem=f"{self.kind} must be > 0 (the step gives the direction), got {value:g}",
@@ -84,7 +92,7 @@ class Quantity:
 
     @property
     def kind(self) -> QuantityKind:
-        """The family: ``current``, ``capacity``, ``time`` or ``voltage``."""
+        """The family: ``current``, ``capacity``, ``time``, ``voltage`` or ``temperature``."""
         return _KIND_OF_UNIT[self.unit]
 
     @property
@@ -168,6 +176,11 @@ def volts(value: float) -> Quantity:
 def millivolts(value: float) -> Quantity:
     """A voltage in mV (held as V)."""
     return Quantity(value / 1000.0, "V")
+
+
+def celsius(value: float) -> Quantity:
+    """A temperature in °C (a chamber setpoint, or the width of a band around one)."""
+    return Quantity(value, "°C")
 
 
 # ---------------------------------------------------------------- the cell
@@ -343,6 +356,126 @@ def _require(where: str, what: str, q: object, kinds: tuple[QuantityKind, ...]) 
         raise ConfigError(field=where, problem=f"{q} is a {q.kind}; {what} needs {allowed}".strip())
 
 
+ConditionKind = Literal[
+    "voltage above", "voltage below", "current below", "time reached", "capacity reached"
+]
+_CONDITION_QUANTITY: dict[str, QuantityKind] = {
+    "voltage above": "voltage",
+    "voltage below": "voltage",
+    "current below": "current",
+    "time reached": "time",
+    "capacity reached": "capacity",
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a goto tests on its step's last sample, when the step ends.
+
+    ``voltage above``/``voltage below`` compare the voltage (inclusive, so a step that
+    ended at its own cut-off takes a goto on the same voltage); ``current below``
+    compares |current| (a CV hold's tail); ``time reached``/``capacity reached`` compare
+    the step's own elapsed time and passed capacity (|I| integrated).
+    """
+
+    kind: ConditionKind
+    threshold: Quantity
+
+    def check(self, where: str) -> None:
+        """Refuse an unknown condition or a threshold of the wrong unit."""
+        if self.kind not in _CONDITION_QUANTITY:
+            raise ConfigError(
+                field=where,
+                problem=f"unknown goto condition {self.kind!r}; allowed: "
+                + ", ".join(f"'{k} <{v}>'" for k, v in _CONDITION_QUANTITY.items()),
+            )
+        _require(where, f"'if {self.kind}'", self.threshold, (_CONDITION_QUANTITY[self.kind],))
+
+    @property
+    def consumes_progress(self) -> bool:
+        """Whether the condition can only hold after the step passed time or capacity."""
+        return self.kind in ("time reached", "capacity reached")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.threshold}"
+
+
+@dataclass(frozen=True)
+class Goto:
+    """Jump to step ``to_step`` (1-based, or ``"end"``) if ``condition`` holds when the
+    step carrying it ends; otherwise the protocol goes on with the next step.
+
+    Runs host-driven only (:class:`~cellguard.protocols.script.HostRun`): a BTS step
+    file has no conditional jump, so :func:`~cellguard.protocols.script.to_step_file`
+    refuses it. Jumps into a Repeat are allowed only to its first step (the loop starts
+    afresh, as when arriving in order); a jump out of a Repeat ends that loop (its count
+    starts afresh next time); a backward jump starts a new cycle.
+    """
+
+    to_step: int | Literal["end"]
+    condition: Condition
+
+    def check(self, where: str) -> None:
+        """Refuse a target that is not a step number or ``"end"``."""
+        target = self.to_step
+        if target != "end" and (isinstance(target, bool) or not isinstance(target, int)):
+            raise ConfigError(
+                field=where, problem=f"goto needs a step number or 'end', got {target!r}"
+            )
+        if not isinstance(self.condition, Condition):
+            raise ConfigError(
+                field=where, problem=f"goto needs a Condition, got {self.condition!r}"
+            )
+        self.condition.check(where)
+
+    def __str__(self) -> str:
+        target = "end" if self.to_step == "end" else f"step {self.to_step}"
+        return f"then goto {target} if {self.condition}"
+
+
+def _extras_text(limits: tuple[Limit, ...], goto: Goto | None) -> str:
+    """Per-step limits and the goto as protocol text (empty when there are none)."""
+    text = "".join(f" {limit.as_step_window()}" for limit in limits)
+    return text + (f", {goto}" if goto is not None else "")
+
+
+def _check_extras(
+    where: str, limits: tuple[Limit, ...], goto: Goto | None, inside: Quantity | None = None
+) -> tuple[Limit, ...]:
+    """Check per-step limits and the goto; ``inside`` must lie strictly inside every
+    voltage window (a cut-off or hold on the edge would trip the step's own limit)."""
+    if isinstance(limits, VoltageBetween | CurrentBelow):
+        limits = (limits,)  # one limit given bare: accept it as the one-element window
+    if not isinstance(limits, tuple | list):
+        raise ConfigError(
+            field=where, problem=f"limits must be a sequence of limits, got {limits!r}"
+        )
+    limits = tuple(limits)
+    for limit in limits:
+        if not isinstance(limit, VoltageBetween | CurrentBelow):
+            raise ConfigError(
+                field=where,
+                problem=f"a step limit must be VoltageBetween or CurrentBelow, got {limit!r}",
+            )
+        limit.check(where)
+        if (
+            isinstance(limit, VoltageBetween)
+            and inside is not None
+            and not limit.low.value < inside.value < limit.high.value
+        ):
+            raise ConfigError(
+                field=where,
+                problem=f"{inside} is not inside the step's window {limit.low} to "
+                f"{limit.high}: the step would trip its own limit before it ends; "
+                "widen the window or move the voltage inside it",
+            )
+    if goto is not None:
+        if not isinstance(goto, Goto):
+            raise ConfigError(field=where, problem=f"goto must be a Goto, got {goto!r}")
+        goto.check(where)
+    return limits
+
+
 @dataclass(frozen=True)
 class _CurrentStep:
     """A constant-current step, ending at the first of its time, capacity or voltage."""
@@ -354,6 +487,10 @@ class _CurrentStep:
     """Cut-off voltage: the step ends when the cell reaches it."""
     source: str | None = field(default=None, compare=False, repr=False)
     """The text this step was parsed from (for messages); not part of the model."""
+    limits: tuple[Limit, ...] = field(default=(), kw_only=True)
+    """The step's own safety window, judged on every sample of this step only."""
+    goto: Goto | None = field(default=None, kw_only=True)
+    """Where to jump, on a condition, when the step ends (host-driven only)."""
 
     verb: ClassVar[str] = ""
     positive: ClassVar[bool] = True
@@ -368,7 +505,8 @@ class _CurrentStep:
         ends = [f"for {q}" for q in (self.duration, self.capacity) if q is not None]
         if self.until is not None:
             ends.append(f"until {self.until}")
-        return f"{self.verb} at {self.current} " + " or ".join(ends)
+        text = f"{self.verb} at {self.current} " + " or ".join(ends)
+        return text + _extras_text(self.limits, self.goto)
 
     def check(self, where: str) -> None:
         """Refuse wrong units or a missing end condition; ``where`` names the step."""
@@ -385,6 +523,8 @@ class _CurrentStep:
                 field=where,
                 problem=f"a {noun} needs an end: 'for <time or capacity>' and/or 'until <voltage>'",
             )
+        limits = _check_extras(where, self.limits, self.goto, self.until)
+        object.__setattr__(self, "limits", limits)
 
 
 @dataclass(frozen=True)
@@ -432,6 +572,10 @@ class HoldVoltage:
     until_current: Quantity | None = None
     duration: Quantity | None = None
     source: str | None = field(default=None, compare=False, repr=False)
+    limits: tuple[Limit, ...] = field(default=(), kw_only=True)
+    """The step's own safety window, judged on every sample of this step only."""
+    goto: Goto | None = field(default=None, kw_only=True)
+    """Where to jump, on a condition, when the step ends (host-driven only)."""
 
     @property
     def text(self) -> str:
@@ -443,7 +587,7 @@ class HoldVoltage:
             ends.append(f"until {self.until_current}")
         if self.duration is not None:
             ends.append(f"for {self.duration}")
-        return f"Hold at {self.voltage} " + " or ".join(ends)
+        return f"Hold at {self.voltage} " + " or ".join(ends) + _extras_text(self.limits, self.goto)
 
     def check(self, where: str) -> None:
         """Refuse wrong units or a missing end condition."""
@@ -456,6 +600,8 @@ class HoldVoltage:
             raise ConfigError(
                 field=where, problem="a hold needs an end: 'until <current>' and/or 'for <time>'"
             )
+        limits = _check_extras(where, self.limits, self.goto, self.voltage)
+        object.__setattr__(self, "limits", limits)
 
 
 @dataclass(frozen=True)
@@ -464,15 +610,91 @@ class Rest:
 
     duration: Quantity
     source: str | None = field(default=None, compare=False, repr=False)
+    limits: tuple[Limit, ...] = field(default=(), kw_only=True)
+    """The step's own safety window (e.g. a short seen at open circuit)."""
+    goto: Goto | None = field(default=None, kw_only=True)
+    """Where to jump, on a condition, when the rest ends (host-driven only)."""
 
     @property
     def text(self) -> str:
         """The step as it would be written in a protocol file."""
-        return self.source if self.source is not None else f"Rest for {self.duration}"
+        if self.source is not None:
+            return self.source
+        return f"Rest for {self.duration}" + _extras_text(self.limits, self.goto)
 
     def check(self, where: str) -> None:
         """Refuse a rest that is not a time."""
         _require(where, "a rest", self.duration, ("time",))
+        object.__setattr__(self, "limits", _check_extras(where, self.limits, self.goto))
+
+
+DEFAULT_SOAK_TIMEOUT_S = 4 * 3600.0
+"""How long a temperature step waits for the chamber by default before it fails."""
+
+
+@dataclass(frozen=True)
+class SetTemperature:
+    """Set an auxiliary chamber to ``temperature`` (°C); with ``within``, wait until the
+    chamber's reading is within ± ``within`` of it, and fail after ``timeout``
+    (default :data:`DEFAULT_SOAK_TIMEOUT_S`).
+
+    Host-driven runs emit the setpoint and judge the reading; for a Neware step file,
+    setpoints before the first current step become pre-start actions of the daemon
+    (:func:`~cellguard.protocols.script.prestart_setpoints`) and any other is refused.
+    No current flows while it waits (a soak).
+    """
+
+    temperature: Quantity
+    within: Quantity | None = None
+    timeout: Quantity | None = None
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The step as it would be written in a protocol file."""
+        if self.source is not None:
+            return self.source
+        text = f"Set temperature to {self.temperature}"
+        if self.within is not None:
+            text += f" and wait until within {self.within}"
+            if self.timeout is not None:
+                text += f" for at most {self.timeout}"
+        return text
+
+    @property
+    def setpoint_c(self) -> float:
+        """The setpoint in °C."""
+        return self.temperature.value
+
+    @property
+    def band_c(self) -> float | None:
+        """Half-width of the band to wait for, °C; None: do not wait."""
+        return None if self.within is None else self.within.value
+
+    @property
+    def timeout_s(self) -> float | None:
+        """How long to wait for the band at most, s; None when not waiting."""
+        if self.within is None:
+            return None
+        return DEFAULT_SOAK_TIMEOUT_S if self.timeout is None else self.timeout.value
+
+    def check(self, where: str) -> None:
+        """Refuse non-temperatures, a band of zero width and a timeout without a wait."""
+        _require(where, "a setpoint", self.temperature, ("temperature",))
+        if self.within is not None:
+            _require(where, "'within'", self.within, ("temperature",))
+            if not self.within.value > 0:
+                raise ConfigError(
+                    field=where, problem=f"the band 'within {self.within}' must be > 0 °C wide"
+                )
+        if self.timeout is not None:
+            _require(where, "'for at most'", self.timeout, ("time",))
+            if self.within is None:
+                raise ConfigError(
+                    field=where,
+                    problem="a timeout needs a wait: 'and wait until within <°C> for at most "
+                    "<time>'",
+                )
 
 
 @dataclass(frozen=True)
@@ -504,10 +726,10 @@ class Repeat:
                 )
 
 
-Step = Strip | Plate | Charge | Discharge | HoldVoltage | Rest | Repeat
+Step = Strip | Plate | Charge | Discharge | HoldVoltage | Rest | Repeat | SetTemperature
 """Any protocol step."""
 
-_STEP_TYPES = (Strip, Plate, Charge, Discharge, HoldVoltage, Rest, Repeat)
+_STEP_TYPES = (Strip, Plate, Charge, Discharge, HoldVoltage, Rest, Repeat, SetTemperature)
 
 
 # ---------------------------------------------------------------- whole-test limits
@@ -537,6 +759,10 @@ class VoltageBetween:
     def __str__(self) -> str:
         return f"Voltage between {self.low} and {self.high}"
 
+    def as_step_window(self) -> str:
+        """The limit as a step's window: ``within -1 V and 1 V``."""
+        return f"within {self.low} and {self.high}"
+
 
 @dataclass(frozen=True)
 class CurrentBelow:
@@ -554,6 +780,10 @@ class CurrentBelow:
 
     def __str__(self) -> str:
         return f"Current below {self.current}"
+
+    def as_step_window(self) -> str:
+        """The limit as a step's window: ``within 2 mA`` (|current| at most that)."""
+        return f"within {self.current}"
 
 
 Limit = VoltageBetween | CurrentBelow
@@ -628,11 +858,12 @@ class Protocol:
             if not isinstance(step, _STEP_TYPES):
                 raise ConfigError(
                     field=f"step {number}",
-                    problem="must be Strip, Plate, Charge, Discharge, HoldVoltage, Rest or "
-                    f"Repeat, got {step!r}",
+                    problem="must be Strip, Plate, Charge, Discharge, HoldVoltage, Rest, "
+                    f"Repeat or SetTemperature, got {step!r}",
                 )
             step.check(step_label(number, step))
         self._check_repeats()
+        self._check_gotos()
         for index, limit in enumerate(self.limits, start=1):
             if not isinstance(limit, VoltageBetween | CurrentBelow):
                 raise ConfigError(
@@ -674,6 +905,106 @@ class Protocol:
                         f"{other_first}-{other_last}; repeats must nest or be separate",
                     )
             open_ranges.append((first, number))
+
+    def repeat_ranges(self) -> list[tuple[int, int, int]]:
+        """Every Repeat as (first step, last step, the Repeat's own step number)."""
+        return [
+            (step.first_step, step.last_step, number)
+            for number, step in enumerate(self.steps, start=1)
+            if isinstance(step, Repeat)
+        ]
+
+    def _check_gotos(self) -> None:
+        count = len(self.steps)
+        for number, step in enumerate(self.steps, start=1):
+            goto = getattr(step, "goto", None)
+            if goto is None or goto.to_step == "end":
+                continue
+            where = step_label(number, step)
+            target = goto.to_step
+            if not 1 <= target <= count:
+                raise ConfigError(
+                    field=where,
+                    problem=f"goto step {target} does not exist; the protocol has steps 1-{count} "
+                    "(or write 'goto end')",
+                )
+            if isinstance(self.steps[target - 1], Repeat):
+                raise ConfigError(
+                    field=where,
+                    problem=f"goto step {target} targets a Repeat, which only loops back; "
+                    "goto the first step of its loop or the step after it",
+                )
+            for first, last, _ in self.repeat_ranges():
+                # Entering a loop anywhere but its top would leave its count undefined.
+                if first < target <= last and not first <= number <= last:
+                    raise ConfigError(
+                        field=where,
+                        problem=f"goto step {target} jumps into the middle of the repeated "
+                        f"steps {first}-{last} from outside; goto step {first} (the start "
+                        "of the loop) instead",
+                    )
+        self._check_goto_loops()
+
+    def _check_goto_loops(self) -> None:
+        """Refuse a goto that can loop forever without any step passing time or capacity.
+
+        The graph is the steps' flow without Repeat loop-backs (they are bounded by their
+        count); a cycle in it that avoids every step with a fixed time or capacity end,
+        and every goto whose condition needs time or capacity, could spin once per
+        sample forever.
+        """
+        count = len(self.steps)
+
+        def progress(step: Step) -> bool:
+            if isinstance(step, Rest):
+                return True
+            if isinstance(step, _CurrentStep):
+                return step.duration is not None or step.capacity is not None
+            if isinstance(step, HoldVoltage):
+                return step.duration is not None
+            return False
+
+        edges: dict[int, list[int]] = {n: [] for n in range(1, count + 1)}
+        for number, step in enumerate(self.steps, start=1):
+            if progress(step):
+                continue
+            if number < count:
+                edges[number].append(number + 1)
+            goto = getattr(step, "goto", None)
+            if goto is not None and goto.to_step != "end" and not goto.condition.consumes_progress:
+                edges[number].append(goto.to_step)
+        state: dict[int, int] = {}  # 1: on the DFS stack, 2: done
+
+        def visit(node: int, path: list[int]) -> list[int] | None:
+            state[node] = 1
+            path.append(node)
+            for nxt in edges[node]:
+                if state.get(nxt) == 1:
+                    return path[path.index(nxt) :]
+                if nxt not in state:
+                    found = visit(nxt, path)
+                    if found is not None:
+                        return found
+            path.pop()
+            state[node] = 2
+            return None
+
+        for start in range(1, count + 1):
+            if start in state:
+                continue
+            cycle = visit(start, [])
+            if cycle is not None:
+                source = max(cycle)
+                jumper = next(
+                    n for n in cycle if getattr(self.steps[n - 1], "goto", None) is not None
+                )
+                raise ConfigError(
+                    field=step_label(jumper, self.steps[jumper - 1]),
+                    problem=f"its goto can loop over steps {min(cycle)}-{source} forever "
+                    "without passing any time or capacity (none of them has a fixed "
+                    "'for <time or capacity>'); give one of them a 'for', or make the "
+                    "condition 'time reached' or 'capacity reached'",
+                )
 
     def validate(self, limits: InstrumentLimits | InstrumentCapability | None = None) -> None:
         """Refuse, before any current flows, what this cell or instrument cannot run.
@@ -720,6 +1051,31 @@ class Protocol:
                 _check_voltage(step.voltage, cap, where)
                 if step.until_current is not None:
                     _check_current(cell, step.until_current, cap, where)
+            if isinstance(step, _CurrentStep | HoldVoltage | Rest):
+                self._validate_extras(step, cap, where)
+
+    def _validate_extras(
+        self, step: _CurrentStep | HoldVoltage | Rest, cap: InstrumentCapability, where: str
+    ) -> None:
+        """Per-step windows and goto thresholds must be reachable on this instrument."""
+        for limit in step.limits:
+            if isinstance(limit, VoltageBetween):
+                for q in (limit.low, limit.high):
+                    _check_voltage(q, cap, where)
+            else:
+                _check_current(self.cell, limit.current, cap, where)
+        if step.goto is None:
+            return
+        threshold = step.goto.condition.threshold
+        match threshold.kind:
+            case "voltage":
+                _check_voltage(threshold, cap, where)
+            case "current":
+                self.cell.current_ma(threshold)
+            case "capacity":
+                self.cell.capacity_mah_of(threshold)
+            case _:
+                pass
 
     def _validate_current_step(
         self, step: _CurrentStep, cap: InstrumentCapability, where: str

@@ -7,10 +7,24 @@ Currents and capacities become absolute (mA, mAh) through the cell's area or cap
 Whole-test limits become the file's protection; without a current limit, the
 protection is :data:`~cellguard.protocols.CURRENT_PROTECTION_FACTOR` times the largest
 set-point, as for the galvanostatic protocol.
+
+What a BTS step file cannot hold stays with the daemon or is refused, never invented:
+
+- a **goto** (conditional jump): refused, naming the step; it runs host-driven only;
+- **per-step limits**: the file carries only the whole-test protection, so
+  :func:`step_limits` hands them to the daemon, keyed by the compiled BTS step id, to
+  judge on the live stream;
+- **temperature setpoints** before the first current step (and in no Repeat):
+  :func:`prestart_setpoints` returns them for the daemon to apply (and wait for) before
+  it starts the file; they take no BTS step, so later steps are renumbered. Any other
+  setpoint is refused (host-driven only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware._stepfile import Protection, StepFile, StepType
 from cellguard.drivers.neware._stepfile import Step as BtsStep
 from cellguard.protocols.galvanostatic import CURRENT_PROTECTION_FACTOR, InstrumentLimits
@@ -18,21 +32,100 @@ from cellguard.protocols.script._model import (
     CurrentBelow,
     HoldVoltage,
     InstrumentCapability,
+    Limit,
     Protocol,
     Rest,
+    SetTemperature,
     VoltageBetween,
     _CurrentStep,
     format_duration,
+    step_label,
 )
 
 _S_PER_H = 3600.0
+_HOST_ONLY = "runs host-driven only (a SCPI source-meter or Modbus supply through HostRun)"
+
+
+def _prestart_numbers(protocol: Protocol) -> set[int]:
+    """Script step numbers of the setpoints the daemon applies before starting the file."""
+    in_repeat = {n for first, last, _ in protocol.repeat_ranges() for n in range(first, last + 1)}
+    out: set[int] = set()
+    for number, step in enumerate(protocol.steps, start=1):
+        if isinstance(step, _CurrentStep | HoldVoltage):
+            break
+        if isinstance(step, SetTemperature) and number not in in_repeat:
+            out.add(number)
+    return out
+
+
+def bts_step_ids(protocol: Protocol) -> dict[int, int]:
+    """Script step number → compiled BTS step id (pre-start setpoints take no BTS step).
+
+    Refuses, naming the step, what a BTS step file cannot run: a goto, a temperature
+    setpoint after the first current step or inside a Repeat.
+    """
+    prestart = _prestart_numbers(protocol)
+    ids: dict[int, int] = {}
+    for number, step in enumerate(protocol.steps, start=1):
+        where = step_label(number, step)
+        if getattr(step, "goto", None) is not None:
+            raise ConfigError(
+                field=where,
+                problem=f"a goto {_HOST_ONLY}: a Neware BTS step file has no conditional "
+                "jump; run it host-driven, or remove 'then goto ...' for the Neware",
+            )
+        if isinstance(step, SetTemperature):
+            if number in prestart:
+                continue
+            raise ConfigError(
+                field=where,
+                problem=f"a temperature setpoint here {_HOST_ONLY}: for a Neware step file "
+                "the daemon sets the chamber only before the start, so put setpoints before "
+                "the first current step and outside any Repeat",
+            )
+        ids[number] = len(ids) + 1
+    return ids
+
+
+def prestart_setpoints(protocol: Protocol) -> tuple[SetTemperature, ...]:
+    """The temperature setpoints the daemon applies, in order, before starting the file.
+
+    Those before the first current step and in no Repeat; each with a band
+    (``band_c``) is waited for, at most ``timeout_s``, before the next. Refuses like
+    :func:`bts_step_ids` a protocol a step file cannot run.
+    """
+    bts_step_ids(protocol)
+    prestart = _prestart_numbers(protocol)
+    return tuple(
+        step
+        for number, step in enumerate(protocol.steps, start=1)
+        if number in prestart and isinstance(step, SetTemperature)
+    )
+
+
+def step_limits(protocol: Protocol) -> Mapping[int, tuple[Limit, ...]]:
+    """Per-step limits keyed by compiled BTS step id, for the daemon to judge live.
+
+    A BTS step file holds only the whole-test protection; a sample of BTS step ``k``
+    (``step_id`` in the records) is outside its step's window when it is at or beyond a
+    voltage edge, or above the current (converted with the cell's area or capacity).
+    """
+    ids = bts_step_ids(protocol)
+    return {
+        ids[number]: step.limits
+        for number, step in enumerate(protocol.steps, start=1)
+        if isinstance(step, _CurrentStep | HoldVoltage | Rest) and step.limits
+    }
 
 
 def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
     cell = protocol.cell
+    ids = bts_step_ids(protocol)
     out: list[BtsStep] = []
     last_current: _CurrentStep | None = None
     for step in protocol.steps:
+        if isinstance(step, SetTemperature):
+            continue  # a pre-start action of the daemon (bts_step_ids refused the rest)
         if isinstance(step, Rest):
             out.append(BtsStep(StepType.REST, time_s=step.duration.value))
         elif isinstance(step, _CurrentStep):
@@ -66,7 +159,9 @@ def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
             )
         else:
             out.append(
-                BtsStep(StepType.CYCLE, loop_start_step=step.first_step, cycle_count=step.times)
+                BtsStep(
+                    StepType.CYCLE, loop_start_step=ids[step.first_step], cycle_count=step.times
+                )
             )
     out.append(BtsStep(StepType.END))
     return tuple(out)
@@ -152,6 +247,12 @@ def expected_length_s(step_file: StepFile) -> tuple[float, bool]:
     return total, exact
 
 
+def _window_text(protocol: Protocol, limit: Limit) -> str:
+    if isinstance(limit, VoltageBetween):
+        return f"voltage {limit.low.value:g} V to {limit.high.value:g} V"
+    return f"|current| ≤ {protocol.cell.current_ma(limit.current):.4g} mA"
+
+
 def _length_text(total_s: float) -> str:
     hours_ = total_s / _S_PER_H
     text = f"{hours_:.4g} h"
@@ -189,6 +290,15 @@ def describe(
     if prot.current_upper_ma is not None:
         guards.append(f"|current| ≤ {prot.current_upper_ma:.4g} mA")
     lines.append(f"record every {protocol.record_every}; protection: {', '.join(guards) or 'none'}")
+    for setpoint in prestart_setpoints(protocol):
+        line = f"before start: chamber to {setpoint.temperature}"
+        if setpoint.within is not None and setpoint.timeout_s is not None:
+            line += (
+                f", wait until within {setpoint.within} "
+                f"(at most {format_duration(setpoint.timeout_s)})"
+            )
+        lines.append(line)
+    windows = step_limits(protocol)
     runs = _multiplicities(step_file.steps)
     for number, (step, times) in enumerate(zip(step_file.steps, runs, strict=True), start=1):
         name = step.step_type.name
@@ -221,6 +331,10 @@ def describe(
             if times > 1:
                 parts.append(f"× {times}")
             detail = " ".join(parts)
+        if number in windows:
+            detail += "; step limits: " + ", ".join(
+                _window_text(protocol, limit) for limit in windows[number]
+            )
         lines.append(f"{number:>4}  {name:<13} {detail}".rstrip())
     total_s, exact = expected_length_s(step_file)
     prefix = "" if exact else "at least "

@@ -8,6 +8,21 @@ Steps read like PyBaMM experiment strings, with areal units::
     Discharge at 1 mA for 2 h or until 3 V
     Hold at 4.2 V until C/20
     Repeat steps 2-3 500 times
+    Set temperature to 60 °C and wait until within 1 °C for at most 2 h
+
+A Strip/Plate/Charge/Discharge, Hold or Rest step may end with its own safety window
+and a conditional jump (host-driven runs only), in this order::
+
+    Strip at 0.5 mA/cm2 for 0.5 mAh/cm2 within -1 V and 1 V
+    Hold at 4.2 V until C/20 within 2 mA
+    Strip at 0.5 mA/cm2 for 0.5 mAh/cm2 or until 1 V, then goto step 5 if voltage above 1 V
+    Discharge at C/2 until 2.5 V, then goto step 1 if capacity reached 1.6 mAh
+
+``within <V> and <V>`` is a voltage window, ``within <current>`` a |current| ceiling;
+goto conditions are ``voltage above|below <V>``, ``current below <current>``,
+``time reached <time>`` and ``capacity reached <capacity>``, judged on the step's
+last sample; the target is ``step N`` or ``end``. In a temperature step ``C`` means °C
+(``60 C``, ``60 °C``, ``60 degC``); elsewhere it is a C-rate.
 
 Whole-test limits: ``Voltage between -5 V and 5 V``, ``Current below 1 mA``.
 Every error quotes the step and the word at fault and says what is allowed.
@@ -15,19 +30,23 @@ Every error quotes the step and the word at fault and says what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from cellguard.drivers.errors import ConfigError
 from cellguard.protocols.script._model import (
     CellSpec,
     Charge,
+    Condition,
+    ConditionKind,
     CurrentBelow,
     Discharge,
+    Goto,
     HoldVoltage,
     Limit,
     Plate,
@@ -35,6 +54,7 @@ from cellguard.protocols.script._model import (
     Quantity,
     Repeat,
     Rest,
+    SetTemperature,
     Step,
     Strip,
     VoltageBetween,
@@ -56,13 +76,23 @@ _UNITS: dict[str, tuple[str, float]] = {
     "V": ("V", 1.0),
     "mV": ("V", 0.001),
     "C": ("C", 1.0),
+    **dict.fromkeys(("°C", "degC", "℃"), ("°C", 1.0)),
 }
-_PLAIN_UNITS = ("mA/cm2", "mAh/cm2", "mA", "mAh", "A", "Ah", "s", "min", "h", "V", "mV")
-_ALLOWED_UNITS = "mA/cm2, mA, A, C-rate (C/2, 0.5C), mAh/cm2, mAh, s, min, h, V or mV"
+# In a temperature step "C" is °C, not a C-rate.
+_TEMPERATURE_UNITS = ("°C", "degC", "℃", "C")
+_PLAIN_UNITS = ("mA/cm2", "mAh/cm2", "mA", "mAh", "A", "Ah", "s", "min", "h", "V", "mV", "°C")
+_ALLOWED_UNITS = "mA/cm2, mA, A, C-rate (C/2, 0.5C), mAh/cm2, mAh, s, min, h, V, mV or °C"
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_ATTACHED = re.compile(rf"^({_NUMBER})([A-Za-zµ].*)$")
+_ATTACHED = re.compile(rf"^({_NUMBER})([A-Za-zµ°℃].*)$")
 _C_OVER = re.compile(r"^C/(\d+(?:\.\d*)?)$")
-_VERBS = ("Rest", "Strip", "Plate", "Charge", "Discharge", "Hold", "Repeat")
+_VERBS = ("Rest", "Strip", "Plate", "Charge", "Discharge", "Hold", "Repeat", "Set")
+_GOTO = re.compile(r"^(?P<step>.*?)(?:\s*,\s*|\s+)(?P<goto>then\b.*)$", re.IGNORECASE)
+_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "voltage": ("above", "below"),
+    "current": ("below",),
+    "time": ("reached",),
+    "capacity": ("reached",),
+}
 _CELL_KEYS = (
     "type",
     "area_cm2",
@@ -165,6 +195,31 @@ class _Words:
             unit = f"{unit} {self.next('cm-2')}"
         return _quantity(float(token), unit, f"{token} {unit}")
 
+    def temperature(self, what: str) -> Quantity:
+        token = self.next(what)
+        attached = None if re.fullmatch(_NUMBER, token) else _ATTACHED.match(token)
+        if attached:
+            number, unit = attached.group(1), attached.group(2)
+        elif re.fullmatch(_NUMBER, token):
+            number = token
+            unit_word = self.peek()
+            if unit_word is None:
+                msg = f"expected a unit after {token!r}; allowed: °C, degC or C"
+                raise _Syntax(msg)
+            self.pos += 1
+            unit = unit_word
+        else:
+            msg = f"expected {what} (a number and °C), got {token!r}"
+            raise _Syntax(msg)
+        if unit not in _TEMPERATURE_UNITS:
+            msg = f"expected a temperature in °C (°C, degC or C), got {unit!r} in {token!r}"
+            raise _Syntax(msg)
+        try:
+            return Quantity(float(number), "°C")
+        except ConfigError as err:
+            msg = f"{number} {unit!r}: {err.problem}"
+            raise _Syntax(msg) from err
+
     def end(self) -> None:
         word = self.peek()
         if word is not None:
@@ -180,7 +235,7 @@ def _current_step(verb: str, words: _Words, source: str) -> Step:
     keyword = "for"
     while True:
         word = words.peek()
-        if word is None and ends:
+        if ends and (word is None or word.lower() == "within"):
             break
         carried = False
         if ends and word is not None and word.lower() in ("or", "and"):
@@ -218,13 +273,108 @@ def _current_step(verb: str, words: _Words, source: str) -> Step:
         "charge": Charge,
         "discharge": Discharge,
     }
+    limits = _within(words)
     return cls[verb.lower()](
         current,
         duration=ends.get("duration"),
         capacity=ends.get("capacity"),
         until=ends.get("until"),
         source=source,
+        limits=limits,
     )
+
+
+def _within(words: _Words) -> tuple[Limit, ...]:
+    """``within <V> and <V>`` (a voltage window) and/or ``within <current>``, to the end."""
+    limits: list[Limit] = []
+    while (word := words.peek()) is not None:
+        if word.lower() != "within":
+            msg = (
+                f"unexpected {word!r} after the end of the step; allowed there: "
+                "'within <V> and <V>', 'within <current>', ', then goto step N if ...'"
+            )
+            raise _Syntax(msg)
+        words.pos += 1
+        first = words.quantity("a voltage or a current")
+        if first.kind == "voltage":
+            words.keyword("and", str(first))
+            high = words.quantity("a voltage")
+            if high.kind != "voltage":
+                msg = f"expected a voltage after 'within {first} and', got {high} (a {high.kind})"
+                raise _Syntax(msg)
+            limits.append(VoltageBetween(first, high))
+        elif first.kind == "current":
+            limits.append(CurrentBelow(first))
+        else:
+            msg = (
+                f"'within' needs a voltage window (within -1 V and 1 V) or a current "
+                f"(within 2 mA), got {first} (a {first.kind})"
+            )
+            raise _Syntax(msg)
+    return tuple(limits)
+
+
+def _goto(text: str) -> Goto:
+    """``then goto step N if <condition>`` or ``then goto end if <condition>``."""
+    words = _Words(text)
+    words.keyword("then", "the step")
+    words.keyword("goto", "'then'")
+    target_word = words.next("'step N' or 'end'")
+    target: int | Literal["end"]
+    if target_word.lower() == "end":
+        target = "end"
+    elif target_word.lower() == "step":
+        target = _whole(words.next("a step number"), "a step number")
+    else:
+        msg = f"expected 'step N' or 'end' after 'goto', got {target_word!r}"
+        raise _Syntax(msg)
+    words.keyword("if", f"goto {target_word}")
+    what = words.next("a condition")
+    if what.lower() == "step":  # "if step time reached 1 h" reads as well
+        what = words.next("'time' or 'capacity'")
+    comparisons = _CONDITIONS.get(what.lower())
+    if comparisons is None:
+        allowed = "voltage above|below <V>, current below <current>, time reached <time>, "
+        allowed += "capacity reached <capacity>"
+        msg = f"expected a condition ({allowed}), got {what!r}"
+        raise _Syntax(msg)
+    how = words.next(" or ".join(repr(c) for c in comparisons))
+    if how.lower() not in comparisons:
+        msg = f"expected {' or '.join(repr(c) for c in comparisons)} after {what!r}, got {how!r}"
+        raise _Syntax(msg)
+    threshold = words.quantity(f"a {what.lower()}")
+    words.end()
+    kind = cast(ConditionKind, f"{what.lower()} {how.lower()}")
+    try:
+        condition = Condition(kind, threshold)
+        condition.check("goto")
+    except ConfigError as err:
+        raise _Syntax(err.problem) from None
+    return Goto(target, condition)
+
+
+def _set_temperature(words: _Words, source: str) -> SetTemperature:
+    words.keyword("temperature", "'Set'")
+    words.keyword("to", "'Set temperature'")
+    setpoint = words.temperature("a temperature")
+    within: Quantity | None = None
+    timeout: Quantity | None = None
+    if words.peek() is not None:
+        words.keyword("and", str(setpoint))
+        words.keyword("wait", "'and'")
+        words.keyword("until", "'wait'")
+        words.keyword("within", "'until'")
+        within = words.temperature("a temperature band")
+        if words.peek() is not None:
+            words.keyword("for", str(within))
+            words.keyword("at", "'for'")
+            words.keyword("most", "'at'")
+            timeout = words.quantity("a time")
+            if timeout.kind != "time":
+                msg = f"expected a time after 'for at most', got {timeout} (a {timeout.kind})"
+                raise _Syntax(msg)
+    words.end()
+    return SetTemperature(setpoint, within=within, timeout=timeout, source=source)
 
 
 def _hold(words: _Words, source: str) -> HoldVoltage:
@@ -235,7 +385,7 @@ def _hold(words: _Words, source: str) -> HoldVoltage:
     after = "the voltage"
     while True:
         word = words.peek()
-        if word is None and (until or duration):
+        if (until or duration) and (word is None or word.lower() == "within"):
             break
         if (until or duration) and word is not None and word.lower() in ("or", "and"):
             words.pos += 1
@@ -251,7 +401,10 @@ def _hold(words: _Words, source: str) -> HoldVoltage:
         else:
             duration = words.quantity("a time")
             after = str(duration)
-    return HoldVoltage(voltage, until_current=until, duration=duration, source=source)
+    limits = _within(words)
+    return HoldVoltage(
+        voltage, until_current=until, duration=duration, source=source, limits=limits
+    )
 
 
 def _whole(word: str, what: str) -> int:
@@ -289,8 +442,10 @@ def _step(words: _Words, source: str) -> Step:
     match verb.lower():
         case "rest":
             words.keyword("for", "'Rest'")
-            step: Step = Rest(words.quantity("a time"), source=source)
-            words.end()
+            duration = words.quantity("a time")
+            step: Step = Rest(duration, source=source, limits=_within(words))
+        case "set":
+            step = _set_temperature(words, source)
         case "strip" | "plate" | "charge" | "discharge":
             step = _current_step(verb, words, source)
         case "hold":
@@ -303,11 +458,22 @@ def _step(words: _Words, source: str) -> Step:
     return step
 
 
+def _with_goto(step: Step, goto: Goto) -> Step:
+    if not isinstance(step, Strip | Plate | Charge | Discharge | HoldVoltage | Rest):
+        msg = f"a {step.text.split()[0]} step cannot jump; 'then goto' belongs on a "
+        msg += "Strip, Plate, Charge, Discharge, Hold or Rest step"
+        raise _Syntax(msg)
+    return dataclasses.replace(step, goto=goto)
+
+
 def parse_step(text: str, number: int = 1) -> Step:
     """One step string as a model step; ``number`` (1-based) is for messages."""
     source = " ".join(text.split())
     try:
-        return _step(_Words(source), source)
+        split = _GOTO.match(source)
+        if split is None:
+            return _step(_Words(source), source)
+        return _with_goto(_step(_Words(split.group("step")), source), _goto(split.group("goto")))
     except _Syntax as err:
         raise ConfigError(field=f"step {number} {source!r}", problem=err.problem) from None
 

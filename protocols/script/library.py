@@ -9,7 +9,8 @@ how the test normally ends. Impossible requests raise
 =============================  ====================================================
 function                       protocol (numbers from the papers)
 =============================  ====================================================
-:func:`symmetric_cycling`      Li|Li strip/plate at j mA cm⁻² for q mAh cm⁻², N cycles
+:func:`symmetric_cycling`      Li|Li strip/plate at j mA cm⁻² for q mAh cm⁻², N cycles;
+                               ``temperature_c=60`` runs it in a chamber after a soak
 :func:`asymmetric_cycling`     the same on an asymmetric cell, thin electrode first
 :func:`critical_current_density`  one strip/plate pair per level at fixed 0.25 mAh
                                cm⁻², 0.25 → 20 mA cm⁻², ends at the first short
@@ -27,12 +28,20 @@ comes at once and preserves the cell), and :attr:`LibraryProtocol.expected_halts
 records that halt as the test's result, not as an error. The detector itself has no
 notion of "expected"; that belongs to the protocol.
 
+Tests in a temperature chamber
+------------------------------
+``symmetric_cycling(..., temperature_c=60)`` (and the asymmetric one) starts with
+``Set temperature to 60 °C and wait until within 1 °C`` and a soak rest
+(``soak_min``), then cycles. Temperature setpoints for an auxiliary chamber run
+host-driven (:class:`~cellguard.protocols.script.HostRun` emits the setpoint and waits
+for the reading); on a Neware the setpoints before the first current step are the
+daemon's pre-start actions (:func:`~cellguard.protocols.script.prestart_setpoints`),
+since a BTS 8 step file carries no chamber step.
+
 What cannot be expressed here
 -----------------------------
-- **Temperature setpoints for an auxiliary chamber** (e.g. the papers' tests at −5 °C
-  or 55 °C): a BTS 8 step file as compiled by :func:`to_step_file` carries no chamber
-  step, and cellguard drives no chamber. Set the chamber by hand (or by its own
-  controller) before starting; the protocol does not pretend to do it.
+- **Temperature changes in the middle of a Neware test**: a setpoint after the first
+  current step runs host-driven only; for a Neware it is refused by name.
 - **The papers' exact CCD step list**: the papers give the span (0.25 → 20 mA cm⁻²)
   and some levels where cells shorted (3, 10, 16 mA cm⁻²), not every step; the default
   list :data:`CCD_LEVELS_MA_CM2` contains those levels. Pass ``levels_ma_cm2`` or
@@ -67,10 +76,12 @@ from cellguard.protocols.script._model import (
     Protocol,
     Repeat,
     Rest,
+    SetTemperature,
     Step,
     Strip,
     VoltageBetween,
     as_capability,
+    celsius,
     ma_cm2,
     mah_cm2,
     minutes,
@@ -154,6 +165,45 @@ def _li_detector(cell: CellSpec, cap: InstrumentCapability) -> DetectorSettings:
     return DetectorSettings(cell=profile, voltage_range_v=cap.voltage_range_v)
 
 
+@dataclass(frozen=True)
+class _Chamber:
+    """A chamber setpoint, the band to wait for, and the soak rest after it."""
+
+    temperature_c: float
+    band_c: float
+    soak_min: float
+    timeout_h: float
+
+    @classmethod
+    def of(
+        cls, temperature_c: float | None, band_c: float, soak_min: float, timeout_h: float
+    ) -> _Chamber | None:
+        if temperature_c is None:
+            return None
+        if isinstance(temperature_c, bool) or not isinstance(temperature_c, int | float):
+            raise ConfigError(field="temperature_c", problem=f"must be °C, got {temperature_c!r}")
+        celsius(temperature_c)  # refuses below absolute zero and non-finite values
+        if not math.isfinite(temperature_c):
+            raise ConfigError(field="temperature_c", problem="must be finite")
+        return cls(
+            float(temperature_c),
+            _positive("temperature_band_c", band_c),
+            _positive("soak_min", soak_min),
+            _positive("temperature_timeout_h", timeout_h),
+        )
+
+    def steps(self) -> list[Step]:
+        return [
+            SetTemperature(
+                celsius(self.temperature_c),
+                within=celsius(self.band_c),
+                timeout=minutes(self.timeout_h * 60),
+            ),
+            # The chamber's air reaches the band before the cell does: soak.
+            Rest(minutes(self.soak_min)),
+        ]
+
+
 def _cycling(
     cell: CellSpec,
     current_density_ma_cm2: float,
@@ -162,12 +212,17 @@ def _cycling(
     record_every_s: float,
     initial_rest_min: float,
     instrument: Instrument | None,
+    chamber: _Chamber | None = None,
 ) -> LibraryProtocol:
     cap = as_capability(instrument if instrument is not None else InstrumentCapability())
     j = _positive("current_density_ma_cm2", current_density_ma_cm2)
     q = _positive("areal_capacity_mah_cm2", areal_capacity_mah_cm2)
     n = _whole("cycles", cycles)
     steps: list[Step] = []
+    name_suffix = ""
+    if chamber is not None:
+        steps += chamber.steps()
+        name_suffix = f" at {chamber.temperature_c:g} °C"
     if initial_rest_min > 0:
         steps.append(Rest(minutes(initial_rest_min)))
     first = len(steps) + 1
@@ -177,7 +232,7 @@ def _cycling(
         Repeat(first, first + 1, times=n),
     ]
     protocol = Protocol(
-        f"{cell.cell_type} cycling {j:g} mA/cm2 / {q:g} mAh/cm2 × {n}",
+        f"{cell.cell_type} cycling {j:g} mA/cm2 / {q:g} mAh/cm2 × {n}{name_suffix}",
         cell=cell,
         steps=steps,
         limits=[_range_limit(cap)],
@@ -203,11 +258,18 @@ def symmetric_cycling(
     *,
     initial_rest_min: float = 0.0,
     instrument: Instrument | None = None,
+    temperature_c: float | None = None,
+    temperature_band_c: float = 1.0,
+    soak_min: float = 60.0,
+    temperature_timeout_h: float = 4.0,
 ) -> LibraryProtocol:
     """Galvanostatic strip/plate cycling of a symmetric Li|Li cell (standard: 0.5/0.5).
 
     One cycle is a strip then a plate of ``areal_capacity_mah_cm2`` at
     ``current_density_ma_cm2``; ``initial_rest_min`` > 0 adds an open-circuit rest first.
+    ``temperature_c`` first sets the chamber, waits until it reads within
+    ``temperature_band_c`` (failing after ``temperature_timeout_h``) and soaks the cell
+    at rest for ``soak_min``.
     """
     _require_type(cell, ("symmetric",), "symmetric cycling")
     return _cycling(
@@ -218,6 +280,7 @@ def symmetric_cycling(
         record_every_s,
         initial_rest_min,
         instrument,
+        _Chamber.of(temperature_c, temperature_band_c, soak_min, temperature_timeout_h),
     )
 
 
@@ -230,10 +293,15 @@ def asymmetric_cycling(
     *,
     initial_rest_min: float = 0.0,
     instrument: Instrument | None = None,
+    temperature_c: float | None = None,
+    temperature_band_c: float = 1.0,
+    soak_min: float = 60.0,
+    temperature_timeout_h: float = 4.0,
 ) -> LibraryProtocol:
     """Cycling of an asymmetric cell: each cycle first strips the thin electrode.
 
     Validation refuses a half cycle that would take all of the thin electrode's Li.
+    ``temperature_c`` and the rest: as for :func:`symmetric_cycling`.
     """
     _require_type(cell, ("asymmetric",), "asymmetric cycling")
     return _cycling(
@@ -244,6 +312,7 @@ def asymmetric_cycling(
         record_every_s,
         initial_rest_min,
         instrument,
+        _Chamber.of(temperature_c, temperature_band_c, soak_min, temperature_timeout_h),
     )
 
 

@@ -273,9 +273,14 @@ def test_example_in_deploy_parses_with_the_env_vars_set() -> None:
     config = load_config(DEPLOY / "cellguard.example.toml", env=ENV)
     assert config.influxdb is not None
     assert config.mqtt is not None
-    assert [str(c.channel) for c in config.channels] == ["21-1-3", "21-1-4"]
-    assert [c.mode for c in config.channels] == ["monitor", "run"]
+    assert [str(c.channel) for c in config.channels] == ["21-1-3", "21-1-4", "1"]
+    assert [c.mode for c in config.channels] == ["monitor", "run", "run"]
     assert config.instruments[0].step_file_dir == "C:/cellguard/steps"
+    smu = config.channels[2]
+    assert (smu.instrument, smu.aux) == ("smu-1", ("chamber-1",))
+    assert smu.script is not None
+    assert smu.aux_limits == (("chamber_temperature_c", 20.0, 70.0),)
+    assert [i.driver for i in config.instruments] == ["neware", "smu", "modbus-aux"]
 
 
 def test_example_in_deploy_names_every_key_the_code_knows() -> None:
@@ -289,8 +294,12 @@ def test_example_in_deploy_names_every_key_the_code_knows() -> None:
                 "timeout_s", "step_file_dir", "instrument", "channel", "mode", "cell",
                 "protocol", "detector", "type", "area_cm2", "thick_li_um", "thin_li_um",
                 "interphase", "kind", "current_density_ma_cm2", "areal_capacity_mah_cm2",
-                "cycles", "record_interval_s"):  # fmt: skip
+                "cycles", "record_interval_s", "serial_port", "baudrate", "device_id",
+                "register_map", "protocol_file", "aux", "aux_limits"):  # fmt: skip
         assert key in keys, key
+    # Keys that need a real file or a device to parse are documented in comments.
+    for key in ("ca_file", "registers", "username_env", "password_env"):
+        assert f"# {key} = " in text or f"own: {key} = " in text, key
 
 
 def test_default_config_is_embedded_only(tmp_path: Path) -> None:
@@ -311,9 +320,14 @@ def test_default_config_is_embedded_only(tmp_path: Path) -> None:
         )
 
 
-def test_registry_names_the_neware_driver() -> None:
-    assert set(DRIVERS) == {"neware"}
+def test_registry_names_every_driver_and_its_channels() -> None:
+    assert set(DRIVERS) == {"neware", "smu", "modbus", "modbus-aux"}
     assert DRIVERS["neware"].parse_channel("21-1-3") == ChannelId(21, 1, 3)
+    assert DRIVERS["smu"].parse_channel("1") == "1"
+    with pytest.raises(ConfigError, match="one channel"):
+        DRIVERS["modbus"].parse_channel("2")
+    with pytest.raises(ConfigError, match="no channel of its own"):
+        DRIVERS["modbus-aux"].parse_channel("1")
 
 
 # ------------------------------------------------------------------ secrets
@@ -543,7 +557,8 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
         (
             'driver = "neware"',
             'driver = "newere"',
-            "instruments[0].driver: must be one of neware, got \"newere\"; did you mean 'neware'?",
+            "instruments[0].driver: must be one of neware, smu, modbus, modbus-aux, "
+            "got \"newere\"; did you mean 'neware'?",
         ),
         (
             'state_dir = "/var/lib/cellguard"',
@@ -791,7 +806,9 @@ def test_duplicate_instrument_name_is_refused() -> None:
         pytest.param(
             MINIMAL + "channels = [1]\n",
             "instruments[0].channels: unknown key; allowed keys are name, driver, host, port, "
-            "poll_interval_s, timeout_s, step_file_dir, download_interval_s",
+            "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
+            "username_env, username_file, password, password_env, password_file, serial_port, "
+            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v",
             id="channels-inside-instrument",
         ),
         pytest.param(

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VictoriaMetrics
 from hypothesis import given
 from hypothesis import strategies as st
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
+from victoria import VictoriaMetrics
 
 from cellguard.daemon.influx import (
     SPOOL_FILENAME,
@@ -83,10 +83,14 @@ def _get(url: str) -> bytes:
         return body
 
 
-async def export(base_url: str, selector: str, expect: int) -> list[dict[str, Any]]:
+async def export(
+    base_url: str, selector: str, expect: int, *, end: int | None = None
+) -> list[dict[str, Any]]:
     """The series matching ``selector`` once ``expect`` points are readable (or the
-    timeout passed), then read once more so late duplicates would show too."""
-    query = urllib.parse.urlencode({"match[]": selector})
+    timeout passed), then read once more so late duplicates would show too. ``end``
+    (UNIX s): read up to then (the default is now; virtual time may run ahead)."""
+    params = {"match[]": selector} | ({"end": str(end)} if end is not None else {})
+    query = urllib.parse.urlencode(params)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + READ_TIMEOUT_S
     while True:

@@ -165,14 +165,17 @@ async def test_a_restarted_supervisor_neither_restarts_nor_halts_twice(tmp_path:
     sim = _simulator(clock)
     recorder = Recorder()
     async with sim.serve() as (_, port):
-        async with supervising(sim, port, recorder, tmp_path, clock) as (first, _):
+        async with supervising(sim, port, recorder, tmp_path, clock) as (first, queue):
             await _run_hours(clock, 12.0)
+            # The sink wrote everything: the position a restart resumes from moves.
+            first.samples_stored([i for i in _drain(queue) if isinstance(i, SampleRecord)])
         assert first.channels[ChannelId(1, 1, 3)].state == "halted"
         test_ids = {c: sim.channels[c].test_id for c in sim.channels}
         alerts_before = len(recorder.alerts)
         async with supervising(sim, port, recorder, tmp_path, clock) as (second, queue):
             await _run_hours(clock, 2.0)
             items = _drain(queue)
+            second.samples_stored([i for i in items if isinstance(i, SampleRecord)])
     # No second start of the running tests, no second halt of the halted channel.
     assert {c: sim.channels[c].test_id for c in sim.channels} == test_ids
     assert second.channels[ChannelId(1, 1, 3)].state == "halted"
@@ -227,11 +230,15 @@ async def test_after_a_restart_the_detectors_rebuild_their_baseline_and_catch_th
     sim = _simulator(clock)
     recorder = Recorder()
     async with sim.serve() as (_, port):
-        async with supervising(sim, port, recorder, tmp_path, clock) as (first, _):
+        async with supervising(sim, port, recorder, tmp_path, clock) as (first, queue):
             await _run_hours(clock, 9.4)  # restart 36 min before the short at 10 h
+            first.samples_stored([i for i in _drain(queue) if isinstance(i, SampleRecord)])
         assert first.channels[ChannelId(1, 1, 3)].halt is None
+        resumed_at = recorder.state[("ct4008-sim", "1-1-3")][1]
+        assert resumed_at >= 9 * 60
         async with supervising(sim, port, recorder, tmp_path, clock) as (second, _):
             warmed = second.channels[ChannelId(1, 1, 3)].recorded.samples
+            assert second.channels[ChannelId(1, 1, 3)].next_seq > resumed_at
             await _run_hours(clock, 2.0)
     assert warmed >= 5 * 60  # hours of history fed before judging anything new
     short = second.channels[ChannelId(1, 1, 3)]
@@ -377,3 +384,126 @@ async def test_full_sinks_never_delay_a_halt_and_lose_no_recorded_sample(tmp_pat
     ]
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(seqs) >= 11 * 60
+
+
+async def test_the_position_saved_for_a_restart_is_what_the_sink_wrote_not_what_was_queued(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 loses the queue: the position a restart resumes from must be the last
+    recorded sample the sink acknowledged, so nothing queued is lost with the process."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with sim.serve() as (_, port):
+        async with supervising(sim, port, recorder, tmp_path, clock) as (sup, queue):
+            await _run_hours(clock, 2.0)
+            items = _drain(queue)
+            recorded = [
+                i
+                for i in items
+                if isinstance(i, SampleRecord)
+                and i.source == "recorded"
+                and i.tags.channel == "1-1-2"
+            ]
+            assert len(recorded) >= 100
+            # Queued, never written: the saved position has not moved.
+            assert recorder.state[("ct4008-sim", "1-1-2")][1] == 0
+            half = recorded[: len(recorded) // 2]
+            sup.samples_stored(half)
+            assert recorder.state[("ct4008-sim", "1-1-2")][1] == half[-1].seq
+            # Samples of another instrument or of an earlier test move nothing.
+            other = ChannelTags("other", "1-1-2", half[0].tags.test_id, "SEI", "symmetric")
+            old = ChannelTags("ct4008-sim", "1-1-2", "earlier", "SEI", "symmetric")
+            sup.samples_stored(
+                [SampleRecord(t, 0.0, 0.0, 0.0, 0.0, seq=10_000) for t in (other, old)]
+            )
+            assert recorder.state[("ct4008-sim", "1-1-2")][1] == half[-1].seq
+            assert recorder.state[("ct4008-sim", "1-1-2")][0] == "running"
+        # A supervisor restarted from that state fetches the unwritten half again.
+        async with supervising(sim, port, recorder, tmp_path, clock) as (_, queue):
+            await _run_hours(clock, 0.1)
+            again = [
+                i.seq
+                for i in _drain(queue)
+                if isinstance(i, SampleRecord)
+                and i.source == "recorded"
+                and i.tags.channel == "1-1-2"
+            ]
+    assert again[0] == half[-1].seq + 1
+    assert again[: len(recorded) - len(half)] == [s.seq for s in recorded[len(half) :]]
+
+
+async def test_a_channel_back_after_a_link_loss_is_running_again(tmp_path: Path) -> None:
+    """After a reconnect a channel the instrument reports working is "running" (also
+    in the saved state), not stuck "unavailable" until its status text changes."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(AsyncExitStack())
+        _, port = await server.enter_async_context(sim.serve())
+        sup, _ = await stack.enter_async_context(supervising(sim, port, recorder, tmp_path, clock))
+        await _run_hours(clock, 1.0)
+        await server.aclose()
+        await _run_hours(clock, 0.5)
+        assert sup.channels[ChannelId(1, 1, 2)].state == "unavailable"
+        async with sim.serve(port=port):
+            await _run_hours(clock, 0.5)
+            assert sup.available
+            assert sup.channels[ChannelId(1, 1, 2)].state == "running"
+            assert recorder.state[("ct4008-sim", "1-1-2")][0] == "running"
+
+
+WINDOWED = """
+[cell]
+type = "symmetric"
+diameter_mm = 10
+thick_li_um = 100
+
+[protocol]
+name = "windowed"
+record_every = "60 s"
+steps = [
+  "Strip at 0.5 mA/cm2 for 0.5 mAh/cm2",
+  "Plate at 0.5 mA/cm2 for 0.5 mAh/cm2 within -0.004 V and 0.004 V",
+  "Repeat steps 1-2 10 times",
+]
+"""
+
+
+async def test_a_scripts_step_window_is_judged_on_the_neware_and_halts(tmp_path: Path) -> None:
+    """A BTS step file has no per-step protection: the script's window on the plating
+    step (4 mV, under this cell's ~12 mV) halts the channel from the step id of the
+    samples, while the strip step, outside any window, runs."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    healthy = ChannelId(1, 1, 2)
+    async with (
+        sim.serve() as (_, port),
+        supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
+    ):
+        await _run_hours(clock, 0.5)
+
+        async def do(action: str, text: str | None = None) -> tuple[bool, str]:
+            pending = asyncio.create_task(sup.command(healthy, action, text))
+            await _run_hours(clock, POLL_S / 3600)
+            return await pending
+
+        assert await do("stop") == (True, "stopped")
+        soak = WINDOWED.replace("steps = [\n", 'steps = [\n  "Set temperature to 60 °C",\n')
+        soak = soak.replace("Repeat steps 1-2", "Repeat steps 2-3")
+        ok, detail = await do("start", soak)
+        assert not ok
+        assert "has no chamber" in detail
+        assert sim.channels[healthy].workstatus == "stop"
+        ok, detail = await do("start", WINDOWED)
+        assert ok, detail
+        await _run_hours(clock, 0.9)
+        assert sup.channels[healthy].halt is None  # the strip step: no window
+        await _run_hours(clock, 0.5)
+    halt = sup.channels[healthy].halt
+    assert halt is not None
+    assert (halt.kind, halt.subkind) == ("limit", "step")
+    assert "step 2" in halt.detail
+    assert sim.channels[healthy].workstatus == "stop"

@@ -10,12 +10,14 @@ import contextlib
 import itertools
 import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shared import NEWARE_API_FIXTURES
 
+from cellguard.drivers import VirtualClock
 from cellguard.drivers.errors import ProtocolViolation
 from cellguard.drivers.neware import (
     ChannelAddress,
@@ -46,6 +48,7 @@ from cellguard.drivers.neware import (
     InquireReply,
     Light,
     LogRecord,
+    NewareSimulator,
     Pause,
     Reply,
     Request,
@@ -60,7 +63,12 @@ from cellguard.drivers.neware import (
     encode_reply,
     encode_request,
 )
-from cellguard.drivers.neware._codec import TERMINATOR
+from cellguard.drivers.neware._codec import (
+    TERMINATOR,
+    _decode_reply_checked,
+    _download_reply_fast,
+)
+from cellguard.protocols import Cell, GalvanostaticCycling, disc_area_cm2, write_step_file
 
 FIXTURES = NEWARE_API_FIXTURES
 FIXTURE_FILES = sorted(p.name for p in FIXTURES.glob("*.xml"))
@@ -698,3 +706,137 @@ def test_pause_and_continue_round_trip_as_the_bts_setpause_and_continue_commands
         reply = CommandReply(cmd, (CommandResult(address, True),))  # type: ignore[arg-type]
         assert decode_reply(encode_reply(reply)[: -len(TERMINATOR)]) == reply
     assert b'cycleid="-1" stepid="-1"' in encode_request(Pause((address,)))
+
+
+# ================================================================ download pages, column-wise
+#
+# decode_reply reads a download page's items column-wise when they are written as the
+# server writes them; the checked decoder (the XML tree) must give the very same reply,
+# or the very same error, for any frame.
+
+
+def _checked_or_error(raw: bytes) -> Reply | str:
+    try:
+        return _decode_reply_checked(raw)
+    except ProtocolViolation as err:
+        return f"ProtocolViolation: {err}"
+
+
+def _decoded_or_error(raw: bytes) -> Reply | str:
+    try:
+        return decode_reply(raw)
+    except ProtocolViolation as err:
+        return f"ProtocolViolation: {err}"
+
+
+def test_the_real_download_reply_is_read_column_wise_with_the_checked_records() -> None:
+    raw = fixture("download_21_1_1_repsonse.xml")
+    fast = _download_reply_fast(raw)
+    assert fast is not None, "the real server's page must take the column-wise path"
+    assert fast == _decode_reply_checked(raw)
+    assert len(fast.records) == 10
+    assert fast.records[-1].voltage_v == 3.49995565414429
+    assert all(type(r) is DownloadRecord for r in fast.records)
+
+
+step_names = st.sampled_from(["cc", "dc", "cv", "rest", "cccv", "cvd", "", "Rest_2"])
+
+
+@settings(max_examples=200)
+@given(
+    addresses,
+    uint,
+    uint,
+    uint,
+    st.lists(
+        st.builds(DownloadRecord, uint, uint, uint, step_names, uint, wall_times, *[finite] * 4),
+        max_size=30,
+    ),
+)
+def test_generated_pages_are_read_column_wise_with_the_checked_records(
+    address: ChannelAddress, test_id: int, start: int, count: int, records: list[DownloadRecord]
+) -> None:
+    raw = encode_reply(DownloadReply(address, test_id, start, count, tuple(records)))
+    raw = raw.removesuffix(TERMINATOR)
+    fast = _download_reply_fast(raw)
+    assert fast is not None
+    assert fast == _decode_reply_checked(raw)
+    assert fast.records == tuple(records)
+
+
+@settings(max_examples=300)
+@given(st.lists(download_records, min_size=1, max_size=5), st.data())
+def test_any_page_or_mutation_of_it_decodes_as_the_checked_decoder_says(
+    records: list[DownloadRecord], data: st.DataObject
+) -> None:
+    """Odd step types, and bytes changed, inserted or deleted anywhere: same answer."""
+    address = ChannelAddress(ChannelId(21, 1, 1), 27)
+    raw = bytearray(encode_reply(DownloadReply(address, 1, 1, 1000, tuple(records))))
+    raw = raw[: -len(TERMINATOR)]
+    for _ in range(data.draw(st.integers(0, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        what = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+        byte = data.draw(st.sampled_from(list(b' \t\r\n"<>&/=-.eE0123456789a\x00\x01\xc3')))
+        if what == "replace":
+            raw[at] = byte
+        elif what == "insert":
+            raw.insert(at, byte)
+        else:
+            del raw[at]
+    assert _decoded_or_error(bytes(raw)) == _checked_or_error(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # legal, but not as the server writes it: the checked path reads it
+        (b'steptype="dc"', b'steptype="d&amp;c"', "d&c"),
+        (b'steptype="dc"', b"steptype='dc'", "dc"),
+        (b'steptype="dc"', b'steptype="d\tc"', "d c"),
+        (b'" />\r\n  </list>', b'"/>\r\n  </list>', "dc"),
+        # broken: the checked path names what is wrong
+        (b'volt="3.49995565414429"', b'volt="inf"', "'volt' is not finite"),
+        (b'atime="2025-12-28 22:30:11"', b'atime="2025-13-28 22:30:11"', "'atime' must be"),
+        (b'steptype="dc"', b'steptype="d\x01c"', "malformed reply XML"),
+        (b'steptype="dc"', b'steptype="d<c"', "malformed reply XML"),
+    ],
+)
+def test_a_page_not_in_the_server_form_goes_through_the_checked_decoder(
+    old: bytes, new: bytes, expected: str
+) -> None:
+    raw = fixture("download_21_1_1_repsonse.xml")
+    at = raw.rindex(old)
+    changed = raw[:at] + new + raw[at + len(old) :]
+    assert _download_reply_fast(changed) is None
+    if not expected.startswith(("'", "malformed")):  # a step type, not an error
+        reply = decode_reply(changed)
+        assert isinstance(reply, DownloadReply)
+        assert reply == _decode_reply_checked(changed)
+        assert reply.records[-1].step_type == expected
+    else:
+        with pytest.raises(ProtocolViolation, match=re.escape(expected)):
+            decode_reply(changed)
+
+
+def test_the_simulator_serves_cached_download_items_byte_for_byte(tmp_path: Path) -> None:
+    """respond() joins cached <data> lines; the bytes are encode_reply(handle(...))'s."""
+    clock = VirtualClock()
+    sim = NewareSimulator(clock, units=1, seed=3, epoch=datetime(2026, 3, 1, 8, 0, 0))
+    program = GalvanostaticCycling(
+        Cell.symmetric(disc_area_cm2(10.0)), record_interval_s=7.0
+    ).to_step_file()
+    step_file = str(write_step_file(tmp_path / "p.xml", program))
+    address = next(iter(sim.channels.values())).address
+    assert encode_reply(sim.handle(Start((StartItem(address, "b", step_file),)))).count(b">ok<")
+    clock.set(3 * 3600.0)
+    sim.advance()
+    held = sim.channels[address.channel].record_count
+    assert held > 1000
+    for start, count in [(1, 1000), (0, 5), (500, 1000), (held - 3, 1000), (held + 1, 10)]:
+        for _ in range(2):  # the second time from the cache
+            request = Download(address, start, count)
+            served = sim.respond(request)
+            assert served == encode_reply(sim.handle(request))
+            reply = decode_reply(served.removesuffix(TERMINATOR))
+            assert isinstance(reply, DownloadReply)
+            assert reply.records == sim.channels[address.channel].download(start, count)

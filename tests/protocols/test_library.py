@@ -217,9 +217,10 @@ def test_full_cell_cccv_compiles_and_runs_on_the_simulated_full_cell() -> None:
         full_cell_cccv(SYM)
 
 
-def test_chamber_temperature_is_documented_as_not_expressible() -> None:
+def test_chamber_temperature_is_documented_with_what_a_neware_cannot_do() -> None:
     assert library.__doc__ is not None
-    assert "Temperature setpoints" in library.__doc__
+    assert "Temperature setpoints for an auxiliary chamber run\nhost-driven" in library.__doc__
+    assert "Temperature changes in the middle of a Neware test" in library.__doc__
 
 
 # ---------------------------------------------------------------- simulated CT-4008

@@ -1,0 +1,147 @@
+"""``cellguard analyze``: per-cycle polarization, capacity and failure of recorded files.
+
+A file is read as ``cellguard replay`` reads it (BDF CSV/Parquet, Neware .nda/.ndax),
+the detectors find where the channel would have halted, and
+:mod:`cellguard.protocols.analytics` reduces the samples up to there into cycles. A
+file that cannot be read costs one line on stderr (exit 2); the others are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from cellguard.drivers.files import Recording, RecordingError, read_recording
+from cellguard.protocols.analytics import (
+    PAPER_AREA_CM2,
+    Analysis,
+    AnalyticsSettings,
+    analyze_arrays,
+)
+from cellguard.protocols.detectors import CellProfile, DetectorSettings
+
+# A long test has hundreds of cycles: the table shows the first and last ones.
+TABLE_HEAD_ROWS = 15
+TABLE_TAIL_ROWS = 10
+
+
+@dataclass(frozen=True)
+class FileAnalysis:
+    """One file's recording and what the analysis made of it."""
+
+    path: Path
+    recording: Recording
+    analysis: Analysis
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` object: file, cycles, failure, average_coulombic_efficiency."""
+        return {"file": str(self.path), **self.analysis.as_dict()}
+
+
+def analyze_file(path: str | Path, settings: AnalyticsSettings) -> FileAnalysis:
+    """Read ``path`` and analyse it up to where the detectors would halt the channel.
+
+    Raises :class:`~cellguard.drivers.files.RecordingError` when it cannot be read.
+    """
+    recording = read_recording(path)
+    analysis = analyze_arrays(
+        settings,
+        recording.t_s,
+        recording.voltage_v,
+        recording.current_a,
+        recording.step,
+        detector=DetectorSettings(cell=settings.cell),
+    )
+    return FileAnalysis(Path(path), recording, analysis)
+
+
+def run_analyze_cli(
+    files: Sequence[Path],
+    *,
+    cell: CellProfile,
+    thin_li_um: float | None = None,
+    area_cm2: float | None = None,
+    as_json: bool = False,
+) -> int:
+    """Report every file (a table, or one JSON object per line); 2 if one was unreadable."""
+    settings = AnalyticsSettings(
+        cell=cell,
+        area_cm2=PAPER_AREA_CM2 if area_cm2 is None else area_cm2,
+        thin_li_um=thin_li_um,
+    )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # a pipe or a log file: no terminal to fit
+    failed = False
+    for path in files:
+        try:
+            result = analyze_file(path, settings)
+        except RecordingError as err:
+            failed = True
+            print(f"cellguard: {path}: {err.problem}", file=sys.stderr, flush=True)
+            continue
+        if as_json:
+            print(json.dumps(result.as_dict()), flush=True)
+        else:
+            _print(console, result, area_given=area_cm2 is not None)
+    return 2 if failed else 0
+
+
+def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
+    s = result.analysis.settings
+    area = f"{s.area_cm2:.4g} cm²" + ("" if area_given else " (a 10 mm disc; --area-cm2 to set)")
+    thin = f", thin Li {s.thin_li_um:g} µm" if s.thin_li_um is not None else ""
+    table = Table(
+        title=f"{result.path} ({s.cell} cell, {area}{thin})",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for name in ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours"):
+        table.add_column(name, justify="right")
+    cycles = result.analysis.cycles
+    shown = cycles
+    if len(cycles) > TABLE_HEAD_ROWS + TABLE_TAIL_ROWS:
+        shown = cycles[:TABLE_HEAD_ROWS] + cycles[-TABLE_TAIL_ROWS:]
+    for c in shown:
+        if c is cycles[-TABLE_TAIL_ROWS] and shown is not cycles:
+            table.add_row("…", "", "", "", "")
+        table.add_row(
+            f"{c.cycle}" + ("" if c.complete else " (part)"),
+            f"{c.polarization_v * 1e3:.2f}",
+            f"{c.max_polarization_v * 1e3:.2f}",
+            f"{c.capacity_mah_cm2:.3f}",
+            f"{c.hours:.2f}",
+        )
+    console.print(table)
+    if len(shown) < len(cycles):
+        console.print(f"  {len(cycles)} cycles; --json lists every one", highlight=False)
+    failure = result.analysis.failure
+    if failure is None:
+        console.print(
+            f"  [green]no failure[/] in {result.recording.duration_s / 3600.0:.1f} h",
+            highlight=False,
+        )
+    else:
+        kind = f"{failure.kind} ({failure.subkind})" if failure.subkind else failure.kind
+        console.print(
+            f"  [bold red]{kind}[/] after {failure.hours:.2f} h, {failure.cycles} complete "
+            f"cycles, {failure.capacity_mah_cm2:.3f} mAh/cm² plated",
+            highlight=False,
+        )
+    ce = result.analysis.average_coulombic_efficiency
+    if ce is not None and failure is not None:
+        console.print(
+            f"  average Li Coulombic efficiency {ce * 100:.2f} % "
+            f"(1 − {s.thin_li_mah_cm2:.3f} / {failure.stripped_mah_cm2:.3f} mAh/cm² stripped)",
+            highlight=False,
+        )
+    elif s.cell == "asymmetric" and failure is not None and failure.kind == "depletion":
+        console.print("  --thin-li-um gives the average Coulombic efficiency", highlight=False)

@@ -1,0 +1,774 @@
+"""Supervise a host-driven channel: cellguard runs the protocol, measures, judges, halts.
+
+A SCPI source-meter or a Modbus supply has no sequencer of its own: the host decides
+the set-point at every sample (:class:`~cellguard.protocols.script.HostRun`) and is the
+recorder, so every sample the host measures is the recorded series. One
+:class:`HostSupervisor` guards one such instrument (one channel) and its auxiliary
+devices (a temperature chamber, a stack-pressure cell), whose readings join each
+sample and may bound it (``AuxLimit``: halt when the chamber leaves its band).
+
+The order at each sample is the same as on the Neware path: judge first, and when a
+verdict says halt, the output goes off (shielded from cancellation) and is confirmed
+off before anything else happens with the verdict; then the event, the alert, the
+state. The run's position is persisted with every sample, so a restart resumes the
+half cycle where it stood (neither repeated nor skipped) and never re-halts or
+re-starts a channel that was halted, stopped or finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cellguard.daemon.config import Config, InstrumentSettings
+from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
+from cellguard.daemon.supervisor import BACKOFF_MAX_S, BACKOFF_MIN_S, Publisher, SampleQueue
+from cellguard.drivers.clock import Clock
+from cellguard.drivers.errors import CellguardError, ConfigError, InstrumentConnectionError
+from cellguard.drivers.galvanostat import Galvanostat, GalvanostatInfo, Measurement
+from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.protocols.script import (
+    Action,
+    Finished,
+    HostRun,
+    InstrumentCapability,
+    OutputOff,
+    SetAux,
+    SourceCurrent,
+    SourceVoltage,
+    StepStarted,
+    parse_protocol_text,
+)
+from cellguard.protocols.script import (
+    Protocol as ScriptProtocol,
+)
+
+if TYPE_CHECKING:
+    from cellguard.drivers.modbus import ModbusDevice
+
+log = logging.getLogger(__name__)
+
+HALT_CONFIRM_TRIES = 5
+IDLE_POLL_S = 1.0  # how often an idle channel looks at its commands
+
+
+class AuxReadingLike(Protocol):
+    """What an auxiliary device returns (``cellguard.drivers.modbus.AuxReading``)."""
+
+    @property
+    def values(self) -> Mapping[str, float]: ...
+
+
+class AuxSource(Protocol):
+    """An auxiliary device: read named values (units in the names), set setpoints."""
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read(self) -> AuxReadingLike: ...
+
+    async def set(self, name: str, value: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuxLimit:
+    """Halt the channel when the aux reading ``name`` leaves ``[low, high]``."""
+
+    name: str
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ConfigError(
+                field=f"aux_limits.{self.name}",
+                problem=f"need finite low < high, got {self.low!r} .. {self.high!r}",
+            )
+
+    def __str__(self) -> str:
+        return f"{self.name} between {self.low:g} and {self.high:g}"
+
+
+@dataclass(frozen=True)
+class HostChannelSpec:
+    """The one channel of a host-driven instrument: its cell, protocol and judge."""
+
+    channel: str = "1"
+    cell_type: str = "symmetric"
+    interphase: str = ""
+    mode: str = "monitor"  # "run": start ``protocol`` when first connected
+    protocol: ScriptProtocol | None = None
+    detector: DetectorSettings | None = None
+    aux_limits: tuple[AuxLimit, ...] = ()
+    # Between samples while nothing runs (the output is off; the cell rests).
+    idle_sample_interval_s: float = 60.0
+
+
+@dataclass
+class HostState:
+    """What a restart needs, persisted as the state's detail (JSON)."""
+
+    state: str = "idle"  # idle running halting halted stopped finished unavailable
+    seq: int = 0
+    test_start_unix_s: float = math.nan
+    test_time_s: float = 0.0
+    position: dict[str, Any] | None = None
+    protocol_text: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> str:
+        body = {
+            "test_start_unix_s": None
+            if math.isnan(self.test_start_unix_s)
+            else self.test_start_unix_s,
+            "test_time_s": self.test_time_s,
+            "position": self.position,
+            "protocol_text": self.protocol_text,
+            "detail": self.detail,
+        }
+        return json.dumps(body, sort_keys=True)
+
+    @classmethod
+    def from_saved(cls, state: str, seq: int, detail: str) -> HostState:
+        out = cls(state=state, seq=seq)
+        try:
+            body = json.loads(detail) if detail.startswith("{") else {"detail": detail}
+        except json.JSONDecodeError:
+            body = {"detail": detail}
+        start = body.get("test_start_unix_s")
+        out.test_start_unix_s = float(start) if isinstance(start, int | float) else math.nan
+        elapsed = body.get("test_time_s")
+        out.test_time_s = float(elapsed) if isinstance(elapsed, int | float) else 0.0
+        position = body.get("position")
+        out.position = position if isinstance(position, dict) else None
+        text = body.get("protocol_text")
+        out.protocol_text = text if isinstance(text, str) else None
+        out.detail = str(body.get("detail", ""))
+        return out
+
+
+class StateStore(Protocol):
+    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
+
+    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
+
+
+@dataclass
+class _Run:
+    """A protocol in progress on the channel."""
+
+    protocol: ScriptProtocol
+    text: str | None
+    machine: HostRun
+    t0_s: float  # clock time of test time 0 (shifted on resume)
+    due_s: float | None
+
+
+class HostSupervisor:
+    """Runs, measures and guards one host-driven channel (and its aux devices)."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], Galvanostat],
+        spec: HostChannelSpec,
+        queue: SampleQueue,
+        publisher: Publisher,
+        *,
+        clock: Clock,
+        aux: Mapping[str, Callable[[], AuxSource]] | None = None,
+        state: StateStore | None = None,
+        wall_s: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self._connect = connect
+        self._queue = queue
+        self._publisher = publisher
+        self._clock = clock
+        self._aux_factories = dict(aux or {})
+        self._state_store = state
+        self._wall_s = wall_s
+        self.tags = ChannelTags(name, spec.channel, "", spec.interphase, spec.cell_type)
+        self.settings = spec.detector or DetectorSettings(cell=spec.cell_type)  # type: ignore[arg-type]
+        self.detector: Detector = make_detector(self.settings)
+        self.available = False
+        self.info: GalvanostatInfo | None = None
+        self.events: list[EventRecord] = []
+        self.samples = 0
+        self.halt: Verdict | None = None
+        self.last_aux: dict[str, float] = {}
+        self._pending: deque[SampleRecord | EventRecord] = deque()
+        self._commands: deque[tuple[str, str | None, asyncio.Future[tuple[bool, str]]]] = deque()
+        self._run: _Run | None = None
+        self.host = HostState()
+        if state is not None:
+            saved = state.load_state(name, spec.channel)
+            if saved is not None:
+                self.host = HostState.from_saved(*saved)
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def state(self) -> str:
+        return self.host.state
+
+    @property
+    def channels(self) -> dict[str, HostSupervisor]:
+        """The one channel, keyed as commands name it (for the daemon's dispatch)."""
+        return {self.spec.channel: self}
+
+    def parse_channel(self, text: str) -> str:
+        return text.strip()
+
+    async def command(
+        self, channel: str, action: str, protocol_text: str | None = None
+    ) -> tuple[bool, str]:
+        """An operator command (stop, start [with a protocol script], pause, resume)."""
+        if channel != self.spec.channel:
+            return False, f"{channel} is not a channel of {self.name} (it has {self.spec.channel})"
+        if protocol_text is not None and action != "start":
+            return False, "a protocol goes only with start"
+        if action not in ("stop", "start", "pause", "resume"):
+            return False, f"unknown action {action!r}"
+        if not self.available:
+            return False, f"{self.name} is unavailable (no link to the instrument)"
+        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self._commands.append((action, protocol_text, done))
+        return await done
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Supervise forever: (re)connect with capped backoff, run, judge, halt."""
+        backoff_s = BACKOFF_MIN_S
+        while True:
+            gal = self._connect()
+            aux = {name: factory() for name, factory in self._aux_factories.items()}
+            try:
+                self.info = await gal.connect()
+                for device in aux.values():
+                    await device.connect()
+                backoff_s = BACKOFF_MIN_S
+                self.available = True
+                await self._session(gal, aux)
+            except InstrumentConnectionError as err:
+                log.error("%s: instrument unreachable: %s (retrying)", self.name, err)  # noqa: TRY400
+            except CellguardError as err:
+                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
+            finally:
+                # The run (if any) stays in memory: the instrument most likely went on
+                # sourcing its set-point while the link was down, so the first reading
+                # after the reconnect integrates the time away into the step.
+                self.available = False
+                self._fail_commands()
+                with contextlib.suppress(Exception):
+                    await gal.close()
+                for device in aux.values():
+                    with contextlib.suppress(Exception):
+                        await device.close()
+            await self._clock.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    async def _session(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
+        state = self.host.state
+        if state == "halting":
+            await self._output_off_confirmed(gal)
+            self._set_state("halted")
+        elif state in ("halted", "stopped", "finished"):
+            # Whatever happened while we were away, a cell we stopped stays stopped.
+            await self._output_off_confirmed(gal)
+        elif state == "running" and self._run is not None:
+            await self._rejoin(gal, aux, self._run)
+        elif state in ("running", "unavailable") and self.host.position is not None:
+            await self._resume(gal, aux)
+        elif state == "idle" and self.spec.mode == "run" and self.spec.protocol is not None:
+            ok, detail = await self._start(gal, aux, self.spec.protocol, None)
+            if not ok:
+                log.error("%s %s: not started: %s", self.name, self.spec.channel, detail)
+        while True:
+            await self._run_commands(gal, aux)
+            run = self._run
+            if run is None or run.due_s is None:
+                self._flush()
+                await self._clock.sleep(IDLE_POLL_S)
+                continue
+            wait_s = run.due_s - self._clock.now_s()
+            if wait_s > 0:
+                # Commands are looked at between samples, at least every IDLE_POLL_S.
+                await self._clock.sleep(min(wait_s, IDLE_POLL_S))
+                if self._clock.now_s() < run.due_s:
+                    continue
+            await self._sample(gal, aux, run)
+
+    # ------------------------------------------------------------ one sample
+
+    async def _sample(self, gal: Galvanostat, aux: Mapping[str, AuxSource], run: _Run) -> None:
+        reading = await gal.measure()
+        t_s = self._clock.now_s() - run.t0_s
+        values = await self._read_aux(aux)
+        machine = run.machine
+        self._record(t_s, reading, machine, values)
+        verdict = self.detector.feed(t_s, reading.voltage_v, reading.current_a)
+        if verdict.severity != "halt":
+            verdict = self._aux_verdict(t_s, values) or verdict
+        if verdict.severity == "halt":
+            await self._halt(gal, verdict)
+            return
+        if verdict.severity == "warn":
+            await self._event(
+                "warn", fault=verdict.kind, subkind=verdict.subkind, detail=verdict.detail
+            )
+        actions = machine.observe(t_s, reading.voltage_v, reading.current_a, values)
+        await self._apply(gal, aux, actions)
+        run.due_s = None if machine.finished is not None else self._due(run)
+        if self._run is run and machine.finished is None:
+            self.host.position = dict(machine.position())
+            self._persist()
+
+    def _record(
+        self,
+        t_s: float,
+        reading: Measurement,
+        machine: HostRun,
+        values: Mapping[str, float],
+    ) -> None:
+        self.host.seq += 1
+        self.host.test_time_s = t_s
+        self.samples += 1
+        sample = SampleRecord(
+            self.tags,
+            time_unix_s=self.host.test_start_unix_s + t_s,
+            test_time_s=t_s,
+            voltage_v=reading.voltage_v,
+            current_a=reading.current_a,
+            capacity_mah=machine.step_capacity_mah,
+            step=machine.step_number,
+            cycle=machine.cycle,
+            seq=self.host.seq,
+            source="recorded",
+            aux=tuple(sorted(values.items())),
+        )
+        self._pending.append(sample)
+        self._flush()
+
+    async def _read_aux(self, aux: Mapping[str, AuxSource]) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for device in aux.values():
+            reading = await device.read()
+            values.update(reading.values)
+        self.last_aux = values
+        return values
+
+    def _aux_verdict(self, t_s: float, values: Mapping[str, float]) -> Verdict | None:
+        for limit in self.spec.aux_limits:
+            value = values.get(limit.name)
+            if value is None:
+                continue
+            if not limit.low <= value <= limit.high:
+                return Verdict(
+                    "halt",
+                    kind="limit",
+                    index=self.samples - 1,
+                    t_s=t_s,
+                    criterion=f"{limit.name} in band",
+                    measured=value,
+                    threshold=limit.high if value > limit.high else limit.low,
+                    unit=limit.name.rsplit("_", 1)[-1],
+                    detail=f"{limit.name} = {value:g} left its band "
+                    f"{limit.low:g} .. {limit.high:g}",
+                    subkind="aux",
+                )
+        return None
+
+    def _due(self, run: _Run) -> float | None:
+        due = run.machine.next_sample_due_s()
+        return None if due is None else run.t0_s + due
+
+    async def _apply(
+        self, gal: Galvanostat, aux: Mapping[str, AuxSource], actions: Sequence[Action]
+    ) -> None:
+        for action in actions:
+            if isinstance(action, SourceCurrent):
+                await gal.source_current(action.current_a, compliance_v=action.compliance_v)
+            elif isinstance(action, SourceVoltage):
+                await gal.source_voltage(action.voltage_v, compliance_a=action.compliance_a)
+            elif isinstance(action, OutputOff):
+                await asyncio.shield(gal.output_off())
+            elif isinstance(action, SetAux):
+                await self._set_aux(aux, action)
+            elif isinstance(action, StepStarted):
+                log.info(
+                    "%s %s: step %d %s (cycle %d)",
+                    self.name,
+                    self.spec.channel,
+                    action.step_number,
+                    action.label,
+                    action.cycle,
+                )
+            elif isinstance(action, Finished):
+                await self._finished(gal, action)
+
+    async def _set_aux(self, aux: Mapping[str, AuxSource], action: SetAux) -> None:
+        for device in aux.values():
+            try:
+                await device.set(action.name, action.value)
+            except (KeyError, ConfigError):
+                continue
+            return
+        msg = f"no auxiliary device of {self.name} has a settable {action.name!r}"
+        raise ConfigError(field=f"{self.name}.aux", problem=msg)
+
+    async def _finished(self, gal: Galvanostat, action: Finished) -> None:
+        if action.outcome in {"limit", "aux_timeout"}:
+            verdict = Verdict(
+                "halt",
+                kind="limit",
+                index=self.samples - 1,
+                t_s=self.host.test_time_s,
+                criterion=action.outcome,
+                measured=math.nan if action.value is None else action.value,
+                detail=action.detail,
+                subkind=action.outcome,
+            )
+            await self._halt(gal, verdict)
+            return
+        self._run = None
+        self.host.position = None
+        self._set_state("finished", action.detail)
+        await self._event("finish", detail=action.detail)
+
+    # ------------------------------------------------------------ halting
+
+    async def _halt(self, gal: Galvanostat, verdict: Verdict) -> None:
+        self.halt = verdict
+        self._set_state("halting", verdict.detail)
+        # The output goes off before anything else happens with this verdict.
+        await self._output_off_confirmed(gal)
+        self._run = None
+        self.host.position = None
+        self._set_state("halted", verdict.detail)
+        log.warning("%s %s: HALTED — %s", self.name, self.spec.channel, verdict.detail)
+        await self._event(
+            "halt",
+            fault=verdict.kind,
+            subkind=verdict.subkind,
+            detail=verdict.detail,
+            values={
+                "measured": verdict.measured,
+                "baseline": verdict.baseline,
+                "threshold": verdict.threshold,
+                "test_time_s": verdict.t_s,
+            },
+        )
+
+    async def _output_off_confirmed(self, gal: Galvanostat) -> None:
+        """Output off, read back until it says off; the link's loss propagates (the
+        state stays "halting" and the next session finishes the job)."""
+        for _ in range(HALT_CONFIRM_TRIES):
+            await asyncio.shield(gal.output_off())
+            reading = await gal.measure()
+            if not reading.output_on:
+                return
+        msg = f"the output stayed on after {HALT_CONFIRM_TRIES} output-off commands"
+        raise InstrumentConnectionError(msg)
+
+    # ------------------------------------------------------------ start, resume, commands
+
+    def _capability(self) -> InstrumentCapability | None:
+        info = self.info
+        if info is None:
+            return None
+        return InstrumentCapability(
+            current_range_ma=info.current_range_a * 1000.0,
+            voltage_range_v=info.voltage_range_v,
+            min_record_interval_s=info.min_sample_interval_s,
+            max_steps=1_000_000,
+            name=f"{info.vendor} {info.model}".strip(),
+        )
+
+    async def _start(
+        self,
+        gal: Galvanostat,
+        aux: Mapping[str, AuxSource],
+        protocol: ScriptProtocol,
+        text: str | None,
+    ) -> tuple[bool, str]:
+        if self.host.state in ("running", "halting"):
+            return False, "the channel is already running; stop it first"
+        try:
+            protocol.validate(self._capability())
+            machine = HostRun(protocol, self._capability())
+        except CellguardError as err:
+            return False, f"protocol refused, nothing started: {err}"
+        self.detector = make_detector(self.settings)
+        self.halt = None
+        self.host = HostState(
+            state="running",
+            seq=0,
+            test_start_unix_s=self._wall_s(),
+            protocol_text=text,
+        )
+        t0_s = self._clock.now_s()
+        run = _Run(protocol, text, machine, t0_s, None)
+        self._run = run
+        self.tags = ChannelTags(
+            self.name,
+            self.spec.channel,
+            f"{self.name}-{self.spec.channel}-{int(self.host.test_start_unix_s)}",
+            self.spec.interphase,
+            self.spec.cell_type,
+        )
+        actions = machine.start(0.0)
+        self.host.position = dict(machine.position())
+        self._persist(f"started protocol {protocol.name!r}")
+        await self._event("start", detail=f"started protocol {protocol.name!r}")
+        await self._apply(gal, aux, actions)
+        # The first reading one record interval on (a reading taken the instant the
+        # set-point is written tells nothing of the cell).
+        run.due_s = self._due(run)
+        return True, f"started {protocol.name!r}"
+
+    async def _resume(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
+        host = self.host
+        text = host.protocol_text
+        protocol = parse_protocol_text(text) if text is not None else self.spec.protocol
+        if protocol is None or host.position is None:
+            self._set_state("idle", "nothing to resume")
+            return
+        # Test time goes on from where it stood; the time away is not counted.
+        t0_s = self._clock.now_s() - host.test_time_s
+        machine, actions = HostRun.resume(
+            protocol, self._capability(), host.position, host.test_time_s
+        )
+        run = _Run(protocol, text, machine, t0_s, None)
+        self._run = run
+        # The detector relearns: where in the half cycle the stream stands is known, but
+        # the profile was lost with the process.
+        self.detector = make_detector(self.settings)
+        self._set_state("running", "resumed after a restart")
+        await self._apply(gal, aux, actions)
+        run.due_s = self._due(run)
+
+    async def _rejoin(self, gal: Galvanostat, aux: Mapping[str, AuxSource], run: _Run) -> None:
+        """Back after a lost link within this process: the run goes on where it stands;
+        if the instrument lost its set-point meanwhile (a power cycle, a front-panel
+        off), it is applied again."""
+        reading = await gal.measure()
+        setpoint = run.machine.setpoint
+        if not reading.output_on and setpoint is not None:
+            log.warning(
+                "%s %s: the output was off after the reconnect; applying the set-point again",
+                self.name,
+                self.spec.channel,
+            )
+            await self._apply(gal, aux, [setpoint])
+        run.due_s = min(run.due_s or self._clock.now_s(), self._clock.now_s())
+
+    async def _run_commands(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
+        while self._commands:
+            action, text, done = self._commands.popleft()
+            try:
+                result = await self._command(gal, aux, action, text)
+            except CellguardError as err:
+                result = (False, str(err))
+            if not done.done():
+                done.set_result(result)
+
+    async def _command(
+        self, gal: Galvanostat, aux: Mapping[str, AuxSource], action: str, text: str | None
+    ) -> tuple[bool, str]:
+        if action == "start":
+            if text is not None:
+                try:
+                    protocol = parse_protocol_text(text)
+                except CellguardError as err:
+                    return False, f"protocol refused, nothing started: {err}"
+                return await self._start(gal, aux, protocol, text)
+            if self.spec.protocol is None:
+                return False, "no protocol configured for this channel; send one with start"
+            return await self._start(gal, aux, self.spec.protocol, None)
+        if action == "stop":
+            await self._output_off_confirmed(gal)
+            self._run = None
+            self.host.position = None
+            self._set_state("stopped", "stopped by an operator")
+            await self._event("stop", detail="stopped by an operator command")
+            return True, "stopped"
+        return False, f"{action} is not supported on a host-driven channel (stop, then start)"
+
+    def _fail_commands(self) -> None:
+        while self._commands:
+            _, _, done = self._commands.popleft()
+            if not done.done():
+                done.set_result((False, f"{self.name}: the link was lost"))
+
+    # ------------------------------------------------------------ records
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.host.state = state
+        self._persist(detail)
+
+    def _persist(self, detail: str = "") -> None:
+        if detail:
+            self.host.detail = detail
+        if self._state_store is not None:
+            self._state_store.save_state(
+                self.tags, self.host.state, self.host.seq, self.host.to_json()
+            )
+
+    async def _event(
+        self,
+        kind: str,
+        *,
+        fault: str = "",
+        subkind: str = "",
+        detail: str = "",
+        values: dict[str, float] | None = None,
+    ) -> None:
+        event = new_event(
+            self.tags,
+            kind,  # type: ignore[arg-type]
+            self._wall_s(),
+            fault=fault,
+            subkind=subkind,
+            detail=detail,
+            values=values,
+        )
+        self.events.append(event)
+        self._pending.append(event)
+        self._flush()
+        if kind in ("halt", "warn", "finish"):
+            await self._publisher.publish_event(event)
+
+    def _flush(self) -> None:
+        # Every host sample is the recorded series: none may be dropped. When the sinks
+        # lag, samples wait here in order (a host channel makes one every few seconds).
+        while self._pending:
+            try:
+                self._queue.put_nowait(self._pending[0])
+            except asyncio.QueueFull:
+                return
+            self._pending.popleft()
+
+
+@dataclass
+class HostChannelStatus:
+    """A small view for ``cellguard status``-like displays and tests."""
+
+    state: str
+    samples: int
+    last_aux: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- from the configuration
+
+
+def _modbus_device(inst: InstrumentSettings) -> ModbusDevice:
+    from cellguard.drivers.modbus import (  # noqa: PLC0415 (Modbus only where configured)
+        CHAMBER_MAP,
+        CYCLER_MAP,
+        PRESSURE_MAP,
+        ModbusDevice,
+        RegisterMap,
+        SerialLink,
+        TcpLink,
+    )
+
+    builtin = {
+        "cellguard-sim-cycler": CYCLER_MAP,
+        "cellguard-sim-chamber": CHAMBER_MAP,
+        "cellguard-sim-pressure": PRESSURE_MAP,
+    }
+    if inst.register_map is not None:
+        registers = builtin[inst.register_map]
+    else:
+        registers = RegisterMap.from_config(list(inst.registers), path=f"{inst.name}.registers")
+    link: TcpLink | SerialLink = (
+        SerialLink(inst.serial_port, baudrate=inst.baudrate)
+        if inst.serial_port
+        else TcpLink(inst.host, inst.port)
+    )
+    return ModbusDevice(link, registers, device_id=inst.device_id, timeout_s=inst.timeout_s)
+
+
+def galvanostat_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], Galvanostat]:
+    """A factory of fresh driver objects for a host-driven instrument (one per session)."""
+    if inst.driver == "smu":
+        from cellguard.drivers.smu import SmuClient  # noqa: PLC0415
+
+        port = inst.serial_port or ""
+        return lambda: SmuClient(port, baudrate=inst.baudrate, timeout_s=inst.timeout_s)
+    if inst.driver == "modbus":
+        from cellguard.drivers.modbus import ModbusGalvanostat  # noqa: PLC0415
+
+        current_range_a = inst.current_range_a or 0.0
+        voltage_range_v = inst.voltage_range_v or 0.0
+        return lambda: ModbusGalvanostat(
+            _modbus_device(inst),
+            current_range_a=current_range_a,
+            voltage_range_v=voltage_range_v,
+            clock=clock,
+            path=f"instruments.{inst.name}.registers",
+        )
+    raise ConfigError(
+        field=f"instruments.{inst.name}.driver", problem=f"{inst.driver!r} is not host-driven"
+    )
+
+
+def aux_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], AuxSource]:
+    from cellguard.drivers.modbus import AuxDevice  # noqa: PLC0415
+
+    return lambda: AuxDevice(_modbus_device(inst), clock=clock)
+
+
+def host_supervisors(
+    config: Config,
+    queue: SampleQueue,
+    publisher: Publisher,
+    *,
+    clock: Clock,
+    state: StateStore | None,
+) -> list[HostSupervisor]:
+    """One supervisor per host-driven instrument of ``config``."""
+    out = []
+    for inst in config.instruments:
+        if not inst.host_driven:
+            continue
+        channels = config.channels_of(inst.name)
+        ch = channels[0] if channels else None
+        spec = HostChannelSpec(
+            channel="1",
+            cell_type=ch.cell.type if ch else "symmetric",
+            interphase=(ch.cell.interphase or "") if ch else "",
+            mode=ch.mode if ch else "monitor",
+            protocol=ch.script if ch else None,
+            detector=ch.detector if ch else None,
+            aux_limits=tuple(AuxLimit(*limit) for limit in ch.aux_limits) if ch else (),
+            idle_sample_interval_s=inst.poll_interval_s,
+        )
+        aux = {
+            name: aux_connector(config.instrument(name), clock) for name in (ch.aux if ch else ())
+        }
+        out.append(
+            HostSupervisor(
+                inst.name,
+                galvanostat_connector(inst, clock),
+                spec,
+                queue,
+                publisher,
+                clock=clock,
+                aux=aux,
+                state=state,
+            )
+        )
+    return out

@@ -1,0 +1,324 @@
+"""``cellguard plot``: what a researcher looks at, as PNG.
+
+Two figures:
+
+- **one test or a few** (:func:`plot_files`): cell voltage (mV) against test time (h)
+  with the halt marked and labelled, over a panel of polarization per cycle (mV);
+- **the comparison grid** (:func:`plot_grid`), like the paper's Fig. 2: rows are the
+  interphases, columns the symmetric cell and the asymmetric cells with a 50 µm and a
+  20 µm thin electrode. The cell in a file is read from its name, as
+  ``cellguard demo --export-dir`` writes them (``MII-1_asymmetric-20um.csv``,
+  ``SEI_symmetric.csv``; see :func:`cell_file_name`).
+
+A healthy Li|Li cell sits at ~10–30 mV and a depletion spike reaches the 5 V range: on
+one linear axis the trace would be a flat line. The voltage axis is therefore clipped
+to the cycling range (the 99.5th percentile of |V| before the halt, with margin) and
+an inset shows the whole range around the halt.
+
+matplotlib is optional (the ``plot`` extra); it is imported only here, when a plot is
+asked for, and its absence is one clear line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cellguard.daemon.analyze import FileAnalysis, analyze_file
+from cellguard.drivers.errors import CellguardError, ConfigError
+from cellguard.drivers.files import SUFFIXES, RecordingError
+from cellguard.protocols.analytics import PAPER_AREA_CM2, AnalyticsSettings
+from cellguard.protocols.detectors import CellProfile
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# Pixel sizes of the two figures (inches × DPI), fixed so that the examples in docs/
+# and every user's plots look alike.
+DPI = 100
+SINGLE_SIZE_IN = (10.0, 7.0)
+GRID_SIZE_IN = (13.0, 10.0)
+# Points drawn per trace: more is invisible at these sizes and slow to render.
+MAX_POINTS = 20_000
+# The voltage axis ends at this multiple of the 99.5th percentile of |V| before the halt.
+CLIP_MARGIN = 1.6
+# An inset is drawn when the full range exceeds the clipped one by this factor.
+INSET_WHEN = 3.0
+# The inset shows this many hours before the halt (or the spike).
+INSET_SPAN_H = 3.0
+
+INTERPHASE_ORDER = ("MII-1", "MII-2", "MII-3", "SEI")
+GRID_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("symmetric", "symmetric 100|100 µm"),
+    ("asymmetric-50", "asymmetric 100|50 µm"),
+    ("asymmetric-20", "asymmetric 100|20 µm"),
+)
+_INTERPHASE_RE = re.compile(r"(MII-\d+|SEI)", re.IGNORECASE)
+_CELL_RE = re.compile(r"(asymmetric)-(\d+(?:\.\d+)?)um|(symmetric)", re.IGNORECASE)
+
+
+class PlotError(CellguardError):
+    """A plot cannot be made (matplotlib missing, a file name the grid cannot place)."""
+
+
+def _matplotlib() -> Any:
+    try:
+        import matplotlib  # noqa: PLC0415 - optional: only `cellguard plot` needs it
+    except ImportError:
+        msg = "plots need matplotlib: pip install 'cellguard[plot]'"
+        raise PlotError(msg) from None
+    return matplotlib
+
+
+def _figure(size_in: tuple[float, float]) -> Figure:
+    _matplotlib()
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    # A bare Figure (no pyplot): no global state, no GUI backend, safe in a daemon.
+    return Figure(figsize=size_in, dpi=DPI, layout="constrained")
+
+
+def cell_file_name(interphase: str, cell_type: str, thin_li_um: float, suffix: str = ".csv") -> str:
+    """The name the grid reads a cell from: ``MII-1_asymmetric-20um.csv``."""
+    if cell_type == "asymmetric":
+        return f"{interphase}_asymmetric-{thin_li_um:g}um{suffix}"
+    return f"{interphase}_{cell_type}{suffix}"
+
+
+@dataclass(frozen=True)
+class CellLabel:
+    """What the grid reads from a file name."""
+
+    interphase: str
+    cell: CellProfile
+    thin_li_um: float | None
+
+    @property
+    def column(self) -> str:
+        return "symmetric" if self.cell == "symmetric" else f"asymmetric-{self.thin_li_um:g}"
+
+
+def parse_cell_label(path: Path) -> CellLabel:
+    """Interphase and cell from a file name; PlotError naming the file if it has none."""
+    interphase = _INTERPHASE_RE.search(path.stem)
+    cell = _CELL_RE.search(path.stem)
+    if interphase is None or cell is None:
+        msg = (
+            f"{path.name}: the grid needs the interphase and cell in the file name, "
+            "e.g. MII-1_asymmetric-20um.csv or SEI_symmetric.csv"
+        )
+        raise PlotError(msg)
+    name = interphase.group(1).upper()
+    if cell.group(3):
+        return CellLabel(name, "symmetric", None)
+    return CellLabel(name, "asymmetric", float(cell.group(2)))
+
+
+def _stride(n: int) -> int:
+    return max(1, n // MAX_POINTS)
+
+
+def _clip_mv(voltage_v: np.ndarray[Any, Any]) -> float:
+    """The clipped voltage axis half-range, mV."""
+    if voltage_v.size == 0:
+        return 1.0
+    p = float(np.percentile(np.abs(voltage_v), 99.5)) * 1e3
+    return max(p * CLIP_MARGIN, 1.0)
+
+
+def _end(result: FileAnalysis) -> int:
+    failure = result.analysis.failure
+    return len(result.recording) if failure is None or failure.index < 0 else failure.index + 1
+
+
+def _voltage_panel(
+    ax: Axes, results: Sequence[FileAnalysis], *, labels: bool, compact: bool = False
+) -> None:
+    """Voltage (mV) against hours, clipped, halts marked; an inset when a spike needs it."""
+    limit_mv = 1.0
+    full_mv = 0.0
+    spike: tuple[FileAnalysis, float] | None = None
+    for result in results:
+        rec = result.recording
+        end = _end(result)
+        t_h = rec.t_s[:end] / 3600.0
+        v_mv = rec.voltage_v[:end] * 1e3
+        failure = result.analysis.failure
+        # The range is set by the cycling before the halt, not by the spike that ended it.
+        before = rec.voltage_v[: end - 2] if failure is not None and end > 10 else rec.voltage_v
+        limit_mv = max(limit_mv, _clip_mv(before))
+        k = _stride(len(t_h))
+        label = rec.path.stem if labels else None
+        ax.plot(t_h[::k], v_mv[::k], linewidth=0.6, label=label)
+        peak = float(np.abs(v_mv).max()) if len(v_mv) else 0.0
+        if peak > full_mv:
+            full_mv = peak
+            spike = (result, float(t_h[int(np.abs(v_mv).argmax())]))
+        if failure is not None:
+            ax.axvline(failure.hours, color="tab:red", linestyle="--", linewidth=1.0)
+            kind = failure.kind + (f" ({failure.subkind})" if failure.subkind else "")
+            ax.annotate(
+                f"halt: {kind}\n{failure.hours:.1f} h",
+                xy=(failure.hours, 0.97),
+                xycoords=("data", "axes fraction"),
+                ha="right",
+                va="top",
+                fontsize=7 if compact else 9,
+                color="tab:red",
+            )
+    ax.set_ylim(-limit_mv, limit_mv)
+    ax.set_xlabel("test time / h")
+    ax.set_ylabel("cell voltage / mV")
+    ax.grid(visible=True, alpha=0.3)
+    if spike is not None and full_mv > INSET_WHEN * limit_mv:
+        _inset(ax, spike[0], spike[1], limit_mv, compact=compact)
+
+
+def _inset(ax: Axes, result: FileAnalysis, at_h: float, limit_mv: float, *, compact: bool) -> None:
+    rec = result.recording
+    end = _end(result)
+    t_h = rec.t_s[:end] / 3600.0
+    lo = int(np.searchsorted(t_h, at_h - INSET_SPAN_H))
+    inset = ax.inset_axes((0.06, 0.08, 0.34, 0.34) if not compact else (0.05, 0.06, 0.4, 0.4))
+    inset.plot(t_h[lo:], rec.voltage_v[lo:end], color="tab:red", linewidth=0.8)
+    inset.set_title("full range / V", fontsize=6 if compact else 8)
+    inset.tick_params(labelsize=6 if compact else 7)
+    inset.axhline(limit_mv / 1e3, color="grey", linewidth=0.5, linestyle=":")
+    inset.axhline(-limit_mv / 1e3, color="grey", linewidth=0.5, linestyle=":")
+
+
+def _polarization_panel(ax: Axes, results: Sequence[FileAnalysis], *, labels: bool) -> None:
+    for result in results:
+        cycles = [c for c in result.analysis.cycles if c.complete]
+        ax.plot(
+            [c.cycle for c in cycles],
+            [c.polarization_v * 1e3 for c in cycles],
+            marker="o",
+            markersize=2.5,
+            linewidth=0.8,
+            label=result.recording.path.stem if labels else None,
+        )
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("polarization / mV")
+    ax.set_ylim(bottom=0)
+    ax.grid(visible=True, alpha=0.3)
+
+
+def plot_files(
+    files: Sequence[Path],
+    output: Path,
+    *,
+    cell: CellProfile,
+    area_cm2: float | None = None,
+    thin_li_um: float | None = None,
+) -> list[FileAnalysis]:
+    """Voltage and polarization per cycle of ``files`` into ``output`` (PNG)."""
+    settings = AnalyticsSettings(
+        cell=cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=thin_li_um
+    )
+    results = [analyze_file(path, settings) for path in files]
+    fig = _figure(SINGLE_SIZE_IN)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    labels = len(results) > 1
+    _voltage_panel(top, results, labels=labels)
+    _polarization_panel(bottom, results, labels=labels)
+    title = results[0].recording.path.name if len(results) == 1 else f"{len(results)} tests"
+    top.set_title(f"{title} ({cell} cell)")
+    if labels:
+        top.legend(fontsize=8, loc="upper right")
+    _save(fig, output)
+    return results
+
+
+def grid_files(inputs: Sequence[Path]) -> list[Path]:
+    """The recorded files named by ``inputs`` (folders are searched, one level)."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in SUFFIXES)
+        else:
+            files.append(item)
+    if not files:
+        raise ConfigError(field="FILE", problem="no recorded files (.csv, .parquet, .nda, .ndax)")
+    return files
+
+
+def plot_grid(
+    inputs: Sequence[Path], output: Path, *, area_cm2: float | None = None
+) -> list[FileAnalysis]:
+    """The Fig. 2 comparison: interphases × (symmetric, asymmetric 50 µm, 20 µm)."""
+    placed: dict[tuple[str, str], FileAnalysis] = {}
+    for path in grid_files(inputs):
+        label = parse_cell_label(path)
+        settings = AnalyticsSettings(
+            cell=label.cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=label.thin_li_um
+        )
+        placed[(label.interphase, label.column)] = analyze_file(path, settings)
+    rows = [i for i in INTERPHASE_ORDER if any(k[0] == i for k in placed)]
+    rows += sorted({k[0] for k in placed} - set(rows))
+    columns = list(GRID_COLUMNS)
+    columns += [(c, c) for c in sorted({k[1] for k in placed} - {c for c, _ in columns})]
+    fig = _figure(GRID_SIZE_IN)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for r, interphase in enumerate(rows):
+        for c, (column, title) in enumerate(columns):
+            ax = axes[r][c]
+            result = placed.get((interphase, column))
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+            if result is None:
+                ax.text(0.5, 0.5, "no cell", ha="center", va="center", color="grey")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                _voltage_panel(ax, [result], labels=False, compact=True)
+                ax.xaxis.label.set_size(8)
+                ax.yaxis.label.set_size(8)
+                ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{interphase}\ncell voltage / mV", fontsize=8)
+    fig.suptitle("Li|Li cells at 0.5 mA cm⁻² / 0.5 mAh cm⁻²: voltage against time, halts marked")
+    _save(fig, output)
+    return list(placed.values())
+
+
+def _save(fig: Figure, output: Path) -> None:
+    if not output.parent.is_dir():
+        raise ConfigError(field="-o", problem=f"folder {output.parent} does not exist")
+    try:
+        fig.savefig(output, format="png", dpi=DPI)
+    except OSError as err:
+        raise ConfigError(field="-o", problem=f"cannot write {output}: {err}") from err
+
+
+def run_plot_cli(
+    files: Sequence[Path],
+    output: Path,
+    *,
+    grid: bool,
+    cell: CellProfile | None,
+    area_cm2: float | None,
+    thin_li_um: float | None,
+) -> int:
+    """``cellguard plot``; exit 2 with one line if a file cannot be read."""
+    try:
+        if grid:
+            plot_grid(files, output, area_cm2=area_cm2)
+        else:
+            if cell is None:
+                raise ConfigError(
+                    field="--cell", problem="required (symmetric or asymmetric) without --grid"
+                )
+            plot_files(files, output, cell=cell, area_cm2=area_cm2, thin_li_um=thin_li_um)
+    except RecordingError as err:
+        print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+        return 2
+    print(f"wrote {output}")
+    return 0
