@@ -24,6 +24,7 @@ from cellguard.protocols.analytics import (
     PAPER_AREA_CM2,
     Analysis,
     AnalyticsSettings,
+    CycleRecord,
     analyze_arrays,
 )
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
@@ -95,33 +96,38 @@ def run_analyze_cli(
     return 2 if failed else 0
 
 
+def _cycle_cells(c: CycleRecord) -> tuple[str, ...]:
+    return (
+        f"{c.cycle}" + ("" if c.complete else " (part)"),
+        f"{c.polarization_v * 1e3:.2f}",
+        f"{c.max_polarization_v * 1e3:.2f}",
+        f"{c.capacity_mah_cm2:.3f}",
+        f"{c.hours:.2f}",
+    )
+
+
 def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
     s = result.analysis.settings
     area = f"{s.area_cm2:.4g} cm²" + ("" if area_given else " (a 10 mm disc; --area-cm2 to set)")
     thin = f", thin Li {s.thin_li_um:g} µm" if s.thin_li_um is not None else ""
-    table = Table(
-        title=f"{result.path} ({s.cell} cell, {area}{thin})",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
+    # The file name on a line of its own: as a table title it would wrap to the table.
+    console.print(f"[bold]{result.path}[/]", highlight=False, soft_wrap=True)
+    console.print(f"  {s.cell} cell, {area}{thin}", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD)
     for name in ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours"):
         table.add_column(name, justify="right")
     cycles = result.analysis.cycles
-    shown = cycles
+    head, tail = cycles, list[CycleRecord]()
     if len(cycles) > TABLE_HEAD_ROWS + TABLE_TAIL_ROWS:
-        shown = cycles[:TABLE_HEAD_ROWS] + cycles[-TABLE_TAIL_ROWS:]
-    for c in shown:
-        if c is cycles[-TABLE_TAIL_ROWS] and shown is not cycles:
-            table.add_row("…", "", "", "", "")
-        table.add_row(
-            f"{c.cycle}" + ("" if c.complete else " (part)"),
-            f"{c.polarization_v * 1e3:.2f}",
-            f"{c.max_polarization_v * 1e3:.2f}",
-            f"{c.capacity_mah_cm2:.3f}",
-            f"{c.hours:.2f}",
-        )
+        head, tail = cycles[:TABLE_HEAD_ROWS], cycles[-TABLE_TAIL_ROWS:]
+    for c in head:
+        table.add_row(*_cycle_cells(c))
+    if tail:
+        table.add_row("…", "", "", "", "")
+        for c in tail:
+            table.add_row(*_cycle_cells(c))
     console.print(table)
-    if len(shown) < len(cycles):
+    if tail:
         console.print(f"  {len(cycles)} cycles; --json lists every one", highlight=False)
     failure = result.analysis.failure
     if failure is None:
@@ -133,7 +139,8 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
         kind = f"{failure.kind} ({failure.subkind})" if failure.subkind else failure.kind
         console.print(
             f"  [bold red]{kind}[/] after {failure.hours:.2f} h, {failure.cycles} complete "
-            f"cycles, {failure.capacity_mah_cm2:.3f} mAh/cm² plated",
+            f"cycle{'' if failure.cycles == 1 else 's'}, "
+            f"{failure.capacity_mah_cm2:.3f} mAh/cm² plated",
             highlight=False,
         )
     ce = result.analysis.average_coulombic_efficiency

@@ -921,8 +921,8 @@ class _Reader:
             port=port,
             poll_interval_s=t.positive(
                 "poll_interval_s",
-                "a time in s > 0 (how often an idle channel is read)",
-                default=10.0,
+                "a time in s > 0 (how often operator commands are looked at)",
+                default=1.0,
             ),
             timeout_s=t.positive(
                 "timeout_s", "a time in s > 0 (e.g. 2.0)", default=info.default_timeout_s

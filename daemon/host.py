@@ -25,7 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cellguard.daemon.config import Config, InstrumentSettings
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HALT_CONFIRM_TRIES = 5
-IDLE_POLL_S = 1.0  # how often an idle channel looks at its commands
 
 
 class AuxReadingLike(Protocol):
@@ -109,8 +108,8 @@ class HostChannelSpec:
     protocol: ScriptProtocol | None = None
     detector: DetectorSettings | None = None
     aux_limits: tuple[AuxLimit, ...] = ()
-    # Between samples while nothing runs (the output is off; the cell rests).
-    idle_sample_interval_s: float = 60.0
+    # How often operator commands are looked at between samples (and while idle).
+    command_interval_s: float = 1.0
 
 
 @dataclass
@@ -300,12 +299,12 @@ class HostSupervisor:
             run = self._run
             if run is None or run.due_s is None:
                 self._flush()
-                await self._clock.sleep(IDLE_POLL_S)
+                await self._clock.sleep(self.spec.command_interval_s)
                 continue
             wait_s = run.due_s - self._clock.now_s()
             if wait_s > 0:
-                # Commands are looked at between samples, at least every IDLE_POLL_S.
-                await self._clock.sleep(min(wait_s, IDLE_POLL_S))
+                # Commands are looked at between samples, every command_interval_s.
+                await self._clock.sleep(min(wait_s, self.spec.command_interval_s))
                 if self._clock.now_s() < run.due_s:
                     continue
             await self._sample(gal, aux, run)
@@ -661,15 +660,6 @@ class HostSupervisor:
             self._pending.popleft()
 
 
-@dataclass
-class HostChannelStatus:
-    """A small view for ``cellguard status``-like displays and tests."""
-
-    state: str
-    samples: int
-    last_aux: dict[str, float] = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------- from the configuration
 
 
@@ -754,7 +744,7 @@ def host_supervisors(
             protocol=ch.script if ch else None,
             detector=ch.detector if ch else None,
             aux_limits=tuple(AuxLimit(*limit) for limit in ch.aux_limits) if ch else (),
-            idle_sample_interval_s=inst.poll_interval_s,
+            command_interval_s=inst.poll_interval_s,
         )
         aux = {
             name: aux_connector(config.instrument(name), clock) for name in (ch.aux if ch else ())

@@ -53,6 +53,8 @@ CLIP_MARGIN = 1.6
 INSET_WHEN = 3.0
 # The inset shows this many hours before the halt (or the spike).
 INSET_SPAN_H = 3.0
+# A grid panel with an inset ends its voltage axis at this multiple of the clipped range.
+GRID_HEADROOM = 2.3
 
 INTERPHASE_ORDER = ("MII-1", "MII-2", "MII-3", "SEI")
 GRID_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -138,29 +140,58 @@ def _end(result: FileAnalysis) -> int:
     return len(result.recording) if failure is None or failure.index < 0 else failure.index + 1
 
 
-def _voltage_panel(
-    ax: Axes, results: Sequence[FileAnalysis], *, labels: bool, compact: bool = False
-) -> None:
-    """Voltage (mV) against hours, clipped, halts marked; an inset when a spike needs it."""
+@dataclass(frozen=True)
+class VoltageRange:
+    """The clipped voltage axis of a panel and the spike (if any) that needs a zoom."""
+
+    limit_mv: float
+    spike: FileAnalysis | None  # the test whose |V| goes far past the clipped range
+    spike_h: float
+
+
+def voltage_range(results: Sequence[FileAnalysis]) -> VoltageRange:
     limit_mv = 1.0
     full_mv = 0.0
-    spike: tuple[FileAnalysis, float] | None = None
+    spike: FileAnalysis | None = None
+    spike_h = 0.0
+    for result in results:
+        rec = result.recording
+        end = _end(result)
+        # The range is set by the cycling before the halt, not by the spike that ended it.
+        before = (
+            rec.voltage_v[: end - 2]
+            if result.analysis.failure is not None and end > 10
+            else rec.voltage_v[:end]
+        )
+        limit_mv = max(limit_mv, _clip_mv(before))
+        abs_mv = np.abs(rec.voltage_v[:end]) * 1e3
+        if len(abs_mv) and float(abs_mv.max()) > full_mv:
+            full_mv = float(abs_mv.max())
+            spike = result
+            spike_h = float(rec.t_s[int(abs_mv.argmax())]) / 3600.0
+    if full_mv <= INSET_WHEN * limit_mv:
+        spike = None
+    return VoltageRange(limit_mv, spike, spike_h)
+
+
+def _voltage_panel(
+    ax: Axes,
+    results: Sequence[FileAnalysis],
+    limits: VoltageRange,
+    *,
+    labels: bool,
+    compact: bool = False,
+) -> None:
+    """Voltage (mV) against hours on the clipped axis, halts marked and labelled."""
     for result in results:
         rec = result.recording
         end = _end(result)
         t_h = rec.t_s[:end] / 3600.0
         v_mv = rec.voltage_v[:end] * 1e3
-        failure = result.analysis.failure
-        # The range is set by the cycling before the halt, not by the spike that ended it.
-        before = rec.voltage_v[: end - 2] if failure is not None and end > 10 else rec.voltage_v
-        limit_mv = max(limit_mv, _clip_mv(before))
         k = _stride(len(t_h))
         label = rec.path.stem if labels else None
         ax.plot(t_h[::k], v_mv[::k], linewidth=0.6, label=label)
-        peak = float(np.abs(v_mv).max()) if len(v_mv) else 0.0
-        if peak > full_mv:
-            full_mv = peak
-            spike = (result, float(t_h[int(np.abs(v_mv).argmax())]))
+        failure = result.analysis.failure
         if failure is not None:
             ax.axvline(failure.hours, color="tab:red", linestyle="--", linewidth=1.0)
             kind = failure.kind + (f" ({failure.subkind})" if failure.subkind else "")
@@ -168,30 +199,39 @@ def _voltage_panel(
                 f"halt: {kind}\n{failure.hours:.1f} h",
                 xy=(failure.hours, 0.97),
                 xycoords=("data", "axes fraction"),
+                xytext=(-4, 0),
+                textcoords="offset points",
                 ha="right",
                 va="top",
                 fontsize=7 if compact else 9,
                 color="tab:red",
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none"},
             )
-    ax.set_ylim(-limit_mv, limit_mv)
+    ax.set_ylim(-limits.limit_mv, limits.limit_mv)
     ax.set_xlabel("test time / h")
     ax.set_ylabel("cell voltage / mV")
     ax.grid(visible=True, alpha=0.3)
-    if spike is not None and full_mv > INSET_WHEN * limit_mv:
-        _inset(ax, spike[0], spike[1], limit_mv, compact=compact)
 
 
-def _inset(ax: Axes, result: FileAnalysis, at_h: float, limit_mv: float, *, compact: bool) -> None:
+def _full_range_panel(ax: Axes, limits: VoltageRange, *, compact: bool) -> None:
+    """The last hours before the spike on the full voltage range (V), the clipped
+    range dotted: where the 5 V of a depletion shows without flattening the mV trace."""
+    result = limits.spike
+    assert result is not None
     rec = result.recording
     end = _end(result)
     t_h = rec.t_s[:end] / 3600.0
-    lo = int(np.searchsorted(t_h, at_h - INSET_SPAN_H))
-    inset = ax.inset_axes((0.06, 0.08, 0.34, 0.34) if not compact else (0.05, 0.06, 0.4, 0.4))
-    inset.plot(t_h[lo:], rec.voltage_v[lo:end], color="tab:red", linewidth=0.8)
-    inset.set_title("full range / V", fontsize=6 if compact else 8)
-    inset.tick_params(labelsize=6 if compact else 7)
-    inset.axhline(limit_mv / 1e3, color="grey", linewidth=0.5, linestyle=":")
-    inset.axhline(-limit_mv / 1e3, color="grey", linewidth=0.5, linestyle=":")
+    lo = int(np.searchsorted(t_h, limits.spike_h - INSET_SPAN_H))
+    ax.plot(t_h[lo:], rec.voltage_v[lo:end], color="tab:red", linewidth=0.8)
+    size = 6 if compact else 9
+    ax.set_title("full range / V", fontsize=size)
+    ax.tick_params(labelsize=size)
+    for sign in (1.0, -1.0):
+        ax.axhline(sign * limits.limit_mv / 1e3, color="grey", linewidth=0.6, linestyle=":")
+    if not compact:
+        ax.set_xlabel("test time / h")
+        ax.set_ylabel("cell voltage / V")
+        ax.grid(visible=True, alpha=0.3)
 
 
 def _polarization_panel(ax: Axes, results: Sequence[FileAnalysis], *, labels: bool) -> None:
@@ -224,15 +264,22 @@ def plot_files(
         cell=cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=thin_li_um
     )
     results = [analyze_file(path, settings) for path in files]
+    limits = voltage_range(results)
     fig = _figure(SINGLE_SIZE_IN)
-    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 2), width_ratios=(4, 1))
+    if limits.spike is not None:
+        top = fig.add_subplot(grid[0, 0])
+        _full_range_panel(fig.add_subplot(grid[0, 1]), limits, compact=False)
+    else:
+        top = fig.add_subplot(grid[0, :])
+    bottom = fig.add_subplot(grid[1, :])
     labels = len(results) > 1
-    _voltage_panel(top, results, labels=labels)
+    _voltage_panel(top, results, limits, labels=labels)
     _polarization_panel(bottom, results, labels=labels)
     title = results[0].recording.path.name if len(results) == 1 else f"{len(results)} tests"
     top.set_title(f"{title} ({cell} cell)")
     if labels:
-        top.legend(fontsize=8, loc="upper right")
+        top.legend(fontsize=8, loc="lower right")
     _save(fig, output)
     return results
 
@@ -263,8 +310,10 @@ def plot_grid(
         placed[(label.interphase, label.column)] = analyze_file(path, settings)
     rows = [i for i in INTERPHASE_ORDER if any(k[0] == i for k in placed)]
     rows += sorted({k[0] for k in placed} - set(rows))
-    columns = list(GRID_COLUMNS)
-    columns += [(c, c) for c in sorted({k[1] for k in placed} - {c for c, _ in columns})]
+    # The paper's columns that hold a cell (the demo runs no 50 µm cell), then any other.
+    used = {k[1] for k in placed}
+    columns = [(c, title) for c, title in GRID_COLUMNS if c in used]
+    columns += [(c, c) for c in sorted(used - {c for c, _ in GRID_COLUMNS})]
     fig = _figure(GRID_SIZE_IN)
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for r, interphase in enumerate(rows):
@@ -278,7 +327,13 @@ def plot_grid(
                 ax.set_xticks([])
                 ax.set_yticks([])
             else:
-                _voltage_panel(ax, [result], labels=False, compact=True)
+                limits = voltage_range([result])
+                _voltage_panel(ax, [result], limits, labels=False, compact=True)
+                if limits.spike is not None:
+                    # Headroom above the trace for the full-range inset, so it hides nothing.
+                    ax.set_ylim(-limits.limit_mv, GRID_HEADROOM * limits.limit_mv)
+                    inset = ax.inset_axes((0.05, 0.6, 0.38, 0.3))
+                    _full_range_panel(inset, limits, compact=True)
                 ax.xaxis.label.set_size(8)
                 ax.yaxis.label.set_size(8)
                 ax.tick_params(labelsize=7)

@@ -387,7 +387,10 @@ async def watch_status(
     from rich.live import Live  # noqa: PLC0415
 
     clock = clock or WallClock()
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a pipe or a log: no terminal width to fit
+            console = Console(width=160)
     done = 0
     async with Store(config.daemon.state_dir) as store:
         with Live(console=console, auto_refresh=False) as live:

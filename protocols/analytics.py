@@ -132,14 +132,17 @@ class CycleRecord:
         return self.end_s / _S_PER_H
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form, in mV, mAh cm⁻² and h."""
+        """JSON-ready form, in mV, mAh cm⁻² and h: the keys of ``analyze --json``.
+
+        A cycle that the test's end or a failure cut short is the last one listed;
+        ``complete`` is not a key of the issue's schema, so it stays out of the JSON.
+        """
         return {
             "cycle": self.cycle,
             "polarization_mv": round(self.polarization_v * 1e3, 4),
             "max_polarization_mv": round(self.max_polarization_v * 1e3, 4),
             "capacity_mah_cm2": round(self.capacity_mah_cm2, 6),
             "hours": round(self.hours, 6),
-            "complete": self.complete,
         }
 
 
@@ -248,7 +251,11 @@ class _Books:
         current_a: FloatArray,
         prev_t_s: float,
         direction: int,
+        *,
+        cut: bool = False,
     ) -> CycleRecord | None:
+        """Book one half cycle; the cycle it closed, if any. ``cut``: a failure ended it
+        early, so its cycle is not complete."""
         polarization_v, max_abs_v, charge_as = _reduce_half(t_s, voltage_v, current_a, prev_t_s)
         charge_mah_cm2 = charge_as * self._inv_area
         self._capacity_mah_cm2 += charge_mah_cm2
@@ -266,7 +273,7 @@ class _Books:
             capacity_mah_cm2=self._capacity_mah_cm2,
         )
         halves.append(record)
-        return self._cycle(complete=True) if record.index % 2 == 0 else None
+        return self._cycle(complete=not cut) if record.index % 2 == 0 else None
 
     def close_open_cycle(self) -> CycleRecord | None:
         """The cycle of a lone first half cycle, when the test ends or fails inside it."""
@@ -391,14 +398,15 @@ class CycleAnalyzer:
     def _fail(
         self, kind: str, subkind: str, t_s: float, detail: str, index: int
     ) -> list[CycleRecord]:
-        closed = self._close()
+        # A half cycle still running is cut short by the failure: its cycle is partial.
+        closed = self._close(cut=True)
         tail = self._books.close_open_cycle()
         if tail is not None:
             closed.append(tail)
         self._books.fail(kind, subkind, t_s, self._last_direction, detail, index)
         return closed
 
-    def _close(self) -> list[CycleRecord]:
+    def _close(self, *, cut: bool = False) -> list[CycleRecord]:
         if self._key is None:
             return []
         direction = self._key[0]
@@ -409,6 +417,7 @@ class CycleAnalyzer:
             np.array(self._i, dtype=np.float64),
             self._seg_prev_t_s,
             direction,
+            cut=cut,
         )
         self._t.clear()
         self._v.clear()
@@ -474,8 +483,15 @@ def analyze_arrays(
     for start, stop in half_cycle_bounds(current_a, step, settings.rest_current_a):
         direction = 1 if current_a[start] > 0 else -1
         prev_t_s = float(t_s[start - 1]) if start > 0 else float(t_s[start])
+        # The halt's sample inside a half cycle cuts it short (as the stream's fail() does).
+        cut = halt is not None and stop == end
         books.half(
-            t_s[start:stop], voltage_v[start:stop], current_a[start:stop], prev_t_s, direction
+            t_s[start:stop],
+            voltage_v[start:stop],
+            current_a[start:stop],
+            prev_t_s,
+            direction,
+            cut=cut,
         )
         last_direction = direction
     books.close_open_cycle()

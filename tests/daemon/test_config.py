@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cellguard.daemon.analytics_tap import CycleRow
 from cellguard.daemon.config import (
     DRIVERS,
     ChannelSettings,
@@ -20,7 +21,8 @@ from cellguard.daemon.config import (
     load_config,
     parse_config,
 )
-from cellguard.daemon.records import ChannelTags
+from cellguard.daemon.influx import cycle_line, event_line, sample_line
+from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
 from cellguard.protocols.detectors import DetectorSettings
@@ -961,11 +963,14 @@ def test_dashboard_shows_voltage_current_polarization_and_halts() -> None:
     queries = {title: p["targets"][0]["query"] for title, p in panels.items()}
     assert 'r._field == "voltage_v"' in queries["Voltage"]
     assert 'r._field == "current_a"' in queries["Current"]
-    assert 'r._field == "cycle"' in queries["Polarization"]
+    # Polarization per cycle comes from the analytics tap's own measurement.
+    assert 'r._field == "polarization_v"' in queries["Polarization"]
+    assert '"cellguard_cycles"' in queries["Polarization"]
     for title in ("Voltage", "Current", "Polarization"):
-        assert '"cellguard_samples"' in queries[title]
         assert 'group(columns: ["instrument", "channel"])' in queries[title]
         assert panels[title]["fieldConfig"]["defaults"]["unit"] in {"volt", "mamp", "mvolt"}
+    for title in ("Voltage", "Current"):
+        assert '"cellguard_samples"' in queries[title]
     assert '"cellguard_events"' in queries["Events"]
     halts = next(a for a in dashboard["annotations"]["list"] if a["name"] == "Halts")
     assert halts["enable"] is True
@@ -975,6 +980,37 @@ def test_dashboard_shows_voltage_current_polarization_and_halts() -> None:
     assert names == ["instrument", "channel"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_dashboard_queries_only_measurements_fields_and_tags_the_sink_writes() -> None:
+    """Every measurement, field and tag a query names is in a line the sink writes."""
+    tags = ChannelTags("ct", "1-1-1", "t1", "SEI", "asymmetric")
+    lines = [
+        sample_line(SampleRecord(tags, 1.7e9, 60.0, 0.01, 4e-4, 0.1, 0.2, 1, 1, 1)),
+        event_line(
+            EventRecord(tags, "halt", 1.7e9, "depletion", "plateau", "why", {"measured_v": 5.0})
+        ),
+        cycle_line(CycleRow(tags, 3, 1.7e9, 7200.0, 0.012, 0.015, 3.0, True, "depletion", 0.7)),
+    ]
+    written: dict[str, set[str]] = {}
+    for line in lines:
+        head, body, _ = line.split(" ")
+        measurement, *tag_pairs = head.split(",")
+        names = {pair.split("=")[0] for pair in tag_pairs + body.split(",")}
+        written.setdefault(measurement, set()).update(names)
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/cellguard.json").read_text())
+    queries = [t["query"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [a["target"]["query"] for a in dashboard["annotations"]["list"][1:]]
+    queries += [v["query"] for v in dashboard["templating"]["list"]]
+    for query in queries:
+        measurements = re.findall(r'r\._measurement == "(\w+)"', query)
+        assert measurements, query
+        known = set().union(*(written[m] for m in measurements))
+        for name in re.findall(r'r\._field == "(\w+)"', query):
+            assert name in known, (name, query)
+        for name in re.findall(r"exists r\.(\w+)", query):
+            assert name in known, (name, query)
+    assert "cellguard_cycles" in json.dumps(dashboard)
 
 
 def test_systemd_unit_runs_the_daemon_hardened() -> None:
