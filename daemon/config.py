@@ -49,6 +49,7 @@ ProtocolKind = Literal["galvanostatic"]
 DEFAULT_LOG_LEVEL: LogLevel = "info"
 DEFAULT_INFLUX_BATCH_SIZE = 5000
 DEFAULT_INFLUX_FLUSH_INTERVAL_S = 1.0
+DEFAULT_INFLUX_TIMEOUT_S = 10.0  # one write request; then the disk spool
 MQTT_PORT = 1883
 MQTT_TLS_PORT = 8883
 
@@ -191,6 +192,8 @@ class InfluxDBSettings:
     token: Secret | None = None  # None: no auth (VictoriaMetrics, InfluxDB 1.8 without auth)
     batch_size: int = DEFAULT_INFLUX_BATCH_SIZE  # points per write
     flush_interval_s: float = DEFAULT_INFLUX_FLUSH_INTERVAL_S
+    # One write request's bound; then the points go to the disk spool.
+    timeout_s: float = DEFAULT_INFLUX_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +590,7 @@ _INFLUX_KEYS = (
     "token_file",
     "batch_size",
     "flush_interval_s",
+    "timeout_s",
 )
 _MQTT_KEYS = (
     "host",
@@ -797,6 +801,11 @@ class _Reader:
                 "flush_interval_s",
                 "a time in s > 0 (e.g. 1.0)",
                 default=DEFAULT_INFLUX_FLUSH_INTERVAL_S,
+            ),
+            timeout_s=t.positive(
+                "timeout_s",
+                "a time in s > 0 (e.g. 10.0)",
+                default=DEFAULT_INFLUX_TIMEOUT_S,
             ),
         )
 

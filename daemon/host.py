@@ -13,6 +13,12 @@ off before anything else happens with the verdict; then the event, the alert, th
 state. The run's position is persisted with every sample, so a restart resumes the
 half cycle where it stood (neither repeated nor skipped) and never re-halts or
 re-starts a channel that was halted, stopped or finished.
+
+The host is the only recorder of a host-driven channel: a sample the sink has not
+written yet exists nowhere else (no instrument history to fetch it from again). So
+the saved state carries a journal of the samples and events not yet written; the
+sink writer clears it (:meth:`HostSupervisor.records_stored`) and a restart hands
+what is left to the sinks again, which keep each record once.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cellguard.daemon.config import Config, InstrumentSettings
@@ -123,9 +129,11 @@ class HostState:
     position: dict[str, Any] | None = None
     protocol_text: str | None = None
     detail: str = ""
+    # Samples and events handed to the sinks but not yet written (the journal).
+    unsent: list[SampleRecord | EventRecord] = field(default_factory=list)
 
     def to_json(self) -> str:
-        body = {
+        body: dict[str, Any] = {
             "test_start_unix_s": None
             if math.isnan(self.test_start_unix_s)
             else self.test_start_unix_s,
@@ -134,10 +142,12 @@ class HostState:
             "protocol_text": self.protocol_text,
             "detail": self.detail,
         }
+        if self.unsent:
+            body["unsent"] = [_journal_entry(r) for r in self.unsent]
         return json.dumps(body, sort_keys=True)
 
     @classmethod
-    def from_saved(cls, state: str, seq: int, detail: str) -> HostState:
+    def from_saved(cls, tags: ChannelTags, state: str, seq: int, detail: str) -> HostState:
         out = cls(state=state, seq=seq)
         try:
             body = json.loads(detail) if detail.startswith("{") else {"detail": detail}
@@ -152,7 +162,84 @@ class HostState:
         text = body.get("protocol_text")
         out.protocol_text = text if isinstance(text, str) else None
         out.detail = str(body.get("detail", ""))
+        journal = body.get("unsent")
+        for entry in journal if isinstance(journal, list) else []:
+            try:
+                out.unsent.append(_from_journal(tags, entry))
+            except ValueError as err:
+                log.error("%s %s: saved state: %s; skipped", tags.instrument, tags.channel, err)  # noqa: TRY400
         return out
+
+
+def _journal_entry(record: SampleRecord | EventRecord) -> dict[str, Any]:
+    if isinstance(record, SampleRecord):
+        return {
+            "sample": [
+                record.time_unix_s,
+                record.test_time_s,
+                record.voltage_v,
+                record.current_a,
+                record.capacity_mah,
+                record.step,
+                record.cycle,
+                record.seq,
+                [list(pair) for pair in record.aux],
+            ]
+        }
+    return {
+        "event": {
+            "kind": record.kind,
+            "time_unix_s": record.time_unix_s,
+            "fault": record.fault,
+            "subkind": record.subkind,
+            "detail": record.detail,
+            "values": record.values,
+            "event_id": record.event_id,
+        }
+    }
+
+
+def _journal_key(record: SampleRecord | EventRecord) -> object:
+    if isinstance(record, SampleRecord):
+        return (record.time_unix_s, record.seq)
+    return record.event_id
+
+
+def _from_journal(tags: ChannelTags, entry: object) -> SampleRecord | EventRecord:
+    """A journaled record; ``ValueError`` when the entry is not one we wrote."""
+    try:
+        if isinstance(entry, dict) and "sample" in entry:
+            t, test_t, v, i, q, step, cycle, seq, aux = entry["sample"]
+            return SampleRecord(
+                tags,
+                time_unix_s=float(t),
+                test_time_s=float(test_t),
+                voltage_v=float(v),
+                current_a=float(i),
+                capacity_mah=float(q),
+                step=int(step),
+                cycle=int(cycle),
+                seq=int(seq),
+                source="recorded",
+                aux=tuple((str(k), float(x)) for k, x in aux),
+            )
+        if isinstance(entry, dict) and "event" in entry:
+            e = entry["event"]
+            return EventRecord(
+                tags,
+                kind=e["kind"],
+                time_unix_s=float(e["time_unix_s"]),
+                fault=str(e["fault"]),
+                subkind=str(e["subkind"]),
+                detail=str(e["detail"]),
+                values={str(k): float(x) for k, x in e["values"].items()},
+                event_id=str(e["event_id"]),
+            )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        msg = f"a journal entry of an unknown form ({err})"
+        raise ValueError(msg) from err
+    msg = "a journal entry of an unknown form"
+    raise ValueError(msg)
 
 
 class StateStore(Protocol):
@@ -213,7 +300,17 @@ class HostSupervisor:
         if state is not None:
             saved = state.load_state(name, spec.channel)
             if saved is not None:
-                self.host = HostState.from_saved(*saved)
+                self.host = HostState.from_saved(self.tags, *saved)
+        if self.host.unsent:
+            # Left by a daemon that stopped before its sink wrote them (kill -9, power):
+            # handed over again first; the sinks keep each record once.
+            log.warning(
+                "%s %s: %d record(s) saved before a crash go to the sinks again",
+                name,
+                spec.channel,
+                len(self.host.unsent),
+            )
+            self._pending.extend(self.host.unsent)
 
     # ------------------------------------------------------------ public
 
@@ -247,8 +344,31 @@ class HostSupervisor:
 
     # ------------------------------------------------------------ the loop
 
+    def records_stored(
+        self, samples: Sequence[SampleRecord], events: Sequence[EventRecord]
+    ) -> None:
+        """The sink has durably written (or spooled) these: out of the journal.
+
+        Called by the sink writer after each write, with every instrument's records.
+        A kill between the write and this call leaves them journaled: handed over
+        again at the restart, kept once by the sinks (by time and seq, by event id).
+        """
+        if not self.host.unsent:
+            return
+        written: set[object] = {
+            (s.time_unix_s, s.seq)
+            for s in samples
+            if s.tags.instrument == self.name and s.tags.channel == self.spec.channel
+        }
+        written.update(e.event_id for e in events if e.tags.instrument == self.name)
+        keep = [r for r in self.host.unsent if _journal_key(r) not in written]
+        if len(keep) != len(self.host.unsent):
+            self.host.unsent = keep
+            self._persist()
+
     async def run(self) -> None:
         """Supervise forever: (re)connect with capped backoff, run, judge, halt."""
+        self._flush()  # what a crash left in the journal
         backoff_s = BACKOFF_MIN_S
         while True:
             gal = self._connect()
@@ -358,6 +478,7 @@ class HostSupervisor:
             aux=tuple(sorted(values.items())),
         )
         self._pending.append(sample)
+        self._journal(sample)
         self._flush()
 
     async def _read_aux(self, aux: Mapping[str, AuxSource]) -> dict[str, float]:
@@ -645,9 +766,16 @@ class HostSupervisor:
         )
         self.events.append(event)
         self._pending.append(event)
+        self._journal(event)
         self._flush()
         if kind in ("halt", "warn", "finish"):
             await self._publisher.publish_event(event)
+
+    def _journal(self, record: SampleRecord | EventRecord) -> None:
+        # Saved at once, before the sink has it: this host is the record's only source.
+        if self._state_store is not None:
+            self.host.unsent.append(record)
+            self._persist()
 
     def _flush(self) -> None:
         # Every host sample is the recorded series: none may be dropped. When the sinks

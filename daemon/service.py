@@ -74,6 +74,8 @@ class Daemon:
         # Written: only now may a restart resume after these samples (kill -9 safe).
         for sup in self.supervisors:
             sup.samples_stored(samples)
+        for host in self.hosts:
+            host.records_stored(samples, events)
         try:
             rows = self.tap.feed(samples, events)
         except Exception:  # analytics must never stop the samples reaching the sink
@@ -153,6 +155,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                     token=db.token.reveal() if db.token else "",
                     state_dir=state_dir,
                     batch_lines=db.batch_size,
+                    timeout_s=db.timeout_s,
                 )
             )
         queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=QUEUE_SIZE)

@@ -47,6 +47,7 @@ bucket = "cycling"
 token_env = "CELLGUARD_INFLUX_TOKEN"
 batch_size = 5000
 flush_interval_s = 1.0
+timeout_s = 30.0
 
 [mqtt]
 host = "127.0.0.1"
@@ -149,6 +150,7 @@ def test_full_example_parses_into_typed_settings() -> None:
     assert config.influxdb.token is not None
     assert config.influxdb.token.reveal() == "influx-token-123"
     assert (config.influxdb.batch_size, config.influxdb.flush_interval_s) == (5000, 1.0)
+    assert config.influxdb.timeout_s == 30.0
     assert config.mqtt is not None
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("127.0.0.1", 1883, False)
     assert config.mqtt.topic_prefix == "cellguard/lab1"
@@ -520,6 +522,11 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
             "batch_size = 5000",
             "batch_size = 0",
             "influxdb.batch_size: must be an integer 1..1000000 (points per write), got 0",
+        ),
+        (
+            "timeout_s = 30.0",
+            "timeout_s = 0",
+            "influxdb.timeout_s: must be a time in s > 0 (e.g. 10.0), got 0",
         ),
         (
             "flush_interval_s = 1.0",
