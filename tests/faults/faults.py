@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cellguard.drivers.neware import ChannelId, NewareSimulator
 from cellguard.drivers.neware._messages import CommandReply, Reply, Request, Start, Stop
@@ -195,3 +198,18 @@ def daemon_config(
             f"record_interval_s = {record_interval_s} }}\n"
         )
     return "\n".join(parts)
+
+
+async def spawn_daemon(config: Path, log_path: Path) -> asyncio.subprocess.Process:
+    """``cellguard run CONFIG`` as a real subprocess (its own wall clock), stderr to
+    ``log_path``: what the kill -9 tests kill and start again."""
+    with log_path.open("wb") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cellguard.daemon.cli",
+            "run",
+            str(config),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )

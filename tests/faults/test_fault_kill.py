@@ -15,15 +15,13 @@ import contextlib
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from faults import INSTRUMENT, CommandLog, PausableClock, daemon_config
+from faults import INSTRUMENT, CommandLog, PausableClock, daemon_config, spawn_daemon
 
 from cellguard.daemon.store import STORE_FILENAME, Store
 from cellguard.drivers.neware import ChannelId, NewareSimulator
@@ -79,19 +77,6 @@ async def _ticking(sim: NewareSimulator) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _spawn(config: Path, log_path: Path) -> asyncio.subprocess.Process:
-    with log_path.open("wb") as err:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cellguard.daemon.cli",
-            "run",
-            str(config),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-
-
 def _stored_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
     """Recorded samples per channel in the store: (rows, distinct seqs); read-only."""
     path = state_dir / STORE_FILENAME
@@ -139,7 +124,7 @@ async def test_a_daemon_killed_9_at_random_moments_loses_nothing_and_acts_once(
         )
         started = time.monotonic()
         run.daemon_logs.append(tmp_path / "daemon-0.log")
-        proc = await _spawn(config, run.daemon_logs[-1])
+        proc = await spawn_daemon(config, run.daemon_logs[-1])
         try:
             for k, at_s in enumerate(kill_at, start=1):
                 await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
@@ -147,7 +132,7 @@ async def test_a_daemon_killed_9_at_random_moments_loses_nothing_and_acts_once(
                 await proc.wait()
                 run.kills_at_wall_s.append(round(time.monotonic() - started, 2))
                 run.daemon_logs.append(tmp_path / f"daemon-{k}.log")
-                proc = await _spawn(config, run.daemon_logs[-1])
+                proc = await spawn_daemon(config, run.daemon_logs[-1])
             await asyncio.sleep(max(0.0, started + RUN_WALL_S - time.monotonic()))
             # The instrument stops recording; the daemon catches up, then stops cleanly.
             clock.pause()

@@ -16,12 +16,11 @@ import contextlib
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from faults import spawn_daemon
 from test_influx import export
 from victoria import VictoriaMetrics
 
@@ -128,16 +127,7 @@ async def _until_seq(state_dir: Path, seq: int, proc: asyncio.subprocess.Process
 
 @contextlib.asynccontextmanager
 async def _daemon(config: Path, log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log_path.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cellguard.daemon.cli",
-            "run",
-            str(config),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    proc = await spawn_daemon(config, log_path)
     try:
         yield proc
     finally:
