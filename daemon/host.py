@@ -478,6 +478,8 @@ class HostSupervisor:
             aux=tuple(sorted(values.items())),
         )
         self._pending.append(sample)
+        # Saved with the state once this sample is judged and acted on (one write per
+        # sample; the halt path saves it first thing): judging never waits for JSON.
         self._journal(sample)
         self._flush()
 
@@ -767,15 +769,15 @@ class HostSupervisor:
         self.events.append(event)
         self._pending.append(event)
         self._journal(event)
+        self._persist()
         self._flush()
         if kind in ("halt", "warn", "finish"):
             await self._publisher.publish_event(event)
 
     def _journal(self, record: SampleRecord | EventRecord) -> None:
-        # Saved at once, before the sink has it: this host is the record's only source.
+        # Kept until the sink has it, saved with the state: this host is its only source.
         if self._state_store is not None:
             self.host.unsent.append(record)
-            self._persist()
 
     def _flush(self) -> None:
         # Every host sample is the recorded series: none may be dropped. When the sinks
