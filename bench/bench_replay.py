@@ -1,7 +1,7 @@
 """Samples per second through ``cellguard replay``: read, detect, and both, on a real file.
 
 Reads ``BTS85-36-6-5-110-20240424.ndax`` (a real Neware full cell, 192 h at 1 s,
-≈700k rows) from the shared fixtures. The baseline, measured in the same run, is the
+≈700k rows) from tests/fixtures. The baseline, measured in the same run, is the
 read alone (fastnda + our checks); then the full-cell detector alone on the arrays
 already in memory (fed in the chunks replay uses); then ``replay_file`` end to end.
 Each is the best of ``REPEAT`` runs. The goal is 500k samples/s read + detect.
@@ -24,9 +24,7 @@ from cellguard.protocols.detectors import DetectorSettings, make_detector
 GOAL_SAMPLES_PER_S = 500_000
 REPEAT = 3
 FIXTURES = Path(
-    os.environ.get(
-        "CELLGUARD_SHARED_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-    )
+    os.environ.get("CELLGUARD_FIXTURES", Path(__file__).resolve().parents[1] / "tests" / "fixtures")
 )
 DEFAULT_FILE = FIXTURES / "neware-files" / "BTS85-36-6-5-110-20240424.ndax"
 

@@ -35,7 +35,7 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """``../shared/fixtures``: real Neware BTS API responses and Neware data files."""
+    """``tests/fixtures``: real Neware BTS API responses and Neware data files."""
     return SHARED_FIXTURES
 
 

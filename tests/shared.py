@@ -1,25 +1,16 @@
-"""Where the real recordings live: ``../shared/fixtures`` beside the checkout.
+"""Where the real recordings live: ``tests/fixtures`` in the repository (copied with
+their licences from the projects that recorded them; see its README).
 
-``CELLGUARD_SHARED_FIXTURES`` overrides the place. A missing folder is a collection
-error, never a silently skipped test.
+A missing folder is a collection error, never a silently skipped test.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-SHARED_FIXTURES = Path(
-    os.environ.get(
-        "CELLGUARD_SHARED_FIXTURES",
-        Path(__file__).resolve().parents[2] / "shared" / "fixtures",
-    )
-)
+SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if not (SHARED_FIXTURES / "neware-bts-api").is_dir():
-    raise RuntimeError(
-        f"real fixtures not found at {SHARED_FIXTURES}: clone the repo beside shared/ "
-        "or set CELLGUARD_SHARED_FIXTURES"
-    )
+    raise RuntimeError(f"real fixtures not found at {SHARED_FIXTURES}: the checkout is incomplete")
 NEWARE_API_FIXTURES = SHARED_FIXTURES / "neware-bts-api"
 NEWARE_FILES = SHARED_FIXTURES / "neware-files"
 
