@@ -20,6 +20,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +51,43 @@ SUFFIXES: dict[str, Source] = {
 }
 
 
+class StepKind(IntEnum):
+    """What the instrument was doing during a sample, where the source says so.
+
+    Detectors judge Li|Li overpotentials only under constant current: an impedance
+    measurement (sinusoidal current, near-zero mean), a potentiostatic hold or a pause
+    is not a half cycle. ``UNKNOWN`` means the source does not say: the detector then
+    recognises such segments from the data alone.
+    """
+
+    UNKNOWN = 0
+    CC = 1  # constant current: galvanostatic cycling, plating, stripping
+    CV = 2  # constant voltage hold (CC-CV's tail, potentiostatic steps)
+    REST = 3  # open circuit, rest step, OCV technique
+    IMPEDANCE = 4  # PEIS / GEIS: a sinusoid about (near) zero current
+    PAUSE = 5  # paused by the operator or a pause step: the step goes on afterwards
+    OTHER = 6  # a technique not judged as cycling (voltammetry sweeps, pulses, ...)
+
+
+def neware_step_kind(step_type: str) -> StepKind:
+    """The kind of a Neware step type as fastnda (``CC_Chg``, ``Rest``...) or the BTS API
+    (``cc``, ``dc``, ``cv``, ``rest``, ``pause``...) spells it."""
+    name = step_type.strip().lower().replace("-", "_")
+    if not name or name == "__":
+        return StepKind.UNKNOWN
+    if name.startswith("rest") or name == "ocv":
+        return StepKind.REST
+    if name.startswith("pause"):
+        return StepKind.PAUSE
+    if name.startswith(("cccv", "cc_cv", "cv", "dv")):
+        return StepKind.CV if name.startswith(("cv", "dv")) else StepKind.CC
+    if name.startswith(("cc", "dc")):
+        return StepKind.CC
+    if "pulse" in name or name.startswith(("cp", "cr", "dp", "dr", "sim")):
+        return StepKind.OTHER
+    return StepKind.UNKNOWN
+
+
 class RecordingError(CellguardError):
     """A recorded file cannot be read, or what it holds cannot be trusted.
 
@@ -68,7 +106,8 @@ class Recording:
 
     ``t_s`` is the test time in s (from the start of the test), ``voltage_v`` in V,
     ``current_a`` in A (sign as the instrument recorded it). ``step`` and ``cycle`` are
-    the instrument's step and cycle numbers, or None when the file has none.
+    the instrument's step and cycle numbers, or None when the file has none;
+    ``step_kind`` holds :class:`StepKind` codes where the file says what each step was.
     """
 
     path: Path
@@ -78,6 +117,7 @@ class Recording:
     step: IntArray | None
     cycle: IntArray | None
     source: Source
+    step_kind: IntArray | None = None
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -177,6 +217,14 @@ def _read_neware(path: Path, source: Source) -> Recording:
         wanted.append(pl.col(step_col).cast(pl.Int64).alias("step"))
     if "cycle_count" in columns:
         wanted.append(pl.col("cycle_count").cast(pl.Int64).alias("cycle"))
+    if "step_type" in columns:
+        kinds = {str(name): int(neware_step_kind(str(name))) for name in raw["step_type"].unique()}
+        wanted.append(
+            pl.col("step_type")
+            .cast(pl.String)
+            .replace_strict(kinds, return_dtype=pl.Int64, default=0)
+            .alias("step_kind")
+        )
     try:
         frame = raw.select(wanted)
     except pl.exceptions.PolarsError as err:
@@ -210,6 +258,7 @@ def _from_frame(path: Path, source: Source, frame: pl.DataFrame) -> Recording:
         step=ints("step"),
         cycle=ints("cycle"),
         source=source,
+        step_kind=ints("step_kind"),
     )
 
 
