@@ -99,6 +99,10 @@ class DetectorSettings:
     # above the expected voltage, on two consecutive samples.
     shift_ratio: float = 2.0
     shift_floor_v: float = 0.015
+    # Evidence halts only when it lasts: two samples (three for a short judged without
+    # history) spanning at least confirm_s. An instrument that logs on each 10 mV change
+    # sends a 3 ms spike as a burst of samples < 1 ms apart; no burst spans confirm_s.
+    confirm_s: float = 0.5
     # Shorts: below drop_ratio is a drop (soft-short evidence), below near_zero_ratio
     # a collapse; two consecutive low samples, or two partial drops within
     # soft_window_s, halt. A single low sample is a glitch until confirmed: warn.
@@ -113,16 +117,39 @@ class DetectorSettings:
     slide_window_s: float = 300.0
     significance_sigmas: float = 6.0
     pair_significance_sigmas: float = 4.0
+    # A short without any history: |V/I| below hard_short_ohm under a steady current of
+    # at least hard_short_min_current_a. Healthy Li|Li cells of these areas sit at
+    # several ohms or more (solid electrolytes: tens to thousands); a metallic short
+    # at a fraction of an ohm. Below 50 µA a healthy cell's |V| is within 0.1 mV of a
+    # short's, so the profile (which knows the cell) judges there.
+    hard_short_ohm: float = 1.0
+    hard_short_min_current_a: float = 5e-5
+    # ... lasting this long: a zero crossing after a reversal passes through 0 V in a
+    # few seconds (the double layer's τ is 2-10 s), a short stays there.
+    hard_short_s: float = 30.0
     # Samples with |I| below this fraction of the half cycle's current are rest or a
     # reversal in progress and are not judged as Li|Li overpotential.
     rest_fraction: float = 0.05
     rest_current_a: float = 1e-7
+    # A half cycle is one direction at one current: a change of |I| by more than this
+    # fraction is a new segment (a CCD step, a rate step; an impedance sweep's current
+    # never holds still long enough to make one). Profiles are kept per current level.
+    level_tolerance: float = 0.1
+    # A segment's own level: the mean V/I over self_ref_s, ending self_lag_s before the
+    # sample, counted from self_settle_s into the segment (past a nucleation spike and
+    # the relaxation). Judges what has no profile: a test that never reverses.
+    self_settle_s: float = 600.0
+    self_lag_s: float = 120.0
+    self_ref_s: float = 1800.0
     # Within settle_s of a reversal or a rest the double layer relaxes (the zero
     # crossing): only a flat collapse or a shift is judged there.
     settle_s: float = 30.0
     # ... when the profile's half cycle began the same way (both from a reversal, or
     # both from rest), its own transient matches and a shorter wait suffices.
     settle_like_s: float = 5.0
+    # ... and after a pause in the middle of a half cycle: the overpotential builds up
+    # again from its ohmic part over minutes (concentration polarization rebuilds).
+    resume_settle_s: float = 600.0
     # True when the first sample fed is the start of a half cycle (a test cellguard
     # started, a file replayed from its beginning); False when watching starts in the
     # middle of one (monitor mode, a restart): then the first segment is not learnt.
@@ -150,6 +177,14 @@ class DetectorSettings:
             "drop_ratio",
             "near_zero_ratio",
             "soft_window_s",
+            "confirm_s",
+            "hard_short_ohm",
+            "hard_short_min_current_a",
+            "hard_short_s",
+            "level_tolerance",
+            "self_settle_s",
+            "self_lag_s",
+            "self_ref_s",
             "slide_ratio",
             "slide_window_s",
             "significance_sigmas",
@@ -158,6 +193,7 @@ class DetectorSettings:
             "rest_current_a",
             "settle_s",
             "settle_like_s",
+            "resume_settle_s",
             "min_expected_v",
             "max_gap_s",
             "full_collapse_v",
@@ -187,8 +223,13 @@ class Detector(Protocol):
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
-        """Judge one sample (in order); :data:`OK` when nothing is wrong."""
+        """Judge one sample (in order); :data:`OK` when nothing is wrong.
+
+        ``step`` is the instrument's step number and ``kind`` a
+        :class:`~cellguard.drivers.files.StepKind` code, where the source tells them.
+        """
         ...
 
     def feed_batch(
@@ -198,6 +239,7 @@ class Detector(Protocol):
         current_a: FloatArray,
         step: IntArray | None = None,
         cycle: IntArray | None = None,
+        step_kind: IntArray | None = None,
     ) -> list[Verdict]:
         """Judge many samples in order; the warn/halt verdicts, as ``feed`` would give."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from cellguard.protocols.detectors._api import OK, DetectorSettings, Verdict
@@ -40,18 +41,28 @@ class DetectorBase:
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
         raise NotImplementedError  # pragma: no cover
 
     def _feed_each(
-        self, t_s: list[float], voltage_v: list[float], current_a: list[float]
+        self,
+        t_s: list[float],
+        voltage_v: list[float],
+        current_a: list[float],
+        step: list[int] | None = None,
+        kind: list[int] | None = None,
     ) -> list[Verdict]:
         """Feed samples one by one; after a halt the rest is only counted."""
         out: list[Verdict] = []
         feed = self.feed
         total = len(t_s)
-        for k, (t, v, i) in enumerate(zip(t_s, voltage_v, current_a, strict=True)):
-            verdict = feed(t, v, i)
+        steps = itertools.repeat(None) if step is None else step
+        kinds = itertools.repeat(None) if kind is None else kind
+        for k, (t, v, i, n, c) in enumerate(
+            zip(t_s, voltage_v, current_a, steps, kinds, strict=False)
+        ):
+            verdict = feed(t, v, i, n, None, c)
             if verdict is not OK:
                 out.append(verdict)
                 if verdict.severity == "halt":

@@ -7,6 +7,13 @@ it is being charged at a constant current (soft short: charge leaks away). Rate 
 CC→CV, rests and the end-of-discharge knee are not faults: a drop is judged only
 while charging (current and voltage of the same sign) at an unchanged current.
 
+The window is the protocol's (``full_v_min_v``/``full_v_max_v``, from the protocol,
+the config or the step file's limits) and is judged under current only: a fresh cell
+rests at 0.2–0.4 V before formation, and charging it up from there is not a fault.
+Below the window is judged while discharging, and a collapse only once the cell has
+been inside the window (before that it has never been charged). Like the Li|Li
+detector, evidence halts when it lasts two samples spanning ``confirm_s``.
+
 Live samples go through :meth:`FullCellDetector.feed`; replayed files through
 :meth:`FullCellDetector.feed_batch`, which screens whole arrays with numpy and runs the
 per-sample logic only around suspicious samples, giving the same verdicts.
@@ -18,6 +25,7 @@ import math
 
 import numpy as np
 
+from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors._api import (
     OK,
     DetectorSettings,
@@ -28,6 +36,7 @@ from cellguard.protocols.detectors._api import (
 from cellguard.protocols.detectors._base import DetectorBase
 
 _SAME_CURRENT = 0.02  # relative change of |I| that still counts as the same current
+_JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC, StepKind.CV)
 
 
 class FullCellDetector(DetectorBase):
@@ -39,8 +48,14 @@ class FullCellDetector(DetectorBase):
         self._prev_v = math.nan
         self._prev_i = math.nan
         self._collapse_run = 0
+        self._collapse_t0 = 0.0
         self._outside_run = 0
+        self._outside_t0 = 0.0
         self._drop_ref_v = math.nan  # |V| before a drop, while the drop awaits confirmation
+        self._drop_t0 = 0.0
+        # Whether the cell has been inside its window: until then it has never been
+        # charged (formation starts at 0.2-0.4 V) and a low voltage is no collapse.
+        self._formed = False
 
     def feed(
         self,
@@ -49,6 +64,7 @@ class FullCellDetector(DetectorBase):
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
         index = self._n
         self._n = index + 1
@@ -69,12 +85,16 @@ class FullCellDetector(DetectorBase):
                 self._range_v,
                 f"|V| = {av:.3f} V reached the instrument's ±{s.voltage_range_v:g} V range",
             )
-        under = abs(current_a) >= s.rest_current_a
-        if under and av < s.full_collapse_v:
+        if not self._formed and av >= s.full_v_min_v:
+            self._formed = True
+        under = abs(current_a) >= s.rest_current_a and (kind is None or kind in _JUDGED_KINDS)
+        if under and av < s.full_collapse_v and self._formed:
+            if self._collapse_run == 0:
+                self._collapse_t0 = t_s
             self._collapse_run += 1
             self._outside_run = 0
             self._drop_ref_v = math.nan
-            if self._collapse_run >= 2:
+            if self._collapse_run >= 2 and t_s - self._collapse_t0 >= s.confirm_s:
                 return self._halt_with(
                     index,
                     t_s,
@@ -98,11 +118,14 @@ class FullCellDetector(DetectorBase):
                 f"|V| fell to {av:.3f} V under current (one sample: a glitch or a short)",
             )
         self._collapse_run = 0
-        if av > s.full_v_max_v or av < s.full_v_min_v:
+        discharging = current_a * voltage_v < 0
+        if under and (av > s.full_v_max_v or (av < s.full_v_min_v and discharging)):
+            if self._outside_run == 0:
+                self._outside_t0 = t_s
             self._outside_run += 1
             self._drop_ref_v = math.nan
             limit = s.full_v_max_v if av > s.full_v_max_v else s.full_v_min_v
-            if self._outside_run >= 2:
+            if self._outside_run >= 2 and t_s - self._outside_t0 >= s.confirm_s:
                 return self._halt_with(
                     index,
                     t_s,
@@ -134,8 +157,10 @@ class FullCellDetector(DetectorBase):
         )
         ref_v = self._drop_ref_v
         if not math.isnan(ref_v):  # a drop awaits confirmation
-            self._drop_ref_v = math.nan
             if charging_same_current and av < ref_v - s.full_drop_v:
+                if t_s - self._drop_t0 < s.confirm_s:
+                    return OK  # a burst of one excursion: wait until it has lasted
+                self._drop_ref_v = math.nan
                 return self._halt_with(
                     index,
                     t_s,
@@ -148,8 +173,10 @@ class FullCellDetector(DetectorBase):
                     f"{current_a * 1e3:+.3f} mA (threshold {s.full_drop_v:g} V) and stayed down",
                     subkind="soft",
                 )
+            self._drop_ref_v = math.nan
         if charging_same_current and av < abs(prev_v) - s.full_drop_v:
             self._drop_ref_v = abs(prev_v)
+            self._drop_t0 = t_s
             return self._warn(
                 index,
                 t_s,
@@ -169,6 +196,7 @@ class FullCellDetector(DetectorBase):
         current_a: FloatArray,
         step: IntArray | None = None,
         cycle: IntArray | None = None,
+        step_kind: IntArray | None = None,
     ) -> list[Verdict]:
         n = len(t_s)
         if n == 0:
@@ -210,10 +238,12 @@ class FullCellDetector(DetectorBase):
             self._n += n
             self._prev_v = float(v[-1])
             self._prev_i = float(i[-1])
+            self._formed = self._formed or bool((av >= s.full_v_min_v).any())
             return []
         start = 0 if pending else int(hits[0])
         # Up to ``start`` every sample is ordinary: the state is what feed leaves.
         if start > 0:
+            self._formed = self._formed or bool((av[:start] >= s.full_v_min_v).any())
             self._n += start
             self._prev_v = float(v[start - 1])
             self._prev_i = float(i[start - 1])
@@ -223,4 +253,6 @@ class FullCellDetector(DetectorBase):
             np.asarray(t_s, dtype=np.float64)[start:].tolist(),
             v[start:].tolist(),
             i[start:].tolist(),
+            None,
+            None if step_kind is None else step_kind[start:].tolist(),
         )

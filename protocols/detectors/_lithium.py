@@ -4,29 +4,61 @@ How it judges a sample
 ----------------------
 A Li|Li cell's voltage is its overpotential, whose sign follows the current. The
 detector learns the cell's own apparent resistance ``r = V/I`` along each half cycle,
-per current direction, from the last healthy half cycle in that direction (the
-*profile*), and judges every sample by ``ratio = r / r_profile`` at the same point of
-the half cycle (time since the current reversed). Working with V/I makes it blind to
-the current density, to reversed leads (both r and the profile flip sign) and to the
-normal half-cycle shape (the profile has the same shape); comparing with the half cycle
-two hours before makes it blind to what changes slowly: polarization growth, the
-"activation" decrease, day/night temperature drift (together well under 10 % between
-two half cycles).
+per current direction *and current level*, from the last healthy half cycle at that
+current (the *profile*), and judges every sample by ``ratio = r / r_profile`` at the
+same point of the half cycle (time under current since it began). Working with V/I
+makes it blind to reversed leads and to the normal half-cycle shape; comparing with
+the half cycle two hours before makes it blind to what changes slowly: polarization
+growth, day/night temperature drift.
 
 =========================  =============================  ==============================
-ratio                      evidence                       halts when
+evidence                   what it is                     halts when
 =========================  =============================  ==============================
-> shift_ratio (+ floor V)  voltage shift (depletion)      2 consecutive samples
-< near_zero_ratio          collapse (hard short)          2 consecutive low samples
-< drop_ratio               drop (soft short)              2 consecutive low samples, or
-                                                          2 drops within soft_window_s
-smoothed < slide_ratio     slide to zero (micro short)    2 consecutive samples
+ratio > shift_ratio        voltage shift (depletion)      2 samples spanning confirm_s
+ratio < near_zero_ratio    collapse (hard short)          2 samples spanning confirm_s
+ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
+                                                          2 separate drops in soft_window_s
+smoothed < slide_ratio     slide to zero (micro short)    2 samples spanning confirm_s
+|V/I| < hard_short_ohm     a short, without any history   3 samples spanning hard_short_s
+own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
 
+What real cells and instruments do, and how it is met
+------------------------------------------------------
+- **Persistence is time, not samples.** An instrument that logs on change sends one
+  3 ms spike as a burst of samples < 1 ms apart: confirmation needs the evidence to
+  last ``confirm_s`` as well as two samples, and a burst counts as one drop.
+- **No history needed for a hard short.** |V/I| below ``hard_short_ohm`` under a steady
+  current of at least ``hard_short_min_current_a`` is a short whatever came before (a
+  healthy Li|Li cell is never below a few ohms), so a short in the first minutes of a
+  test, or in a test that never reverses, is halted.
+- **A half cycle's own recent level.** Within a steady segment the detector also keeps
+  the segment's own level over the last ``self_ref_s`` (from ``self_settle_s`` on, so
+  a nucleation spike is not the reference): a soft short halves the overpotential
+  within minutes, which no healthy cell does. Plating to failure, long holds and CCD
+  steps, which never give a profile, are judged this way.
+- **Not every segment with current is a half cycle.** Where the source says what a
+  step was (``kind``: a :class:`~cellguard.drivers.files.StepKind` code), only
+  constant-current steps are judged; an impedance measurement, a CV hold or a pulse is
+  treated like a rest. Without that, a segment is a run of one direction *and one
+  current level* (within ``level_tolerance``): an impedance sweep's changing current
+  never makes one, and a profile learnt at one current is never used at another.
+- **The first half cycle is a poor profile** (the nucleation spike, a fresh cell's
+  falling polarization) and "activation" keeps lowering the polarization for hours.
+  A profile learnt from the first half cycle at a current, or from a half cycle that
+  itself looked low, is *provisional*: a drop or slide against it is only a warn,
+  unless the half cycle's own level confirms a fall within it. Collapses and shifts
+  halt against any profile.
+- **Pause and resume.** A rest (or a pause step) in the middle of a half cycle, after
+  which the same current resumes in the same step, continues the half cycle from where
+  it stopped: positions skip the pause, the relaxation is settled again, and the
+  interrupted half cycle is never learnt as a profile. A gap in the data (a paused
+  stream) makes the position unknown until the next reversal; the segment's own
+  level is still judged.
+
 A single anomalous sample is a warn (it may be a glitch); wrong-sign or still-rising
 samples within ``settle_s`` of a reversal are the zero crossing and are not judged.
-The first half cycle in each direction is learnt, not judged (only the range halts).
 """
 
 from __future__ import annotations
@@ -35,7 +67,9 @@ import itertools
 import math
 from bisect import bisect_left
 from collections import deque
+from dataclasses import dataclass
 
+from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors._api import (
     OK,
     DetectorSettings,
@@ -45,9 +79,6 @@ from cellguard.protocols.detectors._api import (
 )
 from cellguard.protocols.detectors._base import DetectorBase
 
-# A low sample that rises by more than this (in ratio) over the previous one, early
-# in a half cycle, is the relaxation after a reversal, not a collapse.
-_RISING_RATIO = 0.03
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
 _FLAT_SPREAD_SIGMAS = 5.0
@@ -58,6 +89,18 @@ _ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
 # noise is as large as the sample's own: a ratio there is twice as noisy in variance.
 _ONE_SAMPLE_NOISE_RAW = math.sqrt(2.0)
 _SLIDE_MIN_SAMPLES = 3
+_HARD_MIN_SAMPLES = 3
+# A half cycle that ends before this share of its profile's length was cut short (a
+# pause, a stop): a same-current resume continues it.
+_CUT_SHORT = 0.9
+_SELF_MIN_REF_SAMPLES = 5
+# A half cycle within this of its profile's scale confirms it: the profile it leaves is
+# established. A fresh cell's polarization falls 15-25 % per half cycle for hours
+# ("activation"); until it steadies, drops and slides against it are only warns.
+_CONSISTENT = 0.1
+# Profiles kept per direction (one per current level: CCD steps, rate tests).
+_MAX_LEVELS = 12
+_JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
 
 
 def _interp(xs: list[float], ys: list[float], x: float) -> float:
@@ -105,6 +148,83 @@ def _raw_at(xs: list[float], raw: list[bool], x: float) -> bool:
     return raw[k - 1] or raw[k]
 
 
+@dataclass(slots=True)
+class _Profile:
+    """The last healthy half cycle at one direction and current level."""
+
+    level_a: float
+    p: list[float]  # positions in the half cycle (s under current)
+    r: list[float]  # V/I (Ω), smoothed where flat
+    raw: list[bool]  # which points are raw (not smoothed)
+    from_rest: bool
+    sigma: float  # noise of r (Ω), from successive differences
+    typical: float  # median |r| (Ω)
+    established: bool  # learnt from a half cycle judged healthy against an earlier one
+
+
+class _OwnLevel:
+    """A segment's own level of r over the last ``ref_s`` (ending ``lag_s`` ago).
+
+    The reference for samples that have no profile (the first half cycle, a test that
+    never reverses, a stream that began mid half cycle) and the witness that tells a
+    fall *within* a half cycle from a half cycle that is low throughout (activation).
+    """
+
+    __slots__ = (
+        "_diff2",
+        "_diffs",
+        "_last",
+        "lag_s",
+        "recent",
+        "ref",
+        "ref_s",
+        "ref_sum",
+    )
+
+    def __init__(self, lag_s: float, ref_s: float) -> None:
+        self.lag_s = lag_s
+        self.ref_s = ref_s
+        self.recent: deque[tuple[float, float]] = deque()
+        self.ref: deque[tuple[float, float]] = deque()
+        self.ref_sum = 0.0
+        self._diff2 = 0.0
+        self._diffs = 0
+        self._last = math.nan
+
+    def clear(self) -> None:
+        self.recent.clear()
+        self.ref.clear()
+        self.ref_sum = 0.0
+        self._diff2 = 0.0
+        self._diffs = 0
+        self._last = math.nan
+
+    def add(self, t_s: float, r_ohm: float) -> None:
+        if not math.isnan(self._last):
+            d = r_ohm - self._last
+            self._diff2 += d * d
+            self._diffs += 1
+        self._last = r_ohm
+        self.recent.append((t_s, r_ohm))
+        recent, ref = self.recent, self.ref
+        while recent and recent[0][0] <= t_s - self.lag_s:
+            item = recent.popleft()
+            ref.append(item)
+            self.ref_sum += item[1]
+        while ref and ref[0][0] < t_s - self.lag_s - self.ref_s:
+            self.ref_sum -= ref.popleft()[1]
+
+    @property
+    def sigma(self) -> float:
+        """Noise of one sample's r (Ω): RMS successive difference / √2."""
+        return math.sqrt(self._diff2 / (2 * self._diffs)) if self._diffs else 0.0
+
+    def level(self) -> float:
+        """Mean r of the reference window, or NaN while it holds too few samples."""
+        n = len(self.ref)
+        return self.ref_sum / n if n >= _SELF_MIN_REF_SAMPLES else math.nan
+
+
 class LithiumDetector(DetectorBase):
     """Streaming detector for one Li|Li channel (``symmetric`` or ``asymmetric``)."""
 
@@ -113,41 +233,60 @@ class LithiumDetector(DetectorBase):
         s = settings
         self._range_v = s.range_fraction * s.voltage_range_v
         self._shift_kind = "depletion" if s.cell == "asymmetric" else "voltage_shift"
-        self._dir = 0
+        self._dir = 0  # the direction current flows in now (0: none)
+        self._seg_dir = 0  # the direction of the half cycle being collected
+        self._level_a = 0.0
         self._t_prev = math.nan
         self._seg_t0 = 0.0
         self._seg_p: list[float] = []
         self._seg_r: list[float] = []
-        # Per direction: positions (s), r (Ω) and which points are raw (not smoothed).
-        self._ref: dict[int, tuple[list[float], list[float], list[bool]] | None] = {
-            1: None,
-            -1: None,
-        }
-        self._raw_here = False
-        self._ref_from_rest: dict[int, bool] = {1: True, -1: True}
+        self._seg_step: int | None = None
         self._seg_from_rest = True
+        # A segment is learnt as a profile only when it is a whole, uninterrupted half
+        # cycle whose start was seen, and provisional when it looked low.
+        self._seg_whole = True
+        self._seg_low = False
+        # The half cycle's least-squares scale against its profile (judged samples).
+        self._seg_xy = 0.0
+        self._seg_xx = 0.0
+        self._settle_from_p = 0.0  # settle counts from here (a resume moves it)
+        # A half cycle interrupted by a rest or a pause: (direction, level, step, last
+        # position) until the current comes back; and whether a pause step was seen.
+        self._suspended: tuple[int, float, int | None, float] | None = None
+        self._pause_seen = False
+        self._other_seen = False
+        self._profiles: dict[int, list[_Profile]] = {1: [], -1: []}
+        self._ref: _Profile | None = None
+        self._raw_here = False
         self._settle_now_s = settings.settle_s
-        self._seg_first = True
-        self._prev_ratio = math.nan
         # The slide window: (t_s, r·r_exp, r_exp², raw) per sample, and their sums.
         self._window: deque[tuple[float, float, float, bool]] = deque()
         self._window_xy = 0.0
         self._window_xx = 0.0
         self._window_raw = 0
+        # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
+        self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
-        # Noise of r = V/I (Ω) per direction, learnt from each healthy half cycle.
-        self._sigma: dict[int, float] = {1: 0.0, -1: 0.0}
         self._relative_sigma = 0.0
-        self._typical: dict[int, float] = {1: 0.0, -1: 0.0}  # median |r| of the profile
+        self._own = _OwnLevel(s.self_lag_s, s.self_ref_s)
         self._unanchored = False
         # A stream may begin in the middle of a half cycle (a channel already cycling
         # when watching starts, a restart): where it began is unknown until the first
         # reversal, so the first segment is judged blind and never becomes a profile.
         self._blind = not settings.stream_starts_at_reversal
+        self._rest_seen = False  # a rest seen since the stream went blind
+        # Runs of evidence: count and the time of the run's first sample.
         self._shift_run = 0
+        self._shift_t0 = 0.0
         self._low_run = 0
+        self._low_t0 = 0.0
         self._near_run = 0
         self._slide_run = 0
+        self._slide_t0 = 0.0
+        self._hard_run = 0
+        self._hard_t0 = 0.0
+        self._own_run = 0
+        self._own_t0 = 0.0
         self._drops: deque[float] = deque()
 
     # ------------------------------------------------------------ public
@@ -159,83 +298,82 @@ class LithiumDetector(DetectorBase):
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
         index = self._n
         self._n = index + 1
         if self._halt is not None:
             return OK
+        s = self.settings
         if abs(voltage_v) >= self._range_v:
             return self._range(index, t_s, voltage_v, current_a)
-        if t_s - self._t_prev > self.settings.max_gap_s:
+        if t_s - self._t_prev > s.max_gap_s:
             # A gap in the data (a link outage, a paused stream): where this half cycle
             # began is unknown until the next reversal is seen, so the position-matched
-            # criteria rest until then (shifts and the range are still judged).
-            if self._dir != 0:
-                self._end_segment()
+            # criteria rest until then (shifts, the range and the segment's own level
+            # are still judged). What came before the gap is not a whole half cycle.
+            self._seg_whole = False
+            self._end_segment()
+            self._suspended = None
             self._dir = 0
             self._blind = True
-        if abs(current_a) < self.settings.rest_current_a:
-            if self._dir != 0:
-                self._end_segment()
-                self._dir = 0
-            self._t_prev = t_s
+            self._rest_seen = False
+        magnitude_a = abs(current_a)
+        not_cycling = kind is not None and kind not in _JUDGED_KINDS
+        if (
+            not_cycling
+            or magnitude_a < s.rest_current_a
+            or (self._dir != 0 and magnitude_a < s.rest_fraction * self._level_a)
+        ):
+            self._rest(t_s, kind)
             return OK
         direction = 1 if current_a > 0 else -1
-        if direction != self._dir:
-            # A half cycle that starts from rest (or the start) relaxes differently from
-            # one that starts from the opposite current: profiles remember which.
-            from_rest = self._dir == 0
-            if self._dir != 0:
-                self._end_segment()
-                self._blind = False  # a reversal seen: positions are known again
-            self._seg_from_rest = from_rest
-            self._dir = direction
-            # The reversal happened after the last sample of the previous segment (or
-            # rest): that is the origin every half cycle is measured from.
-            # The very first sample has no predecessor: until the second one tells the
-            # sampling interval, the origin is provisional (see below).
-            self._unanchored = math.isnan(self._t_prev)
-            self._seg_t0 = t_s if self._unanchored else self._t_prev
-            self._seg_first = True
-            self._prev_ratio = math.nan
-            self._window.clear()
-            self._window_xy = self._window_xx = 0.0
-            self._window_raw = 0
+        if (
+            direction != self._dir
+            or abs(magnitude_a - self._level_a) > s.level_tolerance * self._level_a
+            or (step is not None and self._seg_step is not None and step != self._seg_step)
+        ):
+            self._begin(t_s, direction, magnitude_a, step)
         elif self._unanchored:
             # Second sample of the stream: put the origin one interval before the first
             # sample, as for every later half cycle, so that their profiles line up.
-            interval_s = t_s - self._seg_t0
-            self._seg_t0 -= interval_s
+            interval_s = t_s - self._t_prev
+            self._seg_t0 = self._t_prev - interval_s
             self._seg_p = [p + interval_s for p in self._seg_p]
             self._unanchored = False
         self._t_prev = t_s
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
-        ref = self._ref[direction]
-        if ref is None:  # learning this direction's first half cycle
-            self._seg_p.append(p_s)
-            self._seg_r.append(r_ohm)
+        hard = self._hard_short(index, t_s, voltage_v, current_a, r_ohm, p_s)
+        if hard is not None:
+            return hard
+        own = self._own_level(index, t_s, voltage_v, current_a, r_ohm, p_s)
+        if own is not None:
+            return own
+        ref = self._ref
+        if ref is None or self._blind:  # no profile at this current: learning it
+            self._learn(p_s, r_ohm)
             return OK
-        r_exp = _interp(ref[0], ref[1], p_s)
-        self._raw_here = _raw_at(ref[0], ref[2], p_s)
+        r_exp = _interp(ref.p, ref.r, p_s)
+        self._raw_here = _raw_at(ref.p, ref.raw, p_s)
         expected_v = r_exp * current_a
-        if abs(expected_v) < self.settings.min_expected_v:
-            self._seg_p.append(p_s)
-            self._seg_r.append(r_ohm)
+        if abs(expected_v) < s.min_expected_v:
+            self._learn(p_s, r_ohm)
             return OK
-        settle_s = (
-            self.settings.settle_like_s
-            if self._ref_from_rest[direction] == self._seg_from_rest
-            else self.settings.settle_s
-        )
-        self._settle_now_s = settle_s
-        if p_s < settle_s:
+        if self._settle_from_p:
+            # Resumed after a pause: the overpotential builds up again from its ohmic
+            # part over minutes, which the profile (uninterrupted there) never did.
+            settle_s = s.resume_settle_s
+        elif ref.from_rest == self._seg_from_rest:
+            settle_s = s.settle_like_s
+        else:
+            settle_s = s.settle_s
+        self._settle_now_s = settle_s + self._settle_from_p
+        if p_s < self._settle_now_s and abs(r_exp) < ref.typical:
             # Early in a half cycle the profile may sit near its own zero crossing: a
             # shift is judged against at least the profile's typical level.
-            typical = self._typical[direction]
-            if abs(r_exp) < typical:
-                r_exp = typical if r_exp >= 0 else -typical
-                expected_v = r_exp * current_a
+            r_exp = ref.typical if r_exp >= 0 else -ref.typical
+            expected_v = r_exp * current_a
         self._r_exp = r_exp
         return self._judge(index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v)
 
@@ -246,28 +384,247 @@ class LithiumDetector(DetectorBase):
         current_a: FloatArray,
         step: IntArray | None = None,
         cycle: IntArray | None = None,
+        step_kind: IntArray | None = None,
     ) -> list[Verdict]:
-        return self._feed_each(t_s.tolist(), voltage_v.tolist(), current_a.tolist())
+        return self._feed_each(
+            t_s.tolist(),
+            voltage_v.tolist(),
+            current_a.tolist(),
+            None if step is None else step.tolist(),
+            None if step_kind is None else step_kind.tolist(),
+        )
 
-    # ------------------------------------------------------------ internals
+    # ------------------------------------------------------------ segments
+
+    def _rest(self, t_s: float, kind: int | None) -> None:
+        """No half cycle here: a rest, a pause, or a step that is not cycling."""
+        if kind == StepKind.PAUSE:
+            self._pause_seen = True
+        elif kind is not None and kind != StepKind.REST:
+            self._other_seen = True  # an impedance sweep, a CV hold...: not a pause
+        self._rest_seen = True
+        if self._dir != 0:
+            last_p = self._seg_p[-1] if self._seg_p else 0.0
+            self._suspended = (self._dir, self._level_a, self._seg_step, last_p)
+            self._dir = 0
+        self._t_prev = t_s
+        self._reset_runs()
+
+    def _begin(self, t_s: float, direction: int, level_a: float, step: int | None) -> None:
+        """Current flows in a new way: a new half cycle, or a suspended one resumes."""
+        susp = self._suspended
+        self._suspended = None
+        if (
+            susp is not None
+            and self._dir == 0
+            and susp[0] == direction
+            and abs(level_a - susp[1]) <= self.settings.level_tolerance * susp[1]
+            and self._is_pause(susp, step)
+        ):
+            # The same half cycle goes on: positions continue where they stopped (the
+            # pause does not count), the relaxation settles again, and this half cycle
+            # is no longer a clean profile.
+            self._seg_t0 = t_s - (susp[3] + self._interval_s(t_s))
+            self._settle_from_p = susp[3]
+            self._seg_whole = False
+            self._dir = direction
+            self._pause_seen = self._other_seen = False
+            self._own.clear()
+            self._clear_window()
+            self._reset_runs()
+            return
+        from_rest = self._dir == 0
+        if self._dir != 0 or self._rest_seen:
+            # A reversal, a new step or a start from rest seen: positions known again.
+            self._blind = False
+        if self._seg_dir != 0:
+            self._end_segment()
+        self._pause_seen = self._other_seen = False
+        self._seg_from_rest = from_rest
+        self._dir = self._seg_dir = direction
+        self._level_a = level_a
+        self._seg_step = step
+        self._seg_whole = not self._blind
+        self._seg_low = False
+        self._seg_xy = self._seg_xx = 0.0
+        self._settle_from_p = 0.0
+        self._ref = self._find_profile(direction, level_a)
+        # The reversal happened after the last sample of the previous segment (or
+        # rest): that is the origin every half cycle is measured from. The very first
+        # sample has no predecessor: the second one tells the interval (see feed).
+        self._seg_t0 = t_s - self._interval_s(t_s)
+        self._own.clear()
+        self._clear_window()
+        self._reset_runs()
+
+    def _interval_s(self, t_s: float) -> float:
+        """The time since the previous sample (0 for the stream's first: see feed)."""
+        if math.isnan(self._t_prev):
+            self._unanchored = True
+            return 0.0
+        return t_s - self._t_prev
+
+    def _is_pause(self, susp: tuple[int, float, int | None, float], step: int | None) -> bool:
+        """Whether a resume after a rest continues the interrupted half cycle."""
+        if self._pause_seen:
+            return True
+        if self._other_seen:
+            return False
+        if step is not None and susp[2] is not None:
+            return step == susp[2]
+        # Without step information: a half cycle that stopped well before the length
+        # of its profile was interrupted, not finished.
+        ref = self._ref
+        return ref is not None and susp[3] < _CUT_SHORT * ref.p[-1]
+
+    def _find_profile(self, direction: int, level_a: float) -> _Profile | None:
+        tolerance = self.settings.level_tolerance
+        for prof in self._profiles[direction]:
+            if abs(prof.level_a - level_a) <= tolerance * prof.level_a:
+                return prof
+        return None
+
+    def _learn(self, p_s: float, r_ohm: float) -> None:
+        self._seg_p.append(p_s)
+        self._seg_r.append(r_ohm)
 
     def _end_segment(self) -> None:
         p, r = self._seg_p, self._seg_r
-        if len(p) >= _MIN_PROFILE_SAMPLES and not self._blind:
-            # Noise from successive differences (robust to the slow half-cycle shape):
-            # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
-            diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
-            typical = sorted(abs(x) for x in r)[len(r) // 2]
-            self._sigma[self._dir] = diffs[len(diffs) // 2] / 0.954
-            self._typical[self._dir] = typical
-            # The profile is smoothed over 5 samples so that its own noise barely adds to
-            # the sample's when the two are compared.
-            spread = _FLAT_SPREAD_SIGMAS * self._sigma[self._dir]
-            smooth, raw = _smooth_flat(r, _PROFILE_SMOOTHING, spread)
-            self._ref[self._dir] = (p, smooth, raw)
-            self._ref_from_rest[self._dir] = self._seg_from_rest
         self._seg_p = []
         self._seg_r = []
+        if len(p) < _MIN_PROFILE_SAMPLES or not self._seg_whole or self._blind:
+            return
+        ref = self._ref
+        if ref is not None and p[-1] < _CUT_SHORT * ref.p[-1]:
+            return  # cut short (a stop, a halt elsewhere): not a whole half cycle
+        # Noise from successive differences (robust to the slow half-cycle shape):
+        # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
+        diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
+        sigma = diffs[len(diffs) // 2] / 0.954
+        typical = sorted(abs(x) for x in r)[len(r) // 2]
+        # The profile is smoothed over 5 samples so that its own noise barely adds to
+        # the sample's when the two are compared.
+        smooth, raw = _smooth_flat(r, _PROFILE_SMOOTHING, _FLAT_SPREAD_SIGMAS * sigma)
+        profile = _Profile(
+            level_a=self._level_a,
+            p=p,
+            r=smooth,
+            raw=raw,
+            from_rest=self._seg_from_rest,
+            sigma=sigma,
+            typical=typical,
+            # Established: judged healthy against an earlier half cycle at this current
+            # and within _CONSISTENT of it. The first half cycle (nucleation, a fresh
+            # cell settling), one that looked low (activation, or a short) and one still
+            # changing fast are provisional.
+            established=(
+                ref is not None
+                and not self._seg_low
+                and self._seg_xx > 0
+                and abs(self._seg_xy / self._seg_xx - 1.0) <= _CONSISTENT
+            ),
+        )
+        profiles = self._profiles[self._seg_dir]
+        if ref is not None and ref in profiles:
+            profiles.remove(ref)
+        profiles.insert(0, profile)
+        del profiles[_MAX_LEVELS:]
+        self._ref = profile
+
+    def _clear_window(self) -> None:
+        self._pending.clear()
+        self._window.clear()
+        self._window_xy = self._window_xx = 0.0
+        self._window_raw = 0
+
+    def _reset_runs(self) -> None:
+        self._shift_run = self._low_run = self._near_run = self._slide_run = 0
+        self._hard_run = self._own_run = 0
+
+    # ------------------------------------------------------------ judging
+
+    def _confirmed(self, run: int, t0: float, t_s: float, samples: int = 2) -> bool:
+        """Evidence that lasted: ``samples`` samples spanning at least confirm_s."""
+        return run >= samples and t_s - t0 >= self.settings.confirm_s
+
+    def _hard_short(
+        self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
+    ) -> Verdict | None:
+        """|V/I| far below any healthy Li|Li cell's, under a steady current: a short."""
+        s = self.settings
+        if abs(current_a) < s.hard_short_min_current_a or abs(r_ohm) >= s.hard_short_ohm:
+            self._hard_run = 0
+            return None
+        if self._hard_run == 0:
+            self._hard_t0 = t_s
+        self._hard_run += 1
+        if self._hard_run < _HARD_MIN_SAMPLES or t_s - self._hard_t0 < s.hard_short_s:
+            return None
+        limit_v = s.hard_short_ohm * abs(current_a)
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "collapse",
+            voltage_v,
+            math.nan,
+            limit_v,
+            f"|V| = {abs(voltage_v) * 1e3:.2f} mV under {current_a * 1e3:+.3f} mA for "
+            f"{t_s - self._hard_t0:.0f} s: |V/I| = {abs(r_ohm):.3g} Ω, below the "
+            f"{s.hard_short_ohm:g} Ω no healthy Li|Li cell reaches",
+            subkind="hard",
+        )
+
+    def _own_level(
+        self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
+    ) -> Verdict | None:
+        """Judge a sample against its own half cycle's recent level.
+
+        This is the only judge where there is no profile at this current; elsewhere it
+        only witnesses (see ``_own_falls``).
+        """
+        s = self.settings
+        own = self._own
+        if p_s < s.self_settle_s + self._settle_from_p:
+            return None
+        level = own.level()
+        own.add(t_s, r_ohm)
+        if math.isnan(level) or abs(level * current_a) < s.min_expected_v:
+            self._own_run = 0
+            return None
+        ratio = r_ohm / level
+        sigma = own.sigma / abs(level) * math.sqrt(1.0 + 1.0 / len(own.ref))
+        expected_v = level * current_a
+        # Only a fall is judged here: a rise at the end of a one-direction step is how a
+        # step with a voltage cut-off ends (stripping to 1 V in a Coulombic-efficiency
+        # test); a real depletion reaches the range, which halts.
+        if not (ratio < s.drop_ratio and 1.0 - ratio > s.significance_sigmas * sigma):
+            self._own_run = 0
+            return None
+        if self._own_run == 0:
+            self._own_t0 = t_s
+        self._own_run += 1
+        if self._ref is not None and not self._blind:
+            return None  # a profile judges this half cycle; this is the witness
+        if not self._confirmed(self._own_run, self._own_t0, t_s):
+            return None
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "own_drop",
+            voltage_v,
+            expected_v,
+            s.drop_ratio * abs(expected_v),
+            f"the overpotential dropped to {ratio:.2f}× this step's own level of "
+            f"{abs(expected_v) * 1e3:.2f} mV over the last {s.self_ref_s / 60:g} min "
+            f"(threshold {s.drop_ratio:g}×), for {t_s - self._own_t0:.0f} s",
+            subkind="soft",
+        )
+
+    def _own_falls(self) -> bool:
+        """Whether the half cycle's own level says its overpotential just fell."""
+        return self._own_run > 0
 
     def _judge(
         self,
@@ -281,11 +638,13 @@ class LithiumDetector(DetectorBase):
         expected_v: float,
     ) -> Verdict:
         s = self.settings
+        ref = self._ref
+        assert ref is not None
         # What one sample's ratio may stray from 1 by noise alone (sample + profile):
         # evidence that needs a second sample to halt may be weaker than evidence that
         # counts on its own.
         # Noise is learnt in ohms: relative to a small expected value it weighs more.
-        relative_sigma = self._sigma[self._dir] / abs(r_ohm / ratio) if ratio else 0.0
+        relative_sigma = ref.sigma / abs(r_ohm / ratio) if ratio else 0.0
         self._relative_sigma = relative_sigma
         sigma = relative_sigma * (_ONE_SAMPLE_NOISE_RAW if self._raw_here else _ONE_SAMPLE_NOISE)
         noise = s.significance_sigmas * sigma
@@ -295,12 +654,12 @@ class LithiumDetector(DetectorBase):
             and ratio - 1.0 > pair_noise
             and abs(voltage_v) - abs(expected_v) > s.shift_floor_v
         ):
+            if self._shift_run == 0:
+                self._shift_t0 = t_s
             self._shift_run += 1
             self._low_run = self._near_run = self._slide_run = 0
-            self._prev_ratio = ratio
-            self._seg_first = False
             threshold_v = s.shift_ratio * abs(expected_v)
-            if self._shift_run >= 2:
+            if self._confirmed(self._shift_run, self._shift_t0, t_s):
                 return self._halt_with(
                     index,
                     t_s,
@@ -311,8 +670,8 @@ class LithiumDetector(DetectorBase):
                     threshold_v,
                     f"|V| rose to {abs(voltage_v) * 1e3:.1f} mV, {ratio:.1f}× the "
                     f"{abs(expected_v) * 1e3:.2f} mV expected at this point of the half cycle "
-                    f"(threshold {s.shift_ratio:g}×), on 2 consecutive samples",
-                    subkind="",
+                    f"(threshold {s.shift_ratio:g}×), on {self._shift_run} samples over "
+                    f"{t_s - self._shift_t0:.3g} s",
                 )
             return self._warn(
                 index,
@@ -323,27 +682,23 @@ class LithiumDetector(DetectorBase):
                 expected_v,
                 threshold_v,
                 f"|V| jumped to {ratio:.1f}× the expected {abs(expected_v) * 1e3:.2f} mV "
-                "(one sample: a glitch or the start of a shift)",
-                subkind="",
+                "(not yet lasting: a glitch or the start of a shift)",
             )
         self._shift_run = 0
-        if p_s < self._settle_now_s or self._blind:
+        if p_s < self._settle_now_s:
             # The zero crossing after a reversal (or a rest): the double layer is still
             # relaxing and how deep the first samples sit depends on what came before,
             # so only a shift is judged here; collapses, drops and slides wait.
-            self._prev_ratio = ratio
-            self._seg_first = False
-            self._seg_p.append(p_s)
-            self._seg_r.append(r_ohm)
+            self._learn(p_s, r_ohm)
             return OK
-        self._prev_ratio = ratio
-        self._seg_first = False
         if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
+            if self._low_run == 0:
+                self._low_t0 = t_s
             self._low_run += 1
             self._near_run += 1
             self._slide_run = 0
             threshold_v = s.near_zero_ratio * abs(expected_v)
-            if self._low_run >= 2:
+            if self._confirmed(self._low_run, self._low_t0, t_s):
                 subkind = "hard" if self._near_run >= 2 else "soft"
                 return self._halt_with(
                     index,
@@ -356,7 +711,7 @@ class LithiumDetector(DetectorBase):
                     f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
                     f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× the expected "
                     f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.near_zero_ratio:g}×), on "
-                    "2 consecutive samples",
+                    f"{self._low_run} samples over {t_s - self._low_t0:.3g} s",
                     subkind=subkind,
                 )
             return self._warn(
@@ -367,24 +722,51 @@ class LithiumDetector(DetectorBase):
                 voltage_v,
                 expected_v,
                 threshold_v,
-                f"|V| fell to {abs(voltage_v) * 1e3:.2f} mV under current (one sample: a "
-                "glitch or the start of a short)",
+                f"|V| fell to {abs(voltage_v) * 1e3:.2f} mV under current (not yet lasting: "
+                "a glitch or the start of a short)",
                 subkind="hard",
             )
+        r_exp = self._r_exp
+        self._seg_xy += r_ohm * r_exp
+        self._seg_xx += r_exp * r_exp
+        # Against a provisional profile a drop or a slide may be activation (or the
+        # first half cycle's nucleation): it halts only when the half cycle's own level
+        # fell too; otherwise a person is told.
+        trusted = ref.established or self._own_falls()
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
+            if self._low_run == 0:
+                self._low_t0 = t_s
             self._low_run += 1
             self._near_run = 0
+            self._seg_low = True
             # A drop is also part of a slide: the slide window sees it, so a short that
             # starts deep (a micro short found at the start of a plating half cycle)
             # is confirmed by the next samples instead of starting the count afresh.
-            slid = self._slide_add(t_s, r_ohm)
-            self._slide_run = self._slide_run + 1 if slid is not None else 0
+            # Until the drop has lasted confirm_s it waits outside the window: a burst
+            # of samples from one spike must not drag the window's mean down.
+            self._pending.append((t_s, r_ohm, self._r_exp, self._raw_here))
+            slid = None
+            if self._confirmed(self._low_run, self._low_t0, t_s):
+                slid = self._slide_flush()
+            if slid is not None:
+                if self._slide_run == 0:
+                    self._slide_t0 = t_s
+                self._slide_run += 1
+            else:
+                self._slide_run = 0
             drops = self._count_drop(t_s, 1.0 - ratio > noise)
             threshold_v = s.drop_ratio * abs(expected_v)
-            if slid is not None and self._slide_run >= 2 and self._low_run < 2 and len(drops) < 2:
-                return self._slide_halt(index, t_s, voltage_v, expected_v, slid)
-            if self._low_run >= 2 or len(drops) >= 2:
-                return self._drop_halt(index, t_s, voltage_v, expected_v, ratio, len(drops))
+            confirmed = self._confirmed(self._low_run, self._low_t0, t_s)
+            if trusted:
+                if (
+                    slid is not None
+                    and self._confirmed(self._slide_run, self._slide_t0, t_s)
+                    and not confirmed
+                    and len(drops) < 2
+                ):
+                    return self._slide_halt(index, t_s, voltage_v, expected_v, slid)
+                if confirmed or len(drops) >= 2:
+                    return self._drop_halt(index, t_s, voltage_v, expected_v, ratio, len(drops))
             return self._warn(
                 index,
                 t_s,
@@ -394,15 +776,31 @@ class LithiumDetector(DetectorBase):
                 expected_v,
                 threshold_v,
                 f"the overpotential dropped to {ratio:.2f}× the expected "
-                f"{abs(expected_v) * 1e3:.2f} mV (one drop: a glitch or a soft short)",
+                f"{abs(expected_v) * 1e3:.2f} mV ("
+                + (
+                    "not yet lasting: a glitch or a soft short)"
+                    if trusted
+                    else "the last half cycle at this current is no firm reference yet: "
+                    "activation, or a soft short)"
+                ),
                 subkind="soft",
             )
         self._low_run = self._near_run = 0
-        smoothed = self._slide_add(t_s, r_ohm)
+        if self._pending:
+            # Drops just before this sample: part of a slide if this one is low too.
+            if ratio < s.slide_ratio:
+                self._slide_flush()
+            else:
+                self._pending.clear()
+        self._slide_push(t_s, r_ohm, self._r_exp, self._raw_here)
+        smoothed = self._slide_eval(t_s)
         if smoothed is not None:
+            if self._slide_run == 0:
+                self._slide_t0 = t_s
             self._slide_run += 1
+            self._seg_low = True
             threshold_v = s.slide_ratio * abs(expected_v)
-            if self._slide_run >= 2:
+            if trusted and self._confirmed(self._slide_run, self._slide_t0, t_s):
                 return self._slide_halt(index, t_s, voltage_v, expected_v, smoothed)
             return self._warn(
                 index,
@@ -412,18 +810,22 @@ class LithiumDetector(DetectorBase):
                 voltage_v,
                 expected_v,
                 threshold_v,
-                f"the overpotential is {smoothed:.2f}× the last healthy half cycle's",
+                f"the overpotential is {smoothed:.2f}× the last healthy half cycle's"
+                + ("" if trusted else " (activation, or a micro short)"),
                 subkind="micro",
             )
         self._slide_run = 0
-        self._seg_p.append(p_s)
-        self._seg_r.append(r_ohm)
+        self._learn(p_s, r_ohm)
         return OK
 
     def _count_drop(self, t_s: float, beyond_doubt: bool) -> deque[float]:
-        """Remember a drop that stands out on its own; the drops within soft_window_s."""
+        """Remember a drop that stands out on its own; the drops within soft_window_s.
+
+        A burst of samples from one short excursion (an instrument logging on change)
+        is one drop: a drop counts only confirm_s after the last one counted.
+        """
         drops = self._drops
-        if beyond_doubt:
+        if beyond_doubt and (not drops or t_s - drops[-1] >= self.settings.confirm_s):
             drops.append(t_s)
         while drops and drops[0] < t_s - self.settings.soft_window_s:
             drops.popleft()
@@ -450,7 +852,11 @@ class LithiumDetector(DetectorBase):
             f"the overpotential dropped to {ratio:.2f}× the expected "
             f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
             f"{n_drops} drop(s) within {s.soft_window_s / 3600:g} h"
-            + (", 2 consecutive samples" if self._low_run >= 2 else ""),
+            + (
+                f", {self._low_run} samples over {t_s - self._low_t0:.3g} s"
+                if self._low_run >= 2
+                else ""
+            ),
             subkind="soft",
         )
 
@@ -468,26 +874,34 @@ class LithiumDetector(DetectorBase):
             s.slide_ratio * abs(expected_v),
             f"the overpotential slid to {smoothed:.2f}× the "
             f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
-            f"(threshold {s.slide_ratio:g}×), on 2 consecutive samples",
+            f"(threshold {s.slide_ratio:g}×), on {self._slide_run} samples over "
+            f"{t_s - self._slide_t0:.3g} s",
             subkind="micro",
         )
 
-    def _slide_add(self, t_s: float, r_ohm: float) -> float | None:
-        """Add a sample to the slide window; the window's scale if it says "slide"."""
-        s = self.settings
-        window = self._window
-        raw_here = self._raw_here
+    def _slide_flush(self) -> float | None:
+        """Move the drops that lasted into the slide window; its verdict."""
+        for t_s, r_ohm, r_exp, raw in self._pending:
+            self._slide_push(t_s, r_ohm, r_exp, raw)
+        self._pending.clear()
+        return self._slide_eval(self._window[-1][0])
+
+    def _slide_push(self, t_s: float, r_ohm: float, r_exp: float, raw: bool) -> None:
         # The window's ratio is the least-squares scale between this half cycle and the
         # profile, sum(r·r_exp)/sum(r_exp²): each sample weighs by how far it stands out
         # of the noise (r_exp²), so samples near the zero crossing, whose ratio is
         # mostly noise, barely count.
-        r_exp = self._r_exp
         xy = r_ohm * r_exp
         xx = r_exp * r_exp
-        window.append((t_s, xy, xx, raw_here))
+        self._window.append((t_s, xy, xx, raw))
         self._window_xy += xy
         self._window_xx += xx
-        self._window_raw += raw_here
+        self._window_raw += raw
+
+    def _slide_eval(self, t_s: float) -> float | None:
+        """The slide window's scale if it says "slide" (trimmed to what the noise needs)."""
+        s = self.settings
+        window = self._window
         # Average only as many samples as the noise needs (a quiet cell answers within
         # a few samples; a noisy one within slide_window_s at most): the slide test
         # needs 6σ·√(about 2/n) to fit inside 1 - slide_ratio (see below).
@@ -507,7 +921,8 @@ class LithiumDetector(DetectorBase):
         # σ of the fitted scale: σ_r/√sum(r_exp²) for the samples, times the profile's
         # own share: raw points add independent errors (×(1 + raw share)); points
         # smoothed over 5 samples share them, so n of them average only n + 4 samples.
-        sigma_r = self._sigma[self._dir]
+        assert self._ref is not None
+        sigma_r = self._ref.sigma
         variance_share = (
             1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
         )

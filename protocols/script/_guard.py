@@ -50,6 +50,7 @@ class StepLimitGuard:
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
         index = self._n
         self._n += 1
@@ -80,7 +81,7 @@ class StepLimitGuard:
                 subkind="step",
             )
             return self._halt
-        return self._inner.feed(t_s, voltage_v, current_a, step, cycle)
+        return self._inner.feed(t_s, voltage_v, current_a, step, cycle, kind)
 
     def feed_batch(
         self,
@@ -89,14 +90,22 @@ class StepLimitGuard:
         current_a: FloatArray,
         step: IntArray | None = None,
         cycle: IntArray | None = None,
+        step_kind: IntArray | None = None,
     ) -> list[Verdict]:
         out = []
         steps = step.tolist() if step is not None else [None] * len(t_s)
         cycles = cycle.tolist() if cycle is not None else [None] * len(t_s)
-        for t, v, i, k, c in zip(
-            t_s.tolist(), voltage_v.tolist(), current_a.tolist(), steps, cycles, strict=True
+        kinds = step_kind.tolist() if step_kind is not None else [None] * len(t_s)
+        for t, v, i, k, c, m in zip(
+            t_s.tolist(),
+            voltage_v.tolist(),
+            current_a.tolist(),
+            steps,
+            cycles,
+            kinds,
+            strict=True,
         ):
-            verdict = self.feed(t, v, i, k, c)
+            verdict = self.feed(t, v, i, k, c, m)
             if verdict.severity != "ok":
                 out.append(verdict)
         return out
