@@ -63,7 +63,7 @@ class Module:
     layout: str  # "old" (EC-Lab before 11.50) or "new"
     version: int
     date: str
-    body: bytes
+    body: memoryview  # a view into the file's bytes: a 100 MB data module is not copied
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def _read_module(data: bytes, pos: int) -> tuple[Module, int]:
         msg = f"module {short_name!r} at byte {start}: {date!r} is not a date"
         raise MprFormatError(msg)
     pos += size
-    body = data[pos : pos + length]
+    body = memoryview(data)[pos : pos + length]
     if len(body) < length:
         msg = f"truncated: module {short_name!r} declares {length} bytes, {len(body)} remain"
         raise MprFormatError(msg)
