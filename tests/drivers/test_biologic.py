@@ -7,6 +7,7 @@ of every fixture bit-identical), outside this suite.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,14 @@ def test_galvanostatic_current_without_a_current_column_comes_from_dq_over_dt() 
         assert not rec.current_a[rest].any()
 
 
+def test_logging_on_change_intervals_from_sub_millisecond_to_minutes_are_normal() -> None:
+    """EC-Lab logs a row when E moves by dE or after dt: both ends in one file."""
+    for path, shortest_s, longest_s in ((GCPL_OLD, 1e-3, 10.0), (GCPL_CCCV, 3e-3, 120.0)):
+        dt_s = np.diff(read_recording(path).t_s)
+        assert dt_s.min() < shortest_s
+        assert dt_s.max() >= longest_s
+
+
 def test_measured_current_is_used_when_the_file_has_it() -> None:
     mpr = parse_mpr(MB_POTENTIO.read_bytes())
     rec = read_recording(MB_POTENTIO)
@@ -338,6 +347,22 @@ def test_control_in_volts_is_never_taken_for_a_current(tmp_path: Path) -> None:
     np.testing.assert_allclose(rec.current_a, [0.0, 0.5e-3])
 
 
+@pytest.mark.parametrize(
+    ("times", "volts", "problem"),
+    [
+        ([0.0, 2.0, 1.0], [0.01, 0.01, 0.01], "time goes backwards at row 2 (2 s, then 1 s)"),
+        ([0.0, 1.0, 2.0], [0.01, float("nan"), 0.01], "1 non-finite value(s) in voltage"),
+    ],
+)
+def test_untrustworthy_samples_are_refused_by_the_common_checks(
+    tmp_path: Path, times: list[float], volts: list[float], problem: str
+) -> None:
+    dtype = np.dtype([("flags", "u1"), ("time/s", "<f8"), ("Ewe/V", "<f4"), ("I/mA", "<f4")])
+    rows = _rows(dtype, flags=[1, 1, 1], **{"time/s": times, "Ewe/V": volts})
+    with pytest.raises(RecordingError, match=re.escape(problem)):
+        read_recording(_write(tmp_path, build_mpr((1, 4, 6, 8), rows)))
+
+
 def _mpr(technique: str | None, **columns: list[float]) -> MprData:
     arrays = {name.replace("_", "/"): np.asarray(v) for name, v in columns.items()}
     n = len(next(iter(arrays.values())))
@@ -451,12 +476,13 @@ def test_a_corrupted_column_id_is_refused_naming_it(tmp_path: Path) -> None:
         read_recording(_write(tmp_path, bytes(data)))
 
 
-_SMALL = (PEIS.read_bytes(), MB_GALVANO.read_bytes())
+# New layout (PEIS without flags, Modulo Bat) and old layout (GCPL), 22-200 kB each.
+_SMALL = (PEIS.read_bytes(), MB_GALVANO.read_bytes(), GCPL_CCCV.read_bytes())
 
 
 @pytest.fixture(scope="module")
 def original_recordings() -> tuple[Recording, ...]:
-    return (read_recording(PEIS), read_recording(MB_GALVANO))
+    return (read_recording(PEIS), read_recording(MB_GALVANO), read_recording(GCPL_CCCV))
 
 
 def _outcome(path: Path) -> Recording | str:
@@ -482,44 +508,44 @@ def _same(a: Recording, b: Recording) -> bool:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.sampled_from([0, 1]), cut=st.integers(min_value=0, max_value=30_000))
+@given(which=st.sampled_from([0, 1, 2]), data=st.data())
 def test_random_truncations_load_completely_or_raise_one_line(
     tmp_path_factory: pytest.TempPathFactory,
     original_recordings: tuple[Recording, ...],
     which: int,
-    cut: int,
+    data: st.DataObject,
 ) -> None:
-    data = _SMALL[which][:cut]
+    whole = _SMALL[which]
+    cut = data.draw(st.integers(min_value=0, max_value=len(whole)), label="cut")
     path = tmp_path_factory.getbasetemp() / "cut.mpr"
-    path.write_bytes(data)
+    path.write_bytes(whole[:cut])
     rec = _outcome(path)
     if isinstance(rec, str):
         assert "\n" not in rec
         assert rec.startswith("cut.mpr: ")
     else:
         # Only a cut at the end of a module can leave a readable file: then every row
-        # is there (a missing log module loses no samples).
+        # is there (a missing log or loop module loses no samples).
         assert _same(rec, original_recordings[which])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    which=st.sampled_from([0, 1]),
-    edits=st.lists(
-        st.tuples(st.integers(min_value=0, max_value=25_000), st.integers(0, 255)),
-        min_size=1,
-        max_size=8,
-    ),
-)
+@given(which=st.sampled_from([0, 1, 2]), data=st.data())
 def test_random_byte_mutations_never_raise_anything_but_recording_error(
-    tmp_path_factory: pytest.TempPathFactory, which: int, edits: list[tuple[int, int]]
+    tmp_path_factory: pytest.TempPathFactory, which: int, data: st.DataObject
 ) -> None:
-    data = bytearray(_SMALL[which])
+    mutated = bytearray(_SMALL[which])
+    # Half the edits land in the headers (file, settings, data module's column table).
+    near = st.integers(min_value=0, max_value=min(len(mutated), 8_000) - 1)
+    anywhere = st.integers(min_value=0, max_value=len(mutated) - 1)
+    edits = data.draw(
+        st.lists(st.tuples(st.one_of(near, anywhere), st.integers(0, 255)), min_size=1, max_size=8),
+        label="edits",
+    )
     for at, value in edits:
-        if at < len(data):
-            data[at] = value
+        mutated[at] = value
     path = tmp_path_factory.getbasetemp() / "mutated.mpr"
-    path.write_bytes(bytes(data))
+    path.write_bytes(bytes(mutated))
     rec = _outcome(path)
     if isinstance(rec, str):
         assert "\n" not in rec
