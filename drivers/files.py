@@ -5,7 +5,8 @@ Two families are read:
 - Battery Data Format (BDF) tables, ``.csv`` or ``.parquet``, with the preferred labels
   ``Test Time / s``, ``Voltage / V``, ``Current / A`` and optionally ``Step Index`` and
   ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too);
-- Neware ``.nda`` / ``.ndax`` binary files, through the ``fastnda`` reader.
+- Neware ``.nda`` / ``.ndax`` binary files, through the ``fastnda`` reader;
+- BioLogic EC-Lab ``.mpr`` files, through our own parser (:mod:`cellguard.drivers.biologic`).
 
 A file either loads completely and passes the sanity checks (time finite and never
 going backwards, no missing voltage or current) or raises :class:`RecordingError`
@@ -32,7 +33,7 @@ from cellguard.drivers.errors import CellguardError
 
 log = logging.getLogger(__name__)
 
-Source = Literal["bdf-csv", "bdf-parquet", "neware-ndax", "neware-nda"]
+Source = Literal["bdf-csv", "bdf-parquet", "neware-ndax", "neware-nda", "biologic-mpr"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -48,6 +49,7 @@ SUFFIXES: dict[str, Source] = {
     ".parquet": "bdf-parquet",
     ".ndax": "neware-ndax",
     ".nda": "neware-nda",
+    ".mpr": "biologic-mpr",
 }
 
 
@@ -129,7 +131,7 @@ class Recording:
 
 
 def read_recording(path: str | Path) -> Recording:
-    """Read a BDF ``.csv``/``.parquet`` or a Neware ``.nda``/``.ndax`` file.
+    """Read a BDF ``.csv``/``.parquet``, a Neware ``.nda``/``.ndax`` or an EC-Lab ``.mpr`` file.
 
     Raises :class:`RecordingError` for an unknown suffix, a missing or unreadable
     file, a missing column, or samples that cannot be trusted.
@@ -145,6 +147,8 @@ def read_recording(path: str | Path) -> Recording:
         raise RecordingError(path, "the file is empty")
     if source in ("bdf-csv", "bdf-parquet"):
         recording = _read_bdf(path, source)
+    elif source == "biologic-mpr":
+        recording = _read_biologic(path)
     else:
         recording = _read_neware(path, source)
     _check(recording)
@@ -232,6 +236,17 @@ def _read_neware(path: Path, source: Source) -> Recording:
     return _from_frame(path, source, frame)
 
 
+def _read_biologic(path: Path) -> Recording:
+    # Imported here: the BioLogic module builds on this one (Recording, StepKind).
+    from cellguard.drivers.biologic import recording_from_mpr  # noqa: PLC0415
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise RecordingError(path, f"cannot read the file: {_one_line(err)}") from err
+    return recording_from_mpr(path, data)
+
+
 def _from_frame(path: Path, source: Source, frame: pl.DataFrame) -> Recording:
     if frame.height == 0:
         raise RecordingError(path, "no samples (the table has a header but no rows)")
@@ -279,7 +294,8 @@ def _check(rec: Recording) -> None:
             )
             raise RecordingError(rec.path, problem)
     if len(rec.t_s) > 1:
-        back = np.diff(rec.t_s) < 0
+        with np.errstate(over="ignore"):  # huge finite times: inf still has the right sign
+            back = np.diff(rec.t_s) < 0
         if back.any():
             row = int(np.argmax(back)) + 1
             problem = (

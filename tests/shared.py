@@ -13,6 +13,7 @@ if not (SHARED_FIXTURES / "neware-bts-api").is_dir():
     raise RuntimeError(f"real fixtures not found at {SHARED_FIXTURES}: the checkout is incomplete")
 NEWARE_API_FIXTURES = SHARED_FIXTURES / "neware-bts-api"
 NEWARE_FILES = SHARED_FIXTURES / "neware-files"
+BIOLOGIC_FILES = SHARED_FIXTURES / "biologic"
 
 # The protocol example, shipped for users in docs/examples (it must work as written).
 EXAMPLE_PROTOCOL = (

@@ -449,7 +449,7 @@ def test_unknown_suffix_and_missing_column_in_one_call(
     out, err = capsys.readouterr()
     assert code == 2
     assert err.splitlines() == [
-        f"cellguard: {notes}: unknown file type '.xlsx'; cellguard reads .csv, .nda, .ndax, "
+        f"cellguard: {notes}: unknown file type '.xlsx'; cellguard reads .csv, .mpr, .nda, .ndax, "
         ".parquet",
         f"cellguard: {novolt}: missing column 'Voltage / V'; columns found: 'Test Time / s', "
         "'Current / A', 'Step Index', 'Cycle Count'",
