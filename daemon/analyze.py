@@ -60,6 +60,7 @@ def analyze_file(path: str | Path, settings: AnalyticsSettings) -> FileAnalysis:
         recording.current_a,
         recording.step,
         detector=DetectorSettings(cell=settings.cell),
+        step_kind=recording.step_kind,
     )
     return FileAnalysis(Path(path), recording, analysis)
 

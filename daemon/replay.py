@@ -146,6 +146,7 @@ def _detect(
             recording.current_a[lo:hi],
             None if recording.step is None else recording.step[lo:hi],
             None if recording.cycle is None else recording.cycle[lo:hi],
+            None if recording.step_kind is None else recording.step_kind[lo:hi],
         )
         done = hi
         if detector.halt is not None:

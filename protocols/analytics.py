@@ -460,12 +460,14 @@ def analyze_arrays(
     step: IntArray | None = None,
     *,
     detector: DetectorSettings | Detector | None = None,
+    step_kind: IntArray | None = None,
 ) -> Analysis:
     """The vectorised path: a whole recorded test at once (same results as the stream).
 
     ``detector``: settings (or a fresh detector) to find where the channel would have
     been halted; the analysis stops at that sample, as the channel would have. Without
-    it the test is analysed to its end and has no failure.
+    it the test is analysed to its end and has no failure. ``step_kind`` (StepKind codes,
+    where the file has them) tells the detector which steps are not cycling.
     """
     t_s = np.asarray(t_s, dtype=np.float64)
     voltage_v = np.asarray(voltage_v, dtype=np.float64)
@@ -474,7 +476,7 @@ def analyze_arrays(
     halt = None
     if detector is not None:
         judge = make_detector(detector) if isinstance(detector, DetectorSettings) else detector
-        verdicts = judge.feed_batch(t_s, voltage_v, current_a, step, None)
+        verdicts = judge.feed_batch(t_s, voltage_v, current_a, step, None, step_kind)
         halt = next((v for v in verdicts if v.is_halt), None)
     end = len(t_s) if halt is None else halt.index + 1
     t_s, voltage_v, current_a = t_s[:end], voltage_v[:end], current_a[:end]

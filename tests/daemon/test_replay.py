@@ -93,6 +93,7 @@ class FakeDetector:
         current_a: float,
         step: int | None = None,
         cycle: int | None = None,
+        kind: int | None = None,
     ) -> Verdict:
         raise NotImplementedError
 
@@ -103,6 +104,7 @@ class FakeDetector:
         current_a: np.ndarray,
         step: np.ndarray | None = None,
         cycle: np.ndarray | None = None,
+        step_kind: np.ndarray | None = None,
     ) -> list[Verdict]:
         assert t_s.dtype == voltage_v.dtype == current_a.dtype == np.float64
         self.batches.append(len(t_s))

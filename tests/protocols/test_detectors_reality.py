@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pytest
 
 from cellguard.drivers.files import StepKind
+from cellguard.drivers.neware import ChannelAddress, ChannelId, SimChannel
+from cellguard.drivers.sim import SimCell, SimCellSpec
+from cellguard.protocols import Cell, GalvanostaticCycling
 from cellguard.protocols.detectors import DetectorSettings, Verdict, make_detector
 
 I_A = 0.3927e-3  # 0.5 mA cm⁻² on a 0.785 cm² disc
@@ -408,12 +412,6 @@ def test_a_full_cell_collapse_after_formation_still_halts() -> None:
 def _ct4008_paused(pause_s: float, seed: int) -> tuple[list[tuple[float, float, float, int]], ...]:
     """A healthy Li|Li cell on the simulated CT-4008, paused for ``pause_s`` 30 min into
     its 4th cycle's plating half cycle: (recorded, live) samples as (t, V, I, step)."""
-    from datetime import datetime
-
-    from cellguard.drivers.neware import ChannelAddress, ChannelId, SimChannel
-    from cellguard.drivers.sim import SimCell, SimCellSpec
-    from cellguard.protocols import Cell, GalvanostaticCycling
-
     cell = SimCell(SimCellSpec(interphase="SEI", never_short=True), seed)
     channel = SimChannel(ChannelAddress(ChannelId(1, 1, 1)), cell, current_range_ma=10.0)
     program = GalvanostaticCycling(
@@ -449,8 +447,6 @@ def test_a_ct4008_channel_paused_for_three_hours_is_not_halted_after_the_resume(
 ) -> None:
     recorded, live = _ct4008_paused(3 * 3600.0, seed)
     for rows, starts in ((recorded, True), (live, False)):
-        det = make_detector(
-            DetectorSettings(cell="symmetric", stream_starts_at_reversal=starts)
-        )
+        det = make_detector(DetectorSettings(cell="symmetric", stream_starts_at_reversal=starts))
         out = [det.feed(t, v, i, step) for t, v, i, step in rows]
         assert [v for v in out if v.severity == "halt"] == [], ("recorded", "live")[not starts]
