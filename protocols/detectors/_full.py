@@ -44,7 +44,12 @@ class FullCellDetector(DetectorBase):
 
     def __init__(self, settings: DetectorSettings) -> None:
         super().__init__(settings)
-        self._range_v = settings.range_fraction * settings.voltage_range_v
+        # The range backstop sits above the protocol's window: a protocol that charges to
+        # 4.9 V on a ±5 V instrument is not at the range when it reaches its cut-off.
+        s = settings
+        self._range_v = max(
+            s.range_fraction * s.voltage_range_v, min(s.full_v_max_v + 0.05, s.voltage_range_v)
+        )
         self._prev_v = math.nan
         self._prev_i = math.nan
         self._collapse_run = 0

@@ -395,10 +395,13 @@ def test_a_fresh_full_cell_resting_at_low_voltage_before_formation_is_not_halted
 
 
 def test_the_window_comes_from_the_protocol() -> None:
-    arrays = _formation(4.85)  # a high-voltage protocol: charged to 4.85 V
+    arrays = _formation(4.9)  # a high-voltage protocol: charged to 4.9 V on a ±5 V range
     (halt,) = halts(judge(arrays, "full"))  # the default window ends at 4.6 V
     assert halt.criterion == "window"
-    assert halts(judge(arrays, "full", full_v_max_v=4.88)) == []
+    assert halts(judge(arrays, "full", full_v_max_v=4.95)) == []
+    (over,) = halts(judge(arrays, "full", full_v_max_v=4.8))
+    assert over.criterion == "window"
+    assert over.threshold == 4.8
 
 
 def test_a_full_cell_collapse_after_formation_still_halts() -> None:
