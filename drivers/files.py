@@ -43,6 +43,9 @@ BDF_CURRENT = "Current / A"
 # Optional columns, first match wins.
 BDF_STEP = ("Step Index", "Step Index / 1", "Step ID")
 BDF_CYCLE = ("Cycle Count", "Cycle Count / 1")
+# cellguard's own optional column: StepKind codes (0 unknown, 1 CC, 2 CV, 3 rest, 4
+# impedance, 5 pause, 6 other), for sources converted to BDF that said what each step was.
+BDF_STEP_KIND = ("Step Kind", "Step Kind / 1")
 
 SUFFIXES: dict[str, Source] = {
     ".csv": "bdf-csv",
@@ -168,6 +171,7 @@ def _read_bdf(path: Path, source: Source) -> Recording:
         raise RecordingError(path, f"missing column {names}; columns found: {found}")
     step_col = _first_present(BDF_STEP, columns)
     cycle_col = _first_present(BDF_CYCLE, columns)
+    kind_col = _first_present(BDF_STEP_KIND, columns)
     wanted = [
         pl.col(BDF_TIME).cast(pl.Float64).alias("t_s"),
         pl.col(BDF_VOLTAGE).cast(pl.Float64).alias("voltage_v"),
@@ -177,6 +181,8 @@ def _read_bdf(path: Path, source: Source) -> Recording:
         wanted.append(pl.col(step_col).cast(pl.Int64).alias("step"))
     if cycle_col is not None:
         wanted.append(pl.col(cycle_col).cast(pl.Int64).alias("cycle"))
+    if kind_col is not None:
+        wanted.append(pl.col(kind_col).cast(pl.Int64).alias("step_kind"))
     try:
         frame = lazy.select(wanted).collect()
     except (pl.exceptions.PolarsError, OSError) as err:
@@ -278,7 +284,15 @@ def _from_frame(path: Path, source: Source, frame: pl.DataFrame) -> Recording:
 
 
 def _check(rec: Recording) -> None:
-    """Reject samples a detector must not be fed: NaN/inf, time running backwards."""
+    """Reject samples a detector must not be fed: NaN/inf, time running backwards,
+    step kinds that are not StepKind codes."""
+    if rec.step_kind is not None:
+        bad = (rec.step_kind < min(StepKind)) | (rec.step_kind > max(StepKind))
+        if bad.any():
+            row = int(np.argmax(bad))
+            allowed = ", ".join(f"{int(k)} {k.name.lower()}" for k in StepKind)
+            problem = f"Step Kind {int(rec.step_kind[row])} at row {row} is not one of {allowed}"
+            raise RecordingError(rec.path, problem)
     for name, values in (
         ("t_s", rec.t_s),
         ("voltage_v", rec.voltage_v),

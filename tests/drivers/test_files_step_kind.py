@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from cellguard.drivers.files import StepKind, neware_step_kind, read_recording
+from cellguard.drivers.files import RecordingError, StepKind, neware_step_kind, read_recording
 from tests.shared import NEWARE_FILES
 
 
@@ -44,3 +46,25 @@ def test_ndax_rows_carry_the_step_kind_of_their_step() -> None:
     # Rest rows carry no current, constant-current rows do.
     assert np.all(np.abs(rec.current_a[rest]) < 1e-6)
     assert np.median(np.abs(rec.current_a[cc])) > 1e-5
+
+
+def test_a_bdf_table_may_say_what_each_step_was(tmp_path: Path) -> None:
+    path = tmp_path / "converted.csv"
+    path.write_text(
+        "Test Time / s,Voltage / V,Current / A,Step Index,Step Kind\n"
+        "1,0.02,0.0004,1,1\n2,0.0,0.0,2,3\n3,0.001,0.000001,3,4\n",
+        encoding="utf-8",
+    )
+    rec = read_recording(path)
+    assert rec.step_kind is not None
+    assert rec.step_kind.tolist() == [StepKind.CC, StepKind.REST, StepKind.IMPEDANCE]
+
+
+def test_a_step_kind_that_is_no_code_is_refused_naming_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "Test Time / s,Voltage / V,Current / A,Step Kind\n1,0.02,0.0004,1\n2,0.02,0.0004,9\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RecordingError, match=r"Step Kind 9 at row 1 is not one of 0 unknown"):
+        read_recording(path)
