@@ -102,7 +102,7 @@ class DetectorSettings:
     # Evidence halts only when it lasts: two samples (three for a short judged without
     # history) spanning at least confirm_s. An instrument that logs on each 10 mV change
     # sends a 3 ms spike as a burst of samples < 1 ms apart; no burst spans confirm_s.
-    confirm_s: float = 0.5
+    confirm_s: float = 1.0
     # Shorts: below drop_ratio is a drop (soft-short evidence), below near_zero_ratio
     # a collapse; two consecutive low samples, or two partial drops within
     # soft_window_s, halt. A single low sample is a glitch until confirmed: warn.
@@ -163,6 +163,9 @@ class DetectorSettings:
     full_v_max_v: float = 4.6
     full_collapse_v: float = 0.5
     full_drop_v: float = 0.3  # a fall this large between two samples at constant current
+    # The window is left beyond this margin: the cut-off itself, and the few mV an
+    # instrument overshoots it by, are how a step ends.
+    full_window_margin_v: float = 0.05
     overrides: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +201,7 @@ class DetectorSettings:
             "max_gap_s",
             "full_collapse_v",
             "full_drop_v",
+            "full_window_margin_v",
         ):
             _positive(name, getattr(self, name))
         if not 0 < self.range_fraction <= 1:

@@ -47,6 +47,13 @@ class FullCellDetector(DetectorBase):
         # The range backstop sits above the protocol's window: a protocol that charges to
         # 4.9 V on a ±5 V instrument is not at the range when it reaches its cut-off.
         s = settings
+        # A step ends when the cell reaches its cut-off, and the instrument overshoots it
+        # by a few mV: the window is left only beyond full_window_margin_v.
+        self._high_v = s.full_v_max_v + s.full_window_margin_v
+        self._low_v = s.full_v_min_v - s.full_window_margin_v
+        # A collapse is far below the window: 0.5 V for a Li-ion cell, less for a window
+        # that reaches low (a graphite or silicon electrode against Li sits at 0.1 V).
+        self._collapse_v = min(s.full_collapse_v, 0.5 * s.full_v_min_v)
         self._range_v = max(
             s.range_fraction * s.voltage_range_v, min(s.full_v_max_v + 0.05, s.voltage_range_v)
         )
@@ -79,7 +86,10 @@ class FullCellDetector(DetectorBase):
         av = abs(voltage_v)
         prev_v, prev_i = self._prev_v, self._prev_i
         self._prev_v, self._prev_i = voltage_v, current_a
-        if av >= self._range_v:
+        under = abs(current_a) >= s.rest_current_a and (kind is None or kind in _JUDGED_KINDS)
+        # At rest a full-scale reading is an open lead or a disconnected cell, not a cell
+        # driven out of range: nothing is pushed through it.
+        if av >= self._range_v and under:
             return self._halt_with(
                 index,
                 t_s,
@@ -92,8 +102,7 @@ class FullCellDetector(DetectorBase):
             )
         if not self._formed and av >= s.full_v_min_v:
             self._formed = True
-        under = abs(current_a) >= s.rest_current_a and (kind is None or kind in _JUDGED_KINDS)
-        if under and av < s.full_collapse_v and self._formed:
+        if under and av < self._collapse_v and self._formed:
             if self._collapse_run == 0:
                 self._collapse_t0 = t_s
             self._collapse_run += 1
@@ -107,9 +116,9 @@ class FullCellDetector(DetectorBase):
                     "collapse",
                     av,
                     math.nan,
-                    s.full_collapse_v,
+                    self._collapse_v,
                     f"|V| collapsed to {av:.3f} V under {current_a * 1e3:+.3f} mA "
-                    f"(threshold {s.full_collapse_v:g} V) on 2 consecutive samples",
+                    f"(threshold {self._collapse_v:g} V) on 2 consecutive samples",
                     subkind="hard",
                 )
             return self._warn(
@@ -119,17 +128,17 @@ class FullCellDetector(DetectorBase):
                 "collapse",
                 av,
                 math.nan,
-                s.full_collapse_v,
+                self._collapse_v,
                 f"|V| fell to {av:.3f} V under current (one sample: a glitch or a short)",
             )
         self._collapse_run = 0
         discharging = current_a * voltage_v < 0
-        if under and (av > s.full_v_max_v or (av < s.full_v_min_v and discharging)):
+        if under and (av > self._high_v or (av < self._low_v and discharging)):
             if self._outside_run == 0:
                 self._outside_t0 = t_s
             self._outside_run += 1
             self._drop_ref_v = math.nan
-            limit = s.full_v_max_v if av > s.full_v_max_v else s.full_v_min_v
+            limit = self._high_v if av > self._high_v else self._low_v
             if self._outside_run >= 2 and t_s - self._outside_t0 >= s.confirm_s:
                 return self._halt_with(
                     index,
@@ -140,7 +149,7 @@ class FullCellDetector(DetectorBase):
                     math.nan,
                     limit,
                     f"|V| = {av:.3f} V left the {s.full_v_min_v:g}–{s.full_v_max_v:g} V window "
-                    "on 2 consecutive samples",
+                    f"(+ {s.full_window_margin_v * 1e3:g} mV margin) on 2 consecutive samples",
                 )
             return self._warn(
                 index,
@@ -223,9 +232,9 @@ class FullCellDetector(DetectorBase):
         with np.errstate(invalid="ignore"):
             suspicious = (
                 (av >= self._range_v)
-                | (under & (av < s.full_collapse_v))
-                | (av > s.full_v_max_v)
-                | (av < s.full_v_min_v)
+                | (under & (av < self._collapse_v))
+                | (av > self._high_v)
+                | (av < self._low_v)
                 | (
                     under
                     & (i * v > 0)

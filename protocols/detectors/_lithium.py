@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
@@ -89,6 +89,13 @@ _ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
 # noise is as large as the sample's own: a ratio there is twice as noisy in variance.
 _ONE_SAMPLE_NOISE_RAW = math.sqrt(2.0)
 _SLIDE_MIN_SAMPLES = 3
+_SLIDE_MIN_SPAN_S = 30.0
+# How much whole half cycles differ from the one before at the same current is the
+# cell's own between-half-cycle spread (a noisy liquid cell: 10-15 %; activation;
+# a quiet solid cell: 1 %). A slide must stand out of it by this many σ, over the
+# last _SPREAD_HALF_CYCLES half cycles in that direction.
+_SPREAD_SIGMAS = 4.0
+_SPREAD_HALF_CYCLES = 8
 _HARD_MIN_SAMPLES = 3
 # A half cycle that ends before this share of its profile's length was cut short (a
 # pause, a stop): a same-current resume continues it.
@@ -101,6 +108,11 @@ _CONSISTENT = 0.1
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
+# Statistics (a profile, a segment's own level, the slide window) take at most one
+# sample per this interval: an instrument logging on change sends a spike as a burst of
+# hundreds of samples within a second, which must not outweigh the minutes around it.
+# Every sample is still judged.
+_STAT_SPACING_S = 0.5
 
 
 def _interp(xs: list[float], ys: list[float], x: float) -> float:
@@ -160,6 +172,15 @@ class _Profile:
     sigma: float  # noise of r (Ω), from successive differences
     typical: float  # median |r| (Ω)
     established: bool  # learnt from a half cycle judged healthy against an earlier one
+    # Scales of the last half cycles against their profiles (the between-half-cycle spread).
+    scales: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> float:
+        """RMS of (scale - 1) over the last half cycles: 0 until two are known."""
+        if len(self.scales) < 2:
+            return 0.0
+        return math.sqrt(sum((x - 1.0) ** 2 for x in self.scales) / len(self.scales))
 
 
 class _OwnLevel:
@@ -168,61 +189,59 @@ class _OwnLevel:
     The reference for samples that have no profile (the first half cycle, a test that
     never reverses, a stream that began mid half cycle) and the witness that tells a
     fall *within* a half cycle from a half cycle that is low throughout (activation).
+    Level and noise are medians (of r, and of |Δr| between successive samples): a
+    fresh liquid cell's spikes move neither.
     """
 
-    __slots__ = (
-        "_diff2",
-        "_diffs",
-        "_last",
-        "lag_s",
-        "recent",
-        "ref",
-        "ref_s",
-        "ref_sum",
-    )
+    __slots__ = ("_last", "lag_s", "recent", "ref", "ref_diffs", "ref_s", "ref_sorted")
 
     def __init__(self, lag_s: float, ref_s: float) -> None:
         self.lag_s = lag_s
         self.ref_s = ref_s
-        self.recent: deque[tuple[float, float]] = deque()
-        self.ref: deque[tuple[float, float]] = deque()
-        self.ref_sum = 0.0
-        self._diff2 = 0.0
-        self._diffs = 0
+        self.recent: deque[tuple[float, float, float]] = deque()  # (t, r, |Δr|)
+        self.ref: deque[tuple[float, float, float]] = deque()
+        self.ref_sorted: list[float] = []
+        self.ref_diffs: list[float] = []
         self._last = math.nan
 
     def clear(self) -> None:
         self.recent.clear()
         self.ref.clear()
-        self.ref_sum = 0.0
-        self._diff2 = 0.0
-        self._diffs = 0
+        self.ref_sorted.clear()
+        self.ref_diffs.clear()
         self._last = math.nan
 
     def add(self, t_s: float, r_ohm: float) -> None:
-        if not math.isnan(self._last):
-            d = r_ohm - self._last
-            self._diff2 += d * d
-            self._diffs += 1
+        recent = self.recent
+        if recent and t_s - recent[-1][0] < _STAT_SPACING_S:
+            return
+        diff = abs(r_ohm - self._last) if not math.isnan(self._last) else math.nan
         self._last = r_ohm
-        self.recent.append((t_s, r_ohm))
-        recent, ref = self.recent, self.ref
+        recent.append((t_s, r_ohm, diff))
+        ref = self.ref
         while recent and recent[0][0] <= t_s - self.lag_s:
             item = recent.popleft()
             ref.append(item)
-            self.ref_sum += item[1]
+            insort(self.ref_sorted, item[1])
+            if not math.isnan(item[2]):
+                insort(self.ref_diffs, item[2])
         while ref and ref[0][0] < t_s - self.lag_s - self.ref_s:
-            self.ref_sum -= ref.popleft()[1]
+            _, old_r, old_diff = ref.popleft()
+            del self.ref_sorted[bisect_left(self.ref_sorted, old_r)]
+            if not math.isnan(old_diff):
+                del self.ref_diffs[bisect_left(self.ref_diffs, old_diff)]
 
     @property
     def sigma(self) -> float:
-        """Noise of one sample's r (Ω): RMS successive difference / √2."""
-        return math.sqrt(self._diff2 / (2 * self._diffs)) if self._diffs else 0.0
+        """Noise of one sample's r (Ω): median |Δr| / 0.954, as for a profile."""
+        diffs = self.ref_diffs
+        return diffs[len(diffs) // 2] / 0.954 if diffs else 0.0
 
     def level(self) -> float:
-        """Mean r of the reference window, or NaN while it holds too few samples."""
-        n = len(self.ref)
-        return self.ref_sum / n if n >= _SELF_MIN_REF_SAMPLES else math.nan
+        """Median r of the reference window, or NaN while it holds too few samples."""
+        values = self.ref_sorted
+        n = len(values)
+        return values[n // 2] if n >= _SELF_MIN_REF_SAMPLES else math.nan
 
 
 class LithiumDetector(DetectorBase):
@@ -260,10 +279,14 @@ class LithiumDetector(DetectorBase):
         self._raw_here = False
         self._settle_now_s = settings.settle_s
         # The slide window: (t_s, r·r_exp, r_exp², raw) per sample, and their sums.
-        self._window: deque[tuple[float, float, float, bool]] = deque()
+        self._window: deque[tuple[float, float, float, bool, float]] = deque()
         self._window_xy = 0.0
         self._window_xx = 0.0
+        self._window_yy = 0.0
         self._window_raw = 0
+        # The scatter about the fit seen in the window (Ω): a cell noisier now than
+        # when its profile was learnt (a liquid cell's noisy hours) widens the test.
+        self._window_sigma = 0.0
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
@@ -369,13 +392,18 @@ class LithiumDetector(DetectorBase):
         else:
             settle_s = s.settle_s
         self._settle_now_s = settle_s + self._settle_from_p
-        if p_s < self._settle_now_s and abs(r_exp) < ref.typical:
-            # Early in a half cycle the profile may sit near its own zero crossing: a
-            # shift is judged against at least the profile's typical level.
-            r_exp = ref.typical if r_exp >= 0 else -ref.typical
+        # A shift is judged against at least the profile's typical level: early in a half
+        # cycle the profile may sit near its own zero crossing, and where the profile
+        # caught a relaxed point (the first sample after an impedance sweep, recorded a
+        # few seconds later in one half cycle than in the next) it dips far below it.
+        r_shift = r_exp if abs(r_exp) >= ref.typical else math.copysign(ref.typical, r_exp)
+        if p_s < self._settle_now_s:
+            r_exp = r_shift
             expected_v = r_exp * current_a
         self._r_exp = r_exp
-        return self._judge(index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v)
+        return self._judge(
+            index, t_s, voltage_v, current_a, p_s, r_ohm, r_ohm / r_exp, expected_v, r_shift
+        )
 
     def feed_batch(
         self,
@@ -485,7 +513,10 @@ class LithiumDetector(DetectorBase):
         return None
 
     def _learn(self, p_s: float, r_ohm: float) -> None:
-        self._seg_p.append(p_s)
+        seg_p = self._seg_p
+        if seg_p and p_s - seg_p[-1] < _STAT_SPACING_S:
+            return
+        seg_p.append(p_s)
         self._seg_r.append(r_ohm)
 
     def _end_segment(self) -> None:
@@ -505,6 +536,9 @@ class LithiumDetector(DetectorBase):
         # The profile is smoothed over 5 samples so that its own noise barely adds to
         # the sample's when the two are compared.
         smooth, raw = _smooth_flat(r, _PROFILE_SMOOTHING, _FLAT_SPREAD_SIGMAS * sigma)
+        scales = () if ref is None else ref.scales
+        if ref is not None and self._seg_xx > 0:
+            scales = (*scales, self._seg_xy / self._seg_xx)[-_SPREAD_HALF_CYCLES:]
         profile = _Profile(
             level_a=self._level_a,
             p=p,
@@ -523,6 +557,7 @@ class LithiumDetector(DetectorBase):
                 and self._seg_xx > 0
                 and abs(self._seg_xy / self._seg_xx - 1.0) <= _CONSISTENT
             ),
+            scales=scales,
         )
         profiles = self._profiles[self._seg_dir]
         if ref is not None and ref in profiles:
@@ -534,8 +569,9 @@ class LithiumDetector(DetectorBase):
     def _clear_window(self) -> None:
         self._pending.clear()
         self._window.clear()
-        self._window_xy = self._window_xx = 0.0
+        self._window_xy = self._window_xx = self._window_yy = 0.0
         self._window_raw = 0
+        self._window_sigma = 0.0
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
@@ -545,7 +581,9 @@ class LithiumDetector(DetectorBase):
 
     def _confirmed(self, run: int, t0: float, t_s: float, samples: int = 2) -> bool:
         """Evidence that lasted: ``samples`` samples spanning at least confirm_s."""
-        return run >= samples and t_s - t0 >= self.settings.confirm_s
+        # 5 % below confirm_s still counts: an instrument sampling every confirm_s
+        # stamps its samples with jitter.
+        return run >= samples and t_s - t0 >= 0.95 * self.settings.confirm_s
 
     def _hard_short(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
@@ -636,6 +674,7 @@ class LithiumDetector(DetectorBase):
         r_ohm: float,
         ratio: float,
         expected_v: float,
+        r_shift: float,
     ) -> Verdict:
         s = self.settings
         ref = self._ref
@@ -649,16 +688,18 @@ class LithiumDetector(DetectorBase):
         sigma = relative_sigma * (_ONE_SAMPLE_NOISE_RAW if self._raw_here else _ONE_SAMPLE_NOISE)
         noise = s.significance_sigmas * sigma
         pair_noise = s.pair_significance_sigmas * sigma
+        up = r_ohm / r_shift
+        up_expected_v = r_shift * current_a
         if (
-            ratio > s.shift_ratio
-            and ratio - 1.0 > pair_noise
-            and abs(voltage_v) - abs(expected_v) > s.shift_floor_v
+            up > s.shift_ratio
+            and up - 1.0 > pair_noise
+            and abs(voltage_v) - abs(up_expected_v) > s.shift_floor_v
         ):
             if self._shift_run == 0:
                 self._shift_t0 = t_s
             self._shift_run += 1
             self._low_run = self._near_run = self._slide_run = 0
-            threshold_v = s.shift_ratio * abs(expected_v)
+            threshold_v = s.shift_ratio * abs(up_expected_v)
             if self._confirmed(self._shift_run, self._shift_t0, t_s):
                 return self._halt_with(
                     index,
@@ -666,10 +707,10 @@ class LithiumDetector(DetectorBase):
                     self._shift_kind,
                     "shift_ratio",
                     voltage_v,
-                    expected_v,
+                    up_expected_v,
                     threshold_v,
-                    f"|V| rose to {abs(voltage_v) * 1e3:.1f} mV, {ratio:.1f}× the "
-                    f"{abs(expected_v) * 1e3:.2f} mV expected at this point of the half cycle "
+                    f"|V| rose to {abs(voltage_v) * 1e3:.1f} mV, {up:.1f}× the "
+                    f"{abs(up_expected_v) * 1e3:.2f} mV expected at this point of the half cycle "
                     f"(threshold {s.shift_ratio:g}×), on {self._shift_run} samples over "
                     f"{t_s - self._shift_t0:.3g} s",
                 )
@@ -679,9 +720,9 @@ class LithiumDetector(DetectorBase):
                 self._shift_kind,
                 "shift_ratio",
                 voltage_v,
-                expected_v,
+                up_expected_v,
                 threshold_v,
-                f"|V| jumped to {ratio:.1f}× the expected {abs(expected_v) * 1e3:.2f} mV "
+                f"|V| jumped to {up:.1f}× the expected {abs(up_expected_v) * 1e3:.2f} mV "
                 "(not yet lasting: a glitch or the start of a shift)",
             )
         self._shift_run = 0
@@ -754,7 +795,9 @@ class LithiumDetector(DetectorBase):
                 self._slide_run += 1
             else:
                 self._slide_run = 0
-            drops = self._count_drop(t_s, 1.0 - ratio > noise)
+            # Separate drops count only against an established profile: against a
+            # provisional one a fresh cell reads low for hours (activation).
+            drops = self._count_drop(t_s, ref.established and 1.0 - ratio > noise)
             threshold_v = s.drop_ratio * abs(expected_v)
             confirmed = self._confirmed(self._low_run, self._low_t0, t_s)
             if trusted:
@@ -887,15 +930,19 @@ class LithiumDetector(DetectorBase):
         return self._slide_eval(self._window[-1][0])
 
     def _slide_push(self, t_s: float, r_ohm: float, r_exp: float, raw: bool) -> None:
+        if self._window and t_s - self._window[-1][0] < _STAT_SPACING_S:
+            return
         # The window's ratio is the least-squares scale between this half cycle and the
         # profile, sum(r·r_exp)/sum(r_exp²): each sample weighs by how far it stands out
         # of the noise (r_exp²), so samples near the zero crossing, whose ratio is
         # mostly noise, barely count.
         xy = r_ohm * r_exp
         xx = r_exp * r_exp
-        self._window.append((t_s, xy, xx, raw))
+        yy = r_ohm * r_ohm
+        self._window.append((t_s, xy, xx, raw, yy))
         self._window_xy += xy
         self._window_xx += xx
+        self._window_yy += yy
         self._window_raw += raw
 
     def _slide_eval(self, t_s: float) -> float | None:
@@ -905,29 +952,39 @@ class LithiumDetector(DetectorBase):
         # Average only as many samples as the noise needs (a quiet cell answers within
         # a few samples; a noisy one within slide_window_s at most): the slide test
         # needs 6σ·√(about 2/n) to fit inside 1 - slide_ratio (see below).
-        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * self._relative_sigma or 1e-12)
+        assert self._ref is not None
+        relative_sigma = max(self._relative_sigma, self._window_sigma / self._ref.typical)
+        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * relative_sigma or 1e-12)
         wanted = max(_SLIDE_MIN_SAMPLES, math.ceil(2.0 / (margin * margin)))
-        while len(window) > wanted or (
+        # ... and over at least _SLIDE_MIN_SPAN_S: a slide is a trend, and a few samples
+        # of a burst (an instrument logging on change) within a second are no trend.
+        while (len(window) > wanted and window[1][0] <= t_s - _SLIDE_MIN_SPAN_S) or (
             len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s
         ):
-            _, old_xy, old_xx, old_raw = window.popleft()
+            _, old_xy, old_xx, old_raw, old_yy = window.popleft()
             self._window_xy -= old_xy
             self._window_xx -= old_xx
+            self._window_yy -= old_yy
             self._window_raw -= old_raw
         n = len(window)
         smoothed = self._window_xy / self._window_xx
+        if n >= _SLIDE_MIN_SAMPLES:
+            # Residual scatter about the least-squares fit: Σr² − (Σr·r_exp)²/Σr_exp².
+            rss = self._window_yy - self._window_xy * smoothed
+            self._window_sigma = math.sqrt(max(rss, 0.0) / (n - 1))
         raw_share = self._window_raw / n
         smooth_share = 1.0 - raw_share
         # σ of the fitted scale: σ_r/√sum(r_exp²) for the samples, times the profile's
         # own share: raw points add independent errors (×(1 + raw share)); points
         # smoothed over 5 samples share them, so n of them average only n + 4 samples.
-        assert self._ref is not None
-        sigma_r = self._ref.sigma
+        sigma_r = max(self._ref.sigma, self._window_sigma)
         variance_share = (
             1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
         )
         slide_noise = s.significance_sigmas * sigma_r * math.sqrt(variance_share / self._window_xx)
-        if n >= _SLIDE_MIN_SAMPLES and smoothed < s.slide_ratio and 1.0 - smoothed > slide_noise:
+        # Half cycles of this cell differ by its spread: a slide must stand out of that.
+        threshold = min(s.slide_ratio, 1.0 - _SPREAD_SIGMAS * self._ref.spread)
+        if n >= _SLIDE_MIN_SAMPLES and smoothed < threshold and 1.0 - smoothed > slide_noise:
             return smoothed
         return None
 

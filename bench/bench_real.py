@@ -1,0 +1,215 @@
+"""The detectors on real recordings: every labelled file of ``tests/fixtures/real-cells``.
+
+Each file goes through ``make_detector`` with the settings a researcher would give
+``cellguard replay`` (the cell type, the protocol's window of a full cell, the
+instrument's range) and the step kinds the file carries, and through the baseline
+measured in the same run: the instrument's own fixed limit (|V| >= 4.99 V).
+
+A fault file is *found* when the first halt comes no earlier than one sample before the
+onset labelled by looking at the trace; a halt on a healthy file, or earlier than that,
+is a *false halt*. Delays are in seconds and samples after the labelled onset.
+Goals: 100 % of the real shorts and depletions found, 0 false halts.
+
+    .venv/bin/python bench/bench_real.py [--json] [--corpus DIR]
+
+Exit code 0 whatever the result: it is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.protocols.detectors.real import RealCase, load_real_corpus
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real-cells"
+BASELINE_LIMIT_V = 4.99
+
+
+def settings_for(case: RealCase) -> DetectorSettings:
+    """What a researcher gives ``replay`` for this file: cell type, window, range."""
+    changes: dict[str, Any] = {"cell": case.cell}
+    if case.voltage_range_v is not None:
+        changes["voltage_range_v"] = max(abs(v) for v in case.voltage_range_v)
+    if case.cell == "full":
+        defaults = DetectorSettings(cell="full")
+        low = defaults.full_v_min_v if case.v_min_v is None else case.v_min_v
+        high = defaults.full_v_max_v if case.v_max_v is None else case.v_max_v
+        changes["full_v_min_v"] = max(low, 1e-3)  # a window from 0 V: anything above 0
+        changes["full_v_max_v"] = high
+    return DetectorSettings(**changes)
+
+
+class _FixedLimit:
+    """The instrument's own protection: halt once |V| >= 4.99 V."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self.settings = settings
+
+    def first_halt(self, case: RealCase) -> tuple[int, float] | None:
+        rec = case.recording
+        assert rec is not None
+        hits = np.flatnonzero(np.abs(rec.voltage_v) >= BASELINE_LIMIT_V)
+        return None if hits.size == 0 else (int(hits[0]), float(rec.t_s[hits[0]]))
+
+
+@dataclass
+class RealOutcome:
+    """One real file through one detector."""
+
+    file: str
+    cell: str
+    expect: str
+    fault_kind: str | None
+    onset_s: float | None
+    samples: int
+    hours: float
+    verdict: str  # found / missed / false halt / early halt / quiet
+    halt_s: float | None
+    halt_index: int | None
+    delay_s: float | None
+    delay_samples: int | None
+    warns: int
+    detail: str
+
+
+def judge(case: RealCase, make: Callable[[DetectorSettings], Detector]) -> RealOutcome:
+    rec = case.recording
+    assert rec is not None
+    detector = make(settings_for(case))
+    verdicts: list[Verdict] = detector.feed_batch(
+        rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
+    )
+    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    warns = sum(v.severity == "warn" for v in verdicts)
+    return _outcome(case, None if halt is None else (halt.index, halt.t_s), warns,
+                    "" if halt is None else halt.detail)  # fmt: skip
+
+
+def _outcome(
+    case: RealCase, halt: tuple[int, float] | None, warns: int, detail: str
+) -> RealOutcome:
+    rec = case.recording
+    assert rec is not None
+    t0 = float(rec.t_s[0])
+    onset_index = None
+    if case.onset_s is not None:
+        onset_index = int(np.searchsorted(rec.t_s - t0, case.onset_s))
+    delay_s = delay_samples = None
+    if halt is None:
+        verdict = "missed" if case.expect == "fault" else "quiet"
+    elif case.expect == "healthy":
+        verdict = "false halt"
+    else:
+        assert onset_index is not None
+        assert case.onset_s is not None
+        delay_samples = halt[0] - onset_index
+        delay_s = halt[1] - t0 - case.onset_s
+        verdict = "found" if delay_samples >= -1 else "early halt"
+    return RealOutcome(
+        file=case.name,
+        cell=case.cell,
+        expect=case.expect,
+        fault_kind=case.fault_kind,
+        onset_s=case.onset_s,
+        samples=len(rec),
+        hours=rec.duration_s / 3600.0,
+        verdict=verdict,
+        halt_s=None if halt is None else halt[1] - t0,
+        halt_index=None if halt is None else halt[0],
+        delay_s=delay_s,
+        delay_samples=delay_samples,
+        warns=warns,
+        detail=detail,
+    )
+
+
+def run(corpus: Path) -> dict[str, Any]:
+    cases = [c for c in load_real_corpus(corpus) if c.recording is not None]
+    ours = [judge(case, make_detector) for case in cases]
+    baseline = []
+    for case in cases:
+        first = _FixedLimit(settings_for(case)).first_halt(case)
+        baseline.append(_outcome(case, first, 0, "fixed limit"))
+    return {"cellguard": ours, "baseline": baseline}
+
+
+def summary(outcomes: Sequence[RealOutcome]) -> dict[str, Any]:
+    faults = [o for o in outcomes if o.expect == "fault"]
+    found = [o for o in faults if o.verdict == "found"]
+    false = [o for o in outcomes if o.verdict in ("false halt", "early halt")]
+    return {
+        "files": len(outcomes),
+        "faults": len(faults),
+        "found": len(found),
+        "false_halts": len(false),
+        "worst_delay_s": max((o.delay_s or 0.0 for o in found), default=None),
+        "pass": len(found) == len(faults) and not false,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    ours: list[RealOutcome] = result["cellguard"]
+    base: list[RealOutcome] = result["baseline"]
+    print("\nreal recordings (tests/fixtures/real-cells): cellguard vs the fixed ±4.99 V limit")
+    head = f"{'file':44} {'cell':10} {'label':22} {'cellguard':34} {'fixed limit':14}"
+    print(head)
+    print("-" * len(head))
+    for o, b in zip(ours, base, strict=True):
+        label = o.expect if o.expect == "healthy" else f"{o.fault_kind} @ {o.onset_s:.0f} s"
+        mine = o.verdict
+        if o.delay_s is not None:
+            mine += f" +{o.delay_s:.0f} s / {o.delay_samples} smp"
+        elif o.halt_s is not None:
+            mine += f" at {o.halt_s / 3600:.2f} h"
+        mine += f", {o.warns} warn" if o.warns else ""
+        print(f"{o.file[:44]:44} {o.cell:10} {label[:22]:22} {mine[:34]:34} {b.verdict:14}")
+    s, sb = summary(ours), summary(base)
+    print(
+        f"cellguard: {s['found']}/{s['faults']} faults found, {s['false_halts']} false halts "
+        f"on {s['files']} files; fixed limit: {sb['found']}/{sb['faults']} found, "
+        f"{sb['false_halts']} false halts"
+    )
+    print(f"GOALS ON REAL RECORDINGS: {'PASS' if s['pass'] else 'FAIL'}  "
+          "[100 % of real faults found, 0 false halts]")  # fmt: skip
+    for o in ours:
+        if o.verdict in ("missed", "false halt", "early halt"):
+            print(f"  {o.verdict}: {o.file}: {o.detail or 'no halt'}")
+
+
+def as_json(result: dict[str, Any]) -> dict[str, Any]:
+    def clean(o: RealOutcome) -> dict[str, Any]:
+        row = asdict(o)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+    return {
+        name: {"summary": summary(rows), "files": [clean(o) for o in rows]}
+        for name, rows in result.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="corpus folder")
+    args = parser.parse_args(argv)
+    result = run(args.corpus)
+    if args.json:
+        json.dump(as_json(result), sys.stdout, indent=1)
+        print()
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
