@@ -4,12 +4,13 @@ A file is read as ``cellguard replay`` reads it (BDF CSV/Parquet, Neware .nda/.n
 the detectors find where the channel would have halted, and
 :mod:`cellguard.protocols.analytics` reduces the samples up to there into cycles. A
 file that cannot be read costs one line on stderr (exit 2); the others are reported.
+Hours are the file's own test time (see :mod:`cellguard.daemon.filecli`), as in
+``replay``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cellguard.daemon.filecli import detector_settings, judging_problem, report_failed_file
 from cellguard.drivers.files import Recording, RecordingError, read_recording
 from cellguard.protocols.analytics import (
     PAPER_AREA_CM2,
@@ -47,21 +49,30 @@ class FileAnalysis:
         return {"file": str(self.path), **self.analysis.as_dict()}
 
 
-def analyze_file(path: str | Path, settings: AnalyticsSettings) -> FileAnalysis:
+def analyze_file(
+    path: str | Path, settings: AnalyticsSettings, detector: DetectorSettings | None = None
+) -> FileAnalysis:
     """Read ``path`` and analyse it up to where the detectors would halt the channel.
 
+    ``detector``: the detector settings (default: those of the settings' cell).
     Raises :class:`~cellguard.drivers.files.RecordingError` when it cannot be read.
     """
     recording = read_recording(path)
-    analysis = analyze_arrays(
+    return FileAnalysis(Path(path), recording, analyze_recording(recording, settings, detector))
+
+
+def analyze_recording(
+    recording: Recording, settings: AnalyticsSettings, detector: DetectorSettings | None = None
+) -> Analysis:
+    """The analysis of a recording that was read (see :func:`analyze_file`)."""
+    return analyze_arrays(
         settings,
         recording.t_s,
         recording.voltage_v,
         recording.current_a,
         recording.step,
-        detector=DetectorSettings(cell=settings.cell),
+        detector=DetectorSettings(cell=settings.cell) if detector is None else detector,
     )
-    return FileAnalysis(Path(path), recording, analysis)
 
 
 def run_analyze_cli(
@@ -71,8 +82,15 @@ def run_analyze_cli(
     thin_li_um: float | None = None,
     area_cm2: float | None = None,
     as_json: bool = False,
+    v_min_v: float | None = None,
+    v_max_v: float | None = None,
 ) -> int:
-    """Report every file (a table, or one JSON object per line); 2 if one was unreadable."""
+    """Report every file (a table, or one JSON object per line); 2 if one failed.
+
+    A file that cannot be read or judged costs one line on stderr and, with
+    ``as_json``, the record ``{"file": ..., "error": ...}``; the others are reported.
+    """
+    detector = detector_settings(cell, v_min_v=v_min_v, v_max_v=v_max_v)
     settings = AnalyticsSettings(
         cell=cell,
         area_cm2=PAPER_AREA_CM2 if area_cm2 is None else area_cm2,
@@ -84,10 +102,16 @@ def run_analyze_cli(
     failed = False
     for path in files:
         try:
-            result = analyze_file(path, settings)
+            recording = read_recording(path)
         except RecordingError as err:
             failed = True
-            print(f"cellguard: {path}: {err.problem}", file=sys.stderr, flush=True)
+            report_failed_file(path, err.problem, as_json=as_json)
+            continue
+        try:
+            result = FileAnalysis(path, recording, analyze_recording(recording, settings, detector))
+        except Exception as err:  # a bug on one file must not lose the others' reports
+            failed = True
+            report_failed_file(path, judging_problem(path, err), as_json=as_json)
             continue
         if as_json:
             print(json.dumps(result.as_dict()), flush=True)
@@ -132,7 +156,7 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
     failure = result.analysis.failure
     if failure is None:
         console.print(
-            f"  [green]no failure[/] in {result.recording.duration_s / 3600.0:.1f} h",
+            f"  [green]no failure[/] up to {float(result.recording.t_s[-1]) / 3600.0:.1f} h",
             highlight=False,
         )
     else:
