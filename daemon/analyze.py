@@ -120,11 +120,18 @@ def run_analyze_cli(
     return 2 if failed else 0
 
 
-def _cycle_cells(c: CycleRecord) -> tuple[str, ...]:
+# Column heads: a Li|Li cell's |V| is its polarization (mV); a full cell's is its
+# voltage (V), and its cumulative capacity is charge passed, not Li plated.
+_LI_HEADS = ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours")
+_FULL_HEADS = ("cycle", "mean |V| V", "max |V| V", "charge passed mAh/cm²", "hours")
+
+
+def _cycle_cells(c: CycleRecord, *, full: bool) -> tuple[str, ...]:
+    scale, digits = (1.0, 3) if full else (1e3, 2)
     return (
         f"{c.cycle}" + ("" if c.complete else " (part)"),
-        f"{c.polarization_v * 1e3:.2f}",
-        f"{c.max_polarization_v * 1e3:.2f}",
+        f"{c.polarization_v * scale:.{digits}f}",
+        f"{c.max_polarization_v * scale:.{digits}f}",
         f"{c.capacity_mah_cm2:.3f}",
         f"{c.hours:.2f}",
     )
@@ -138,18 +145,19 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
     console.print(f"[bold]{result.path}[/]", highlight=False, soft_wrap=True)
     console.print(f"  {s.cell} cell, {area}{thin}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
-    for name in ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours"):
+    full = s.cell == "full"
+    for name in _FULL_HEADS if full else _LI_HEADS:
         table.add_column(name, justify="right")
     cycles = result.analysis.cycles
     head, tail = cycles, list[CycleRecord]()
     if len(cycles) > TABLE_HEAD_ROWS + TABLE_TAIL_ROWS:
         head, tail = cycles[:TABLE_HEAD_ROWS], cycles[-TABLE_TAIL_ROWS:]
     for c in head:
-        table.add_row(*_cycle_cells(c))
+        table.add_row(*_cycle_cells(c, full=full))
     if tail:
         table.add_row("…", "", "", "", "")
         for c in tail:
-            table.add_row(*_cycle_cells(c))
+            table.add_row(*_cycle_cells(c, full=full))
     console.print(table)
     if tail:
         console.print(f"  {len(cycles)} cycles; --json lists every one", highlight=False)
@@ -164,7 +172,7 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
         console.print(
             f"  [bold red]{kind}[/] after {failure.hours:.2f} h, {failure.cycles} complete "
             f"cycle{'' if failure.cycles == 1 else 's'}, "
-            f"{failure.capacity_mah_cm2:.3f} mAh/cm² plated",
+            f"{failure.capacity_mah_cm2:.3f} mAh/cm² " + ("passed" if full else "plated"),
             highlight=False,
         )
     ce = result.analysis.average_coulombic_efficiency

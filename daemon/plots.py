@@ -398,16 +398,31 @@ def grid_files(inputs: Sequence[Path]) -> list[Path]:
 
 
 def plot_grid(
-    inputs: Sequence[Path], output: Path, *, area_cm2: float | None = None
+    inputs: Sequence[Path],
+    output: Path,
+    *,
+    area_cm2: float | None = None,
+    unreadable: list[RecordingError] | None = None,
 ) -> list[FileAnalysis]:
-    """The Fig. 2 comparison: interphases × (symmetric, asymmetric 50 µm, 20 µm)."""
+    """The Fig. 2 comparison: interphases × (symmetric, asymmetric 50 µm, 20 µm).
+
+    ``unreadable``: files that cannot be read are collected there and their panels say
+    "no cell" (without it the first one raises :class:`RecordingError`).
+    """
     placed: dict[tuple[str, str], FileAnalysis] = {}
     for path in grid_files(inputs):
         label = parse_cell_label(path)
         settings = AnalyticsSettings(
             cell=label.cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=label.thin_li_um
         )
-        placed[(label.interphase, label.column)] = analyze_file(path, settings)
+        try:
+            placed[(label.interphase, label.column)] = analyze_file(path, settings)
+        except RecordingError as err:
+            if unreadable is None:
+                raise
+            unreadable.append(err)
+    if not placed and unreadable:  # grid_files refuses no files at all
+        raise unreadable[0]
     rows = [i for i in INTERPHASE_ORDER if any(k[0] == i for k in placed)]
     rows += sorted({k[0] for k in placed} - set(rows))
     # The paper's columns that hold a cell (the demo runs no 50 µm cell), then any other.
@@ -469,13 +484,19 @@ def run_plot_cli(
     if grid:
         if v_min_v is not None or v_max_v is not None:
             raise ConfigError(field="--v-min", problem="the grid plots Li|Li cells: no window")
+        unreadable: list[RecordingError] = []
         try:
-            plot_grid(files, output, area_cm2=area_cm2)
-        except RecordingError as err:
-            print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+            plot_grid(files, output, area_cm2=area_cm2, unreadable=unreadable)
+        except RecordingError:
+            for err in unreadable:
+                print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+            print("cellguard: no readable file: nothing plotted", flush=True, file=sys.stderr)
             return 2
-        print(f"wrote {output}")
-        return 0
+        for err in unreadable:
+            print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+        left_out = f" ({len(unreadable)} file(s) left out)" if unreadable else ""
+        print(f"wrote {output}{left_out}")
+        return 2 if unreadable else 0
     if cell is None:
         raise ConfigError(
             field="--cell", problem="required (symmetric, asymmetric or full) without --grid"

@@ -274,3 +274,15 @@ def test_the_options_map_to_the_detector_settings() -> None:
     assert detector_settings("symmetric") == DetectorSettings(cell="symmetric")
     with pytest.raises(ConfigError):
         detector_settings("symmetric", v_max_v=4.9)
+
+
+def test_analyze_tabulates_a_full_cell_in_volts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    high = full_cell(tmp_path / "high.csv", rest_v=3.0, top_v=4.5)
+    assert main(["analyze", str(high), "--cell", "full", "--v-max", "4.3"]) == 0
+    out = capsys.readouterr().out
+    assert "mean |V| V" in out
+    assert "polarization mV" not in out
+    assert "limit after" in out
+    assert "mAh/cm² passed" in out

@@ -255,3 +255,19 @@ def test_plot_passes_the_window_to_the_detector(
     (detector,) = seen
     assert detector is not None
     assert (detector.full_v_min_v, detector.full_v_max_v) == (0.0, 4.9)
+
+
+def test_the_grid_leaves_out_an_unreadable_file_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulated_file(tmp_path / "SEI_symmetric.csv", "SEI", 100.0, 6.0)
+    (tmp_path / "MII-1_symmetric.csv").write_text("Test Time / s,Voltage / V\n0,0.01\n")
+    out = tmp_path / "g.png"
+    assert main(["plot", "--grid", str(tmp_path), "-o", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"cellguard: {tmp_path / 'MII-1_symmetric.csv'}: missing column 'Current / A'; "
+        "columns found: 'Test Time / s', 'Voltage / V'"
+    ]
+    assert f"wrote {out} (1 file(s) left out)" in stdout
+    assert _image(out).shape[:2] == GRID_PX
