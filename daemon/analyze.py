@@ -4,12 +4,13 @@ A file is read as ``cellguard replay`` reads it (BDF CSV/Parquet, Neware .nda/.n
 the detectors find where the channel would have halted, and
 :mod:`cellguard.protocols.analytics` reduces the samples up to there into cycles. A
 file that cannot be read costs one line on stderr (exit 2); the others are reported.
+Hours are the file's own test time (see :mod:`cellguard.daemon.filecli`), as in
+``replay``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cellguard.daemon.filecli import detector_settings, judging_problem, report_failed_file
 from cellguard.drivers.files import Recording, RecordingError, read_recording
 from cellguard.protocols.analytics import (
     PAPER_AREA_CM2,
@@ -47,22 +49,31 @@ class FileAnalysis:
         return {"file": str(self.path), **self.analysis.as_dict()}
 
 
-def analyze_file(path: str | Path, settings: AnalyticsSettings) -> FileAnalysis:
+def analyze_file(
+    path: str | Path, settings: AnalyticsSettings, detector: DetectorSettings | None = None
+) -> FileAnalysis:
     """Read ``path`` and analyse it up to where the detectors would halt the channel.
 
+    ``detector``: the detector settings (default: those of the settings' cell).
     Raises :class:`~cellguard.drivers.files.RecordingError` when it cannot be read.
     """
     recording = read_recording(path)
-    analysis = analyze_arrays(
+    return FileAnalysis(Path(path), recording, analyze_recording(recording, settings, detector))
+
+
+def analyze_recording(
+    recording: Recording, settings: AnalyticsSettings, detector: DetectorSettings | None = None
+) -> Analysis:
+    """The analysis of a recording that was read (see :func:`analyze_file`)."""
+    return analyze_arrays(
         settings,
         recording.t_s,
         recording.voltage_v,
         recording.current_a,
         recording.step,
-        detector=DetectorSettings(cell=settings.cell),
+        detector=DetectorSettings(cell=settings.cell) if detector is None else detector,
         step_kind=recording.step_kind,
     )
-    return FileAnalysis(Path(path), recording, analysis)
 
 
 def run_analyze_cli(
@@ -72,8 +83,15 @@ def run_analyze_cli(
     thin_li_um: float | None = None,
     area_cm2: float | None = None,
     as_json: bool = False,
+    v_min_v: float | None = None,
+    v_max_v: float | None = None,
 ) -> int:
-    """Report every file (a table, or one JSON object per line); 2 if one was unreadable."""
+    """Report every file (a table, or one JSON object per line); 2 if one failed.
+
+    A file that cannot be read or judged costs one line on stderr and, with
+    ``as_json``, the record ``{"file": ..., "error": ...}``; the others are reported.
+    """
+    detector = detector_settings(cell, v_min_v=v_min_v, v_max_v=v_max_v)
     settings = AnalyticsSettings(
         cell=cell,
         area_cm2=PAPER_AREA_CM2 if area_cm2 is None else area_cm2,
@@ -85,10 +103,16 @@ def run_analyze_cli(
     failed = False
     for path in files:
         try:
-            result = analyze_file(path, settings)
+            recording = read_recording(path)
         except RecordingError as err:
             failed = True
-            print(f"cellguard: {path}: {err.problem}", file=sys.stderr, flush=True)
+            report_failed_file(path, err.problem, as_json=as_json)
+            continue
+        try:
+            result = FileAnalysis(path, recording, analyze_recording(recording, settings, detector))
+        except Exception as err:  # a bug on one file must not lose the others' reports
+            failed = True
+            report_failed_file(path, judging_problem(path, err), as_json=as_json)
             continue
         if as_json:
             print(json.dumps(result.as_dict()), flush=True)
@@ -97,11 +121,18 @@ def run_analyze_cli(
     return 2 if failed else 0
 
 
-def _cycle_cells(c: CycleRecord) -> tuple[str, ...]:
+# Column heads: a Li|Li cell's |V| is its polarization (mV); a full cell's is its
+# voltage (V), and its cumulative capacity is charge passed, not Li plated.
+_LI_HEADS = ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours")
+_FULL_HEADS = ("cycle", "mean |V| V", "max |V| V", "charge passed mAh/cm²", "hours")
+
+
+def _cycle_cells(c: CycleRecord, *, full: bool) -> tuple[str, ...]:
+    scale, digits = (1.0, 3) if full else (1e3, 2)
     return (
         f"{c.cycle}" + ("" if c.complete else " (part)"),
-        f"{c.polarization_v * 1e3:.2f}",
-        f"{c.max_polarization_v * 1e3:.2f}",
+        f"{c.polarization_v * scale:.{digits}f}",
+        f"{c.max_polarization_v * scale:.{digits}f}",
         f"{c.capacity_mah_cm2:.3f}",
         f"{c.hours:.2f}",
     )
@@ -115,25 +146,26 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
     console.print(f"[bold]{result.path}[/]", highlight=False, soft_wrap=True)
     console.print(f"  {s.cell} cell, {area}{thin}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
-    for name in ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours"):
+    full = s.cell == "full"
+    for name in _FULL_HEADS if full else _LI_HEADS:
         table.add_column(name, justify="right")
     cycles = result.analysis.cycles
     head, tail = cycles, list[CycleRecord]()
     if len(cycles) > TABLE_HEAD_ROWS + TABLE_TAIL_ROWS:
         head, tail = cycles[:TABLE_HEAD_ROWS], cycles[-TABLE_TAIL_ROWS:]
     for c in head:
-        table.add_row(*_cycle_cells(c))
+        table.add_row(*_cycle_cells(c, full=full))
     if tail:
         table.add_row("…", "", "", "", "")
         for c in tail:
-            table.add_row(*_cycle_cells(c))
+            table.add_row(*_cycle_cells(c, full=full))
     console.print(table)
     if tail:
         console.print(f"  {len(cycles)} cycles; --json lists every one", highlight=False)
     failure = result.analysis.failure
     if failure is None:
         console.print(
-            f"  [green]no failure[/] in {result.recording.duration_s / 3600.0:.1f} h",
+            f"  [green]no failure[/] up to {float(result.recording.t_s[-1]) / 3600.0:.1f} h",
             highlight=False,
         )
     else:
@@ -141,7 +173,7 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
         console.print(
             f"  [bold red]{kind}[/] after {failure.hours:.2f} h, {failure.cycles} complete "
             f"cycle{'' if failure.cycles == 1 else 's'}, "
-            f"{failure.capacity_mah_cm2:.3f} mAh/cm² plated",
+            f"{failure.capacity_mah_cm2:.3f} mAh/cm² " + ("passed" if full else "plated"),
             highlight=False,
         )
     ce = result.analysis.average_coulombic_efficiency

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from cellguard.daemon.simulate_smu import CELL_PRESETS, serve_smu
 from cellguard.daemon.store import Store
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
+from cellguard.protocols.detectors import DetectorSettings
 from cellguard.protocols.script import (
     InstrumentCapability,
     describe,
@@ -68,6 +70,45 @@ def _positive_int(text: str) -> int:
         msg = f"must be >= 1, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _volts(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"must be a voltage in V, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (math.isfinite(value) and value >= 0):
+        msg = f"must be a voltage >= 0 V, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _add_window(parser: argparse.ArgumentParser) -> None:
+    """``--v-min``/``--v-max``: a full cell's voltage window (refused for Li|Li cells)."""
+    defaults = DetectorSettings(cell="full")
+    parser.add_argument(
+        "--v-min",
+        type=_volts,
+        default=None,
+        metavar="V",
+        help=f"full cell: lowest allowed voltage, V (default {defaults.full_v_min_v:g}; "
+        "0 for a fresh cell resting at 0.2-0.4 V before formation)",
+    )
+    parser.add_argument(
+        "--v-max",
+        type=_volts,
+        default=None,
+        metavar="V",
+        help=f"full cell: highest allowed voltage, V (default {defaults.full_v_max_v:g})",
+    )
+
+
+HOURS_HELP = (
+    "Hours (text and --json) are the file's own test time ('Test Time' column, Neware "
+    "total time) in h, as the instrument counted it from the start of the test: the "
+    "same in replay, analyze and plot."
+)
 
 
 def _port(text: str) -> int:
@@ -260,10 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream recorded cycling files through the detectors and report",
         description=(
             "Reads Battery Data Format tables (.csv, .parquet: 'Test Time / s', "
-            "'Voltage / V', 'Current / A', optional 'Step Index', 'Cycle Count') and Neware "
-            ".nda/.ndax files, feeds every sample in order to the detectors, and reports "
-            "every warning and the halt the channel would have got. Exit code 2 if a file "
-            "could not be read (the others are still reported)."
+            "'Voltage / V', 'Current / A', optional 'Step Index', 'Cycle Count'; time also "
+            "in min or h, voltage in mV, current in mA, µA or uA) and Neware .nda/.ndax "
+            "files, feeds every sample in order to the detectors, and reports every warning "
+            "and the halt the channel would have got. Exit code 2 if a file could not be "
+            "read or judged (the others are still reported; with --json it gets a record "
+            '{"file": ..., "error": ...}). ' + HOURS_HELP
         ),
     )
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recorded files")
@@ -279,13 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="electrode area, cm² (informational: reported with the results)",
     )
-    replay.add_argument("--json", action="store_true", help="print one JSON object per file")
+    replay.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per file: 'hours' (test time of the last sample), "
+        "'halt_hours', and 'hours' and 'time_s' for every event",
+    )
+    _add_window(replay)
     _add_analytics_commands(sub)
     return parser
 
 
 def _add_analytics_commands(sub: Any) -> None:
-    cells = ("symmetric", "asymmetric")
+    cells = ("symmetric", "asymmetric", "full")
     analyze = sub.add_parser(
         "analyze",
         help="per-cycle polarization, capacity, failure and Coulombic efficiency of files",
@@ -294,18 +343,27 @@ def _add_analytics_commands(sub: Any) -> None:
             "and reports per cycle: polarization (mean |V| over the middle third of each "
             "half cycle) and its max, cumulative plated capacity, hours; the failure; for "
             "a depleted asymmetric cell the average Li Coulombic efficiency "
-            "1 - Q_thin/Q_cycled. Exit 2 if a file could not be read."
+            "1 - Q_thin/Q_cycled (a full cell: mean and max |V| per cycle). Exit 2 if a "
+            'file could not be read or judged (with --json it gets {"file": ..., '
+            '"error": ...}). ' + HOURS_HELP
         ),
     )
     analyze.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recorded files")
-    analyze.add_argument("--cell", required=True, choices=cells, help="Li|Li cell type")
+    analyze.add_argument(
+        "--cell", required=True, choices=cells, help="Li|Li cell type, or a full cell"
+    )
     analyze.add_argument(
         "--thin-li-um", type=_positive_float, default=None, help="thin electrode, µm (for CE)"
     )
     analyze.add_argument(
         "--area-cm2", type=_positive_float, default=None, help="electrode area, cm² (0.785)"
     )
-    analyze.add_argument("--json", action="store_true", help="one JSON object per file")
+    analyze.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per file; 'hours' of each cycle (its end) and of the failure",
+    )
+    _add_window(analyze)
 
     export = sub.add_parser(
         "export",
@@ -328,18 +386,24 @@ def _add_analytics_commands(sub: Any) -> None:
         "plot",
         help="voltage with the halt marked and polarization per cycle, or a Fig. 2 grid (PNG)",
         description=(
-            "Without --grid: voltage (mV) against hours with the halt marked, over "
-            "polarization per cycle. With --grid: interphases x (symmetric, asymmetric "
-            "50 µm, 20 µm), cells read from file names as `demo --export-dir` writes them. "
-            "Needs matplotlib (pip install 'cellguard[plot]')."
+            "Without --grid: voltage (mV; V for --cell full) against hours with the halt "
+            "marked and the data after it faded, over polarization per cycle (a full "
+            "cell: discharge capacity per cycle). A file that cannot be read is named on "
+            "stderr (exit 2) and the others are plotted. With --grid: interphases x "
+            "(symmetric, asymmetric 50 µm, 20 µm), cells read from file names as `demo "
+            "--export-dir` writes them. Needs matplotlib (pip install 'cellguard[plot]'). "
+            + HOURS_HELP
         ),
     )
     plot.add_argument("files", nargs="+", type=Path, metavar="FILE", help="files (or folders)")
-    plot.add_argument("--cell", choices=cells, default=None, help="Li|Li cell type (not --grid)")
+    plot.add_argument(
+        "--cell", choices=cells, default=None, help="Li|Li cell type or full (not --grid)"
+    )
     plot.add_argument("--grid", action="store_true", help="the comparison grid of Fig. 2")
     plot.add_argument("--thin-li-um", type=_positive_float, default=None)
     plot.add_argument("--area-cm2", type=_positive_float, default=None)
     plot.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    _add_window(plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,7 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "replay":
             return run_replay_cli(
-                args.files, cell=args.cell, area_cm2=args.area_cm2, as_json=args.json
+                args.files,
+                cell=args.cell,
+                area_cm2=args.area_cm2,
+                as_json=args.json,
+                v_min_v=args.v_min,
+                v_max_v=args.v_max,
             )
         if args.command in ("analyze", "export", "plot"):
             return _analytics_command(args)
@@ -439,6 +508,8 @@ def _analytics_command(args: argparse.Namespace) -> int:
             thin_li_um=args.thin_li_um,
             area_cm2=args.area_cm2,
             as_json=args.json,
+            v_min_v=args.v_min,
+            v_max_v=args.v_max,
         )
     if args.command == "export":
         return asyncio.run(
@@ -459,6 +530,8 @@ def _analytics_command(args: argparse.Namespace) -> int:
         cell=args.cell,
         area_cm2=args.area_cm2,
         thin_li_um=args.thin_li_um,
+        v_min_v=args.v_min,
+        v_max_v=args.v_max,
     )
 
 

@@ -3,7 +3,11 @@
 Two figures:
 
 - **one test or a few** (:func:`plot_files`): cell voltage (mV) against test time (h)
-  with the halt marked and labelled, over a panel of polarization per cycle (mV);
+  with the halt marked and labelled and what the file holds after it faded (the
+  channel would have stopped there; the recording shows what followed), over a panel
+  of polarization per cycle (mV), or a note in it while no cycle is complete. A full
+  cell (``cell="full"``): voltage in V on the range of its data, over its discharge
+  capacity per cycle (mAh);
 - **the comparison grid** (:func:`plot_grid`), like the paper's Fig. 2: rows are the
   interphases, columns the symmetric cell and the asymmetric cells with a 50 µm and a
   20 µm thin electrode. The cell in a file is read from its name, as
@@ -31,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cellguard.daemon.analyze import FileAnalysis, analyze_file
+from cellguard.daemon.capacity import discharge_capacity
+from cellguard.daemon.filecli import detector_settings, judging_problem
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.files import SUFFIXES, RecordingError
 from cellguard.protocols.analytics import PAPER_AREA_CM2, AnalyticsSettings
-from cellguard.protocols.detectors import CellProfile
+from cellguard.protocols.detectors import CellProfile, DetectorSettings
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -55,6 +61,13 @@ INSET_WHEN = 3.0
 INSET_SPAN_H = 3.0
 # A grid panel with an inset ends its voltage axis at this multiple of the clipped range.
 GRID_HEADROOM = 2.3
+# What the file holds after the halt is drawn at this opacity: visible, but plainly not
+# what the guarded channel would have done.
+AFTER_HALT_ALPHA = 0.3
+# A full cell's voltage axis: its data's range with this fraction of margin each side.
+FULL_MARGIN = 0.05
+NO_CYCLE_TEXT = "no complete cycle yet"
+NO_DISCHARGE_TEXT = "no discharge yet"
 
 INTERPHASE_ORDER = ("MII-1", "MII-2", "MII-3", "SEI")
 GRID_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -184,33 +197,104 @@ def _voltage_panel(
 ) -> None:
     """Voltage (mV) against hours on the clipped axis, halts marked and labelled."""
     for result in results:
-        rec = result.recording
-        end = _end(result)
-        t_h = rec.t_s[:end] / 3600.0
-        v_mv = rec.voltage_v[:end] * 1e3
-        k = _stride(len(t_h))
-        label = rec.path.stem if labels else None
-        ax.plot(t_h[::k], v_mv[::k], linewidth=0.6, label=label)
-        failure = result.analysis.failure
-        if failure is not None:
-            ax.axvline(failure.hours, color="tab:red", linestyle="--", linewidth=1.0)
-            kind = failure.kind + (f" ({failure.subkind})" if failure.subkind else "")
-            ax.annotate(
-                f"halt: {kind}\n{failure.hours:.1f} h",
-                xy=(failure.hours, 0.97),
-                xycoords=("data", "axes fraction"),
-                xytext=(-4, 0),
-                textcoords="offset points",
-                ha="right",
-                va="top",
-                fontsize=7 if compact else 9,
-                color="tab:red",
-                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none"},
-            )
+        _trace(ax, result, 1e3, labels=labels, compact=compact)
     ax.set_ylim(-limits.limit_mv, limits.limit_mv)
     ax.set_xlabel("test time / h")
     ax.set_ylabel("cell voltage / mV")
     ax.grid(visible=True, alpha=0.3)
+
+
+def _trace(ax: Axes, result: FileAnalysis, scale: float, *, labels: bool, compact: bool) -> None:
+    """One file's voltage × ``scale`` against hours: solid to the halt, faded after it,
+    the halt marked and labelled."""
+    rec = result.recording
+    end = _end(result)
+    t_h = rec.t_s / 3600.0
+    v = rec.voltage_v * scale
+    k = _stride(len(t_h))
+    label = rec.path.stem if labels else None
+    (line,) = ax.plot(t_h[:end:k], v[:end:k], linewidth=0.6, label=label)
+    if end < len(rec):
+        # From the halt's own sample on, so the faded part joins the solid one.
+        after = slice(end - 1, None, k)
+        ax.plot(t_h[after], v[after], linewidth=0.6, color=line.get_color(), alpha=AFTER_HALT_ALPHA)
+    failure = result.analysis.failure
+    if failure is not None:
+        ax.axvline(failure.hours, color="tab:red", linestyle="--", linewidth=1.0)
+        kind = failure.kind + (f" ({failure.subkind})" if failure.subkind else "")
+        ax.annotate(
+            f"halt: {kind}\n{failure.hours:.1f} h",
+            xy=(failure.hours, 0.97),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, 0),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=7 if compact else 9,
+            color="tab:red",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none"},
+        )
+
+
+def _full_voltage_panel(ax: Axes, results: Sequence[FileAnalysis], *, labels: bool) -> None:
+    """A full cell's voltage (V) on the range its data spans (e.g. 2.5-4.2 V)."""
+    low, high = np.inf, -np.inf
+    for result in results:
+        _trace(ax, result, 1.0, labels=labels, compact=False)
+        low = min(low, float(result.recording.voltage_v.min()))
+        high = max(high, float(result.recording.voltage_v.max()))
+    margin = max((high - low) * FULL_MARGIN, 0.05)
+    ax.set_ylim(low - margin, high + margin)
+    ax.set_xlabel("test time / h")
+    ax.set_ylabel("cell voltage / V")
+    ax.grid(visible=True, alpha=0.3)
+
+
+def _capacity_panel(ax: Axes, results: Sequence[FileAnalysis], *, labels: bool) -> None:
+    """Discharge capacity per cycle (mAh); cycles from the halt's on faded."""
+    drawn = False
+    for result in results:
+        rec = result.recording
+        end = _end(result)
+        before = discharge_capacity(rec.t_s[:end], rec.current_a[:end], _cut(rec.cycle, end))
+        (line,) = ax.plot(
+            before.cycle,
+            before.discharge_mah,
+            marker="o",
+            markersize=3,
+            linewidth=0.8,
+            label=rec.path.stem if labels else None,
+        )
+        drawn = drawn or len(before.cycle) > 0
+        if end < len(rec):
+            whole = discharge_capacity(rec.t_s, rec.current_a, rec.cycle)
+            first = int(before.cycle[-1]) if len(before.cycle) else 0
+            later = whole.cycle >= first
+            ax.plot(
+                whole.cycle[later],
+                whole.discharge_mah[later],
+                marker="o",
+                markersize=3,
+                linewidth=0.8,
+                color=line.get_color(),
+                alpha=AFTER_HALT_ALPHA,
+            )
+            drawn = drawn or bool(later.any())
+    if not drawn:
+        _note(ax, NO_DISCHARGE_TEXT)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("discharge capacity / mAh")
+    ax.set_ylim(bottom=0)
+    ax.grid(visible=True, alpha=0.3)
+
+
+def _cut(values: np.ndarray[Any, Any] | None, end: int) -> np.ndarray[Any, Any] | None:
+    return None if values is None else values[:end]
+
+
+def _note(ax: Axes, text: str) -> None:
+    """Say in the panel why it is empty (an empty frame looks like a bug)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
 
 
 def _full_range_panel(ax: Axes, limits: VoltageRange, *, compact: bool) -> None:
@@ -235,6 +319,8 @@ def _full_range_panel(ax: Axes, limits: VoltageRange, *, compact: bool) -> None:
 
 
 def _polarization_panel(ax: Axes, results: Sequence[FileAnalysis], *, labels: bool) -> None:
+    if not any(c.complete for r in results for c in r.analysis.cycles):
+        _note(ax, NO_CYCLE_TEXT)
     for result in results:
         cycles = [c for c in result.analysis.cycles if c.complete]
         ax.plot(
@@ -258,30 +344,44 @@ def plot_files(
     cell: CellProfile,
     area_cm2: float | None = None,
     thin_li_um: float | None = None,
+    detector: DetectorSettings | None = None,
 ) -> list[FileAnalysis]:
-    """Voltage and polarization per cycle of ``files`` into ``output`` (PNG)."""
+    """Voltage and polarization per cycle of ``files`` into ``output`` (PNG).
+
+    Raises :class:`RecordingError` for the first file that cannot be read;
+    :func:`run_plot_cli` plots the readable ones instead.
+    """
     settings = AnalyticsSettings(
         cell=cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=thin_li_um
     )
-    results = [analyze_file(path, settings) for path in files]
-    limits = voltage_range(results)
+    results = [analyze_file(path, settings, detector) for path in files]
+    _save(single_figure(results, cell=cell), output)
+    return results
+
+
+def single_figure(results: Sequence[FileAnalysis], *, cell: CellProfile) -> Figure:
+    """The figure of :func:`plot_files` for files already analysed."""
     fig = _figure(SINGLE_SIZE_IN)
     grid = fig.add_gridspec(2, 2, height_ratios=(3, 2), width_ratios=(4, 1))
-    if limits.spike is not None:
-        top = fig.add_subplot(grid[0, 0])
-        _full_range_panel(fig.add_subplot(grid[0, 1]), limits, compact=False)
-    else:
-        top = fig.add_subplot(grid[0, :])
-    bottom = fig.add_subplot(grid[1, :])
     labels = len(results) > 1
-    _voltage_panel(top, results, limits, labels=labels)
-    _polarization_panel(bottom, results, labels=labels)
+    if cell == "full":
+        top = fig.add_subplot(grid[0, :])
+        _full_voltage_panel(top, results, labels=labels)
+        _capacity_panel(fig.add_subplot(grid[1, :]), results, labels=labels)
+    else:
+        limits = voltage_range(results)
+        if limits.spike is not None:
+            top = fig.add_subplot(grid[0, 0])
+            _full_range_panel(fig.add_subplot(grid[0, 1]), limits, compact=False)
+        else:
+            top = fig.add_subplot(grid[0, :])
+        _voltage_panel(top, results, limits, labels=labels)
+        _polarization_panel(fig.add_subplot(grid[1, :]), results, labels=labels)
     title = results[0].recording.path.name if len(results) == 1 else f"{len(results)} tests"
     top.set_title(f"{title} ({cell} cell)")
     if labels:
         top.legend(fontsize=8, loc="lower right")
-    _save(fig, output)
-    return results
+    return fig
 
 
 def grid_files(inputs: Sequence[Path]) -> list[Path]:
@@ -298,16 +398,31 @@ def grid_files(inputs: Sequence[Path]) -> list[Path]:
 
 
 def plot_grid(
-    inputs: Sequence[Path], output: Path, *, area_cm2: float | None = None
+    inputs: Sequence[Path],
+    output: Path,
+    *,
+    area_cm2: float | None = None,
+    unreadable: list[RecordingError] | None = None,
 ) -> list[FileAnalysis]:
-    """The Fig. 2 comparison: interphases × (symmetric, asymmetric 50 µm, 20 µm)."""
+    """The Fig. 2 comparison: interphases × (symmetric, asymmetric 50 µm, 20 µm).
+
+    ``unreadable``: files that cannot be read are collected there and their panels say
+    "no cell" (without it the first one raises :class:`RecordingError`).
+    """
     placed: dict[tuple[str, str], FileAnalysis] = {}
     for path in grid_files(inputs):
         label = parse_cell_label(path)
         settings = AnalyticsSettings(
             cell=label.cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=label.thin_li_um
         )
-        placed[(label.interphase, label.column)] = analyze_file(path, settings)
+        try:
+            placed[(label.interphase, label.column)] = analyze_file(path, settings)
+        except RecordingError as err:
+            if unreadable is None:
+                raise
+            unreadable.append(err)
+    if not placed and unreadable:  # grid_files refuses no files at all
+        raise unreadable[0]
     rows = [i for i in INTERPHASE_ORDER if any(k[0] == i for k in placed)]
     rows += sorted({k[0] for k in placed} - set(rows))
     # The paper's columns that hold a cell (the demo runs no 50 µm cell), then any other.
@@ -361,19 +476,50 @@ def run_plot_cli(
     cell: CellProfile | None,
     area_cm2: float | None,
     thin_li_um: float | None,
+    v_min_v: float | None = None,
+    v_max_v: float | None = None,
 ) -> int:
-    """``cellguard plot``; exit 2 with one line if a file cannot be read."""
-    try:
-        if grid:
-            plot_grid(files, output, area_cm2=area_cm2)
-        else:
-            if cell is None:
-                raise ConfigError(
-                    field="--cell", problem="required (symmetric or asymmetric) without --grid"
-                )
-            plot_files(files, output, cell=cell, area_cm2=area_cm2, thin_li_um=thin_li_um)
-    except RecordingError as err:
-        print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+    """``cellguard plot``: a file that cannot be read is named on stderr and the others
+    are plotted (exit 2); with none readable nothing is written."""
+    if grid:
+        if v_min_v is not None or v_max_v is not None:
+            raise ConfigError(field="--v-min", problem="the grid plots Li|Li cells: no window")
+        unreadable: list[RecordingError] = []
+        try:
+            plot_grid(files, output, area_cm2=area_cm2, unreadable=unreadable)
+        except RecordingError:
+            for err in unreadable:
+                print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+            print("cellguard: no readable file: nothing plotted", flush=True, file=sys.stderr)
+            return 2
+        for err in unreadable:
+            print(f"cellguard: {err.path}: {err.problem}", flush=True, file=sys.stderr)
+        left_out = f" ({len(unreadable)} file(s) left out)" if unreadable else ""
+        print(f"wrote {output}{left_out}")
+        return 2 if unreadable else 0
+    if cell is None:
+        raise ConfigError(
+            field="--cell", problem="required (symmetric, asymmetric or full) without --grid"
+        )
+    detector = detector_settings(cell, v_min_v=v_min_v, v_max_v=v_max_v)
+    settings = AnalyticsSettings(
+        cell=cell, area_cm2=area_cm2 or PAPER_AREA_CM2, thin_li_um=thin_li_um
+    )
+    results: list[FileAnalysis] = []
+    failed = 0
+    for path in files:
+        try:
+            results.append(analyze_file(path, settings, detector))
+        except RecordingError as err:
+            failed += 1
+            print(f"cellguard: {path}: {err.problem}", flush=True, file=sys.stderr)
+        except Exception as err:  # one file's bug must not cost the others' plot
+            failed += 1
+            problem = judging_problem(path, err)
+            print(f"cellguard: {path}: {problem}", flush=True, file=sys.stderr)
+    if not results:
+        print("cellguard: no readable file: nothing plotted", flush=True, file=sys.stderr)
         return 2
-    print(f"wrote {output}")
-    return 0
+    _save(single_figure(results, cell=cell), output)
+    print(f"wrote {output}" + (f" ({failed} file(s) left out)" if failed else ""))
+    return 2 if failed else 0

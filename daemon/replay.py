@@ -3,12 +3,12 @@
 The same detectors that judge a live channel judge every sample of a recorded file,
 in order, in chunks (so a progress bar can advance); the report says what they would
 have done: every warning, and the halt with the time and the sample it came at.
+Hours are the file's own test time (see :mod:`cellguard.daemon.filecli`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cellguard.daemon.filecli import (
+    detector_settings,
+    hours,
+    judging_problem,
+    report_failed_file,
+)
 from cellguard.drivers.files import Recording, RecordingError, read_recording
 from cellguard.protocols.detectors import (
     CellProfile,
@@ -49,7 +55,7 @@ class ReplayResult:
     ``samples`` counts the file's rows; ``judged`` the rows the detector saw (fewer
     after a halt: a halted channel records nothing more). ``seconds`` is the wall time
     of read + detect, split into ``read_s`` and ``detect_s``; ``duration_s`` is the
-    recording's own span.
+    recording's own span and ``end_s`` the test time of its last sample.
     """
 
     file: Path
@@ -61,6 +67,7 @@ class ReplayResult:
     judged: int = 0
     read_s: float = 0.0
     detect_s: float = 0.0
+    end_s: float = 0.0
 
     @property
     def halt(self) -> Verdict | None:
@@ -76,18 +83,25 @@ class ReplayResult:
         return self.samples / self.seconds if self.seconds > 0 else float("inf")
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form: one object per file."""
+        """JSON-ready form: one object per file.
+
+        ``hours`` is the test time of the file's last sample, ``halt_hours`` that of
+        the halt (or null), and every event has the ``hours`` of its sample beside the
+        file's own ``time_s``: the hours of ``analyze --json`` and the plots.
+        """
+        halt = self.halt
         return {
             "file": str(self.file),
             "source": self.source,
             "samples": self.samples,
             "judged": self.judged,
-            "hours": round(self.duration_s / 3600.0, 4),
-            "halted": self.halt is not None,
-            "halts": 1 if self.halt is not None else 0,
+            "hours": hours(self.end_s),
+            "halt_hours": None if halt is None else hours(halt.t_s),
+            "halted": halt is not None,
+            "halts": 1 if halt is not None else 0,
             "warns": self.warns,
             "seconds": round(self.seconds, 4),
-            "events": [v.as_dict() for v in self.events],
+            "events": [{**v.as_dict(), "hours": hours(v.t_s)} for v in self.events],
         }
 
 
@@ -123,6 +137,7 @@ def replay_file(
         judged=judged,
         read_s=read_done - start,
         detect_s=end - read_done,
+        end_s=float(recording.t_s[-1]),
     )
 
 
@@ -166,14 +181,17 @@ def run_replay_cli(
     area_cm2: float | None = None,
     as_json: bool = False,
     make: DetectorFactory | None = None,
+    v_min_v: float | None = None,
+    v_max_v: float | None = None,
 ) -> int:
-    """``cellguard replay``: report every file; 2 if any could not be read, else 0.
+    """``cellguard replay``: report every file; 2 if any could not be read or judged.
 
     A file that cannot be read costs one line on stderr and the others are still
     replayed. Human output is a table per file; ``as_json`` prints one JSON object per
-    file per line instead.
+    file per line instead, ``{"file": ..., "error": ...}`` for a file that failed.
+    ``v_min_v``/``v_max_v``: a full cell's voltage window (ConfigError for Li|Li).
     """
-    settings = DetectorSettings(cell=cell)
+    settings = detector_settings(cell, v_min_v=v_min_v, v_max_v=v_max_v)
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # a log file or a pipe: no terminal to fit
@@ -188,7 +206,11 @@ def run_replay_cli(
                     result = replay_file(path, settings, progress=_advance(bar, path), make=make)
         except RecordingError as err:
             failed = True
-            print(f"cellguard: {path}: {err.problem}", file=sys.stderr, flush=True)
+            report_failed_file(path, err.problem, as_json=as_json)
+            continue
+        except Exception as err:  # a detector's bug on one file must not lose the others
+            failed = True
+            report_failed_file(path, judging_problem(path, err), as_json=as_json)
             continue
         if as_json:
             line = {**result.as_dict(), "cell": cell, "area_cm2": area_cm2}
@@ -265,7 +287,7 @@ def _print_result(
         else "[green]no halt[/]"
     )
     console.print(
-        f"  {result.samples:,} samples, {result.duration_s / 3600.0:.1f} h, {verdict}, "
+        f"  {result.samples:,} samples to {result.end_s / 3600.0:.1f} h, {verdict}, "
         f"{result.warns} warn(s); read+detect {result.samples_per_s:,.0f} samples/s"
         f" (read {result.read_s:.2f} s, detect {result.detect_s:.2f} s)",
         highlight=False,

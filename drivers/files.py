@@ -4,7 +4,9 @@ Two families are read:
 
 - Battery Data Format (BDF) tables, ``.csv`` or ``.parquet``, with the preferred labels
   ``Test Time / s``, ``Voltage / V``, ``Current / A`` and optionally ``Step Index`` and
-  ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too);
+  ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too).
+  Time, voltage and current may carry another unit of :data:`BDF_UNITS` (``Test Time /
+  h``, ``Current / mA``...): they are converted to s, V and A on reading;
 - Neware ``.nda`` / ``.ndax`` binary files, through the ``fastnda`` reader;
 - BioLogic EC-Lab ``.mpr`` files, through our own parser (:mod:`cellguard.drivers.biologic`).
 
@@ -40,6 +42,15 @@ IntArray = npt.NDArray[np.int64]
 BDF_TIME = "Test Time / s"
 BDF_VOLTAGE = "Voltage / V"
 BDF_CURRENT = "Current / A"
+# The units a BDF column of each quantity may carry, and the factor to s, V or A. Labs
+# export in the unit their instrument shows (mA for coin cells, h for long tests); the
+# BDF label carries the unit, so converting is safe where guessing would not be.
+# Both micro signs are accepted: U+00B5 (keyboard, Windows) and U+03BC (Greek mu).
+BDF_UNITS: dict[str, dict[str, float]] = {
+    "Test Time": {"s": 1.0, "min": 60.0, "h": 3600.0},
+    "Voltage": {"V": 1.0, "mV": 1e-3},
+    "Current": {"A": 1.0, "mA": 1e-3, "\u00b5A": 1e-6, "\u03bcA": 1e-6, "uA": 1e-6},
+}
 # Optional columns, first match wins.
 BDF_STEP = ("Step Index", "Step Index / 1", "Step ID")
 BDF_CYCLE = ("Cycle Count", "Cycle Count / 1")
@@ -164,18 +175,27 @@ def _read_bdf(path: Path, source: Source) -> Recording:
         columns = lazy.collect_schema().names()
     except (pl.exceptions.PolarsError, OSError) as err:
         raise RecordingError(path, f"not a readable BDF table: {_one_line(err)}") from err
-    missing = [c for c in (BDF_TIME, BDF_VOLTAGE, BDF_CURRENT) if c not in columns]
+    found = _bdf_quantity_columns(path, columns)
+    missing = [
+        default
+        for default, quantity in (
+            (BDF_TIME, "Test Time"),
+            (BDF_VOLTAGE, "Voltage"),
+            (BDF_CURRENT, "Current"),
+        )
+        if quantity not in found
+    ]
     if missing:
-        found = ", ".join(repr(c) for c in columns) or "none"
+        listed = ", ".join(repr(c) for c in columns) or "none"
         names = ", ".join(repr(c) for c in missing)
-        raise RecordingError(path, f"missing column {names}; columns found: {found}")
+        raise RecordingError(path, f"missing column {names}; columns found: {listed}")
     step_col = _first_present(BDF_STEP, columns)
     cycle_col = _first_present(BDF_CYCLE, columns)
     kind_col = _first_present(BDF_STEP_KIND, columns)
     wanted = [
-        pl.col(BDF_TIME).cast(pl.Float64).alias("t_s"),
-        pl.col(BDF_VOLTAGE).cast(pl.Float64).alias("voltage_v"),
-        pl.col(BDF_CURRENT).cast(pl.Float64).alias("current_a"),
+        _si_column(*found["Test Time"]).alias("t_s"),
+        _si_column(*found["Voltage"]).alias("voltage_v"),
+        _si_column(*found["Current"]).alias("current_a"),
     ]
     if step_col is not None:
         wanted.append(pl.col(step_col).cast(pl.Int64).alias("step"))
@@ -188,6 +208,50 @@ def _read_bdf(path: Path, source: Source) -> Recording:
     except (pl.exceptions.PolarsError, OSError) as err:
         raise RecordingError(path, f"not a readable BDF table: {_one_line(err)}") from err
     return _from_frame(path, source, frame)
+
+
+def _bdf_quantity_columns(path: Path, columns: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """The column holding each quantity of :data:`BDF_UNITS`, with its factor to SI.
+
+    A label is ``Quantity / unit``; spaces around the slash do not matter. Two columns
+    of one quantity (``Current / A`` and ``Current / mA``) are refused: which one the
+    instrument meant cannot be known. So is a unit not in the table (``Current / kA``).
+    """
+    found: dict[str, tuple[str, float]] = {}
+    for column in columns:
+        name, slash, unit = column.partition("/")
+        quantity = name.strip()
+        units = BDF_UNITS.get(quantity)
+        if units is None:
+            continue
+        accepted = ", ".join(u for u in units if u != "\u03bcA")
+        if not slash:
+            problem = (
+                f"column {column!r} has no unit; label it '{quantity} / <unit>' "
+                f"with one of {accepted}"
+            )
+            raise RecordingError(path, problem)
+        factor = units.get(unit.strip())
+        if factor is None:
+            problem = (
+                f"column {column!r}: unknown unit {unit.strip()!r} for {quantity.lower()}; "
+                f"accepted: {accepted}"
+            )
+            raise RecordingError(path, problem)
+        if quantity in found:
+            first = found[quantity][0]
+            problem = (
+                f"two {quantity.lower()} columns, {first!r} and {column!r}: "
+                "keep one (cellguard cannot tell which the instrument meant)"
+            )
+            raise RecordingError(path, problem)
+        found[quantity] = (column, factor)
+    return found
+
+
+def _si_column(column: str, factor: float) -> pl.Expr:
+    value = pl.col(column).cast(pl.Float64)
+    return value if factor == 1.0 else value * factor
 
 
 def _read_neware(path: Path, source: Source) -> Recording:

@@ -41,7 +41,10 @@ def test_replay_refuses_a_damaged_mpr_in_one_line(
     assert code == 2
     assert err.count("\n") == 1
     assert "cut.mpr: truncated" in err
-    assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == [OCV.name]
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [Path(r["file"]).name for r in records] == ["cut.mpr", OCV.name]
+    assert "truncated" in records[0]["error"]  # the damaged file still has its record
+    assert "error" not in records[1]
 
 
 def test_analyze_tabulates_the_cycles_of_an_mpr(capsys: pytest.CaptureFixture[str]) -> None:

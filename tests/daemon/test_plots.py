@@ -9,13 +9,27 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from shared import NEWARE_FILES
 from test_analyze_cli import simulated_file
+from test_file_commands import full_cell
 
+from cellguard.daemon import plots as plots_mod
 from cellguard.daemon.analyze import analyze_file
 from cellguard.daemon.cli import main
 from cellguard.daemon.demo import run_demo
-from cellguard.daemon.plots import cell_file_name, voltage_range
+from cellguard.daemon.filecli import detector_settings
+from cellguard.daemon.plots import (
+    AFTER_HALT_ALPHA,
+    NO_CYCLE_TEXT,
+    NO_DISCHARGE_TEXT,
+    cell_file_name,
+    single_figure,
+    voltage_range,
+)
 from cellguard.protocols.analytics import AnalyticsSettings
+from cellguard.protocols.detectors import DetectorSettings
 
 SINGLE_PX = (700, 1000)  # rows, columns: 10 × 7 in at 100 dpi
 GRID_PX = (1000, 1300)
@@ -116,3 +130,144 @@ def test_without_matplotlib_plot_says_how_to_install_it(
     assert len(err) == 1
     assert "pip install 'cellguard[plot]'" in err[0]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 14
+
+
+def _axes_by_ylabel(fig: Figure) -> dict[str, Axes]:
+    return {ax.get_ylabel(): ax for ax in fig.axes if ax.get_ylabel()}
+
+
+def test_an_unreadable_file_is_named_and_the_others_are_plotted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = simulated_file(tmp_path / "SEI_symmetric.csv", "SEI", 100.0, 6.0)
+    bad = tmp_path / "broken.csv"
+    bad.write_text("Test Time / s,Voltage / V,Current / A\n0,0.01,1e-4\n5,0.01\n")
+    out = tmp_path / "p.png"
+    assert main(["plot", str(good), str(bad), "--cell", "symmetric", "-o", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    assert err.splitlines() == [f"cellguard: {bad}: " + err.split(": ", 2)[2].strip()]
+    assert "broken.csv" in err
+    assert f"wrote {out} (1 file(s) left out)" in stdout
+    assert _image(out).shape[:2] == SINGLE_PX
+
+
+def test_no_readable_file_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.png"
+    assert main(["plot", str(tmp_path / "gone.csv"), "--cell", "symmetric", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"cellguard: {tmp_path / 'gone.csv'}: no such file",
+        "cellguard: no readable file: nothing plotted",
+    ]
+    assert not out.exists()
+
+
+def test_the_trace_goes_on_after_the_halt_faded(tmp_path: Path) -> None:
+    """The MII-1 20 µm cell depletes near 50 h; the file runs to 60 h: drawn to 60 h,
+    the part after the halt faded, the halt still marked."""
+    source = simulated_file(tmp_path / "MII-1_asymmetric-20um.csv", "MII-1", 20.0, 60.0)
+    result = analyze_file(source, AnalyticsSettings(cell="asymmetric", thin_li_um=20.0))
+    failure = result.analysis.failure
+    assert failure is not None
+    fig = single_figure([result], cell="asymmetric")
+    ax = _axes_by_ylabel(fig)["cell voltage / mV"]
+    traces = [line for line in ax.get_lines() if len(np.asarray(line.get_xdata())) > 2]
+    solid = [line for line in traces if line.get_alpha() is None]
+    faded = [line for line in traces if line.get_alpha() == AFTER_HALT_ALPHA]
+    assert len(solid) == len(faded) == 1
+    solid_h = np.asarray(solid[0].get_xdata())
+    faded_h = np.asarray(faded[0].get_xdata())
+    assert solid_h.max() == pytest.approx(failure.hours, abs=0.02)
+    assert faded_h.min() == pytest.approx(failure.hours, abs=0.02)
+    assert faded_h.max() == pytest.approx(60.0, abs=0.02)
+    assert faded[0].get_color() == solid[0].get_color()
+    halt_marks = [line for line in ax.get_lines() if np.asarray(line.get_xdata()).size == 2]
+    assert any(np.asarray(m.get_xdata())[0] == pytest.approx(failure.hours) for m in halt_marks)
+    assert any(t.get_text().startswith("halt: depletion") for t in ax.texts)
+
+
+def test_an_empty_polarization_panel_says_why(tmp_path: Path) -> None:
+    """0.9 h at 1 h per half cycle: not even the first half cycle is over."""
+    source = simulated_file(tmp_path / "SEI_symmetric.csv", "SEI", 100.0, 0.9)
+    result = analyze_file(source, AnalyticsSettings(cell="symmetric"))
+    assert not any(c.complete for c in result.analysis.cycles)
+    fig = single_figure([result], cell="symmetric")
+    panel = _axes_by_ylabel(fig)["polarization / mV"]
+    assert [t.get_text() for t in panel.texts] == [NO_CYCLE_TEXT]
+    longer = simulated_file(tmp_path / "SEI_symmetric-2.csv", "SEI", 100.0, 4.0)
+    fig = single_figure(
+        [analyze_file(longer, AnalyticsSettings(cell="symmetric"))], cell="symmetric"
+    )
+    assert list(_axes_by_ylabel(fig)["polarization / mV"].texts) == []
+
+
+def test_a_full_cell_plots_volts_and_discharge_capacity_per_cycle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real 21.6 h Neware full cell (2.5-4.2 V, 8 cycles of ~4.7 Ah)."""
+    source = NEWARE_FILES / "TESTCELL0001-B2-2025-M50T_NewareNDA_Investigation.ndax"
+    out = tmp_path / "full.png"
+    assert main(["plot", str(source), "--cell", "full", "--v-min", "2.0", "-o", str(out)]) == 0
+    assert _image(out).shape[:2] == SINGLE_PX
+    result = analyze_file(source, AnalyticsSettings(cell="full"))
+    fig = single_figure([result], cell="full")
+    axes = _axes_by_ylabel(fig)
+    assert set(axes) == {"cell voltage / V", "discharge capacity / mAh"}
+    low, high = axes["cell voltage / V"].get_ylim()
+    v = result.recording.voltage_v
+    assert low < float(v.min()) < float(v.max()) < high
+    assert high - low < 1.2 * float(v.max() - v.min())  # the data's range, not 0-5 V
+    (line,) = axes["discharge capacity / mAh"].get_lines()
+    assert list(line.get_xdata()) == list(range(1, 9))
+    capacity = np.asarray(line.get_ydata())
+    assert 4600 < capacity[1:].min() <= capacity[1:].max() < 4800  # cycle 1 is partial
+
+
+def test_a_full_cell_without_discharge_says_so(tmp_path: Path) -> None:
+    source = full_cell(tmp_path / "fresh.csv")
+    result = analyze_file(
+        source, AnalyticsSettings(cell="full"), detector_settings("full", v_min_v=0)
+    )
+    fig = single_figure([result], cell="full")
+    panel = _axes_by_ylabel(fig)["discharge capacity / mAh"]
+    assert [t.get_text() for t in panel.texts] == [NO_DISCHARGE_TEXT]
+
+
+def test_plot_passes_the_window_to_the_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[DetectorSettings | None] = []
+    real = plots_mod.analyze_file
+
+    def spy(path: Path, settings: AnalyticsSettings, detector: DetectorSettings | None = None):  # type: ignore[no-untyped-def]
+        seen.append(detector)
+        return real(path, settings, detector)
+
+    monkeypatch.setattr(plots_mod, "analyze_file", spy)
+    source = full_cell(tmp_path / "fresh.csv")
+    argv = ["plot", str(source), "--cell", "full", "--v-min", "0", "--v-max", "4.9"]
+    assert main([*argv, "-o", str(tmp_path / "f.png")]) == 0
+    (detector,) = seen
+    assert detector is not None
+    assert (detector.full_v_min_v, detector.full_v_max_v) == (0.0, 4.9)
+
+
+def test_the_grid_leaves_out_an_unreadable_file_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulated_file(tmp_path / "SEI_symmetric.csv", "SEI", 100.0, 6.0)
+    (tmp_path / "MII-1_symmetric.csv").write_text("Test Time / s,Voltage / V\n0,0.01\n")
+    out = tmp_path / "g.png"
+    assert main(["plot", "--grid", str(tmp_path), "-o", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"cellguard: {tmp_path / 'MII-1_symmetric.csv'}: missing column 'Current / A'; "
+        "columns found: 'Test Time / s', 'Voltage / V'"
+    ]
+    assert f"wrote {out} (1 file(s) left out)" in stdout
+    assert _image(out).shape[:2] == GRID_PX

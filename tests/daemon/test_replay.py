@@ -377,7 +377,7 @@ def test_cli_reports_each_file_in_a_table_and_a_summary(
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
     assert "healthy.csv (symmetric cell): no events" in out
-    assert "2,880 samples, 24.0 h, no halt" in out
+    assert "2,880 samples to 24.0 h, no halt" in out
     assert "shorted.parquet" in out
     assert "short" in out
     assert "halted at 10.25" in out
@@ -436,7 +436,12 @@ def test_corrupt_file_costs_one_stderr_line_and_exit_2_but_others_are_reported(
     assert code == 2
     assert err.count("\n") == 1
     assert err.startswith(f"cellguard: {CORRUPT_NDAX}: damaged Neware file")
-    assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == ["healthy.csv"]
+    corrupt, healthy = (json.loads(line) for line in out.splitlines())
+    # The failed file has its own record, so a script reading the lines misses none.
+    assert corrupt == {"file": str(CORRUPT_NDAX), "error": err.split(": ", 2)[2].strip()}
+    assert corrupt["error"].startswith("damaged Neware file")
+    assert Path(healthy["file"]).name == "healthy.csv"
+    assert "error" not in healthy
 
 
 def test_unknown_suffix_and_missing_column_in_one_call(
@@ -502,7 +507,9 @@ def test_installed_command_replays_real_and_corrupt_files(healthy_csv: Path) -> 
     )
     assert proc.returncode == 2
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [Path(d["file"]).name for d in lines] == [HEALTHY_NDAX[1].name, "healthy.csv"]
+    names = [Path(d["file"]).name for d in lines]
+    assert names == [HEALTHY_NDAX[1].name, CORRUPT_NDAX.name, "healthy.csv"]
+    assert lines[1] == {"file": str(CORRUPT_NDAX), "error": _corrupt_problem()}
     assert proc.stderr.splitlines() == [
         f"cellguard: {CORRUPT_NDAX}: " + str(_corrupt_problem()),
     ]
@@ -530,4 +537,4 @@ def test_progress_bar_only_on_a_terminal_and_gone_after(
     assert "judging a.parquet" in text
     assert "judging b.parquet" in text
     assert text.count("(symmetric cell): no events") == 2
-    assert text.count("3,600 samples, 30.0 h") == 2
+    assert text.count("3,600 samples to 30.0 h") == 2
