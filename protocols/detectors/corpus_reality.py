@@ -68,33 +68,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from cellguard.drivers.files import StepKind
-from cellguard.drivers.sim import SimCell, SimCellSpec, SimFullCell, SimFullCellSpec
-from cellguard.protocols.detectors import _reality_effects as fx
-from cellguard.protocols.detectors._reality_sim import (
-    HARD_SHORT_OHM_CM2,
-    GarnetCell,
-    Segment,
-    eis_schedule,
-    log_on_change,
-    run_full,
-    run_lili,
-)
-from cellguard.protocols.detectors.corpus import (
-    AREA_CM2,
-    VOLTAGE_RANGE_V,
-    Case,
-    CellKind,
-    _drop_onset,
-    _judgeable,
-    _with_transients,
-)
+from cellguard.drivers.sim import SimFullCell, SimFullCellSpec
+from cellguard.protocols.detectors._reality_build import Kinds, Recipe, build_lili
+from cellguard.protocols.detectors._reality_sim import Segment, eis_schedule, run_full
+from cellguard.protocols.detectors.corpus import AREA_CM2, VOLTAGE_RANGE_V, Case, CellKind
 
 __all__ = [
     "REALITY_FAULT_FAMILIES",
@@ -122,48 +103,15 @@ REALITY_NON_FAULT_FAMILIES = (
     "garnet",
 )
 
-Kinds = Literal["source", "unknown", "none"]
-FloatArray = npt.NDArray[np.float64]
 
 _S_PER_H = 3600.0
 _HALF_S = 3600.0
 _CCD_STEP_MAH_CM2 = 0.25
 _NOISES_V = (20e-6, 50e-6, 200e-6)
-_AFTER_HARD_S = 3 * _S_PER_H
-_AFTER_OBSERVABLE_S = 1 * _S_PER_H
 
 
 def _amps(density_ma_cm2: float) -> float:
     return density_ma_cm2 * 1e-3 * AREA_CM2
-
-
-@dataclass
-class _Recipe:
-    """Everything one Li|Li case is made of."""
-
-    family: str
-    protocol: str
-    segments: list[Segment]
-    seed: int
-    interval_s: float
-    density_ma_cm2: float
-    noise_v: float
-    tau_s: float
-    cell: CellKind = "symmetric"
-    interphase: str = "SEI"
-    li_working_um: float = 100.0
-    li_counter_um: float = 100.0
-    swing: float = 0.0
-    kinds: Kinds = "none"
-    short: Literal["hard", "soft"] | None = None
-    onset_s: float = math.nan
-    garnet_asr_ohm_cm2: float = 0.0
-    log: tuple[float, float] | None = None  # (dE in V, dt in s)
-    bursts: int = 0
-    nucleation: tuple[float, float] | None = None  # (height, peak_s)
-    activation: tuple[float, float] | None = None  # (end factor, over_h)
-    liquid: tuple[float, float, float] | None = None  # (gain, tau_h, spikes per h)
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class _Draw:
@@ -244,152 +192,15 @@ def _one_way(
     )
 
 
-# -- building a Li|Li case -------------------------------------------------------------
-
-
-def _lili(r: _Recipe, name: str, held_out: bool) -> Case:
-    cell: SimCell | GarnetCell
-    if r.garnet_asr_ohm_cm2 > 0:
-        cell = GarnetCell(r.garnet_asr_ohm_cm2, AREA_CM2)
-    else:
-        spec = SimCellSpec(
-            interphase=r.interphase,
-            area_cm2=AREA_CM2,
-            li_counter_um=r.li_counter_um,
-            li_working_um=r.li_working_um,
-            never_short=True,
-            noise_v=0.0,  # the instrument noise comes below, shared with the twin
-            temperature_swing=r.swing,
-        )
-        cell = SimCell(spec, r.seed)
-    trace = run_lili(cell, r.segments, area_cm2=AREA_CM2, interval_s=r.interval_s,
-                     fine=r.log is not None)  # fmt: skip
-    if isinstance(cell, SimCell) and min(cell.li_working_mah_cm2, cell.li_counter_mah_cm2) <= 0:
-        msg = f"{name}: an electrode ran out of Li; plan thicker ones"
-        raise RuntimeError(msg)
-    t, i, v, step, cycle, kind = trace.arrays()
-    bounds = np.asarray(trace.bounds_s, dtype=np.float64)
-    rng = np.random.default_rng(r.seed)
-    fault_rng = np.random.default_rng(r.seed + 1)
-
-    if r.short is not None:
-        if r.short == "hard":
-            end_s = r.onset_s + _AFTER_HARD_S
-        else:
-            end_s = r.onset_s + r.extra.get("after_s", 6 * _S_PER_H)
-        keep_n = int(np.searchsorted(t, end_s, side="right"))
-        t, i, v, step, cycle, kind = (
-            t[:keep_n],
-            i[:keep_n],
-            v[:keep_n],
-            step[:keep_n],
-            cycle[:keep_n],
-            kind[:keep_n],
-        )
-        bounds = bounds[bounds < t[-1]]
-
-    # What healthy fresh / liquid cells do (the twin has it too).
-    if r.nucleation is not None:
-        height, peak_s = r.nucleation
-        first = (step == step[0]) & (i != 0.0)
-        v = fx.nucleation(t, v, first, start_s=0.0, height=height, peak_s=peak_s)
-    if r.activation is not None:
-        v = v * fx.activation(t, end_factor=r.activation[0], over_h=r.activation[1])
-    sigma: float | FloatArray = r.noise_v
-    if r.liquid is not None:
-        gain, tau_h, rate = r.liquid
-        v = v * fx.liquid_spikes(t, i, rng, rate_per_h=rate, tau_h=tau_h)
-        sigma = fx.liquid_noise(t, r.noise_v, gain=gain, tau_h=tau_h)
-
-    twin = v
-    if r.short == "hard":
-        shorted = t >= r.onset_s - 1e-6
-        v = np.where(shorted, i / AREA_CM2 * HARD_SHORT_OHM_CM2, v)
-    elif r.short == "soft":
-        v = v * fx.soft_short_keep(t, r.onset_s, fault_rng)
-
-    noise = rng.normal(0.0, 1.0, len(t)) * sigma
-    v = _with_transients(t, v, bounds, r.tau_s) + noise
-    twin = _with_transients(t, twin, bounds, r.tau_s) + noise
-
-    if r.log is not None:
-        keep = log_on_change(t, v, step, dv_v=r.log[0], dt_s=r.log[1])
-        t, i, v, twin = t[keep], i[keep], v[keep], twin[keep]
-        step, cycle, kind = step[keep], cycle[keep], kind[keep]
-    v = np.clip(v, -VOLTAGE_RANGE_V, VOLTAGE_RANGE_V)
-
-    glitches: tuple[int, ...] = ()
-    if r.bursts:
-        starts = fx.burst_times(t, i, rng, r.bursts)
-        heights = [float(rng.choice((-1.0, 1.0)) * rng.uniform(0.02, 1.0)) for _ in starts]
-        arrays: dict[str, npt.NDArray[np.generic]] = {
-            "t_s": t, "voltage_v": v, "current_a": i, "step": step, "cycle": cycle, "kind": kind,
-        }  # fmt: skip
-        arrays, glitches = fx.insert_bursts(arrays, starts, heights)
-        t = arrays["t_s"].astype(np.float64)
-        v = arrays["voltage_v"].astype(np.float64)
-        i = arrays["current_a"].astype(np.float64)
-        step = arrays["step"].astype(np.int64)
-        cycle = arrays["cycle"].astype(np.int64)
-        kind = arrays["kind"].astype(np.int64)
-
-    phys: int | None = None
-    onset: int | None = None
-    if r.short is not None:
-        phys = int(np.flatnonzero(t >= r.onset_s - 1e-6)[0])
-        after = np.zeros(len(t), dtype=bool)
-        after[phys:] = True
-        judge = _judgeable(t, i, bounds, r.tau_s) & after
-        if r.short == "hard":
-            hits = np.flatnonzero(judge)
-            onset = int(hits[0]) if hits.size else None
-        else:
-            onset = _drop_onset(judge, v, twin, r.noise_v, soft=True)
-        if onset is None or float(t[onset]) + _AFTER_OBSERVABLE_S > float(t[-1]):
-            msg = f"{name}: the short is not observable an hour before the trace ends"
-            raise RuntimeError(msg)
-
-    step_kind = None if r.kinds == "none" else kind
-    if r.kinds == "unknown":
-        step_kind = np.zeros_like(kind)
-    return Case(
-        name=name,
-        family=r.family,
-        t_s=t,
-        voltage_v=v,
-        current_a=i,
-        step=step,
-        cycle=cycle,
-        cell=r.cell,
-        fault="short" if r.short else None,
-        subkind=r.short,
-        physical_onset_index=phys,
-        onset_index=onset,
-        interval_s=r.interval_s if r.log is None else r.log[1],
-        current_density_ma_cm2=r.density_ma_cm2,
-        noise_v=r.noise_v,
-        held_out=held_out,
-        interphase="LLZO" if r.garnet_asr_ohm_cm2 > 0 else r.interphase,
-        li_working_um=r.li_working_um,
-        seed=r.seed,
-        reversal_tau_s=r.tau_s,
-        temperature_swing=r.swing,
-        glitch_indices=glitches,
-        step_kind=step_kind,
-        protocol=r.protocol,
-        log_dv_v=0.0 if r.log is None else r.log[0],
-    )
-
-
 # -- the families ----------------------------------------------------------------------
 
 
-def _plating(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _plating(d: _Draw, n: int, quick: bool) -> Recipe:
     iv, hours = ((30.0, 10.0), (60.0, 40.0), (10.0, 20.0), (1.0, 5.0))[n]
     if quick:
         hours = min(hours, 8.0)
     segs, j, geo = _one_way(d, "plating", hours, n)
-    return _Recipe(
+    return Recipe(
         "plating", "plating", segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         cell="asymmetric", interphase=("SEI", "MII-3", "MII-2", "MII-1")[n],
         li_working_um=geo["working"], li_counter_um=geo["counter"], swing=d.u(0.0, 0.1),
@@ -397,34 +208,34 @@ def _plating(d: _Draw, n: int, quick: bool) -> _Recipe:
     )  # fmt: skip
 
 
-def _hold(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _hold(d: _Draw, n: int, quick: bool) -> Recipe:
     iv, hours = ((60.0, 30.0), (30.0, 50.0), (10.0, 12.0))[n]
     if quick:
         hours = min(hours, 10.0)
     segs, j, geo = _one_way(d, "hold", hours, n)
-    return _Recipe(
+    return Recipe(
         "hold", "hold", segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         interphase=("MII-3", "SEI", "MII-1")[n], li_working_um=geo["working"],
         li_counter_um=geo["counter"], swing=d.u(0.0, 0.1),
     )  # fmt: skip
 
 
-def _ccd_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _ccd_case(d: _Draw, n: int, quick: bool) -> Recipe:
     protocol, iv = (("ccd-same", 10.0), ("ccd-alternating", 5.0), ("ccd-same", 1.0))[n]
     segs, j, geo = _one_way(d, protocol, 0.0, n)
-    return _Recipe(
+    return Recipe(
         "ccd", protocol, segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         interphase=("SEI", "MII-3", "MII-2")[n], li_working_um=geo["working"],
         li_counter_um=geo["counter"],
     )  # fmt: skip
 
 
-def _early_hard(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _early_hard(d: _Draw, n: int, quick: bool) -> Recipe:
     protocol, iv = (("hold", 10.0), ("ccd-same", 5.0), ("plating", 30.0), ("ccd-alternating", 1.0))[
         n
     ]
     segs, j, geo = _one_way(d, protocol, 6.0, n)
-    r = _Recipe(
+    r = Recipe(
         "early-short-hard", protocol, segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         cell="asymmetric" if protocol == "plating" else "symmetric",
         interphase=("SEI", "MII-3", "MII-1", "MII-2")[n], li_working_um=geo["working"],
@@ -435,7 +246,7 @@ def _early_hard(d: _Draw, n: int, quick: bool) -> _Recipe:
     return r
 
 
-def _one_way_soft(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _one_way_soft(d: _Draw, n: int, quick: bool) -> Recipe:
     protocol, iv = (("hold", 30.0), ("plating", 60.0), ("hold", 10.0))[n]
     onset_h = d.u(2.0, 6.0 if quick else 20.0)
     segs, _, geo = _one_way(d, protocol, onset_h + 10.0, n)
@@ -443,44 +254,44 @@ def _one_way_soft(d: _Draw, n: int, quick: bool) -> _Recipe:
     j = 0.5 if protocol == "hold" else 1.0
     sign = 1.0 if segs[0].current_a > 0 else -1.0
     segs = [Segment(StepKind.CC, segs[0].duration_s, sign * _amps(j), step=1, cycle=1)]
-    return _Recipe(
+    return Recipe(
         "one-way-short-soft", protocol, segs, d.cell_seed(), iv, j, d.pick((20e-6, 50e-6)),
         d.tau_s(), cell="asymmetric" if protocol == "plating" else "symmetric",
         interphase=("SEI", "MII-3", "MII-2")[n], li_working_um=geo["working"],
         li_counter_um=geo["counter"], short="soft", onset_s=onset_h * _S_PER_H,
-        extra={"after_s": 8 * _S_PER_H},
+        after_onset_s=8 * _S_PER_H,
     )  # fmt: skip
 
 
-def _telegraph(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _telegraph(d: _Draw, n: int, quick: bool) -> Recipe:
     iv = (30.0, 60.0, 10.0, 1.0)[n]
     j = (0.5, 1.0, 0.5, 1.0)[n]
     onset_h = d.u(4.05, 8.0 if quick or iv == 1.0 else 24.0)
     half = math.ceil(onset_h + 9.0)
     cell: CellKind = ("symmetric", "asymmetric")[n % 2]
-    return _Recipe(
+    return Recipe(
         "soft-short-telegraph", "square-wave", _square(_amps(j), half), d.cell_seed(), iv, j,
         d.pick((20e-6, 50e-6, 200e-6) if j >= 1.0 else (20e-6, 50e-6)), d.tau_s(), cell=cell,
         interphase=("SEI", "MII-3", "MII-2", "SEI")[n],
         li_working_um=100.0 if cell == "symmetric" else 50.0, swing=d.u(0.0, 0.1),
-        short="soft", onset_s=onset_h * _S_PER_H, extra={"after_s": 8 * _S_PER_H},
+        short="soft", onset_s=onset_h * _S_PER_H, after_onset_s=8 * _S_PER_H,
     )  # fmt: skip
 
 
-def _log_on_change(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _log_on_change(d: _Draw, n: int, quick: bool) -> Recipe:
     de_v, dt_s, hours = ((10e-3, 60.0, 24.0), (5e-3, 30.0, 48.0), (1e-3, 120.0, 36.0),
                          (10e-3, 15.0, 12.0))[n]  # fmt: skip
     if quick:
         hours = 12.0
     j = d.pick((0.5, 1.0))
-    return _Recipe(
+    return Recipe(
         "log-on-change", "square-wave", _square(_amps(j), int(hours)), d.cell_seed(), dt_s, j,
         d.noise_v(), d.tau_s(), interphase=("SEI", "MII-3", "MII-2", "MII-1")[n],
         swing=d.u(0.0, 0.1), log=(de_v, dt_s), bursts=2 if quick else 3,
     )  # fmt: skip
 
 
-def _impedance_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _impedance_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv = (30.0, 10.0, 60.0, 1.0)[n]
     kinds: Kinds = ("source", "unknown")[n % 2]
     j = d.pick((0.1, 0.5, 1.0))
@@ -503,48 +314,48 @@ def _impedance_case(d: _Draw, n: int, quick: bool) -> _Recipe:
                             eis_amplitude_a=amplitude_a, eis_per_decade=per_decade))  # fmt: skip
         segs.append(Segment(StepKind.REST, 60.0 * round(d.u(5, 10)), step=step + 2, cycle=cycle))
         step += 3
-    return _Recipe(
+    return Recipe(
         "impedance", "cycling+geis", segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         interphase=("SEI", "MII-3", "MII-2", "SEI")[n], kinds=kinds,
     )  # fmt: skip
 
 
-def _nucleation_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _nucleation_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv, hours = ((1.0, 6.0), (30.0, 24.0))[n]
     j = d.pick((0.5, 1.0))
-    return _Recipe(
+    return Recipe(
         "nucleation", "square-wave", _square(_amps(j), int(hours)), d.cell_seed(), iv, j,
         d.noise_v(), d.tau_s(), interphase=("SEI", "MII-3")[n],
         nucleation=(d.u(1.0, 3.0), d.u(2.0, 120.0)),
     )  # fmt: skip
 
 
-def _activation_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _activation_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv, over_h = ((60.0, 30.0), (30.0, 10.0), (10.0, 50.0))[n]
     if quick:
         over_h = 10.0
     j = d.pick((0.5, 1.0))
     half = math.ceil(over_h * 1.2)
-    return _Recipe(
+    return Recipe(
         "fresh-activation", "square-wave", _square(_amps(j), half), d.cell_seed(), iv, j,
         d.noise_v(), d.tau_s(), interphase=("SEI", "MII-3", "SEI")[n],
         activation=(round(d.u(0.5, 0.8), 3), over_h), nucleation=(d.u(0.5, 2.0), d.u(2.0, 60.0)),
     )  # fmt: skip
 
 
-def _liquid_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _liquid_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv, hours = ((10.0, 24.0), (60.0, 48.0))[n]
     if quick:
         hours = 12.0
     j = d.pick((0.5, 1.0))
-    return _Recipe(
+    return Recipe(
         "liquid-early", "square-wave", _square(_amps(j), int(hours)), d.cell_seed(), iv, j,
         d.pick((20e-6, 50e-6)), d.tau_s(), interphase="SEI",
         liquid=(d.u(3.0, 10.0), d.u(2.0, 10.0), d.u(1.0, 3.0)),
     )  # fmt: skip
 
 
-def _pause_case(d: _Draw, n: int, quick: bool) -> _Recipe:
+def _pause_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv = (30.0, 10.0, 60.0, 1.0)[n]
     kinds: Kinds = ("source", "unknown")[n % 2]
     j = d.pick((0.1, 0.5, 1.0))
@@ -564,13 +375,13 @@ def _pause_case(d: _Draw, n: int, quick: bool) -> _Recipe:
             Segment(StepKind.CC, seg.duration_s - done_s, seg.current_a, step=seg.step,
                     cycle=seg.cycle),
         ]  # fmt: skip
-    return _Recipe(
+    return Recipe(
         "pause", "square-wave+pause", segs, d.cell_seed(), iv, j, d.noise_v(), d.tau_s(),
         interphase=("SEI", "MII-3", "MII-2", "MII-1")[n], kinds=kinds,
     )  # fmt: skip
 
 
-def _garnet(d: _Draw, n: int, quick: bool, *, short: bool) -> _Recipe:
+def _garnet(d: _Draw, n: int, quick: bool, *, short: bool) -> Recipe:
     iv = (30.0, 60.0, 10.0)[n]
     current_a = d.u(1e-6, 20e-6)
     overpotential_v = d.u(2e-3, 6e-3)
@@ -580,7 +391,7 @@ def _garnet(d: _Draw, n: int, quick: bool, *, short: bool) -> _Recipe:
     half = 12 if quick else 24
     if short:
         half = math.ceil(onset_s / _HALF_S + 4)
-    return _Recipe(
+    return Recipe(
         "garnet-short-hard" if short else "garnet", "square-wave",
         _square(current_a, half), d.cell_seed(), iv, current_a * 1e3 / AREA_CM2, noise_v,
         d.tau_s(), garnet_asr_ohm_cm2=asr_ohm_cm2, short="hard" if short else None,
@@ -648,7 +459,7 @@ def _formation(d: _Draw, n: int, quick: bool, held_out: bool) -> Case:
 
 
 # (family, cases in the full set, in the quick set, maker)
-_FAMILIES: tuple[tuple[str, int, int, Callable[[_Draw, int, bool], _Recipe]], ...] = (
+_FAMILIES: tuple[tuple[str, int, int, Callable[[_Draw, int, bool], Recipe]], ...] = (
     ("plating", 4, 1, _plating),
     ("hold", 3, 1, _hold),
     ("ccd", 3, 2, _ccd_case),
@@ -667,7 +478,7 @@ _FAMILIES: tuple[tuple[str, int, int, Callable[[_Draw, int, bool], _Recipe]], ..
 _FORMATION_CASES = (4, 2)
 
 
-def _name(r: _Recipe, n: int) -> str:
+def _name(r: Recipe, n: int) -> str:
     kind = f"{r.cell[:3]}-{'LLZO' if r.garnet_asr_ohm_cm2 > 0 else r.interphase}"
     if r.cell == "asymmetric":
         kind += f"-{r.li_working_um:g}um"
@@ -695,7 +506,7 @@ def generate_reality(
     for family, full_n, quick_n, make in _FAMILIES:
         for n in range(quick_n if quick else full_n):
             recipe = make(_Draw(seed, held_out, family, n), n, quick)
-            cases.append(_lili(recipe, _name(recipe, n), held_out))
+            cases.append(build_lili(recipe, _name(recipe, n), held_out))
             if progress is not None:
                 progress(cases[-1])
     for n in range(_FORMATION_CASES[1] if quick else _FORMATION_CASES[0]):
