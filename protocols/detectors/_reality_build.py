@@ -27,6 +27,7 @@ from cellguard.protocols.detectors._reality_sim import (
 )
 from cellguard.protocols.detectors.corpus import (
     AREA_CM2,
+    OBSERVABLE_NOISE_SIGMAS,
     VOLTAGE_RANGE_V,
     Case,
     CellKind,
@@ -171,8 +172,11 @@ def _spikes(r: Recipe, c: _Columns, rng: np.random.Generator) -> tuple[_Columns,
 
 
 def _labels(r: Recipe, c: _Columns, bounds: FloatArray, name: str) -> tuple[int | None, int | None]:
-    """The classic corpus' labels: hard, first judgeable sample at or after the onset;
-    soft, its second low sample against the twin."""
+    """The classic corpus' labels: hard, the first judgeable sample at or after the
+    onset; soft, its second low sample against the twin. A hard short's sample counts
+    only if its deficit against the twin is out of the noise too (the classic soft and
+    micro clause): classic hard shorts always are, but in a µA garnet cell the noise is
+    of the order of the overpotential and one sample near 0 V can still be noise."""
     if r.short is None:
         return None, None
     phys = int(np.flatnonzero(c.t_s >= r.onset_s - 1e-6)[0])
@@ -181,7 +185,8 @@ def _labels(r: Recipe, c: _Columns, bounds: FloatArray, name: str) -> tuple[int 
     judge = _judgeable(c.t_s, c.current_a, bounds, r.tau_s) & after
     onset: int | None
     if r.short == "hard":
-        hits = np.flatnonzero(judge)
+        deficit_v = np.abs(c.twin_v) - np.abs(c.voltage_v)
+        hits = np.flatnonzero(judge & (deficit_v > OBSERVABLE_NOISE_SIGMAS * r.noise_v))
         onset = int(hits[0]) if hits.size else None
     else:
         onset = _drop_onset(judge, c.voltage_v, c.twin_v, r.noise_v, soft=True)
