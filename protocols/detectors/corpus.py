@@ -66,6 +66,12 @@ Labels — the definition the benchmark uses:
 Healthy cases have both indices ``None``. ``held_out=True`` gives a disjoint set: odd
 cell seeds instead of even ones and parameters drawn from a different stream. Nobody
 tunes on it.
+
+What real recordings add (one-direction protocols, logging on change, impedance sweeps,
+fresh cells, pauses, full-cell formation, µA garnet cells, real soft shorts) is in
+:mod:`cellguard.protocols.detectors.corpus_reality`:
+``generate_reality(seed, held_out=, quick=)`` gives those cases, of this same
+:class:`Case` type; this module's cases do not change.
 """
 
 from __future__ import annotations
