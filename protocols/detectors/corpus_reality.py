@@ -13,7 +13,7 @@ Same :class:`~cellguard.protocols.detectors.corpus.Case` type, same label semant
 draw; healthy cases have both ``None``), same 0.785 cm² cells and ±5 V range, even /
 odd cell seeds for the tuning / held-out sets. The classic corpus is untouched: its
 cases stay byte-identical. ``quick=True`` is a subset (one or two per family) for
-tests, a few seconds on one core.
+tests: under a second on one core (the whole tuning set takes ~3 s).
 
 Every case carries ``t_s``, ``voltage_v``, ``current_a``, ``step``, ``cycle``, the cell
 profile (``cell``: symmetric, asymmetric or full), ``protocol`` and ``step_kind``: an
@@ -36,7 +36,8 @@ Families — must never halt:
   0.1 mA about zero mean, two recorded points per frequency half a period apart),
   OCV rest before and after; ``step_kind`` from the source or all UNKNOWN.
 * ``nucleation`` — fresh cell: a sharp peak in the first half cycle, then lower.
-* ``fresh-activation`` — polarization falling smoothly to 0.5-0.8× over 10-50 h.
+* ``fresh-activation`` — polarization falling smoothly to 0.5-0.8× over 10-50 h, the
+  half-cycle shape kept (after a milder nucleation peak).
 * ``liquid-early`` — liquid-cell noise, several times louder at first, and upward
   spikes on one or two samples, both settling over hours.
 * ``pause`` — a channel paused 1-5 h in the middle of a half cycle (zero current,
@@ -63,7 +64,7 @@ Faults:
   over 4× the noise (the classic soft/micro noise clause; classic hard shorts and the
   early ones here meet it at once, a noisy garnet cell may need a few samples).
 
-Fault traces end 3 h (hard) or 6-8 h (soft, to show the telegraph) after the onset.
+Fault traces end 3 h (hard) or 8 h (soft, to show the telegraph) after the onset.
 """
 
 from __future__ import annotations

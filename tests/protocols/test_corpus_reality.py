@@ -139,6 +139,7 @@ def test_early_hard_shorts_strike_in_the_first_minutes(tuning: list[Case]) -> No
         assert case.physical_onset_index is not None
         assert case.onset_index is not None
         assert case.t_s[case.physical_onset_index] <= 600 + case.interval_s
+        assert case.onset_index == case.physical_onset_index, "observable at once"
         # |V| collapses to ~0.1 mV under current.
         assert abs(case.voltage_v[case.onset_index]) < 1e-3 + 5 * case.noise_v
 
