@@ -36,7 +36,9 @@ _EIS_PERIODS = 3.0
 _EIS_MIN_PER_FREQ_S = 0.2
 # Where the double layer shorts the interphase's charge-transfer resistance (s).
 _EIS_CT_TAU_S = 1e-3
-_OHMIC_FRACTION = 0.35  # the same split of the ASR as the simulator's half-cycle shape
+# The simulator's half-cycle shape: the ohmic part at once, the rest over ~1.5 min.
+_OHMIC_FRACTION = 0.35
+_RISE_TAU_S = 90.0
 
 # Logging on change: the fine grid the "instrument" checks V on. Dense right after a
 # current step (the ohmic jump and the double layer), then once a second.
@@ -156,23 +158,39 @@ def run_lili(
     interval_s: float,
     fine: bool = False,
 ) -> Trace:
-    """Drive a Li|Li cell through ``segments``; see the module docstring."""
+    """Drive a Li|Li cell through ``segments``; see the module docstring.
+
+    A pause stops the cell's clock with the channel: the half cycle's state (charge
+    passed since the reversal, voids) is where it was, and on resuming only the
+    concentration part of the overpotential builds up again (over ~1.5 min, as after
+    any rest); the ohmic part and the voids are back at once. During the pause a Li|Li
+    cell sits at 0 V (the double-layer transient relaxes it there). The clock stopped
+    for a few hours shifts the cell's slow Li loss by as much: negligible.
+    """
     trace = Trace()
     t0_s = 0.0
     dc_a = 0.0  # open circuit before the test
+    resumed = False
     for seg in segments:
         if seg.kind == StepKind.IMPEDANCE:
             _impedance(cell, seg, t0_s, area_cm2, trace)
             t0_s += seg.duration_s
             continue
-        if seg.current_a != dc_a:
+        current_a = 0.0 if seg.kind == StepKind.PAUSE else seg.current_a
+        if current_a != dc_a:
             trace.bounds_s.append(t0_s)
-            dc_a = seg.current_a
+            dc_a = current_a
         last_s = 0.0
         for off_s in _offsets(seg.duration_s, interval_s, fine):
-            v = cell.advance(off_s - last_s, seg.current_a)
-            trace.add(t0_s + off_s, seg.current_a, v, seg)
+            if seg.kind == StepKind.PAUSE:
+                v = 0.0
+            else:
+                v = cell.advance(off_s - last_s, current_a)
+                if resumed:
+                    v *= 1.0 - (1.0 - _OHMIC_FRACTION) * math.exp(-off_s / _RISE_TAU_S)
+            trace.add(t0_s + off_s, current_a, v, seg)
             last_s = off_s
+        resumed = seg.kind == StepKind.PAUSE
         t0_s += seg.duration_s
     return trace
 
@@ -196,8 +214,6 @@ class GarnetCell:
     """Li|LLZO|Li at µA: an ASR fixed by the overpotential asked for, with the same
     half-cycle shape as the simulator (ohmic part at once, the rest over ~1.5 min)."""
 
-    _RISE_TAU_S = 90.0
-
     def __init__(self, asr_ohm_cm2: float, area_cm2: float) -> None:
         self._asr_ohm_cm2 = asr_ohm_cm2
         self._area_cm2 = area_cm2
@@ -214,7 +230,7 @@ class GarnetCell:
             self._sign = sign
             self._since_s = 0.0
         self._since_s += dt_s
-        rise = 1.0 - math.exp(-self._since_s / self._RISE_TAU_S)
+        rise = 1.0 - math.exp(-self._since_s / _RISE_TAU_S)
         shape = _OHMIC_FRACTION + (1.0 - _OHMIC_FRACTION) * rise
         return current_a / self._area_cm2 * self._asr_ohm_cm2 * shape
 
