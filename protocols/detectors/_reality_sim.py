@@ -1,5 +1,5 @@
-"""The machinery behind the reality families of the corpus: protocols as segments, the
-instrument's way of recording them, and what fresh and failing cells add on top.
+"""The machinery behind the reality families of the corpus: protocols as segments and
+the instrument's way of recording them.
 
 A protocol is a list of :class:`Segment` (constant current, rest, pause, an impedance
 sweep; for full cells also CC to a cut-off and CV). :func:`run_lili` drives a Li|Li cell
@@ -36,6 +36,7 @@ _EIS_PERIODS = 3.0
 _EIS_MIN_PER_FREQ_S = 0.2
 # Where the double layer shorts the interphase's charge-transfer resistance (s).
 _EIS_CT_TAU_S = 1e-3
+_GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 # The simulator's half-cycle shape: the ohmic part at once, the rest over ~1.5 min.
 _OHMIC_FRACTION = 0.35
 _RISE_TAU_S = 90.0
@@ -201,10 +202,11 @@ def _impedance(cell: LiLiCell, seg: Segment, t0_s: float, area_cm2: float, trace
     the whole ASR at low frequency). No net charge moves."""
     asr_ohm = cell.asr_ohm_cm2 / area_cm2
     offsets, freqs, _ = eis_schedule(seg.eis_per_decade)
-    phase = 0.5 * math.pi  # the first recorded point of each pair at the crest
-    for off_s, f_hz in zip(offsets, freqs, strict=True):
+    for k, (off_s, f_hz) in enumerate(zip(offsets, freqs, strict=True)):
+        # Each frequency's pair catches the sinusoid at another phase (a golden-angle
+        # walk), its two points half a period apart.
+        phase = 0.5 * math.pi + (k // 2) * _GOLDEN_ANGLE + (k % 2) * math.pi
         i_a = seg.eis_amplitude_a * math.sin(phase)
-        phase += math.pi
         ct = (1.0 - _OHMIC_FRACTION) / (1.0 + (2.0 * math.pi * f_hz * _EIS_CT_TAU_S) ** 2)
         trace.add(t0_s + off_s, i_a, i_a * asr_ohm * (_OHMIC_FRACTION + ct), seg)
     cell.advance(seg.duration_s, 0.0)
