@@ -66,6 +66,12 @@ Labels — the definition the benchmark uses:
 Healthy cases have both indices ``None``. ``held_out=True`` gives a disjoint set: odd
 cell seeds instead of even ones and parameters drawn from a different stream. Nobody
 tunes on it.
+
+What real recordings add (one-direction protocols, logging on change, impedance sweeps,
+fresh cells, pauses, full-cell formation, µA garnet cells, real soft shorts) is in
+:mod:`cellguard.protocols.detectors.corpus_reality`:
+``generate_reality(seed, held_out=, quick=)`` gives those cases, of this same
+:class:`Case` type; this module's cases do not change.
 """
 
 from __future__ import annotations
@@ -92,7 +98,7 @@ __all__ = [
     "generate",
 ]
 
-CellKind = Literal["symmetric", "asymmetric"]
+CellKind = Literal["symmetric", "asymmetric", "full"]
 Fault = Literal["depletion", "short"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -169,6 +175,19 @@ class Case:
     temperature_swing: float = 0.0
     glitch_indices: tuple[int, ...] = ()
     reversed_leads: bool = False
+    # Added by the reality families (corpus_reality); the classic cases keep the defaults.
+    step_kind: IntArray | None = None
+    """Per-sample :class:`~cellguard.drivers.files.StepKind` code where the source says
+    what each step was (``UNKNOWN`` = 0 throughout where it does not), ``None`` where
+    the source has no such column at all."""
+    protocol: str = "square-wave"
+    """What the channel ran: ``square-wave``, ``plating``, ``hold``, ``ccd-same``..."""
+    v_min_v: float | None = None
+    """The protocol's voltage window (full cells); ``None``: the instrument's range."""
+    v_max_v: float | None = None
+    log_dv_v: float = 0.0
+    """Logging on change (EC-Lab dE, V): a point whenever V moved this much, or after
+    ``interval_s``; 0 for a fixed interval."""
 
     @property
     def is_fault(self) -> bool:
@@ -365,28 +384,42 @@ def _labels(
         hits = np.flatnonzero(after & judge)
         return phys, int(hits[0]) if hits.size else None
     assert twin_obs is not None
-    ratio = SOFT_OBSERVABLE_RATIO if plan.subkind == "soft" else MICRO_OBSERVABLE_RATIO
     # Observable also means out of the noise: a deficit under NOISE_SIGMAS x the
     # instrument noise could be noise, and no detector can call it without false halts.
+    return phys, _drop_onset(
+        after & judge, v_obs, twin_obs, plan.noise_v, soft=plan.subkind == "soft"
+    )
+
+
+def _drop_onset(
+    candidates: npt.NDArray[np.bool_],
+    v_obs: FloatArray,
+    twin_obs: FloatArray,
+    noise_v: float,
+    *,
+    soft: bool,
+) -> int | None:
+    """The observable onset of a soft (or micro) short among the ``candidates`` samples
+    (judgeable, at or after the physical onset); see the module docstring."""
+    ratio = SOFT_OBSERVABLE_RATIO if soft else MICRO_OBSERVABLE_RATIO
     deficit_v = np.abs(twin_obs) - np.abs(v_obs)
     low = (
-        after
-        & judge
+        candidates
         & (np.abs(v_obs) < ratio * np.abs(twin_obs))
-        & (deficit_v > OBSERVABLE_NOISE_SIGMAS * plan.noise_v)
+        & (deficit_v > OBSERVABLE_NOISE_SIGMAS * noise_v)
     )
     hits = np.flatnonzero(low)
-    if plan.subkind != "soft":
-        return phys, int(hits[0]) if hits.size else None
+    if not soft:
+        return int(hits[0]) if hits.size else None
     # A soft short is told from glitches and noise by a second drop: right after the
     # first (two consecutive low samples), or anywhere later if both stand far out of
     # the noise (a lone 4σ dip recurs by chance over a long trace; a 6σ one does not).
     pair = np.flatnonzero(low[1:] & low[:-1]) + 1
-    clear = np.flatnonzero(low & (deficit_v > SEPARATE_DROP_NOISE_SIGMAS * plan.noise_v))
-    candidates = [int(pair[0])] if pair.size else []
+    clear = np.flatnonzero(low & (deficit_v > SEPARATE_DROP_NOISE_SIGMAS * noise_v))
+    found = [int(pair[0])] if pair.size else []
     if clear.size >= 2:
-        candidates.append(int(clear[1]))
-    return phys, min(candidates) if candidates else None
+        found.append(int(clear[1]))
+    return min(found) if found else None
 
 
 def _simulate(plan: _Plan, name: str, held_out: bool) -> Case:
