@@ -4,7 +4,8 @@ Two families are read:
 
 - Battery Data Format (BDF) tables, ``.csv`` or ``.parquet``, with the preferred labels
   ``Test Time / s``, ``Voltage / V``, ``Current / A`` and optionally ``Step Index`` and
-  ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too);
+  ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too),
+  and cellguard's ``Step Kind`` (:class:`StepKind` codes written by a converter);
 - Neware ``.nda`` / ``.ndax`` binary files, through the ``fastnda`` reader.
 
 A file either loads completely and passes the sanity checks (time finite and never
@@ -42,6 +43,8 @@ BDF_CURRENT = "Current / A"
 # Optional columns, first match wins.
 BDF_STEP = ("Step Index", "Step Index / 1", "Step ID")
 BDF_CYCLE = ("Cycle Count", "Cycle Count / 1")
+# cellguard's own column: StepKind codes where the converter knew what each row was.
+BDF_STEP_KIND = ("Step Kind", "Step Kind / 1")
 
 SUFFIXES: dict[str, Source] = {
     ".csv": "bdf-csv",
@@ -164,6 +167,7 @@ def _read_bdf(path: Path, source: Source) -> Recording:
         raise RecordingError(path, f"missing column {names}; columns found: {found}")
     step_col = _first_present(BDF_STEP, columns)
     cycle_col = _first_present(BDF_CYCLE, columns)
+    kind_col = _first_present(BDF_STEP_KIND, columns)
     wanted = [
         pl.col(BDF_TIME).cast(pl.Float64).alias("t_s"),
         pl.col(BDF_VOLTAGE).cast(pl.Float64).alias("voltage_v"),
@@ -173,6 +177,8 @@ def _read_bdf(path: Path, source: Source) -> Recording:
         wanted.append(pl.col(step_col).cast(pl.Int64).alias("step"))
     if cycle_col is not None:
         wanted.append(pl.col(cycle_col).cast(pl.Int64).alias("cycle"))
+    if kind_col is not None:
+        wanted.append(pl.col(kind_col).cast(pl.Int64).alias("step_kind"))
     try:
         frame = lazy.select(wanted).collect()
     except (pl.exceptions.PolarsError, OSError) as err:
@@ -276,6 +282,16 @@ def _check(rec: Recording) -> None:
             problem = (
                 f"{count} non-finite value(s) in {_label(name)}, "
                 f"first at row {first} ({values[first]})"
+            )
+            raise RecordingError(rec.path, problem)
+    if rec.step_kind is not None:
+        unknown = ~np.isin(rec.step_kind, [int(kind) for kind in StepKind])
+        if unknown.any():
+            row = int(np.argmax(unknown))
+            allowed = ", ".join(f"{int(k)} {k.name}" for k in StepKind)
+            problem = (
+                f"step kind {rec.step_kind[row]} at row {row} is not a StepKind code "
+                f"(allowed: {allowed})"
             )
             raise RecordingError(rec.path, problem)
     if len(rec.t_s) > 1:
