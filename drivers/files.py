@@ -1,12 +1,13 @@
 """Recorded cycling files, read into one typed :class:`Recording`.
 
-Two families are read:
+Three families are read:
 
 - Battery Data Format (BDF) tables, ``.csv`` or ``.parquet``, with the preferred labels
   ``Test Time / s``, ``Voltage / V``, ``Current / A`` and optionally ``Step Index`` and
   ``Cycle Count`` (the ``/ 1`` spellings and fastnda's ``Step ID`` are accepted too).
   Time, voltage and current may carry another unit of :data:`BDF_UNITS` (``Test Time /
-  h``, ``Current / mA``...): they are converted to s, V and A on reading;
+  h``, ``Current / mA``...): they are converted to s, V and A on reading. cellguard's
+  own ``Step Kind`` column holds :class:`StepKind` codes written by a converter;
 - Neware ``.nda`` / ``.ndax`` binary files, through the ``fastnda`` reader;
 - BioLogic EC-Lab ``.mpr`` files, through our own parser (:mod:`cellguard.drivers.biologic`).
 

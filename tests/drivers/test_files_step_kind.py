@@ -48,18 +48,6 @@ def test_ndax_rows_carry_the_step_kind_of_their_step() -> None:
     assert np.median(np.abs(rec.current_a[cc])) > 1e-5
 
 
-def test_a_bdf_table_may_say_what_each_step_was(tmp_path: Path) -> None:
-    path = tmp_path / "converted.csv"
-    path.write_text(
-        "Test Time / s,Voltage / V,Current / A,Step Index,Step Kind\n"
-        "1,0.02,0.0004,1,1\n2,0.0,0.0,2,3\n3,0.001,0.000001,3,4\n",
-        encoding="utf-8",
-    )
-    rec = read_recording(path)
-    assert rec.step_kind is not None
-    assert rec.step_kind.tolist() == [StepKind.CC, StepKind.REST, StepKind.IMPEDANCE]
-
-
 def test_a_step_kind_that_is_no_code_is_refused_naming_the_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(
