@@ -26,8 +26,8 @@ def test_a_table_without_the_column_says_nothing_about_kinds(tmp_path: Path) -> 
     assert read_recording(path).step_kind is None
 
 
-def test_the_real_impedance_segments_of_a_converted_biologic_file_are_marked() -> None:
-    rec = read_recording(SHARED_FIXTURES / "real-cells" / "biol.csv")
+def test_the_real_impedance_segments_of_a_biologic_file_are_marked() -> None:
+    rec = read_recording(SHARED_FIXTURES / "real-cells" / "biol.mpr")
     assert rec.step_kind is not None
     impedance = rec.step_kind == StepKind.IMPEDANCE
     cc = rec.step_kind == StepKind.CC

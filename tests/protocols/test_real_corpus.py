@@ -61,35 +61,12 @@ def test_every_licence_allows_redistribution_and_its_text_is_kept(
         assert case.licence_file.parent.name == "licences"
 
 
-def test_every_readable_file_loads_and_only_mpr_originals_wait_for_their_reader(
-    corpus: list[RealCase],
-) -> None:
+def test_every_file_loads_with_cellguards_own_readers(corpus: list[RealCase]) -> None:
     for case in corpus:
-        suffix = case.file.suffix.lower()
-        if suffix in SUFFIXES:
-            assert case.recording is not None, case.name
-            assert len(case.recording) > 100
-            assert np.all(np.diff(case.recording.t_s) >= 0)
-        else:
-            # BioLogic originals are checked by existence here: cellguard's own .mpr
-            # reader has its tests, and once it registers the suffix the branch above
-            # loads them. Until then each keeps a BDF CSV twin that loads today.
-            assert suffix == ".mpr", case.name
-            assert case.recording is None
-            assert case.file.with_suffix(".csv").name in {c.name for c in corpus}
-
-
-def test_every_conversion_of_an_mpr_keeps_its_origin(corpus: list[RealCase]) -> None:
-    by_name = {case.name: case for case in corpus}
-    for case in corpus:
-        if case.file.suffix == ".mpr":
-            twin = by_name[case.file.with_suffix(".csv").name]
-            assert twin.origin == case.origin
-            assert (twin.licence, twin.cell, twin.chemistry) == (
-                case.licence,
-                case.cell,
-                case.chemistry,
-            )
+        assert case.file.suffix.lower() in SUFFIXES, case.name
+        assert case.recording is not None, case.name
+        assert len(case.recording) > 100
+        assert np.all(np.diff(case.recording.t_s) >= 0)
 
 
 def test_fault_onsets_lie_in_their_recordings_and_full_windows_are_ordered(
