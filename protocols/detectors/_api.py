@@ -124,9 +124,6 @@ class DetectorSettings:
     # short's, so the profile (which knows the cell) judges there.
     hard_short_ohm: float = 1.0
     hard_short_min_current_a: float = 5e-5
-    # ... lasting this long: a zero crossing after a reversal passes through 0 V in a
-    # few seconds (the double layer's τ is 2-10 s), a short stays there.
-    hard_short_s: float = 30.0
     # Samples with |I| below this fraction of the half cycle's current are rest or a
     # reversal in progress and are not judged as Li|Li overpotential.
     rest_fraction: float = 0.05
@@ -183,7 +180,6 @@ class DetectorSettings:
             "confirm_s",
             "hard_short_ohm",
             "hard_short_min_current_a",
-            "hard_short_s",
             "level_tolerance",
             "self_settle_s",
             "self_lag_s",

@@ -19,7 +19,7 @@ ratio < near_zero_ratio    collapse (hard short)          2 samples spanning con
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
 smoothed < slide_ratio     slide to zero (micro short)    2 samples spanning confirm_s
-|V/I| < hard_short_ohm     a short, without any history   3 samples spanning hard_short_s
+|V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
 own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
@@ -97,6 +97,7 @@ _SLIDE_MIN_SPAN_S = 30.0
 _SPREAD_SIGMAS = 4.0
 _SPREAD_HALF_CYCLES = 8
 _HARD_MIN_SAMPLES = 3
+_HARD_BAND = 5.0
 # A half cycle that ends before this share of its profile's length was cut short (a
 # pause, a stop): a same-current resume continues it.
 _CUT_SHORT = 0.9
@@ -308,6 +309,14 @@ class LithiumDetector(DetectorBase):
         self._slide_t0 = 0.0
         self._hard_run = 0
         self._hard_t0 = 0.0
+        self._hard_sum = 0.0
+        self._hard_diff2 = 0.0
+        self._hard_last = 0.0
+        # The segment's own mean V/I so far (from settle_s on), for _own_collapse.
+        self._col_n = 0
+        self._col_sum = self._col_d2 = self._col_last = self._col_t = 0.0
+        self._col_run = 0
+        self._col_t0 = 0.0
         self._own_run = 0
         self._own_t0 = 0.0
         self._drops: deque[float] = deque()
@@ -368,6 +377,8 @@ class LithiumDetector(DetectorBase):
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
         hard = self._hard_short(index, t_s, voltage_v, current_a, r_ohm, p_s)
+        if hard is None:
+            hard = self._own_collapse(index, t_s, voltage_v, current_a, r_ohm, p_s)
         if hard is not None:
             return hard
         own = self._own_level(index, t_s, voltage_v, current_a, r_ohm, p_s)
@@ -458,6 +469,8 @@ class LithiumDetector(DetectorBase):
             self._dir = direction
             self._pause_seen = self._other_seen = False
             self._own.clear()
+            self._col_n = 0
+            self._col_sum = self._col_d2 = 0.0
             self._clear_window()
             self._reset_runs()
             return
@@ -482,6 +495,8 @@ class LithiumDetector(DetectorBase):
         # sample has no predecessor: the second one tells the interval (see feed).
         self._seg_t0 = t_s - self._interval_s(t_s)
         self._own.clear()
+        self._col_n = 0
+        self._col_sum = self._col_d2 = 0.0
         self._clear_window()
         self._reset_runs()
 
@@ -575,7 +590,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
-        self._hard_run = self._own_run = 0
+        self._hard_run = self._own_run = self._col_run = 0
 
     # ------------------------------------------------------------ judging
 
@@ -588,17 +603,38 @@ class LithiumDetector(DetectorBase):
     def _hard_short(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
     ) -> Verdict | None:
-        """|V/I| far below any healthy Li|Li cell's, under a steady current: a short."""
+        """|V/I| far below any healthy Li|Li cell's, under a steady current: a short.
+
+        Judged from settle_s into a segment (a zero crossing after a reversal passes
+        through 0 V in seconds), over a run of samples within a loose band (5× the
+        limit): the run's mean |V/I| must lie below hard_short_ohm by two standard
+        errors of its own scatter, so instrument noise on a ~0.1 mV short neither hides
+        it nor fakes one on a cell at a few ohms.
+        """
         s = self.settings
-        if abs(current_a) < s.hard_short_min_current_a or abs(r_ohm) >= s.hard_short_ohm:
+        if (
+            abs(current_a) < s.hard_short_min_current_a
+            or abs(r_ohm) >= _HARD_BAND * s.hard_short_ohm
+            or p_s < s.settle_s + self._settle_from_p
+        ):
             self._hard_run = 0
             return None
         if self._hard_run == 0:
             self._hard_t0 = t_s
+            self._hard_sum = self._hard_diff2 = 0.0
+        else:
+            d = r_ohm - self._hard_last
+            self._hard_diff2 += d * d
+        self._hard_last = r_ohm
         self._hard_run += 1
-        if self._hard_run < _HARD_MIN_SAMPLES or t_s - self._hard_t0 < s.hard_short_s:
+        self._hard_sum += r_ohm
+        n = self._hard_run
+        if not self._confirmed(n, self._hard_t0, t_s, _HARD_MIN_SAMPLES):
             return None
-        limit_v = s.hard_short_ohm * abs(current_a)
+        mean_ohm = abs(self._hard_sum / n)
+        sigma_ohm = math.sqrt(self._hard_diff2 / (2 * (n - 1)))
+        if mean_ohm + 2.0 * sigma_ohm / math.sqrt(n) >= s.hard_short_ohm:
+            return None
         return self._halt_with(
             index,
             t_s,
@@ -606,12 +642,66 @@ class LithiumDetector(DetectorBase):
             "collapse",
             voltage_v,
             math.nan,
-            limit_v,
-            f"|V| = {abs(voltage_v) * 1e3:.2f} mV under {current_a * 1e3:+.3f} mA for "
-            f"{t_s - self._hard_t0:.0f} s: |V/I| = {abs(r_ohm):.3g} Ω, below the "
+            s.hard_short_ohm * abs(current_a),
+            f"|V| = {abs(voltage_v) * 1e3:.2f} mV under {current_a * 1e3:+.3f} mA: |V/I| = "
+            f"{mean_ohm:.3g} Ω over {n} samples and {t_s - self._hard_t0:.3g} s, below the "
             f"{s.hard_short_ohm:g} Ω no healthy Li|Li cell reaches",
             subkind="hard",
         )
+
+    def _own_collapse(
+        self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
+    ) -> Verdict | None:
+        """A collapse against the segment's own mean so far (from settle_s on).
+
+        A hard short minutes into a test that never reversed, at a current too small for
+        the no-history rule to tell (|V/I| of a short hidden in 0.2 mV of noise), is
+        still a fall to near zero from what this very segment showed a moment before.
+        """
+        s = self.settings
+        if p_s < s.settle_s + self._settle_from_p:
+            return None
+        n = self._col_n
+        if n >= _HARD_MIN_SAMPLES:
+            mean = self._col_sum / n
+            sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
+            ratio = r_ohm / mean if mean else 1.0
+            if (
+                abs(mean * current_a) >= s.min_expected_v
+                and ratio < s.near_zero_ratio
+                and 1.0 - ratio > s.pair_significance_sigmas * sigma
+            ):
+                if self._col_run == 0:
+                    self._col_t0 = t_s
+                self._col_run += 1
+                if not self._confirmed(self._col_run, self._col_t0, t_s):
+                    return None
+                expected_v = mean * current_a
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "short",
+                    "collapse",
+                    voltage_v,
+                    expected_v,
+                    s.near_zero_ratio * abs(expected_v),
+                    f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
+                    f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× this step's own "
+                    f"{abs(expected_v) * 1e3:.2f} mV so far (threshold {s.near_zero_ratio:g}×), "
+                    f"on {self._col_run} samples over {t_s - self._col_t0:.3g} s",
+                    subkind="hard",
+                )
+        self._col_run = 0
+        if n and t_s - self._col_t < _STAT_SPACING_S:
+            return None
+        if n:
+            d = r_ohm - self._col_last
+            self._col_d2 += d * d
+        self._col_last = r_ohm
+        self._col_t = t_s
+        self._col_sum += r_ohm
+        self._col_n = n + 1
+        return None
 
     def _own_level(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
