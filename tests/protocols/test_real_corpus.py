@@ -194,3 +194,21 @@ def test_an_mpr_loads_exactly_when_cellguard_reads_mpr(tmp_path: Path) -> None:
     (case,) = load_real_corpus(folder.resolve())
     # Once the native reader registers the suffix, the originals load like the rest.
     assert (case.recording is not None) == (".mpr" in SUFFIXES)
+
+
+def test_the_built_current_of_the_polymer_lili_cells_reverses_every_30_minutes(
+    corpus: list[RealCase],
+) -> None:
+    # Their sources publish voltage only; convert.py takes the current's direction from
+    # the voltage jumps at the reversals. The protocol reverses every 1800 s, so every
+    # whole half cycle must come out 1800 s long, or the built column is wrong.
+    built = [case for case in corpus if case.name.startswith("albanelli_")]
+    assert len(built) == 2
+    for case in built:
+        assert case.cell == "symmetric"
+        rec = case.recording
+        assert rec is not None
+        flips = np.flatnonzero(np.diff(np.sign(rec.current_a)) != 0) + 1
+        half_cycles_s = np.diff(rec.t_s[flips])
+        assert len(half_cycles_s) > 1000, case.name
+        assert np.all(np.abs(half_cycles_s - 1800.0) <= 2.0), case.name
