@@ -8,10 +8,11 @@ CC→CV, rests and the end-of-discharge knee are not faults: a drop is judged on
 while charging (current and voltage of the same sign) at an unchanged current.
 
 The window is the protocol's (``full_v_min_v``/``full_v_max_v``, from the protocol,
-the config or the step file's limits) and is judged under current only: a fresh cell
-rests at 0.2–0.4 V before formation, and charging it up from there is not a fault.
-Below the window is judged while discharging, and a collapse only once the cell has
-been inside the window (before that it has never been charged). Like the Li|Li
+the config or the step file's limits) and is judged under current only, in the
+direction the current drives the voltage: above it while charging, below it while
+discharging. A fresh cell rests at 0.2–0.4 V before formation and a graphite half cell
+at 3 V: driving them into the window is not a fault. A collapse is judged only once
+the cell has been inside the window (before that it has never been charged). Like the Li|Li
 detector, evidence halts when it lasts two samples spanning ``confirm_s``.
 
 Live samples go through :meth:`FullCellDetector.feed`; replayed files through
@@ -133,7 +134,13 @@ class FullCellDetector(DetectorBase):
             )
         self._collapse_run = 0
         discharging = current_a * voltage_v < 0
-        if under and (av > self._high_v or (av < self._low_v and discharging)):
+        # Out of the window in the direction the current drives it: above while
+        # charging, below while discharging. A fresh cell starts outside its window and
+        # is driven into it (a full cell from 0.3 V up, a graphite half cell from its
+        # 3 V open circuit down): that is formation, not a fault.
+        if under and (
+            (av > self._high_v and not discharging) or (av < self._low_v and discharging)
+        ):
             if self._outside_run == 0:
                 self._outside_t0 = t_s
             self._outside_run += 1

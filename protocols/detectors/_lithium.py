@@ -89,7 +89,11 @@ _ONE_SAMPLE_NOISE = math.sqrt(1.0 + _PROFILE_NOISE_SHARE)
 # noise is as large as the sample's own: a ratio there is twice as noisy in variance.
 _ONE_SAMPLE_NOISE_RAW = math.sqrt(2.0)
 _SLIDE_MIN_SAMPLES = 3
-_SLIDE_MIN_SPAN_S = 30.0
+_SLIDE_MIN_SPAN_S = 20.0
+# A slide this shallow (within 5 % of slide_ratio) halts only when its half cycle is
+# falling as it goes, by _WITHIN_FALL of its level before the slide window.
+_SHALLOW_SLIDE = 0.05
+_WITHIN_FALL = 0.03
 # How much whole half cycles differ from the one before at the same current is the
 # cell's own between-half-cycle spread (a noisy liquid cell: 10-15 %; activation;
 # a quiet solid cell: 1 %). A slide must stand out of it by this many σ, over the
@@ -129,13 +133,31 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
 
 
+def _despike(values: list[float], width: int) -> list[float]:
+    """Centered moving median: a spike (a liquid cell's, or a glitch) of fewer than
+    width/2 samples leaves no trace in a profile, while steps and the steep rise after a
+    reversal (monotone) keep their shape."""
+    half = width // 2
+    n = len(values)
+    if n < width:
+        return list(values)
+    out = list(values[:half])
+    for k in range(half, n - half):
+        out.append(sorted(values[k - half : k + half + 1])[half])
+    out.extend(values[n - half :])
+    return out
+
+
 def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[float], list[bool]]:
     """Centered moving mean where the profile is flat; raw values where it is not.
 
     Averaging over the steep rise at the start of a half cycle (or any real shape)
     would bias the profile there; averaging only where the window's spread is within
-    ``spread`` (a few noise σ) removes noise and nothing else.
+    ``spread`` (a few noise σ) removes noise and nothing else. Spikes are taken out
+    first (:func:`_despike`): a spike kept as a raw point would make the next half
+    cycle read as a drop (or a shift) at that very position.
     """
+    values = _despike(values, width)
     half = width // 2
     n = len(values)
     out = []
@@ -178,10 +200,14 @@ class _Profile:
 
     @property
     def spread(self) -> float:
-        """RMS of (scale - 1) over the last half cycles: 0 until two are known."""
-        if len(self.scales) < 2:
+        """Standard deviation of the last half cycles' scales: how much this cell's half
+        cycles differ at random (a steady growth or fall is no spread); 0 until three
+        are known."""
+        n = len(self.scales)
+        if n < 3:
             return 0.0
-        return math.sqrt(sum((x - 1.0) ** 2 for x in self.scales) / len(self.scales))
+        mean = sum(self.scales) / n
+        return math.sqrt(sum((x - mean) ** 2 for x in self.scales) / (n - 1))
 
 
 class _OwnLevel:
@@ -320,6 +346,9 @@ class LithiumDetector(DetectorBase):
         self._own_run = 0
         self._own_t0 = 0.0
         self._drops: deque[float] = deque()
+        # Upward excursions as large as a drop, within soft_window_s: a cell that spikes
+        # both ways (a liquid cell's noise) tells nothing by its downward spikes alone.
+        self._ups: deque[float] = deque()
 
     # ------------------------------------------------------------ public
 
@@ -780,6 +809,7 @@ class LithiumDetector(DetectorBase):
         pair_noise = s.pair_significance_sigmas * sigma
         up = r_ohm / r_shift
         up_expected_v = r_shift * current_a
+        self._count(self._ups, t_s, up > 1.0 / s.drop_ratio and up - 1.0 > noise)
         if (
             up > s.shift_ratio
             and up - 1.0 > pair_noise
@@ -887,18 +917,22 @@ class LithiumDetector(DetectorBase):
                 self._slide_run = 0
             # Separate drops count only against an established profile: against a
             # provisional one a fresh cell reads low for hours (activation).
-            drops = self._count_drop(t_s, ref.established and 1.0 - ratio > noise)
+            drops = self._count(self._drops, t_s, ref.established and 1.0 - ratio > noise)
+            # Separate drops tell a soft short only when they are one-sided: a cell that
+            # spikes up as often (noise) drops by chance as well.
+            separate = len(drops) >= 2 and len(drops) > 2 * len(self._ups)
             threshold_v = s.drop_ratio * abs(expected_v)
             confirmed = self._confirmed(self._low_run, self._low_t0, t_s)
             if trusted:
                 if (
                     slid is not None
                     and self._confirmed(self._slide_run, self._slide_t0, t_s)
+                    and self._slide_decided(slid)
                     and not confirmed
-                    and len(drops) < 2
+                    and not separate
                 ):
                     return self._slide_halt(index, t_s, voltage_v, expected_v, slid)
-                if confirmed or len(drops) >= 2:
+                if confirmed or separate:
                     return self._drop_halt(index, t_s, voltage_v, expected_v, ratio, len(drops))
             return self._warn(
                 index,
@@ -933,7 +967,8 @@ class LithiumDetector(DetectorBase):
             self._slide_run += 1
             self._seg_low = True
             threshold_v = s.slide_ratio * abs(expected_v)
-            if trusted and self._confirmed(self._slide_run, self._slide_t0, t_s):
+            decided = self._slide_decided(smoothed)
+            if trusted and decided and self._confirmed(self._slide_run, self._slide_t0, t_s):
                 return self._slide_halt(index, t_s, voltage_v, expected_v, smoothed)
             return self._warn(
                 index,
@@ -944,25 +979,43 @@ class LithiumDetector(DetectorBase):
                 expected_v,
                 threshold_v,
                 f"the overpotential is {smoothed:.2f}× the last healthy half cycle's"
-                + ("" if trusted else " (activation, or a micro short)"),
+                + ("" if trusted and decided else " (activation, or a micro short)"),
                 subkind="micro",
             )
         self._slide_run = 0
         self._learn(p_s, r_ohm)
         return OK
 
-    def _count_drop(self, t_s: float, beyond_doubt: bool) -> deque[float]:
-        """Remember a drop that stands out on its own; the drops within soft_window_s.
+    def _slide_decided(self, smoothed: float) -> bool:
+        """Whether a slide says "micro short" rather than "a lower half cycle".
+
+        A half cycle 15 % below the last one can be activation, or a cell whose half
+        cycles differ that much (a noisy liquid cell after an impedance sweep): a slide
+        halts when it is deep (below slide_ratio - _SHALLOW_SLIDE) or when the half
+        cycle is falling as it goes, as a micro short converging towards zero does.
+        """
+        if smoothed < self.settings.slide_ratio - _SHALLOW_SLIDE:
+            return True
+        xx = self._seg_xx - self._window_xx
+        if xx < self._window_xx:
+            return False  # too little of the half cycle before the window to compare
+        before = (self._seg_xy - self._window_xy) / xx
+        assert self._ref is not None
+        sigma_r = max(self._ref.sigma, self._window_sigma)
+        noise = self.settings.pair_significance_sigmas * sigma_r / math.sqrt(self._window_xx)
+        return before - smoothed > max(_WITHIN_FALL * before, noise)
+
+    def _count(self, times: deque[float], t_s: float, beyond_doubt: bool) -> deque[float]:
+        """Remember an excursion that stands out on its own; those within soft_window_s.
 
         A burst of samples from one short excursion (an instrument logging on change)
-        is one drop: a drop counts only confirm_s after the last one counted.
+        is one: an excursion counts only confirm_s after the last one counted.
         """
-        drops = self._drops
-        if beyond_doubt and (not drops or t_s - drops[-1] >= self.settings.confirm_s):
-            drops.append(t_s)
-        while drops and drops[0] < t_s - self.settings.soft_window_s:
-            drops.popleft()
-        return drops
+        if beyond_doubt and (not times or t_s - times[-1] >= self.settings.confirm_s):
+            times.append(t_s)
+        while times and times[0] < t_s - self.settings.soft_window_s:
+            times.popleft()
+        return times
 
     def _drop_halt(
         self,
