@@ -41,9 +41,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# bench_real sits beside this file; imported by path so that the tests, which load
+# this file by path too, find it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_real
 
 from cellguard.protocols.detectors._api import (
     OK,
@@ -451,8 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     parser.add_argument(
-        "--corpus", choices=("classic", "reality", "both"), default="both",
-        help="the classic corpus, the reality families, or both (default)",
+        "--corpus", choices=("classic", "reality", "both", "real"), default="both",
+        help="the classic corpus, the reality families, both (default; with the real "
+        "recordings), or only the real recordings",
     )  # fmt: skip
     parser.add_argument(
         "--parity-every", type=int, default=0,
@@ -480,6 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.corpus in ("both", "reality" if prefix else "classic")
         ]
+        real: dict[str, Any] | None = None
+        if args.corpus in ("both", "real"):
+            # Real recordings beside the simulated ones: the simulator is not the reference.
+            real_result = bench_real.run(bench_real.DEFAULT_CORPUS)
+            bench_real.print_table(real_result)
+            real = bench_real.as_json(real_result)
         for prefix, make_cases, order in corpora:
             for set_name, held_out in (("tuning", False), ("held-out", True)):
                 t0 = time.perf_counter()
@@ -511,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sets": sets,
             "held_out_pass": passes.get("classic"),
             "reality_held_out_pass": passes.get("reality"),
+            "real": real,
             "runtime_s": runtime_s,
         }
         json.dump(payload, sys.stdout, indent=1, default=_json_default)

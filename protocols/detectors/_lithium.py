@@ -306,14 +306,10 @@ class LithiumDetector(DetectorBase):
         self._raw_here = False
         self._settle_now_s = settings.settle_s
         # The slide window: (t_s, r·r_exp, r_exp², raw) per sample, and their sums.
-        self._window: deque[tuple[float, float, float, bool, float]] = deque()
+        self._window: deque[tuple[float, float, float, bool]] = deque()
         self._window_xy = 0.0
         self._window_xx = 0.0
-        self._window_yy = 0.0
         self._window_raw = 0
-        # The scatter about the fit seen in the window (Ω): a cell noisier now than
-        # when its profile was learnt (a liquid cell's noisy hours) widens the test.
-        self._window_sigma = 0.0
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
@@ -613,9 +609,8 @@ class LithiumDetector(DetectorBase):
     def _clear_window(self) -> None:
         self._pending.clear()
         self._window.clear()
-        self._window_xy = self._window_xx = self._window_yy = 0.0
+        self._window_xy = self._window_xx = 0.0
         self._window_raw = 0
-        self._window_sigma = 0.0
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
@@ -1001,7 +996,7 @@ class LithiumDetector(DetectorBase):
             return False  # too little of the half cycle before the window to compare
         before = (self._seg_xy - self._window_xy) / xx
         assert self._ref is not None
-        sigma_r = max(self._ref.sigma, self._window_sigma)
+        sigma_r = self._ref.sigma
         noise = self.settings.pair_significance_sigmas * sigma_r / math.sqrt(self._window_xx)
         return before - smoothed > max(_WITHIN_FALL * before, noise)
 
@@ -1081,11 +1076,9 @@ class LithiumDetector(DetectorBase):
         # mostly noise, barely count.
         xy = r_ohm * r_exp
         xx = r_exp * r_exp
-        yy = r_ohm * r_ohm
-        self._window.append((t_s, xy, xx, raw, yy))
+        self._window.append((t_s, xy, xx, raw))
         self._window_xy += xy
         self._window_xx += xx
-        self._window_yy += yy
         self._window_raw += raw
 
     def _slide_eval(self, t_s: float) -> float | None:
@@ -1096,31 +1089,25 @@ class LithiumDetector(DetectorBase):
         # a few samples; a noisy one within slide_window_s at most): the slide test
         # needs 6σ·√(about 2/n) to fit inside 1 - slide_ratio (see below).
         assert self._ref is not None
-        relative_sigma = max(self._relative_sigma, self._window_sigma / self._ref.typical)
-        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * relative_sigma or 1e-12)
+        margin = (1.0 - s.slide_ratio) / (s.significance_sigmas * self._relative_sigma or 1e-12)
         wanted = max(_SLIDE_MIN_SAMPLES, math.ceil(2.0 / (margin * margin)))
         # ... and over at least _SLIDE_MIN_SPAN_S: a slide is a trend, and a few samples
         # of a burst (an instrument logging on change) within a second are no trend.
         while (len(window) > wanted and window[1][0] <= t_s - _SLIDE_MIN_SPAN_S) or (
             len(window) > _SLIDE_MIN_SAMPLES and window[0][0] < t_s - s.slide_window_s
         ):
-            _, old_xy, old_xx, old_raw, old_yy = window.popleft()
+            _, old_xy, old_xx, old_raw = window.popleft()
             self._window_xy -= old_xy
             self._window_xx -= old_xx
-            self._window_yy -= old_yy
             self._window_raw -= old_raw
         n = len(window)
         smoothed = self._window_xy / self._window_xx
-        if n >= _SLIDE_MIN_SAMPLES:
-            # Residual scatter about the least-squares fit: Σr² − (Σr·r_exp)²/Σr_exp².
-            rss = self._window_yy - self._window_xy * smoothed
-            self._window_sigma = math.sqrt(max(rss, 0.0) / (n - 1))
         raw_share = self._window_raw / n
         smooth_share = 1.0 - raw_share
         # σ of the fitted scale: σ_r/√sum(r_exp²) for the samples, times the profile's
         # own share: raw points add independent errors (×(1 + raw share)); points
         # smoothed over 5 samples share them, so n of them average only n + 4 samples.
-        sigma_r = max(self._ref.sigma, self._window_sigma)
+        sigma_r = self._ref.sigma
         variance_share = (
             1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
         )
