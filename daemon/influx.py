@@ -719,6 +719,7 @@ class InfluxSink:
         is removed only after the server accepted it.
         """
         delay_s = self._backoff_initial_s
+        spool_failing = False
         while True:
             if not self.spool.pending_batches:
                 self._wake.clear()
@@ -729,7 +730,20 @@ class InfluxSink:
             except SinkUnavailable:
                 await asyncio.sleep(delay_s)
                 delay_s = min(2 * delay_s, self._backoff_max_s)
+            except CellguardError as err:
+                # The spool's own disk fails (full, deleted): never take the daemon's
+                # task group down with it; what is spooled stays until it can be read.
+                if not spool_failing:
+                    log.error(  # noqa: TRY400 - the cause is in the message
+                        "cannot read or update the spool %s: %s (retrying)", self.spool.path, err
+                    )
+                spool_failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, self._backoff_max_s)
             else:
+                if spool_failing:
+                    log.warning("the spool %s works again", self.spool.path)
+                spool_failing = False
                 delay_s = self._backoff_initial_s
 
     def _encode(

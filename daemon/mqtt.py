@@ -34,7 +34,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +77,8 @@ _DRAIN_BATCH: Final = 100
 _MAX_COMMAND_BYTES: Final = 64 * 1024  # room for a protocol script
 _MAX_REQUEST_ID_CHARS: Final = 128
 _RECENT_REQUEST_IDS: Final = 256
+# Alerts kept in memory while the outbox cannot be written (a full disk).
+_UNSAVED_MAX: Final = 10_000
 _ONLINE: Final = b"online"
 _OFFLINE: Final = b"offline"
 
@@ -201,7 +203,10 @@ class Outbox:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself on a full disk; a second ROLLBACK would
+                # raise and hide why the write failed.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -423,6 +428,9 @@ class MqttPublisher:
         self._connected = asyncio.Event()
         self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=command_queue_size)
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        # Messages the outbox could not store (disk full, state_dir gone): kept in
+        # memory, newest last, and published before the outbox's (lost on kill -9).
+        self._unsaved: deque[tuple[str, str, bool]] = deque(maxlen=_UNSAVED_MAX)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -481,8 +489,26 @@ class MqttPublisher:
     async def _enqueue(
         self, topic: str, payload: str, *, retain: bool, replace: bool = False
     ) -> None:
-        await asyncio.to_thread(self._outbox.add, topic, payload, 1, retain, replace=replace)
+        try:
+            await asyncio.to_thread(self._outbox.add, topic, payload, 1, retain, replace=replace)
+        except OutboxError as err:
+            # An alert must go out even when the disk cannot keep it: a full disk
+            # never stops the halt path, and is itself alerted on.
+            if not self._unsaved:
+                log.error(  # noqa: TRY400 - the cause is in the message
+                    "%s; alerts are kept in memory until it can be written", err
+                )
+            if replace:
+                self._unsaved = deque(
+                    (m for m in self._unsaved if m[0] != topic), maxlen=_UNSAVED_MAX
+                )
+            self._unsaved.append((topic, payload, retain))
         self._wake.set()
+
+    @property
+    def unsaved(self) -> int:
+        """Messages waiting in memory because the outbox could not store them."""
+        return len(self._unsaved)
 
     # -- the connection loop ---------------------------------------------------------------
 
@@ -591,6 +617,11 @@ class MqttPublisher:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             self._wake.clear()
+            while self._unsaved:
+                topic, payload, retain = self._unsaved[0]
+                async with asyncio.timeout(self._publish_timeout_s):
+                    await client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
+                self._unsaved.popleft()
             batch = await asyncio.to_thread(self._outbox.pending, _DRAIN_BATCH)
             for message in batch:
                 async with asyncio.timeout(self._publish_timeout_s):

@@ -56,6 +56,10 @@ class StoreError(CellguardError):
     """
 
 
+class DamagedStoreError(StoreError):
+    """The file exists but SQLite cannot read it as a database (damaged, or not one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelState:
     """What the daemon must remember about one channel across a restart.
@@ -204,7 +208,9 @@ class SqliteWorker:
                 f"{self.path} is not a readable {what} ({err}); move it aside "
                 "and the daemon starts with an empty one"
             )
-            raise StoreError(msg) from err
+            if isinstance(err, sqlite3.OperationalError):  # locked, disk I/O: not damage
+                raise StoreError(msg) from err
+            raise DamagedStoreError(msg) from err
         except BaseException:
             conn.close()
             raise
@@ -302,10 +308,13 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL); a second ROLLBACK
+        # would raise and hide the error that says what went wrong.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -452,15 +461,61 @@ class Store:
     ``await store.aclose()``). All I/O runs on the store's own thread (module doc).
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, move_aside_damaged: bool = False) -> None:
         self.path = Path(state_dir) / STORE_FILENAME
         self._db = SqliteWorker(self.path, synchronous="NORMAL")
         self._states: dict[ChannelKey, ChannelState] = {}
+        self._move_aside_damaged = move_aside_damaged
+        # Where a damaged file was moved at open (the daemon raises an alert naming it).
+        self.moved_aside: Path | None = None
 
     async def open(self) -> None:
-        """Open or create the file; raise StoreError if it is unusable or from a newer version."""
-        await self._db.open(_MIGRATIONS, what="cellguard store")
+        """Open or create the file; raise StoreError if it is unusable or from a newer version.
+
+        With ``move_aside_damaged`` (the daemon), a file SQLite cannot read is renamed
+        ``cellguard.sqlite.damaged-<UTC time>`` (kept for whoever wants to rescue it)
+        and an empty store is created: a daemon that refused to start would leave
+        every cell unguarded, and a halted channel is protected by the instrument's
+        own status, checked before any start, not by this file. ``moved_aside`` names
+        the renamed file.
+        """
+        try:
+            await self._db.open(_MIGRATIONS, what="cellguard store")
+        except DamagedStoreError as err:
+            if not self._move_aside_damaged:
+                raise
+            self.moved_aside = _move_aside(self.path)
+            log.error(  # noqa: TRY400 - the cause is in the message; a traceback adds nothing
+                "STORE DAMAGED: %s; moved to %s and started an empty store (channel "
+                "states, samples and events before now are only in the moved file)",
+                err,
+                self.moved_aside,
+            )
+            self._db = SqliteWorker(self.path, synchronous="NORMAL")
+            await self._db.open(_MIGRATIONS, what="cellguard store")
         self._states = await self.load_channel_states()
+
+    def exists(self) -> bool:
+        """Whether the file is still where it was opened (someone may delete state_dir)."""
+        return self.path.exists()
+
+    async def reopen(self) -> None:
+        """Create the file again (after ``state_dir`` was deleted) and write back every
+        channel state known to this process, so a restart still resumes from them."""
+        old, self._db = self._db, SqliteWorker(self.path, synchronous="NORMAL")
+        await old.aclose()
+        await self._db.open(_MIGRATIONS, what="cellguard store")
+        await self.resave_states()
+
+    async def resave_states(self) -> None:
+        """Write every channel state known to this process (after writes failed)."""
+        states = list(self._states.values())
+
+        def upsert_all(conn: sqlite3.Connection) -> None:
+            for state in states:
+                _upsert_state(conn, state)
+
+        await self._db.call(lambda conn: _transaction(conn, upsert_all))
 
     async def aclose(self) -> None:
         """Finish pending writes and close the file (shielded from cancellation)."""
@@ -605,7 +660,12 @@ class Store:
         runs on the store's thread in order with every other write. A failure is logged.
         """
         self._states[state.key] = state
-        self._db.submit(lambda conn: _upsert_state(conn, state))
+        try:
+            self._db.submit(lambda conn: _upsert_state(conn, state))
+        except StoreError as err:
+            # Reopening (state_dir deleted): the halt path must not fail on it; the
+            # state is kept here and written back by reopen().
+            log.error("channel state of %s not saved now: %s", state.key, err)  # noqa: TRY400
 
     async def load_channel_states(self) -> dict[ChannelKey, ChannelState]:
         """Every stored channel state, by ``(instrument, channel)``, read from the file."""
@@ -686,6 +746,21 @@ def _cycle_from_row(row: tuple[Any, ...]) -> CycleRow:
         failure=failure,
         coulombic_efficiency=_float(ce),
     )
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged store (with its WAL and shared-memory files) out of the way."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():  # two damaged files in one second: keep both
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(target.with_name(target.name + suffix))
+    return target
 
 
 def _upsert_state(conn: sqlite3.Connection, state: ChannelState) -> None:

@@ -1,0 +1,75 @@
+"""One daemon per ``state_dir``: an OS lock on ``state_dir/cellguard.lock``.
+
+Two daemons on one state_dir would both stop a failing cell, both alert and both
+write the same store. The lock is taken with ``fcntl.flock`` (POSIX) or
+``msvcrt.locking`` (Windows) and held for the process's lifetime; the OS releases it
+when the process ends, even by kill -9 or a crash, so a stale lock file never keeps
+a restarted daemon out. The file holds the PID of its holder for the error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from cellguard.drivers.errors import CellguardError
+
+LOCK_FILENAME = "cellguard.lock"
+
+
+class StateDirInUse(CellguardError):
+    """Another process holds the lock of this state_dir."""
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt  # noqa: PLC0415
+
+        try:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl  # noqa: PLC0415
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        if text:
+            return f"PID {text}"
+    return "an unknown PID"
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[Path]:
+    """Hold the lock of ``state_dir`` for the block; raise StateDirInUse if taken."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILENAME
+    # "a+": never truncate before holding the lock (the holder's PID stays readable).
+    handle = path.open("a+", encoding="ascii")
+    try:
+        if not _try_lock(handle):
+            msg = (
+                f"state_dir {state_dir} is in use by another cellguard ({_holder(path)} "
+                f"holds {path}); stop it, or give this one another state_dir"
+            )
+            raise StateDirInUse(msg)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # releases the lock

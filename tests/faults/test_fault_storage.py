@@ -1,0 +1,218 @@
+"""Fault suite: storage is never on the halt path.
+
+A running daemon (simulated CT-4008, virtual time) whose store or spool cannot be
+written: SQLite's own "database or disk is full" (SQLITE_FULL, what ENOSPC gives),
+made by capping the file's page count on the store's connection, so the real error
+path of a full disk is taken. The daemon keeps guarding: a Li depletion hours later
+is halted while nothing is recorded; once there is room again every recorded sample
+is in the store, in order, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from test_influx import export
+from victoria import VictoriaMetrics
+
+from cellguard.daemon.config import parse_config
+from cellguard.daemon.recording import RECORDING_TAGS
+from cellguard.daemon.service import Daemon, started_daemon
+from cellguard.daemon.store import SqliteWorker, Store
+from cellguard.drivers import VirtualClock
+from cellguard.drivers.neware import ChannelId, NewareSimulator
+from cellguard.drivers.neware._simulator import CellSlot
+from cellguard.drivers.sim import SimCellSpec
+
+INSTRUMENT = "ct4008-disk"
+POLL_S = 60.0
+DEPLETING = ChannelId(1, 1, 2)  # MII-1 asymmetric 100|20 µm: Li runs out after ~2 days
+HEALTHY = ChannelId(1, 1, 3)
+
+
+def _config_text(state_dir: Path, port: int, influx_url: str | None = None) -> str:
+    parts = [f'[daemon]\nstate_dir = "{state_dir}"\n']
+    if influx_url is not None:
+        parts.append(f'[influxdb]\nurl = "{influx_url}"\norg = "lab"\nbucket = "cycling"\n')
+    parts.append(
+        f'[[instruments]]\nname = "{INSTRUMENT}"\ndriver = "neware"\nhost = "127.0.0.1"\n'
+        f"port = {port}\npoll_interval_s = {POLL_S}\n"
+    )
+    for channel, cell in (
+        (DEPLETING, 'type = "asymmetric", thin_li_um = 20, interphase = "MII-1"'),
+        (HEALTHY, 'type = "symmetric", thin_li_um = 100, interphase = "SEI"'),
+    ):
+        parts.append(
+            f'[[channels]]\ninstrument = "{INSTRUMENT}"\nchannel = "{channel}"\nmode = "run"\n'
+            f"cell = {{ area_cm2 = 0.785, thick_li_um = 100, {cell} }}\n"
+            'protocol = { kind = "galvanostatic", current_density_ma_cm2 = 0.5, '
+            "areal_capacity_mah_cm2 = 0.5, cycles = 500, record_interval_s = 60 }\n"
+        )
+    return "\n".join(parts)
+
+
+def _simulator(clock: VirtualClock) -> NewareSimulator:
+    cells = {
+        DEPLETING: CellSlot(SimCellSpec("MII-1", li_working_um=20, never_short=True)),
+        HEALTHY: CellSlot(SimCellSpec("SEI", never_short=True)),
+    }
+    return NewareSimulator(clock, cells=cells, seed=9, epoch=datetime(2026, 4, 1, 9))
+
+
+async def _cap_pages(db: SqliteWorker, pages: int | None) -> None:
+    """Make the file "full" at its present size (None: room again), on its own connection."""
+
+    def cap(conn: sqlite3.Connection) -> None:
+        limit = pages if pages is not None else 1 << 30
+        if pages == 0:
+            limit = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        conn.execute(f"PRAGMA max_page_count = {limit}")
+
+    await db.call(cap)
+
+
+async def _drive_until(clock: VirtualClock, done: Callable[[], bool], hours: float) -> float:
+    """Advance poll by poll until ``done()``; return the virtual hours it took."""
+    for step in range(round(hours * 3600 / POLL_S)):
+        if done():
+            return step * POLL_S / 3600
+        await clock.advance(POLL_S)
+    pytest.fail(f"not done within {hours} h")
+
+
+async def _drive(clock: VirtualClock, hours: float) -> None:
+    for _ in range(round(hours * 3600 / POLL_S)):
+        await clock.advance(POLL_S)
+
+
+def _halted(sim: NewareSimulator) -> Callable[[], bool]:
+    return lambda: sim.channels[DEPLETING].workstatus == "stop"
+
+
+def _alerts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    where = f"{RECORDING_TAGS.instrument}/{RECORDING_TAGS.channel}"
+    return [r.getMessage() for r in caplog.records if where in r.getMessage()]
+
+
+async def _recorded_seqs(state_dir: Path) -> dict[ChannelId, list[int]]:
+    async with Store(state_dir) as store:
+        return {
+            c: [
+                s.seq
+                for s in await store.query_samples(INSTRUMENT, str(c))
+                if s.source == "recorded"
+            ]
+            for c in (DEPLETING, HEALTHY)
+        }
+
+
+async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    state_dir = tmp_path / "state"
+    async with sim.serve() as (_, port):
+        config = parse_config(_config_text(state_dir, port))
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+            await _drive(clock, 10.0)
+            await _cap_pages(_store_db(daemon), 0)  # the disk is full from now on
+            await _drive(clock, 0.5)
+            assert not daemon.recording.recording
+            down = _alerts(caplog)
+            assert len(down) == 1
+            assert "UNAVAILABLE" in down[0]
+            assert "NOT RECORDING" in down[0]
+            assert "database or disk is full" in down[0]
+
+            hours = await _drive_until(clock, _halted(sim), 80.0)
+            sup = daemon.supervisor(INSTRUMENT)
+            halt = sup.channels[DEPLETING].halt
+            assert halt is not None
+            assert halt.kind == "depletion"
+            assert not daemon.recording.recording  # halted while nothing was recorded
+            assert sim.channels[HEALTHY].workstatus == "working"
+            on_instrument = {c: sim.channels[c].record_count for c in (DEPLETING, HEALTHY)}
+
+            await _cap_pages(_store_db(daemon), None)  # room again
+            await _drive(clock, 1.0)
+            assert daemon.recording.recording
+            up = _alerts(caplog)[1:]
+            assert len(up) == 1
+            assert "AVAILABLE" in up[0]
+            assert "recording again" in up[0]
+    print(
+        f"\nfull disk at 10 h; depletion halted {hours + 10.5:.1f} h into the test "
+        f"while not recording; recorded on the instrument during the outage {on_instrument}"
+    )
+    stored = await _recorded_seqs(state_dir)
+    for channel, seqs in stored.items():
+        assert seqs == list(range(1, len(seqs) + 1)), channel  # in order, once
+        assert len(seqs) >= on_instrument[channel], channel  # the outage is backfilled
+    async with Store(state_dir) as store:
+        halts = await store.query_events(INSTRUMENT, str(DEPLETING), kind="halt")
+        states = await store.load_channel_states()
+    assert [e.fault for e in halts] == ["depletion"]
+    assert states[(INSTRUMENT, str(DEPLETING))].state == "halted"
+
+
+def _store_db(daemon: Daemon) -> SqliteWorker:
+    return daemon.store._db  # the test reaches the store's own connection
+
+
+async def test_influxdb_down_and_the_spool_full_stops_recording_not_halting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, victoria_metrics_process: VictoriaMetrics
+) -> None:
+    caplog.set_level(logging.INFO)
+    vm = victoria_metrics_process
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    async with sim.serve() as (_, port):
+        config = parse_config(_config_text(tmp_path / "state", port, vm.url))
+        async with started_daemon(config, clock=clock) as daemon:
+            assert daemon.influx is not None
+            await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+            await _drive(clock, 10.0)
+            vm.stop()
+            await _cap_pages(daemon.influx.spool._db, 0)  # nowhere to put the points
+            hours = await _drive_until(clock, _halted(sim), 80.0)
+            halt = daemon.supervisor(INSTRUMENT).channels[DEPLETING].halt
+            assert halt is not None
+            assert halt.kind == "depletion"
+            assert not daemon.recording.recording
+            assert "NOT RECORDING" in _alerts(caplog)[0]
+            assert sim.channels[HEALTHY].workstatus == "working"
+
+            await _cap_pages(daemon.influx.spool._db, None)
+            vm.start()
+            give_up = time.monotonic() + 60.0
+            # Recovery is watched, bounded: the retries run on the virtual clock.
+            while not daemon.recording.recording and time.monotonic() < give_up:
+                await clock.advance(POLL_S)
+            while daemon.influx.spool.pending_batches and time.monotonic() < give_up:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            assert daemon.recording.recording
+            assert "recording again" in _alerts(caplog)[-1]
+            await _drive(clock, 1.0)
+            await daemon.queue.join()
+        on_instrument = {c: sim.channels[c].record_count for c in (DEPLETING, HEALTHY)}
+    print(f"\nInfluxDB down and spool full from 10 h; depletion halted at {hours + 10:.1f} h")
+    for channel, n in on_instrument.items():
+        selector = (
+            f'cellguard_samples_seq{{instrument="{INSTRUMENT}",channel="{channel}",'
+            'source="recorded"}'
+        )
+        series = await export(vm.url, selector, n)
+        seqs = sorted({int(v) for s in series for v in s["values"]})
+        # Everything up to the last download before the stop is in the database.
+        assert seqs == list(range(1, len(seqs) + 1)), channel
+        assert len(seqs) >= n - 2, channel
