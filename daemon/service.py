@@ -332,8 +332,9 @@ async def _execute(daemon: Daemon, command: Command) -> tuple[bool, str]:
 
 async def serve(config: Config, *, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """``cellguard run``: open and run the daemon until ``stop``."""
-    log.warning("cellguard starting\n%s", config.describe())
     async with open_daemon(config, clock=clock) as daemon:
+        # After the state_dir lock: a second copy says one line, why it cannot run.
+        log.warning("cellguard starting\n%s", config.describe())
         await run_daemon(daemon, stop=stop)
     log.warning("cellguard stopped")
 
