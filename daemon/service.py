@@ -42,8 +42,9 @@ from cellguard.drivers.neware import ChannelId, NewareClient
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 200_000
-# How often pending halts are applied to the analytics (a few download intervals).
-ANALYTICS_SETTLE_S = 60.0
+# Pending halts are applied to the analytics after one to two of these periods, in
+# download intervals: by then the recorded samples up to the halt have been fetched.
+ANALYTICS_SETTLE_DOWNLOADS = 2.0
 
 
 @dataclass
@@ -302,10 +303,20 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
             task.cancel()
 
 
+def _settle_interval_s(config: Config) -> float:
+    downloads = [
+        max(i.download_interval_s, i.poll_interval_s)
+        for i in config.instruments
+        if i.driver == "neware"
+    ]
+    return ANALYTICS_SETTLE_DOWNLOADS * max([*downloads, 1.0])
+
+
 async def _settle_analytics(daemon: Daemon) -> None:
     """Write the analytics row of a halt soon after it (AnalyticsTap.settle)."""
+    interval_s = _settle_interval_s(daemon.config)
     while True:
-        await daemon.clock.sleep(ANALYTICS_SETTLE_S)
+        await daemon.clock.sleep(interval_s)
         if daemon.recording.recording:  # else the tap has not seen the samples yet
             await daemon.store_cycles(daemon.tap.settle())
 
