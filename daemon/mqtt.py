@@ -431,6 +431,8 @@ class MqttPublisher:
         # Messages the outbox could not store (disk full, state_dir gone): kept in
         # memory, newest last, and published before the outbox's (lost on kill -9).
         self._unsaved: deque[tuple[str, str, bool]] = deque(maxlen=_UNSAVED_MAX)
+        self._outbox_failing = False
+        self.kept_in_memory = 0  # messages that went through memory, not the outbox
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -494,15 +496,21 @@ class MqttPublisher:
         except OutboxError as err:
             # An alert must go out even when the disk cannot keep it: a full disk
             # never stops the halt path, and is itself alerted on.
-            if not self._unsaved:
+            if not self._outbox_failing:
                 log.error(  # noqa: TRY400 - the cause is in the message
                     "%s; alerts are kept in memory until it can be written", err
                 )
+            self._outbox_failing = True
+            self.kept_in_memory += 1
             if replace:
                 self._unsaved = deque(
                     (m for m in self._unsaved if m[0] != topic), maxlen=_UNSAVED_MAX
                 )
             self._unsaved.append((topic, payload, retain))
+        else:
+            if self._outbox_failing:
+                log.warning("the MQTT outbox %s can be written again", self._outbox.path)
+            self._outbox_failing = False
         self._wake.set()
 
     @property

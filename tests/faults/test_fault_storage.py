@@ -11,6 +11,7 @@ is in the store, in order, once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -18,11 +19,14 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import aiomqtt
 import pytest
+from mqtt_broker import PASSWORDS, PREFIX, Broker
 from test_influx import export
 from victoria import VictoriaMetrics
 
 from cellguard.daemon.config import parse_config
+from cellguard.daemon.mqtt import MqttPublisher, OutboxError
 from cellguard.daemon.recording import RECORDING_TAGS
 from cellguard.daemon.service import Daemon, started_daemon
 from cellguard.daemon.store import SqliteWorker, Store
@@ -216,3 +220,55 @@ async def test_influxdb_down_and_the_spool_full_stops_recording_not_halting(
         # Everything up to the last download before the stop is in the database.
         assert seqs == list(range(1, len(seqs) + 1)), channel
         assert len(seqs) >= n - 2, channel
+
+
+def _fill_outbox(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox's disk is full too. Injected in its writer (an alert fits in a page
+    SQLite already has, so a page cap would not stop it): the error SQLite gives."""
+    outbox = daemon.publisher._outbox  # type: ignore[attr-defined]
+
+    def full(*_: object, **__: object) -> int:
+        msg = f"cannot write to the MQTT outbox {outbox.path}: database or disk is full"
+        raise OutboxError(msg)
+
+    monkeypatch.setattr(outbox, "add", full)
+
+
+async def test_with_the_whole_disk_full_the_alerts_still_reach_the_broker(
+    tmp_path: Path, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store and MQTT outbox both full: the "not recording" alert and the halt alert
+    still reach an operator, from memory."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    mqtt = (
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ntopic_prefix = "{PREFIX}"\n'
+        f'username = "cellguard"\npassword = "{PASSWORDS["cellguard"]}"\n'
+    )
+    async with (
+        sim.serve() as (_, port),
+        aiomqtt.Client(
+            "127.0.0.1", mosquitto.port, username="operator", password=PASSWORDS["operator"]
+        ) as operator,
+    ):
+        await operator.subscribe(f"{PREFIX}/alerts/#", qos=1)
+        text = _config_text(tmp_path / "state", port).replace(
+            "\n[[instruments]]", mqtt + "\n[[instruments]]", 1
+        )
+        async with started_daemon(parse_config(text), clock=clock) as daemon:
+            assert isinstance(daemon.publisher, MqttPublisher)
+            await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+            await _drive(clock, 10.0)
+            _fill_outbox(daemon, monkeypatch)
+            await _cap_pages(_store_db(daemon), 0)
+            await _drive_until(clock, _halted(sim), 80.0)
+            assert daemon.publisher.kept_in_memory > 0  # the outbox is full
+            alerts: dict[str, dict[str, object]] = {}
+            async with asyncio.timeout(20.0):
+                async for message in operator.messages:
+                    alert = json.loads(message.payload)  # type: ignore[arg-type]
+                    alerts.setdefault(f"{alert['channel']} {alert['kind']}", alert)
+                    if {"recording unavailable", f"{DEPLETING} halt"} <= set(alerts):
+                        break
+    assert str(alerts["recording unavailable"]["detail"]).startswith("NOT RECORDING")
+    assert alerts[f"{DEPLETING} halt"]["fault"] == "depletion"
