@@ -176,6 +176,7 @@ class SqliteWorker:
         self._synchronous = synchronous
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._submit_failing = False
 
     async def open(self, migrations: Sequence[str], *, what: str) -> None:
         """Create the thread, open (or create) the file and bring its schema up to date."""
@@ -244,8 +245,20 @@ class SqliteWorker:
             raise StoreError(msg)
 
         def done(fut: concurrent.futures.Future[object]) -> None:
-            if not fut.cancelled() and (err := fut.exception()) is not None:
-                log.error("writing %s failed: %s", self.path, err, exc_info=err)
+            # Logged once per outage (a full disk fails every save), not a traceback each.
+            if fut.cancelled():
+                return
+            if (err := fut.exception()) is not None:
+                if not self._submit_failing:
+                    log.error(
+                        "writing %s failed: %s (states stay in memory, saved again later)",
+                        self.path,
+                        err,
+                    )
+                self._submit_failing = True
+            elif self._submit_failing:
+                self._submit_failing = False
+                log.warning("writing %s works again", self.path)
 
         executor.submit(fn, conn).add_done_callback(done)
 

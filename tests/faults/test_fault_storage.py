@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from faults import PausableClock, daemon_config, spawn_daemon
 from mqtt_broker import PASSWORDS, PREFIX, Broker
+from test_fault_analytics_kill import _ticking
 from test_influx import export
 from victoria import VictoriaMetrics
 
@@ -29,11 +33,11 @@ from cellguard.daemon.config import parse_config
 from cellguard.daemon.mqtt import MqttPublisher, OutboxError
 from cellguard.daemon.recording import RECORDING_TAGS
 from cellguard.daemon.service import Daemon, started_daemon
-from cellguard.daemon.store import SqliteWorker, Store
+from cellguard.daemon.store import STORE_FILENAME, SqliteWorker, Store
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareSimulator
 from cellguard.drivers.neware._simulator import CellSlot
-from cellguard.drivers.sim import SimCellSpec
+from cellguard.drivers.sim import ShortSpec, SimCellSpec
 
 INSTRUMENT = "ct4008-disk"
 POLL_S = 60.0
@@ -272,3 +276,105 @@ async def test_with_the_whole_disk_full_the_alerts_still_reach_the_broker(
                         break
     assert str(alerts["recording unavailable"]["detail"]).startswith("NOT RECORDING")
     assert alerts[f"{DEPLETING} halt"]["fault"] == "depletion"
+
+
+# -- the same with `cellguard run` as a real process over a file-size limit ------------------
+
+SPEED = 300.0  # one wall second is five instrument minutes
+SHORT_AT_H = 2.2  # the detectors learn one half cycle per direction first
+FILE_LIMIT_BYTES = 256 * 1024
+WAIT_WALL_S = 60.0
+
+
+async def _until(what: str, done: Callable[[], bool]) -> None:
+    """Wait, bounded, for what another process does (there is no event to await)."""
+    give_up = time.monotonic() + WAIT_WALL_S
+    while not done():
+        if time.monotonic() > give_up:
+            pytest.fail(f"not within {WAIT_WALL_S} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+def _stored_seqs(path: Path) -> dict[str, list[int]]:
+    """Recorded seqs per channel in the store, read-only (the daemon writes it)."""
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = conn.execute(
+                "SELECT channel, seq FROM samples WHERE source = 'recorded' ORDER BY rowid"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # not created yet
+        return {}
+    out: dict[str, list[int]] = {}
+    for channel, seq in rows:
+        out.setdefault(channel, []).append(int(seq))
+    return out
+
+
+async def test_cellguard_run_over_a_full_disk_halts_and_records_again(tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE, set on the running daemon with prlimit) makes
+    every write past it fail as on a full disk (EFBIG, which Python does not die of)."""
+    clock = PausableClock(SPEED)
+    healthy, faulty = ChannelId(1, 1, 1), ChannelId(1, 1, 2)
+    cells = {
+        healthy: CellSlot(SimCellSpec("SEI", never_short=True)),
+        faulty: CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", SHORT_AT_H))),
+    }
+    sim = NewareSimulator(clock, cells=cells, seed=5, epoch=datetime(2026, 5, 1, 8))
+    state_dir = tmp_path / "state"
+    store = state_dir / STORE_FILENAME
+    log_path = tmp_path / "daemon.log"
+    async with sim.serve() as (_, port), _ticking(sim):
+        config = tmp_path / "cellguard.toml"
+        config.write_text(
+            daemon_config(
+                str(state_dir),
+                port,
+                (healthy, faulty),
+                poll_interval_s=0.1,
+                download_interval_s=0.5,
+                record_interval_s=30.0,
+            )
+        )
+        proc = await spawn_daemon(config, log_path)
+        try:
+            await _until("samples stored", lambda: bool(_stored_seqs(store)))
+            assert log_path.stat().st_size < FILE_LIMIT_BYTES // 2  # its log stays writable
+            # The soft limit only: lifting it again needs no privilege.
+            resource.prlimit(
+                proc.pid, resource.RLIMIT_FSIZE, (FILE_LIMIT_BYTES, resource.RLIM_INFINITY)
+            )
+            await _until("not recording", lambda: "NOT RECORDING" in log_path.read_text())
+            await _until("the short halted", lambda: sim.channels[faulty].workstatus == "stop")
+            assert "recording again" not in log_path.read_text()  # halted while down
+            unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, unlimited)
+            await _until("recording again", lambda: "recording again" in log_path.read_text())
+            clock.pause()  # the instrument stops recording; the daemon catches up
+            sim.advance()
+            on_instrument = {str(c): sim.channels[c].record_count for c in (healthy, faulty)}
+            await _until(
+                "every recorded sample stored",
+                lambda: all(
+                    len(set(_stored_seqs(store).get(c, []))) >= n for c, n in on_instrument.items()
+                ),
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), WAIT_WALL_S) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = log_path.read_text()
+    print(
+        "\ncellguard run over RLIMIT_FSIZE: "
+        + next(line for line in text.splitlines() if "NOT RECORDING" in line)[24:200]
+    )
+    stored = _stored_seqs(store)
+    for channel, n in on_instrument.items():
+        assert stored[channel] == list(range(1, n + 1)), channel  # in order, once
+    assert "HALTED" in text
