@@ -9,14 +9,12 @@ clean shutdown: the daemon is then killed -9 and the row is still there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
-from faults import INSTRUMENT, PausableClock, daemon_config, spawn_daemon
+from faults import INSTRUMENT, PausableClock, daemon_config, spawn_daemon, ticking
 from test_influx import export
 from victoria import VictoriaMetrics
 
@@ -31,24 +29,6 @@ SHORT_AT_H = 2.2  # the detectors learn one half cycle per direction first
 WAIT_WALL_S = 60.0
 
 
-@contextlib.asynccontextmanager
-async def _ticking(sim: NewareSimulator) -> AsyncIterator[None]:
-    """Bring the simulation up to the present every half second (as ``cellguard
-    simulate`` does), so no request pays for a long stretch at once."""
-
-    async def tick() -> None:
-        while True:
-            sim.advance()
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 async def test_the_failure_row_is_in_influxdb_before_a_kill_9(
     tmp_path: Path, victoria_metrics_process: VictoriaMetrics
 ) -> None:
@@ -59,7 +39,7 @@ async def test_the_failure_row_is_in_influxdb_before_a_kill_9(
     }
     sim = NewareSimulator(PausableClock(SPEED), cells=cells, seed=5, epoch=datetime(2026, 5, 1, 8))
     selector = f'cellguard_cycles_cycle{{instrument="{INSTRUMENT}",failure!=""}}'
-    async with sim.serve() as (_, port), _ticking(sim):
+    async with sim.serve() as (_, port), ticking(sim):
         config = tmp_path / "cellguard.toml"
         config.write_text(
             daemon_config(

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from faults import PausableClock, daemon_config, spawn_daemon
+from faults import PausableClock, daemon_config, spawn_daemon, ticking
 from mqtt_broker import PASSWORDS, PREFIX, Broker
-from test_fault_analytics_kill import _ticking
 from test_influx import export
 from victoria import VictoriaMetrics
 
@@ -328,7 +327,7 @@ async def test_cellguard_run_over_a_full_disk_halts_and_records_again(tmp_path: 
     state_dir = tmp_path / "state"
     store = state_dir / STORE_FILENAME
     log_path = tmp_path / "daemon.log"
-    async with sim.serve() as (_, port), _ticking(sim):
+    async with sim.serve() as (_, port), ticking(sim):
         config = tmp_path / "cellguard.toml"
         config.write_text(
             daemon_config(
