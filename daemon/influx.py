@@ -83,7 +83,7 @@ import urllib3.exceptions
 
 from cellguard.daemon.analytics_tap import CycleRow
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
-from cellguard.daemon.store import SqliteWorker
+from cellguard.daemon.store import DamagedStoreError, SqliteWorker, move_aside
 from cellguard.drivers.errors import CellguardError
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,23 @@ class Spool:
         return self._bytes
 
     async def open(self) -> None:
-        """Open or create the spool file and count what is waiting in it."""
-        await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
+        """Open or create the spool file and count what is waiting in it.
+
+        A damaged file is moved aside (``spool.sqlite.damaged-<UTC time>``) and an
+        empty spool created: refusing would leave the daemon, and every cell, down.
+        """
+        try:
+            await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
+        except DamagedStoreError as err:
+            aside = move_aside(self.path)
+            log.error(  # noqa: TRY400 - the cause is in the message
+                "SPOOL DAMAGED: %s; moved to %s and started an empty spool (the points "
+                "it held are only in the moved file)",
+                err,
+                aside,
+            )
+            self._db = SqliteWorker(self.path, synchronous="FULL")
+            await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
 
         def count(conn: sqlite3.Connection) -> None:
             row = conn.execute(

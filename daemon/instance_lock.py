@@ -52,24 +52,53 @@ def _holder(path: Path) -> str:
     return "an unknown PID"
 
 
-@contextlib.contextmanager
-def state_dir_lock(state_dir: Path) -> Iterator[Path]:
-    """Hold the lock of ``state_dir`` for the block; raise StateDirInUse if taken."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / LOCK_FILENAME
-    # "a+": never truncate before holding the lock (the holder's PID stays readable).
-    handle = path.open("a+", encoding="ascii")
-    try:
+class StateDirLock:
+    """The lock of one state_dir, held by this process until :meth:`release`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / LOCK_FILENAME
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raise StateDirInUse naming the holder if another process has it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # "a+": never truncate before holding the lock (the holder's PID stays readable).
+        handle = self.path.open("a+", encoding="ascii")
         if not _try_lock(handle):
+            handle.close()
             msg = (
-                f"state_dir {state_dir} is in use by another cellguard ({_holder(path)} "
-                f"holds {path}); stop it, or give this one another state_dir"
+                f"state_dir {self.state_dir} is in use by another cellguard "
+                f"({_holder(self.path)} holds {self.path}); stop it, or give this one "
+                "another state_dir"
             )
             raise StateDirInUse(msg)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        yield path
+        old, self._handle = self._handle, handle
+        if old is not None:
+            old.close()
+
+    def reacquire_if_gone(self) -> None:
+        """After state_dir was deleted: lock a new file, or a second daemon could start
+        on it (the old lock is on a file no one can open any more)."""
+        if not self.path.exists():
+            self.acquire()
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
+    """Hold the lock of ``state_dir`` for the block; raise StateDirInUse if taken."""
+    lock = StateDirLock(state_dir)
+    lock.acquire()
+    try:
+        yield lock
     finally:
-        handle.close()  # releases the lock
+        lock.release()

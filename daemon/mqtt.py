@@ -45,6 +45,7 @@ from typing import Any, Final, Literal, Protocol, Self, get_args
 import aiomqtt
 
 from cellguard.daemon.records import ChannelTags, EventRecord
+from cellguard.daemon.store import move_aside
 from cellguard.drivers.errors import CellguardError, ConfigError
 
 __all__ = [
@@ -156,17 +157,34 @@ class Outbox:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an alert acknowledged by add() survives a power cut, not only a crash.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            try:
+                self._db = self._connect()
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError):  # locked, I/O: not damage
+                    raise
+                # Damaged: moved aside, not refused (a daemon that does not start
+                # guards nothing); the alerts it held are in the moved file.
+                aside = move_aside(self.path)
+                log.error("OUTBOX DAMAGED: %s: %s; moved to %s", self.path, err, aside)  # noqa: TRY400
+                self._db = self._connect()
         except (OSError, sqlite3.Error) as err:
             msg = (
                 f"cannot open the MQTT outbox {self.path}: {err}; "
                 "check that daemon.state_dir exists and is writable"
             )
             raise OutboxError(msg) from err
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an alert acknowledged by add() survives a power cut, not only a crash.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @classmethod
     def in_state_dir(cls, state_dir: Path | str) -> Self:

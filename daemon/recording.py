@@ -127,7 +127,11 @@ class Recorder:
             log.error("the recording alert could not be published either: %s", describe(err))  # noqa: TRY400
 
     async def watch_state_dir(
-        self, store: StoreFile, interval_s: float = STATE_DIR_CHECK_S
+        self,
+        store: StoreFile,
+        interval_s: float = STATE_DIR_CHECK_S,
+        *,
+        after_recreate: Callable[[], None] | None = None,
     ) -> None:
         """Notice a deleted store file (state_dir deleted), alert, and create it again.
 
@@ -147,6 +151,12 @@ class Recorder:
             await self.alert("unavailable", detail, subkind="state_dir")
             if await self.attempt(f"re-creating {store.path}", store.reopen):
                 await self.alert("available", f"{store.path} created again", subkind="state_dir")
+            if after_recreate is not None:
+                try:
+                    after_recreate()  # the state_dir lock, taken again on a new file
+                except Exception as err:  # a second daemon got in meanwhile: say so
+                    log.error("after re-creating %s: %s", store.path, describe(err))  # noqa: TRY400
+                    await self.alert("unavailable", describe(err), subkind="state_dir")
 
     async def _failed(self, what: str, err: BaseException) -> None:
         self.failures += 1

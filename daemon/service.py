@@ -30,7 +30,7 @@ from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config, InstrumentSettings
 from cellguard.daemon.host import HostSupervisor, host_supervisors
 from cellguard.daemon.influx import InfluxSink
-from cellguard.daemon.instance_lock import state_dir_lock
+from cellguard.daemon.instance_lock import StateDirLock, state_dir_lock
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
 from cellguard.daemon.recording import Recorder
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -64,6 +64,7 @@ class Daemon:
     hosts: list[HostSupervisor] = field(default_factory=list)
     recorder: Recorder | None = None
     clock: Clock = field(default_factory=WallClock)
+    lock: StateDirLock | None = None  # one daemon per state_dir
 
     def __post_init__(self) -> None:
         if self.recorder is None:
@@ -174,7 +175,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        stack.enter_context(state_dir_lock(state_dir))
+        lock = stack.enter_context(state_dir_lock(state_dir))
         store = await stack.enter_async_context(Store(state_dir, move_aside_damaged=True))
         publisher: Publisher
         if config.mqtt is None:
@@ -237,6 +238,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
             tap=AnalyticsTap(tap_settings(config.channels)),
             hosts=hosts,
             clock=clock,
+            lock=lock,
         )
 
 
@@ -265,7 +267,13 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
         if daemon.influx is not None:
             background.append(tg.create_task(daemon.influx.run(), name="spool-drain"))
         background.append(
-            tg.create_task(daemon.recording.watch_state_dir(daemon.store), name="state_dir")
+            tg.create_task(
+                daemon.recording.watch_state_dir(
+                    daemon.store,
+                    after_recreate=daemon.lock.reacquire_if_gone if daemon.lock else None,
+                ),
+                name="state_dir",
+            )
         )
         background.append(tg.create_task(_settle_analytics(daemon), name="analytics"))
         if daemon.store.moved_aside is not None:

@@ -497,7 +497,7 @@ class Store:
         except DamagedStoreError as err:
             if not self._move_aside_damaged:
                 raise
-            self.moved_aside = _move_aside(self.path)
+            self.moved_aside = move_aside(self.path)
             log.error(  # noqa: TRY400 - the cause is in the message; a traceback adds nothing
                 "STORE DAMAGED: %s; moved to %s and started an empty store (channel "
                 "states, samples and events before now are only in the moved file)",
@@ -761,8 +761,9 @@ def _cycle_from_row(row: tuple[Any, ...]) -> CycleRow:
     )
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename a damaged store (with its WAL and shared-memory files) out of the way."""
+def move_aside(path: Path) -> Path:
+    """Rename a damaged SQLite file (with its WAL and shared-memory files) out of the
+    way, as ``<name>.damaged-<UTC time>``; return the new path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = path.with_name(f"{path.name}.damaged-{stamp}")
     n = 1

@@ -12,9 +12,11 @@ import asyncio
 import configparser
 import contextlib
 import logging
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +30,9 @@ from mqtt_broker import PASSWORDS, PREFIX, Broker
 
 from cellguard.daemon.cli import EXIT_BAD_CONFIG, EXIT_RUNTIME_ERROR, EXIT_STATE_DIR_IN_USE
 from cellguard.daemon.config import parse_config
-from cellguard.daemon.instance_lock import LOCK_FILENAME
+from cellguard.daemon.influx import SPOOL_FILENAME
+from cellguard.daemon.instance_lock import LOCK_FILENAME, StateDirInUse, StateDirLock
+from cellguard.daemon.mqtt import OUTBOX_FILENAME
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import STORE_FILENAME, Store
 from cellguard.drivers import VirtualClock
@@ -200,43 +204,60 @@ def test_a_state_dir_that_cannot_be_used_is_a_runtime_error_the_unit_restarts_on
     assert not _restarts_on(unit, EXIT_BAD_CONFIG)
 
 
-async def test_a_damaged_store_is_moved_aside_and_the_daemon_runs_with_a_fresh_one(
+async def test_damaged_sqlite_files_are_moved_aside_and_the_daemon_runs_with_fresh_ones(
     tmp_path: Path,
 ) -> None:
+    """Store, InfluxDB spool and MQTT outbox all damaged (broker and database are not
+    there either: the daemon still guards and stores locally)."""
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     damaged = b"SQLite format 3\x00" + b"\x13\x37" * 2048  # a header, then garbage
-    (state_dir / STORE_FILENAME).write_bytes(damaged)
+    names = (STORE_FILENAME, SPOOL_FILENAME, OUTBOX_FILENAME)
+    for name in names:
+        (state_dir / name).write_bytes(damaged)
+    unreachable = (
+        f'[influxdb]\nurl = "http://127.0.0.1:{_free_port()}"\norg = "lab"\nbucket = "b"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {_free_port()}\ntopic_prefix = "{PREFIX}"\n'
+    )
     sim = _simulator(PausableClock(60.0))
     async with sim.serve() as (_, port):
-        config = _write_config(tmp_path / "cellguard.toml", state_dir, port)
+        config = _write_config(tmp_path / "cellguard.toml", state_dir, port, unreachable)
         log_path = tmp_path / "daemon.log"
         async with _daemon(config, log_path) as proc:
-            moved = lambda: sorted(state_dir.glob(f"{STORE_FILENAME}.damaged-*"))  # noqa: E731
-            await _until("the damaged store moved aside", lambda: bool(moved()))
-            await _until(
-                "samples stored in the fresh store",
-                lambda: _count_samples(state_dir / STORE_FILENAME) > 0,
-            )
+
+            def moved() -> list[Path]:
+                return sorted(state_dir.glob("*.damaged-*"))
+
+            await _until("the damaged files moved aside", lambda: len(moved()) == len(names))
+            # Events are stored locally with InfluxDB configured: the store works.
+            await _until("the run events stored", lambda: _count_events(state_dir) > 0)
             assert proc.returncode is None
         assert proc.returncode == 0
-    (aside,) = moved()
-    assert re.fullmatch(rf"{STORE_FILENAME}\.damaged-\d{{8}}T\d{{6}}Z", aside.name)
-    assert aside.read_bytes() == damaged  # kept as it was, for whoever wants to rescue it
     text = log_path.read_text()
-    assert "STORE DAMAGED" in text
-    assert str(aside) in text
+    for name, what in zip(names, ("STORE", "SPOOL", "OUTBOX"), strict=True):
+        (aside,) = [p for p in moved() if p.name.startswith(f"{name}.damaged-")]
+        assert re.fullmatch(rf"{re.escape(name)}\.damaged-\d{{8}}T\d{{6}}Z", aside.name)
+        assert aside.read_bytes() == damaged  # kept as it was, for whoever wants to rescue it
+        assert f"{what} DAMAGED" in text
+        assert str(aside) in text
 
 
-def _count_samples(path: Path) -> int:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _count_events(state_dir: Path) -> int:
     import sqlite3  # noqa: PLC0415
 
+    path = state_dir / STORE_FILENAME
     if not path.exists():
         return 0
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         try:
-            return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
         finally:
             conn.close()
     except sqlite3.Error:  # not created yet
@@ -265,6 +286,10 @@ async def test_a_state_dir_deleted_while_running_is_noticed_alerted_and_created_
             for _ in range(60):
                 await clock.advance(60.0)
             assert (state_dir / STORE_FILENAME).exists()
+            # Locked again, on a new file: a second daemon still cannot start here.
+            assert (state_dir / LOCK_FILENAME).read_text().strip() == str(os.getpid())
+            with pytest.raises(StateDirInUse):
+                StateDirLock(state_dir).acquire()
             on_instrument = {str(c): sim.channels[c].record_count for c in CHANNELS}
     messages = [r.getMessage() for r in caplog.records]
     assert any("STATE DIR DELETED" in m and str(state_dir) in m for m in messages)
