@@ -28,6 +28,7 @@ from mqtt_broker import PASSWORDS, PREFIX, Broker
 from test_influx import export
 from victoria import VictoriaMetrics
 
+from cellguard.daemon import service
 from cellguard.daemon.config import parse_config
 from cellguard.daemon.mqtt import MqttPublisher, OutboxError
 from cellguard.daemon.recording import RECORDING_TAGS
@@ -120,10 +121,17 @@ async def _recorded_seqs(state_dir: Path) -> dict[ChannelId, list[int]]:
         }
 
 
+@pytest.mark.parametrize("queue_size", [service.QUEUE_SIZE, 500])
 async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    queue_size: int,
 ) -> None:
+    """With the default queue the outage's samples wait in it; with a small one it
+    fills, and recorded samples wait on the instrument to be fetched again."""
     caplog.set_level(logging.INFO)
+    monkeypatch.setattr(service, "QUEUE_SIZE", queue_size)
     clock = VirtualClock()
     sim = _simulator(clock)
     state_dir = tmp_path / "state"
@@ -149,6 +157,8 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
             assert not daemon.recording.recording  # halted while nothing was recorded
             assert sim.channels[HEALTHY].workstatus == "working"
             on_instrument = {c: sim.channels[c].record_count for c in (DEPLETING, HEALTHY)}
+            deferred = sup.recorded_deferred
+            assert (deferred > 0) == (queue_size < sum(on_instrument.values()))
 
             await _cap_pages(_store_db(daemon), None)  # room again
             await _drive(clock, 1.0)
@@ -159,7 +169,8 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
             assert "recording again" in up[0]
     print(
         f"\nfull disk at 10 h; depletion halted {hours + 10.5:.1f} h into the test "
-        f"while not recording; recorded on the instrument during the outage {on_instrument}"
+        f"while not recording; recorded on the instrument {on_instrument}; queue "
+        f"{queue_size}: {deferred} fetches of recorded samples deferred to the instrument"
     )
     stored = await _recorded_seqs(state_dir)
     for channel, seqs in stored.items():
