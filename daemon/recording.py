@@ -74,12 +74,14 @@ class Recorder:
         clock: Clock,
         *,
         on_recovery: Callable[[], Awaitable[None]] | None = None,
+        repair: Callable[[Exception], Awaitable[None]] | None = None,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
         self._publisher = publisher
         self._clock = clock
         self._on_recovery = on_recovery
+        self._repair = repair
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._stopping = asyncio.Event()
@@ -107,6 +109,8 @@ class Recorder:
                 raise
             except Exception as err:
                 await self._failed(what, err)
+                if self._repair is not None:
+                    await self._try_repair(err)
                 if self._stopping.is_set():
                     return False
                 await self._pause(delay_s)
@@ -188,6 +192,17 @@ class Recorder:
             # What failed to save meanwhile (channel positions) is written now.
             await self.attempt("saving the channel states", self._on_recovery)
         await self.alert("available", detail)
+
+    async def _try_repair(self, err: Exception) -> None:
+        """Let the daemon repair what it can (a damaged store is moved aside); a
+        repair that fails is logged, and the write is simply tried again later."""
+        assert self._repair is not None
+        try:
+            await self._repair(err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as repair_err:
+            log.error("repair after %s failed: %s", describe(err), describe(repair_err))  # noqa: TRY400
 
     async def _pause(self, delay_s: float) -> None:
         """Wait ``delay_s`` on the daemon's clock, or until stop() (whichever is first)."""

@@ -34,7 +34,7 @@ from cellguard.daemon.instance_lock import StateDirLock, state_dir_lock
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
 from cellguard.daemon.recording import Recorder
 from cellguard.daemon.records import EventRecord, SampleRecord
-from cellguard.daemon.store import Store
+from cellguard.daemon.store import DamagedStoreError, Store
 from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.drivers.clock import Clock, WallClock
 from cellguard.drivers.neware import ChannelId, NewareClient
@@ -69,8 +69,23 @@ class Daemon:
     def __post_init__(self) -> None:
         if self.recorder is None:
             self.recorder = Recorder(
-                self.publisher, self.clock, on_recovery=self.store.resave_states
+                self.publisher,
+                self.clock,
+                on_recovery=self.store.resave_states,
+                repair=self._repair,
             )
+
+    async def _repair(self, err: Exception) -> None:
+        """A store found damaged while running is moved aside and started afresh."""
+        if not (isinstance(err, DamagedStoreError) and str(self.store.path) in str(err)):
+            return
+        aside = await self.store.move_aside_and_reopen()
+        detail = (
+            f"the store {self.store.path} is damaged ({err}): moved to {aside}, "
+            "started an empty one with the channel states this daemon holds"
+        )
+        log.error("STORE DAMAGED: %s", detail)
+        await self.recording.alert("unavailable", detail, subkind="store_damaged")
 
     @property
     def recording(self) -> Recorder:

@@ -218,7 +218,8 @@ class SqliteWorker:
         self._conn = conn
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the worker thread; SQLite errors become StoreError."""
+        """Run ``fn(connection)`` on the worker thread; SQLite errors become StoreError
+        (DamagedStoreError when SQLite finds the file damaged: SQLITE_CORRUPT, NOTADB)."""
         conn = self._conn
         if conn is None:
             msg = f"{self.path} is not open"
@@ -229,6 +230,10 @@ class SqliteWorker:
                 return fn(conn)
             except sqlite3.Error as err:
                 msg = f"{self.path}: {err}"
+                # The bare DatabaseError is what corruption raises; its subclasses
+                # (Operational: full, locked, I/O; Integrity ...) are not damage.
+                if type(err) is sqlite3.DatabaseError:
+                    raise DamagedStoreError(msg) from err
                 raise StoreError(msg) from err
 
         return await self._run(job)
@@ -481,6 +486,8 @@ class Store:
         self._move_aside_damaged = move_aside_damaged
         # Where a damaged file was moved at open (the daemon raises an alert naming it).
         self.moved_aside: Path | None = None
+        # Set while the file is being replaced: its absence then is ours, not a deletion.
+        self._replacing = False
 
     async def open(self) -> None:
         """Open or create the file; raise StoreError if it is unusable or from a newer version.
@@ -510,15 +517,32 @@ class Store:
 
     def exists(self) -> bool:
         """Whether the file is still where it was opened (someone may delete state_dir)."""
-        return self.path.exists()
+        return self._replacing or self.path.exists()
 
     async def reopen(self) -> None:
         """Create the file again (after ``state_dir`` was deleted) and write back every
         channel state known to this process, so a restart still resumes from them."""
-        old, self._db = self._db, SqliteWorker(self.path, synchronous="NORMAL")
-        await old.aclose()
-        await self._db.open(_MIGRATIONS, what="cellguard store")
-        await self.resave_states()
+        await self._replace(move_aside_old=False)
+
+    async def move_aside_and_reopen(self) -> Path:
+        """The file was found damaged while running: move it aside (kept, named with
+        the time), start an empty one with every channel state this process holds."""
+        await self._replace(move_aside_old=True)
+        return self.moved_aside if self.moved_aside is not None else self.path
+
+    async def _replace(self, *, move_aside_old: bool) -> None:
+        if self._replacing:  # the other repair is under way: it does the same
+            return
+        self._replacing = True
+        try:
+            old, self._db = self._db, SqliteWorker(self.path, synchronous="NORMAL")
+            await old.aclose()
+            if move_aside_old:
+                self.moved_aside = move_aside(self.path)
+            await self._db.open(_MIGRATIONS, what="cellguard store")
+            await self.resave_states()
+        finally:
+            self._replacing = False
 
     async def resave_states(self) -> None:
         """Write every channel state known to this process (after writes failed)."""

@@ -161,7 +161,14 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
             assert (deferred > 0) == (queue_size < sum(on_instrument.values()))
 
             await _cap_pages(_store_db(daemon), None)  # room again
-            await _drive(clock, 1.0)
+            # The backlog is fetched again and stored; how many polls that takes
+            # depends on the queue size: driven until the positions have caught up.
+            runtimes = [sup.channels[c] for c in (DEPLETING, HEALTHY)]
+            await _drive_until(
+                clock,
+                lambda: all(r.stored_seq >= on_instrument[r.spec.channel] for r in runtimes),
+                12.0,
+            )
             assert daemon.recording.recording
             up = _alerts(caplog)[1:]
             assert len(up) == 1
@@ -388,3 +395,49 @@ async def test_cellguard_run_over_a_full_disk_halts_and_records_again(tmp_path: 
     for channel, n in on_instrument.items():
         assert stored[channel] == list(range(1, n + 1)), channel  # in order, once
     assert "HALTED" in text
+
+
+async def test_a_store_found_damaged_while_running_is_moved_aside_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite reports the file damaged (SQLITE_CORRUPT, injected into every job of the
+    store's connection): it is moved aside while running and a fresh one takes over;
+    the samples are in the two files together, each once."""
+    caplog.set_level(logging.INFO)
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    state_dir = tmp_path / "state"
+    async with sim.serve() as (_, port):
+        config = parse_config(_config_text(state_dir, port))
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+            await _drive(clock, 2.0)
+            damaged = _store_db(daemon)
+            real_call = damaged.call
+
+            async def corrupt(fn: Callable[[sqlite3.Connection], object]) -> object:
+                def malformed(conn: sqlite3.Connection) -> object:
+                    raise sqlite3.DatabaseError("database disk image is malformed")
+
+                return await real_call(malformed)
+
+            monkeypatch.setattr(damaged, "call", corrupt)
+            await _drive(clock, 1.0)
+            assert _store_db(daemon) is not damaged
+            assert daemon.recording.recording
+            await _drive(clock, 1.0)
+        on_instrument = {str(c): sim.channels[c].record_count for c in (DEPLETING, HEALTHY)}
+    (aside,) = sorted(state_dir.glob(f"{STORE_FILENAME}.damaged-*"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("STORE DAMAGED" in m and str(aside) in m for m in messages)
+    assert any("UNAVAILABLE cellguard/recording store_damaged" in m for m in messages)
+    fresh = await _recorded_seqs(state_dir)
+    old = _stored_seqs(aside)
+    for channel in (DEPLETING, HEALTHY):
+        both = old.get(str(channel), []) + fresh[channel]
+        assert sorted(both) == list(range(1, len(both) + 1)), channel  # each once
+        assert len(both) >= on_instrument[str(channel)] - 2, channel
+        assert fresh[channel], channel  # recorded into the fresh file after the damage
+    async with Store(state_dir) as store:
+        states = await store.load_channel_states()
+    assert states[(INSTRUMENT, str(HEALTHY))].state == "running"
