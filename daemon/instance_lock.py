@@ -19,6 +19,7 @@ from typing import IO
 from cellguard.drivers.errors import CellguardError
 
 LOCK_FILENAME = "cellguard.lock"
+_WINDOWS_LOCK_OFFSET = 4096
 
 
 class StateDirInUse(CellguardError):
@@ -30,7 +31,8 @@ def _try_lock(handle: IO[str]) -> bool:
         import msvcrt  # noqa: PLC0415
 
         try:
-            handle.seek(0)
+            # A byte past the PID: Windows keeps a locked range from other readers.
+            handle.seek(_WINDOWS_LOCK_OFFSET)
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
