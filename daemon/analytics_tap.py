@@ -91,6 +91,7 @@ class _Pending:
     subkind: str
     t_s: float
     detail: str
+    seen_by_settle: bool = False  # settle() applies it at its next call
 
 
 @dataclass
@@ -145,6 +146,24 @@ class AnalyticsTap:
             ch.pending = _Pending(event.fault or "halt", event.subkind, t_s, event.detail)
             if not math.isfinite(t_s):  # no test time to wait for: the halt is now
                 out += self._apply(ch)
+        return out
+
+    def settle(self) -> list[CycleRow]:
+        """Apply the halts that were already pending at the previous call.
+
+        The daemon calls this every few download intervals: by then the recorded
+        samples up to a halt have arrived, and a stopped channel records nothing at
+        or after the halt's test time that would apply it. Without this the row that
+        carries the failure would wait for a clean shutdown (lost on kill -9).
+        """
+        out: list[CycleRow] = []
+        for ch in self._channels.values():
+            if ch.pending is None or ch.analyzer.failed:
+                continue
+            if ch.pending.seen_by_settle:
+                out += self._apply(ch)
+            else:
+                ch.pending.seen_by_settle = True
         return out
 
     def close(self) -> list[CycleRow]:

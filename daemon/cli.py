@@ -1,4 +1,14 @@
-"""The ``cellguard`` command line."""
+"""The ``cellguard`` command line.
+
+Exit codes of ``cellguard run`` (the shipped systemd unit restarts on all but 2):
+
+* 0: stopped cleanly (SIGTERM, SIGINT);
+* 1: a runtime error (the store, the outbox or the state_dir cannot be used): a
+  restart may succeed once the disk or directory is back;
+* 2: the configuration is refused (one line names the key): a restart cannot fix it;
+* 3: another cellguard holds the state_dir (one line names it and the PID);
+* 130: interrupted before the service was up.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.config import Config, load_config
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
+from cellguard.daemon.instance_lock import StateDirInUse
 from cellguard.daemon.plots import run_plot_cli
 from cellguard.daemon.replay import run_replay_cli
 from cellguard.daemon.service import serve, status_rows, watch_status
@@ -46,6 +57,10 @@ from cellguard.protocols.script import Protocol as ScriptProtocol
 from cellguard.protocols.script._model import format_duration
 
 log = logging.getLogger("cellguard")
+
+EXIT_RUNTIME_ERROR = 1
+EXIT_BAD_CONFIG = 2
+EXIT_STATE_DIR_IN_USE = 3
 
 
 def _positive_float(text: str) -> float:
@@ -429,10 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(summary))
             return 0
         if args.command == "run":
-            config = load_config(args.config)
-            _set_log_level(config.daemon.log_level, verbose=args.verbose)
-            asyncio.run(_serve_until_signal(config))
-            return 0
+            return _run(args)
         if args.command == "status":
             config = load_config(args.config)
             if args.watch or args.count is not None:
@@ -498,6 +510,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``cellguard run``: only a refused configuration exits 2 (see the module doc)."""
+    config = load_config(args.config)  # ConfigError: 2, in main()
+    _set_log_level(config.daemon.log_level, verbose=args.verbose)
+    try:
+        asyncio.run(_serve_until_signal(config))
+    except StateDirInUse as err:
+        print(f"cellguard: error: {err}", file=sys.stderr)
+        return EXIT_STATE_DIR_IN_USE
+    except ConfigError:
+        raise
+    except (CellguardError, OSError) as err:  # OSError: state_dir not creatable, ...
+        print(f"cellguard: error: {err}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    return 0
 
 
 def _analytics_command(args: argparse.Namespace) -> int:

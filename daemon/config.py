@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import hmac
 import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -709,7 +711,7 @@ class _Reader:
         return Config(
             daemon=daemon,
             influxdb=None if influx_table is None else self.influxdb(influx_table),
-            mqtt=None if mqtt_table is None else self.mqtt(mqtt_table),
+            mqtt=None if mqtt_table is None else self.mqtt(mqtt_table, daemon.state_dir),
             instruments=instruments,
             channels=channels,
             source=source,
@@ -809,7 +811,7 @@ class _Reader:
             ),
         )
 
-    def mqtt(self, t: _Table) -> MqttSettings:
+    def mqtt(self, t: _Table, state_dir: Path) -> MqttSettings:
         host = _host(t, "host", "the broker host name or IP address")
         prefix = t.string("topic_prefix", 'a topic prefix such as "cellguard/lab1"')
         if any(ch in prefix for ch in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
@@ -828,7 +830,9 @@ class _Reader:
                 t.key("password"),
                 "a password needs a user name: give username, username_env or username_file",
             )
-        client_id = t.optional_string("client_id", "an MQTT client id") or _client_id(prefix)
+        client_id = t.optional_string("client_id", "an MQTT client id") or _client_id(
+            prefix, state_dir
+        )
         ca_file: Path | None = None
         if t.has("ca_file"):
             if not tls:
@@ -1244,10 +1248,19 @@ def _host(t: _Table, name: str, allowed: str) -> str:
     return host
 
 
-def _client_id(topic_prefix: str) -> str:
-    """``cellguard/lab1`` → ``cellguard-lab1``: unique per daemon as the prefix is."""
+def _client_id(topic_prefix: str, state_dir: Path) -> str:
+    """``cellguard/lab1`` → ``cellguard-lab1-<host>-<8 hex of state_dir>``.
+
+    The broker drops an older connection with the same id, so two daemons sharing a
+    prefix (a copy started by accident, a second PC with the same config) would knock
+    each other off forever; host and state_dir make the id unique, and stable across
+    restarts of the same daemon (one daemon per state_dir: the state_dir lock).
+    """
     stem = _CLIENT_ID_UNSAFE_RE.sub("-", topic_prefix).strip("-")
-    return stem if stem.startswith("cellguard") else f"cellguard-{stem}"
+    stem = stem if stem.startswith("cellguard") else f"cellguard-{stem}"
+    host = _CLIENT_ID_UNSAFE_RE.sub("-", socket.gethostname()).strip("-") or "host"
+    where = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{stem}-{host}-{where}"
 
 
 def _check_instruments(instruments: Sequence[InstrumentSettings]) -> None:

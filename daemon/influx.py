@@ -83,7 +83,7 @@ import urllib3.exceptions
 
 from cellguard.daemon.analytics_tap import CycleRow
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
-from cellguard.daemon.store import SqliteWorker
+from cellguard.daemon.store import DamagedStoreError, SqliteWorker, move_aside
 from cellguard.drivers.errors import CellguardError
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,23 @@ class Spool:
         return self._bytes
 
     async def open(self) -> None:
-        """Open or create the spool file and count what is waiting in it."""
-        await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
+        """Open or create the spool file and count what is waiting in it.
+
+        A damaged file is moved aside (``spool.sqlite.damaged-<UTC time>``) and an
+        empty spool created: refusing would leave the daemon, and every cell, down.
+        """
+        try:
+            await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
+        except DamagedStoreError as err:
+            aside = move_aside(self.path)
+            log.error(  # noqa: TRY400 - the cause is in the message
+                "SPOOL DAMAGED: %s; moved to %s and started an empty spool (the points "
+                "it held are only in the moved file)",
+                err,
+                aside,
+            )
+            self._db = SqliteWorker(self.path, synchronous="FULL")
+            await self._db.open(_SPOOL_MIGRATIONS, what="cellguard spool")
 
         def count(conn: sqlite3.Connection) -> None:
             row = conn.execute(
@@ -719,6 +734,7 @@ class InfluxSink:
         is removed only after the server accepted it.
         """
         delay_s = self._backoff_initial_s
+        spool_failing = False
         while True:
             if not self.spool.pending_batches:
                 self._wake.clear()
@@ -729,7 +745,20 @@ class InfluxSink:
             except SinkUnavailable:
                 await asyncio.sleep(delay_s)
                 delay_s = min(2 * delay_s, self._backoff_max_s)
+            except CellguardError as err:
+                # The spool's own disk fails (full, deleted): never take the daemon's
+                # task group down with it; what is spooled stays until it can be read.
+                if not spool_failing:
+                    log.error(  # noqa: TRY400 - the cause is in the message
+                        "cannot read or update the spool %s: %s (retrying)", self.spool.path, err
+                    )
+                spool_failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, self._backoff_max_s)
             else:
+                if spool_failing:
+                    log.warning("the spool %s works again", self.spool.path)
+                spool_failing = False
                 delay_s = self._backoff_initial_s
 
     def _encode(

@@ -34,7 +34,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +45,7 @@ from typing import Any, Final, Literal, Protocol, Self, get_args
 import aiomqtt
 
 from cellguard.daemon.records import ChannelTags, EventRecord
+from cellguard.daemon.store import move_aside
 from cellguard.drivers.errors import CellguardError, ConfigError
 
 __all__ = [
@@ -77,6 +78,8 @@ _DRAIN_BATCH: Final = 100
 _MAX_COMMAND_BYTES: Final = 64 * 1024  # room for a protocol script
 _MAX_REQUEST_ID_CHARS: Final = 128
 _RECENT_REQUEST_IDS: Final = 256
+# Alerts kept in memory while the outbox cannot be written (a full disk).
+_UNSAVED_MAX: Final = 10_000
 _ONLINE: Final = b"online"
 _OFFLINE: Final = b"offline"
 
@@ -154,17 +157,34 @@ class Outbox:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an alert acknowledged by add() survives a power cut, not only a crash.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            try:
+                self._db = self._connect()
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError):  # locked, I/O: not damage
+                    raise
+                # Damaged: moved aside, not refused (a daemon that does not start
+                # guards nothing); the alerts it held are in the moved file.
+                aside = move_aside(self.path)
+                log.error("OUTBOX DAMAGED: %s: %s; moved to %s", self.path, err, aside)  # noqa: TRY400
+                self._db = self._connect()
         except (OSError, sqlite3.Error) as err:
             msg = (
                 f"cannot open the MQTT outbox {self.path}: {err}; "
                 "check that daemon.state_dir exists and is writable"
             )
             raise OutboxError(msg) from err
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an alert acknowledged by add() survives a power cut, not only a crash.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @classmethod
     def in_state_dir(cls, state_dir: Path | str) -> Self:
@@ -201,7 +221,10 @@ class Outbox:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself on a full disk; a second ROLLBACK would
+                # raise and hide why the write failed.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -423,6 +446,11 @@ class MqttPublisher:
         self._connected = asyncio.Event()
         self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=command_queue_size)
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        # Messages the outbox could not store (disk full, state_dir gone): kept in
+        # memory, newest last, and published before the outbox's (lost on kill -9).
+        self._unsaved: deque[tuple[str, str, bool]] = deque(maxlen=_UNSAVED_MAX)
+        self._outbox_failing = False
+        self.kept_in_memory = 0  # messages that went through memory, not the outbox
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -481,8 +509,32 @@ class MqttPublisher:
     async def _enqueue(
         self, topic: str, payload: str, *, retain: bool, replace: bool = False
     ) -> None:
-        await asyncio.to_thread(self._outbox.add, topic, payload, 1, retain, replace=replace)
+        try:
+            await asyncio.to_thread(self._outbox.add, topic, payload, 1, retain, replace=replace)
+        except OutboxError as err:
+            # An alert must go out even when the disk cannot keep it: a full disk
+            # never stops the halt path, and is itself alerted on.
+            if not self._outbox_failing:
+                log.error(  # noqa: TRY400 - the cause is in the message
+                    "%s; alerts are kept in memory until it can be written", err
+                )
+            self._outbox_failing = True
+            self.kept_in_memory += 1
+            if replace:
+                self._unsaved = deque(
+                    (m for m in self._unsaved if m[0] != topic), maxlen=_UNSAVED_MAX
+                )
+            self._unsaved.append((topic, payload, retain))
+        else:
+            if self._outbox_failing:
+                log.warning("the MQTT outbox %s can be written again", self._outbox.path)
+            self._outbox_failing = False
         self._wake.set()
+
+    @property
+    def unsaved(self) -> int:
+        """Messages waiting in memory because the outbox could not store them."""
+        return len(self._unsaved)
 
     # -- the connection loop ---------------------------------------------------------------
 
@@ -591,6 +643,11 @@ class MqttPublisher:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             self._wake.clear()
+            while self._unsaved:
+                topic, payload, retain = self._unsaved[0]
+                async with asyncio.timeout(self._publish_timeout_s):
+                    await client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
+                self._unsaved.popleft()
             batch = await asyncio.to_thread(self._outbox.pending, _DRAIN_BATCH)
             for message in batch:
                 async with asyncio.timeout(self._publish_timeout_s):

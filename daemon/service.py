@@ -8,6 +8,12 @@ on any of them (see :mod:`cellguard.daemon.supervisor`).
 
 On stop (SIGTERM/SIGINT, or the ``stop`` event) the supervisors end first, then the
 queue is flushed into the sink, so nothing read from an instrument is lost.
+
+Storage is never on the halt path (:mod:`cellguard.daemon.recording`): every write of
+the sink goes through a :class:`Recorder` that turns a failing store, spool or disk
+into "not recording" with an alert and retries; a deleted store file is noticed and
+created again; a damaged one is moved aside at start. One daemon per ``state_dir``
+(:mod:`cellguard.daemon.instance_lock`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config, InstrumentSettings
 from cellguard.daemon.host import HostSupervisor, host_supervisors
 from cellguard.daemon.influx import InfluxSink
+from cellguard.daemon.instance_lock import StateDirLock, state_dir_lock
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
+from cellguard.daemon.recording import Recorder
 from cellguard.daemon.records import EventRecord, SampleRecord
-from cellguard.daemon.store import Store
+from cellguard.daemon.store import DamagedStoreError, Store
 from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.drivers.clock import Clock, WallClock
 from cellguard.drivers.neware import ChannelId, NewareClient
@@ -34,6 +42,9 @@ from cellguard.drivers.neware import ChannelId, NewareClient
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 200_000
+# Pending halts are applied to the analytics after one to two of these periods, in
+# download intervals: by then the recorded samples up to the halt have been fetched.
+ANALYTICS_SETTLE_DOWNLOADS = 2.0
 
 
 @dataclass
@@ -51,6 +62,36 @@ class Daemon:
     tap: AnalyticsTap = field(default_factory=AnalyticsTap)
     # Host-driven instruments (a SCPI source-meter, a Modbus supply): cellguard runs them.
     hosts: list[HostSupervisor] = field(default_factory=list)
+    recorder: Recorder | None = None
+    clock: Clock = field(default_factory=WallClock)
+    lock: StateDirLock | None = None  # one daemon per state_dir
+
+    def __post_init__(self) -> None:
+        if self.recorder is None:
+            self.recorder = Recorder(
+                self.publisher,
+                self.clock,
+                on_recovery=self.store.resave_states,
+                repair=self._repair,
+            )
+
+    async def _repair(self, err: Exception) -> None:
+        """A store found damaged while running is moved aside and started afresh."""
+        if not (isinstance(err, DamagedStoreError) and str(self.store.path) in str(err)):
+            return
+        aside = await self.store.move_aside_and_reopen()
+        detail = (
+            f"the store {self.store.path} is damaged ({err}): moved to {aside}, "
+            "started an empty one with the channel states this daemon holds"
+        )
+        log.error("STORE DAMAGED: %s", detail)
+        await self.recording.alert("unavailable", detail, subkind="store_damaged")
+
+    @property
+    def recording(self) -> Recorder:
+        """The recorder every write of the sink goes through."""
+        assert self.recorder is not None
+        return self.recorder
 
     def host(self, name: str) -> HostSupervisor:
         for sup in self.hosts:
@@ -65,12 +106,20 @@ class Daemon:
         raise KeyError(name)
 
     async def write(self, samples: list[SampleRecord], events: list[EventRecord]) -> None:
-        if self.influx is not None:
-            await self.influx.write(samples, events)
-            if events:  # events are kept locally too: `cellguard status` reads them
-                await self.store.write([], events)
-        else:
-            await self.store.write(samples, events)
+        """The sink task's write: store the batch (retried until it is, see Recorder),
+        then advance the stored positions and feed the analytics. Never raises."""
+        if not await self.recording.attempt(
+            "writing samples and events", lambda: self._store(samples, events)
+        ):
+            # Only at stop: the batch is not stored, the positions stay where they
+            # were, and the next start fetches these samples again.
+            log.error(
+                "stopping without storing %d samples and %d events (recorded samples "
+                "are fetched again at the next start)",
+                len(samples),
+                len(events),
+            )
+            return
         # Written: only now may a restart resume after these samples (kill -9 safe).
         for sup in self.supervisors:
             sup.samples_stored(samples)
@@ -81,16 +130,31 @@ class Daemon:
         except Exception:  # analytics must never stop the samples reaching the sink
             log.exception("the analytics tap failed on a batch; its cycles are missing")
             return
-        await self.write_cycles(rows)
+        await self.store_cycles(rows)
+
+    async def _store(self, samples: list[SampleRecord], events: list[EventRecord]) -> None:
+        if self.influx is not None:
+            await self.influx.write(samples, events)
+            if events:  # events are kept locally too: `cellguard status` reads them
+                await self.store.write([], events)
+        else:
+            await self.store.write(samples, events)
+
+    async def store_cycles(self, rows: list[CycleRow]) -> None:
+        """:meth:`write_cycles` through the recorder (retried; never raises)."""
+        if rows:
+            await self.recording.attempt("writing cycle rows", lambda: self.write_cycles(rows))
 
     async def write_cycles(self, rows: list[CycleRow]) -> None:
-        """Per-cycle rows of the analytics tap: SQLite always (``cellguard status``), and
-        InfluxDB when configured."""
+        """Per-cycle rows of the analytics tap: InfluxDB when configured, and SQLite
+        always (``cellguard status``). InfluxDB first: a local disk that fails does
+        not keep the rows from the server (a retry may send them twice; the server
+        keeps one point per series and time)."""
         if not rows:
             return
-        await self.store.write_cycles(rows)
         if self.influx is not None:
             await self.influx.write_cycles(rows)
+        await self.store.write_cycles(rows)
 
 
 def _specs(config: Config, instrument: str) -> list[ChannelSpec]:
@@ -126,7 +190,8 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
     state_dir = config.daemon.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(state_dir))
+        lock = stack.enter_context(state_dir_lock(state_dir))
+        store = await stack.enter_async_context(Store(state_dir, move_aside_damaged=True))
         publisher: Publisher
         if config.mqtt is None:
             publisher = LogPublisher()
@@ -187,6 +252,8 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
             influx,
             tap=AnalyticsTap(tap_settings(config.channels)),
             hosts=hosts,
+            clock=clock,
+            lock=lock,
         )
 
 
@@ -214,6 +281,23 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
         ]
         if daemon.influx is not None:
             background.append(tg.create_task(daemon.influx.run(), name="spool-drain"))
+        background.append(
+            tg.create_task(
+                daemon.recording.watch_state_dir(
+                    daemon.store,
+                    after_recreate=daemon.lock.reacquire_if_gone if daemon.lock else None,
+                ),
+                name="state_dir",
+            )
+        )
+        background.append(tg.create_task(_settle_analytics(daemon), name="analytics"))
+        if daemon.store.moved_aside is not None:
+            await daemon.recording.alert(
+                "unavailable",
+                f"the store {daemon.store.path} was damaged: moved to "
+                f"{daemon.store.moved_aside}, started with an empty one",
+                subkind="store_damaged",
+            )
         front = [
             tg.create_task(sup.run(), name=f"instrument {sup.name}") for sup in daemon.supervisors
         ]
@@ -233,11 +317,31 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
         for task in front:
             task.cancel()
         await asyncio.gather(*front, return_exceptions=True)
-        # Everything read from the instruments reaches the sink before we leave.
+        # Everything read from the instruments reaches the sink before we leave; a
+        # sink that still fails is tried once per batch, not waited for.
+        daemon.recording.stop()
         await daemon.queue.join()
-        await daemon.write_cycles(daemon.tap.close())
+        await daemon.store_cycles(daemon.tap.close())
         for task in background:
             task.cancel()
+
+
+def _settle_interval_s(config: Config) -> float:
+    downloads = [
+        max(i.download_interval_s, i.poll_interval_s)
+        for i in config.instruments
+        if i.driver == "neware"
+    ]
+    return ANALYTICS_SETTLE_DOWNLOADS * max([*downloads, 1.0])
+
+
+async def _settle_analytics(daemon: Daemon) -> None:
+    """Write the analytics row of a halt soon after it (AnalyticsTap.settle)."""
+    interval_s = _settle_interval_s(daemon.config)
+    while True:
+        await daemon.clock.sleep(interval_s)
+        if daemon.recording.recording:  # else the tap has not seen the samples yet
+            await daemon.store_cycles(daemon.tap.settle())
 
 
 async def _serve_commands(daemon: Daemon) -> None:
@@ -262,8 +366,9 @@ async def _execute(daemon: Daemon, command: Command) -> tuple[bool, str]:
 
 async def serve(config: Config, *, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """``cellguard run``: open and run the daemon until ``stop``."""
-    log.warning("cellguard starting\n%s", config.describe())
     async with open_daemon(config, clock=clock) as daemon:
+        # After the state_dir lock: a second copy says one line, why it cannot run.
+        log.warning("cellguard starting\n%s", config.describe())
         await run_daemon(daemon, stop=stop)
     log.warning("cellguard stopped")
 

@@ -56,6 +56,10 @@ class StoreError(CellguardError):
     """
 
 
+class DamagedStoreError(StoreError):
+    """The file exists but SQLite cannot read it as a database (damaged, or not one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelState:
     """What the daemon must remember about one channel across a restart.
@@ -172,6 +176,7 @@ class SqliteWorker:
         self._synchronous = synchronous
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._submit_failing = False
 
     async def open(self, migrations: Sequence[str], *, what: str) -> None:
         """Create the thread, open (or create) the file and bring its schema up to date."""
@@ -204,14 +209,17 @@ class SqliteWorker:
                 f"{self.path} is not a readable {what} ({err}); move it aside "
                 "and the daemon starts with an empty one"
             )
-            raise StoreError(msg) from err
+            if isinstance(err, sqlite3.OperationalError):  # locked, disk I/O: not damage
+                raise StoreError(msg) from err
+            raise DamagedStoreError(msg) from err
         except BaseException:
             conn.close()
             raise
         self._conn = conn
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the worker thread; SQLite errors become StoreError."""
+        """Run ``fn(connection)`` on the worker thread; SQLite errors become StoreError
+        (DamagedStoreError when SQLite finds the file damaged: SQLITE_CORRUPT, NOTADB)."""
         conn = self._conn
         if conn is None:
             msg = f"{self.path} is not open"
@@ -222,6 +230,10 @@ class SqliteWorker:
                 return fn(conn)
             except sqlite3.Error as err:
                 msg = f"{self.path}: {err}"
+                # The bare DatabaseError is what corruption raises; its subclasses
+                # (Operational: full, locked, I/O; Integrity ...) are not damage.
+                if type(err) is sqlite3.DatabaseError:
+                    raise DamagedStoreError(msg) from err
                 raise StoreError(msg) from err
 
         return await self._run(job)
@@ -238,8 +250,20 @@ class SqliteWorker:
             raise StoreError(msg)
 
         def done(fut: concurrent.futures.Future[object]) -> None:
-            if not fut.cancelled() and (err := fut.exception()) is not None:
-                log.error("writing %s failed: %s", self.path, err, exc_info=err)
+            # Logged once per outage (a full disk fails every save), not a traceback each.
+            if fut.cancelled():
+                return
+            if (err := fut.exception()) is not None:
+                if not self._submit_failing:
+                    log.error(
+                        "writing %s failed: %s (states stay in memory, saved again later)",
+                        self.path,
+                        err,
+                    )
+                self._submit_failing = True
+            elif self._submit_failing:
+                self._submit_failing = False
+                log.warning("writing %s works again", self.path)
 
         executor.submit(fn, conn).add_done_callback(done)
 
@@ -302,10 +326,13 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL); a second ROLLBACK
+        # would raise and hide the error that says what went wrong.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -452,15 +479,80 @@ class Store:
     ``await store.aclose()``). All I/O runs on the store's own thread (module doc).
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, move_aside_damaged: bool = False) -> None:
         self.path = Path(state_dir) / STORE_FILENAME
         self._db = SqliteWorker(self.path, synchronous="NORMAL")
         self._states: dict[ChannelKey, ChannelState] = {}
+        self._move_aside_damaged = move_aside_damaged
+        # Where a damaged file was moved at open (the daemon raises an alert naming it).
+        self.moved_aside: Path | None = None
+        # Set while the file is being replaced: its absence then is ours, not a deletion.
+        self._replacing = False
 
     async def open(self) -> None:
-        """Open or create the file; raise StoreError if it is unusable or from a newer version."""
-        await self._db.open(_MIGRATIONS, what="cellguard store")
+        """Open or create the file; raise StoreError if it is unusable or from a newer version.
+
+        With ``move_aside_damaged`` (the daemon), a file SQLite cannot read is renamed
+        ``cellguard.sqlite.damaged-<UTC time>`` (kept for whoever wants to rescue it)
+        and an empty store is created: a daemon that refused to start would leave
+        every cell unguarded, and a halted channel is protected by the instrument's
+        own status, checked before any start, not by this file. ``moved_aside`` names
+        the renamed file.
+        """
+        try:
+            await self._db.open(_MIGRATIONS, what="cellguard store")
+        except DamagedStoreError as err:
+            if not self._move_aside_damaged:
+                raise
+            self.moved_aside = move_aside(self.path)
+            log.error(  # noqa: TRY400 - the cause is in the message; a traceback adds nothing
+                "STORE DAMAGED: %s; moved to %s and started an empty store (channel "
+                "states, samples and events before now are only in the moved file)",
+                err,
+                self.moved_aside,
+            )
+            self._db = SqliteWorker(self.path, synchronous="NORMAL")
+            await self._db.open(_MIGRATIONS, what="cellguard store")
         self._states = await self.load_channel_states()
+
+    def exists(self) -> bool:
+        """Whether the file is still where it was opened (someone may delete state_dir)."""
+        return self._replacing or self.path.exists()
+
+    async def reopen(self) -> None:
+        """Create the file again (after ``state_dir`` was deleted) and write back every
+        channel state known to this process, so a restart still resumes from them."""
+        await self._replace(move_aside_old=False)
+
+    async def move_aside_and_reopen(self) -> Path:
+        """The file was found damaged while running: move it aside (kept, named with
+        the time), start an empty one with every channel state this process holds."""
+        await self._replace(move_aside_old=True)
+        return self.moved_aside if self.moved_aside is not None else self.path
+
+    async def _replace(self, *, move_aside_old: bool) -> None:
+        if self._replacing:  # the other repair is under way: it does the same
+            return
+        self._replacing = True
+        try:
+            old, self._db = self._db, SqliteWorker(self.path, synchronous="NORMAL")
+            await old.aclose()
+            if move_aside_old:
+                self.moved_aside = move_aside(self.path)
+            await self._db.open(_MIGRATIONS, what="cellguard store")
+            await self.resave_states()
+        finally:
+            self._replacing = False
+
+    async def resave_states(self) -> None:
+        """Write every channel state known to this process (after writes failed)."""
+        states = list(self._states.values())
+
+        def upsert_all(conn: sqlite3.Connection) -> None:
+            for state in states:
+                _upsert_state(conn, state)
+
+        await self._db.call(lambda conn: _transaction(conn, upsert_all))
 
     async def aclose(self) -> None:
         """Finish pending writes and close the file (shielded from cancellation)."""
@@ -605,7 +697,12 @@ class Store:
         runs on the store's thread in order with every other write. A failure is logged.
         """
         self._states[state.key] = state
-        self._db.submit(lambda conn: _upsert_state(conn, state))
+        try:
+            self._db.submit(lambda conn: _upsert_state(conn, state))
+        except StoreError as err:
+            # Reopening (state_dir deleted): the halt path must not fail on it; the
+            # state is kept here and written back by reopen().
+            log.error("channel state of %s not saved now: %s", state.key, err)  # noqa: TRY400
 
     async def load_channel_states(self) -> dict[ChannelKey, ChannelState]:
         """Every stored channel state, by ``(instrument, channel)``, read from the file."""
@@ -686,6 +783,22 @@ def _cycle_from_row(row: tuple[Any, ...]) -> CycleRow:
         failure=failure,
         coulombic_efficiency=_float(ce),
     )
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged SQLite file (with its WAL and shared-memory files) out of the
+    way, as ``<name>.damaged-<UTC time>``; return the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():  # two damaged files in one second: keep both
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(target.with_name(target.name + suffix))
+    return target
 
 
 def _upsert_state(conn: sqlite3.Connection, state: ChannelState) -> None:

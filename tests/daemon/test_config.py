@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -214,11 +215,19 @@ def test_influxdb_without_any_token_means_no_auth() -> None:
 
 
 def test_mqtt_defaults_derive_client_id_and_port() -> None:
-    """client_id follows the topic prefix; tls = true moves the default port to 8883."""
+    """client_id follows the topic prefix, the host and the state_dir (two daemons
+    sharing a prefix never share an id); tls = true moves the default port to 8883."""
     text = MINIMAL + '[mqtt]\nhost = "broker.lab"\ntopic_prefix = "lab2/bts-pc3"\ntls = true\n'
     config = parse_config(text, env={})
     assert config.mqtt is not None
-    assert config.mqtt.client_id == "cellguard-lab2-bts-pc3"
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")
+    assert re.fullmatch(
+        rf"cellguard-lab2-bts-pc3-{re.escape(host)}-[0-9a-f]{{8}}", config.mqtt.client_id
+    )
+    assert parse_config(text, env={}).mqtt.client_id == config.mqtt.client_id  # type: ignore[union-attr]
+    other = parse_config(text.replace("/var/lib/cellguard", "/var/lib/cellguard-2"), env={})
+    assert other.mqtt is not None
+    assert other.mqtt.client_id != config.mqtt.client_id
     assert config.mqtt.port == 8883
     assert config.mqtt.username is None
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +142,24 @@ class CommandLog:
 
         sim.handle = recording  # type: ignore[method-assign]
         return log
+
+
+@contextlib.asynccontextmanager
+async def ticking(sim: NewareSimulator) -> AsyncIterator[None]:
+    """Bring the simulation up to the present every half second (as ``cellguard
+    simulate`` does), so no request pays for a long stretch at once."""
+
+    async def tick() -> None:
+        while True:
+            sim.advance()
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class PausableClock:

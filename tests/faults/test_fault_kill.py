@@ -11,17 +11,15 @@ twice; and from the store: every sample the instrument recorded is there exactly
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from faults import INSTRUMENT, CommandLog, PausableClock, daemon_config, spawn_daemon
+from faults import INSTRUMENT, CommandLog, PausableClock, daemon_config, spawn_daemon, ticking
 
 from cellguard.daemon.store import STORE_FILENAME, Store
 from cellguard.drivers.neware import ChannelId, NewareSimulator
@@ -59,24 +57,6 @@ def _simulator(
     return sim, shorts_h
 
 
-@contextlib.asynccontextmanager
-async def _ticking(sim: NewareSimulator) -> AsyncIterator[None]:
-    """Bring the simulation up to the present every half second (as ``cellguard
-    simulate`` does), so no request pays for a long stretch at once."""
-
-    async def tick() -> None:
-        while True:
-            sim.advance()
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def _stored_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
     """Recorded samples per channel in the store: (rows, distinct seqs); read-only."""
     path = state_dir / STORE_FILENAME
@@ -110,7 +90,7 @@ async def test_a_daemon_killed_9_at_random_moments_loses_nothing_and_acts_once(
         [rng.uniform(2.0, shorts_wall_s[0]) for _ in range(2)]
         + [rng.uniform(*shorts_wall_s) for _ in range(KILLS - 2)]
     )
-    async with sim.serve() as (_, port), _ticking(sim):
+    async with sim.serve() as (_, port), ticking(sim):
         config = tmp_path / "cellguard.toml"
         config.write_text(
             daemon_config(

@@ -1,0 +1,106 @@
+"""One daemon per ``state_dir``: an OS lock on ``state_dir/cellguard.lock``.
+
+Two daemons on one state_dir would both stop a failing cell, both alert and both
+write the same store. The lock is taken with ``fcntl.flock`` (POSIX) or
+``msvcrt.locking`` (Windows) and held for the process's lifetime; the OS releases it
+when the process ends, even by kill -9 or a crash, so a stale lock file never keeps
+a restarted daemon out. The file holds the PID of its holder for the error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from cellguard.drivers.errors import CellguardError
+
+LOCK_FILENAME = "cellguard.lock"
+_WINDOWS_LOCK_OFFSET = 4096
+
+
+class StateDirInUse(CellguardError):
+    """Another process holds the lock of this state_dir."""
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt  # noqa: PLC0415
+
+        try:
+            # A byte past the PID: Windows keeps a locked range from other readers.
+            handle.seek(_WINDOWS_LOCK_OFFSET)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl  # noqa: PLC0415
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        if text:
+            return f"PID {text}"
+    return "an unknown PID"
+
+
+class StateDirLock:
+    """The lock of one state_dir, held by this process until :meth:`release`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / LOCK_FILENAME
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raise StateDirInUse naming the holder if another process has it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # "a+": never truncate before holding the lock (the holder's PID stays readable).
+        handle = self.path.open("a+", encoding="ascii")
+        if not _try_lock(handle):
+            handle.close()
+            msg = (
+                f"state_dir {self.state_dir} is in use by another cellguard "
+                f"({_holder(self.path)} holds {self.path}); stop it, or give this one "
+                "another state_dir"
+            )
+            raise StateDirInUse(msg)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        old, self._handle = self._handle, handle
+        if old is not None:
+            old.close()
+
+    def reacquire_if_gone(self) -> None:
+        """After state_dir was deleted: lock a new file, or a second daemon could start
+        on it (the old lock is on a file no one can open any more)."""
+        if not self.path.exists():
+            self.acquire()
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+@contextlib.contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
+    """Hold the lock of ``state_dir`` for the block; raise StateDirInUse if taken."""
+    lock = StateDirLock(state_dir)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
