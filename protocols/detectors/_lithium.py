@@ -326,6 +326,12 @@ class LithiumDetector(DetectorBase):
         self._shift_t0 = 0.0
         self._low_run = 0
         self._low_t0 = 0.0
+        self._t_before = math.nan  # the previous sample's time
+        # A drop episode: beyond-doubt low samples no more than confirm_s apart, with
+        # every sample between them: [start, last low, interval before, Σratio, n].
+        self._episode: list[float] | None = None
+        self._episode_counted = False
+        self._episode_low = False
         self._near_run = 0
         self._slide_run = 0
         self._slide_t0 = 0.0
@@ -398,6 +404,7 @@ class LithiumDetector(DetectorBase):
             self._seg_t0 = self._t_prev - interval_s
             self._seg_p = [p + interval_s for p in self._seg_p]
             self._unanchored = False
+        self._t_before = self._t_prev
         self._t_prev = t_s
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
@@ -885,6 +892,8 @@ class LithiumDetector(DetectorBase):
         r_exp = self._r_exp
         self._seg_xy += r_ohm * r_exp
         self._seg_xx += r_exp * r_exp
+        self._episode_low = ref.established and ratio < s.drop_ratio and 1.0 - ratio > noise
+        self._episode_note(t_s, ratio)
         # Against a provisional profile a drop or a slide may be activation (or the
         # first half cycle's nucleation): it halts only when the half cycle's own level
         # fell too; otherwise a person is told.
@@ -910,9 +919,9 @@ class LithiumDetector(DetectorBase):
                 self._slide_run += 1
             else:
                 self._slide_run = 0
-            # Separate drops count only against an established profile: against a
-            # provisional one a fresh cell reads low for hours (activation).
-            drops = self._count(self._drops, t_s, ref.established and 1.0 - ratio > noise)
+            # Separate drops count only against an established profile (against a
+            # provisional one a fresh cell reads low for hours: activation).
+            drops = self._count(self._drops, t_s, self._episode_drop(t_s, ratio))
             # Separate drops tell a soft short only when they are one-sided: a cell that
             # spikes up as often (noise) drops by chance as well.
             separate = len(drops) >= 2 and len(drops) > 2 * len(self._ups)
@@ -980,6 +989,37 @@ class LithiumDetector(DetectorBase):
         self._slide_run = 0
         self._learn(p_s, r_ohm)
         return OK
+
+    def _episode_note(self, t_s: float, ratio: float) -> None:
+        """Follow the drop episode this sample belongs to (see _episode_drop)."""
+        ep = self._episode
+        if ep is not None and t_s - ep[1] > self.settings.confirm_s:
+            ep = self._episode = None
+        if self._episode_low:
+            if ep is None:
+                ep = self._episode = [t_s, t_s, t_s - self._t_before, 0.0, 0.0]
+                self._episode_counted = False
+            ep[1] = t_s
+        if ep is not None:
+            ep[3] += ratio
+            ep[4] += 1.0
+
+    def _episode_drop(self, t_s: float, ratio: float) -> bool:
+        """Whether this sample makes its episode count as one separate drop.
+
+        A drop lasts: an episode (low samples no more than confirm_s apart) counts once
+        it has lasted confirm_s, a lone sample lasting its sampling interval, with the
+        mean of all its samples below drop_ratio. A spike logged as a burst within a
+        second never does, whatever the logging rule.
+        """
+        ep = self._episode
+        if ep is None or self._episode_counted or not self._episode_low:
+            return False
+        lasted_s = ep[1] - ep[0] + ep[2]
+        if lasted_s < self.settings.confirm_s or ep[3] / ep[4] >= self.settings.drop_ratio:
+            return False
+        self._episode_counted = True
+        return True
 
     def _slide_decided(self, smoothed: float) -> bool:
         """Whether a slide says "micro short" rather than "a lower half cycle".
