@@ -584,11 +584,13 @@ def full_cell_cccv(
         record_every=seconds(record_every_s),
     )
     protocol.validate(cap)
+    # The detector's window is the protocol's own cut-offs (it allows the instrument's
+    # few mV of overshoot, and judges each edge in the direction the current drives).
     detector = DetectorSettings(
         cell="full",
         voltage_range_v=cap.voltage_range_v,
-        full_v_min_v=min(1.0, low),
-        full_v_max_v=max(4.6, high),
+        full_v_min_v=lower_v,
+        full_v_max_v=upper_v,
     )
     end = f"completes {n} cycles"
     return LibraryProtocol(protocol, detector, end)

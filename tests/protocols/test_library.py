@@ -205,6 +205,10 @@ def test_full_cell_cccv_compiles_and_runs_on_the_simulated_full_cell() -> None:
     assert sf.protection.voltage_lower_v == pytest.approx(2.0)
     assert sf.protection.voltage_upper_v == pytest.approx(4.3)
     assert lp.detector.cell == "full"
+    # The detector's window is the protocol's own cut-offs, whatever they are.
+    assert (lp.detector.full_v_min_v, lp.detector.full_v_max_v) == (2.5, 4.2)
+    high = full_cell_cccv(FULL, upper_v=4.9, lower_v=3.5).detector
+    assert (high.full_v_min_v, high.full_v_max_v) == (3.5, 4.9)
     full_cell = SimFullCell(SimFullCellSpec(capacity_mah=2.0), 1)
     channel = SimChannel(ChannelAddress(ChannelId(1, 1, 1)), full_cell, current_range_ma=10.0)
     assert channel.start(sf, "x", 0.0, datetime(2026, 1, 1)), channel.last_refusal
