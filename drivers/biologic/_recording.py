@@ -158,7 +158,10 @@ def _cycle(path: Path, values: npt.NDArray[np.generic]) -> IntArray:
 
 
 def _floats(values: npt.NDArray[np.generic]) -> FloatArray:
-    return np.ascontiguousarray(values, dtype=np.float64)
+    # A damaged file may hold a signalling NaN, whose widening numpy warns about; the
+    # common checks then refuse the NaN in one line (RecordingError), as for any file.
+    with np.errstate(invalid="ignore"):
+        return np.ascontiguousarray(values, dtype=np.float64)
 
 
 def _ints(values: npt.NDArray[np.generic]) -> IntArray:

@@ -559,3 +559,17 @@ def test_parser_errors_are_cellguard_errors_with_one_line() -> None:
     with pytest.raises(MprFormatError) as info:
         parse_mpr(b"BIO-LOGIC MODULAR FILE\x1a".ljust(48) + bytes(4) + b"MODULX")
     assert "expected a module" in str(info.value)
+
+
+def test_a_signalling_nan_in_a_damaged_file_is_one_clear_error(tmp_path: Path) -> None:
+    # Found by the mutation test: a byte turning a float32 into a signalling NaN made
+    # numpy warn while widening it, before the common NaN check could say so.
+    damaged = bytearray(GCPL_CCCV.read_bytes())
+    damaged[127644] = 127
+    path = tmp_path / "snan.mpr"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(
+        RecordingError, match=r"^snan\.mpr: 1 non-finite value\(s\) in voltage"
+    ) as info:
+        read_recording(path)
+    assert "\n" not in str(info.value)
