@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,40 +63,33 @@ EXIT_BAD_CONFIG = 2
 EXIT_STATE_DIR_IN_USE = 3
 
 
-def _positive_float(text: str) -> float:
+def _argument(
+    text: str, convert: type, ok: Callable[[float], bool], what: str, allowed: str
+) -> Any:
+    """``text`` as a number of type ``convert`` that passes ``ok``; else a message that
+    says what was expected and what came."""
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        msg = f"must be a number, got {text!r}"
+        msg = f"must be {what}, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
-    if not value > 0:
-        msg = f"must be > 0, got {text!r}"
+    if not ok(value):
+        msg = f"must be {allowed}, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _positive_float(text: str) -> float:
+    return float(_argument(text, float, lambda v: v > 0, "a number", "> 0"))
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"must be a whole number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 1:
-        msg = f"must be >= 1, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return int(_argument(text, int, lambda v: v >= 1, "a whole number", ">= 1"))
 
 
 def _volts(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"must be a voltage in V, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not (math.isfinite(value) and value >= 0):
-        msg = f"must be a voltage >= 0 V, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    ok = lambda v: math.isfinite(v) and v >= 0  # noqa: E731
+    return float(_argument(text, float, ok, "a voltage in V", "a voltage >= 0 V"))
 
 
 def _add_window(parser: argparse.ArgumentParser) -> None:

@@ -707,20 +707,16 @@ class LithiumDetector(DetectorBase):
                 self._col_run += 1
                 if not self._confirmed(self._col_run, self._col_t0, t_s):
                     return None
-                expected_v = mean * current_a
-                return self._halt_with(
+                return self._collapse_halt(
                     index,
                     t_s,
-                    "short",
-                    "collapse",
                     voltage_v,
-                    expected_v,
-                    s.near_zero_ratio * abs(expected_v),
-                    f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
-                    f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× this step's own "
-                    f"{abs(expected_v) * 1e3:.2f} mV so far (threshold {s.near_zero_ratio:g}×), "
-                    f"on {self._col_run} samples over {t_s - self._col_t0:.3g} s",
-                    subkind="hard",
+                    current_a,
+                    mean * current_a,
+                    ratio,
+                    "this step's own {} so far",
+                    (self._col_run, self._col_t0),
+                    "hard",
                 )
         self._col_run = 0
         if n and t_s - self._col_t < _STAT_SPACING_S:
@@ -862,20 +858,16 @@ class LithiumDetector(DetectorBase):
             self._slide_run = 0
             threshold_v = s.near_zero_ratio * abs(expected_v)
             if self._confirmed(self._low_run, self._low_t0, t_s):
-                subkind = "hard" if self._near_run >= 2 else "soft"
-                return self._halt_with(
+                return self._collapse_halt(
                     index,
                     t_s,
-                    "short",
-                    "collapse",
                     voltage_v,
+                    current_a,
                     expected_v,
-                    threshold_v,
-                    f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
-                    f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× the expected "
-                    f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.near_zero_ratio:g}×), on "
-                    f"{self._low_run} samples over {t_s - self._low_t0:.3g} s",
-                    subkind=subkind,
+                    ratio,
+                    "the expected {}",
+                    (self._low_run, self._low_t0),
+                    "hard" if self._near_run >= 2 else "soft",
                 )
             return self._warn(
                 index,
@@ -1051,6 +1043,35 @@ class LithiumDetector(DetectorBase):
         while times and times[0] < t_s - self.settings.soft_window_s:
             times.popleft()
         return times
+
+    def _collapse_halt(
+        self,
+        index: int,
+        t_s: float,
+        voltage_v: float,
+        current_a: float,
+        expected_v: float,
+        ratio: float,
+        against: str,
+        run: tuple[int, float],
+        subkind: str,
+    ) -> Verdict:
+        s = self.settings
+        reference = against.format(f"{abs(expected_v) * 1e3:.2f} mV")
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "collapse",
+            voltage_v,
+            expected_v,
+            s.near_zero_ratio * abs(expected_v),
+            f"|V| collapsed to {abs(voltage_v) * 1e3:.2f} mV under "
+            f"{current_a * 1e3:+.3f} mA, {ratio:.2f}× {reference} "
+            f"(threshold {s.near_zero_ratio:g}×), on {run[0]} samples over "
+            f"{t_s - run[1]:.3g} s",
+            subkind=subkind,
+        )
 
     def _drop_halt(
         self,
