@@ -118,6 +118,9 @@ _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
 # hundreds of samples within a second, which must not outweigh the minutes around it.
 # Every sample is still judged.
 _STAT_SPACING_S = 0.5
+# Within settle_s of a reversal, a sample whose ratio rose by more than this over the
+# previous one is still the relaxation towards the plateau, not a collapse or a drop.
+_RISING_RATIO = 0.03
 
 
 def _interp(xs: list[float], ys: list[float], x: float) -> float:
@@ -195,6 +198,7 @@ class _Profile:
     sigma: float  # noise of r (Ω), from successive differences
     typical: float  # median |r| (Ω)
     established: bool  # learnt from a half cycle judged healthy against an earlier one
+    sign: float = 1.0  # the sign of its median r (-1 with reversed leads)
     # Scales of the last half cycles against their profiles (the between-half-cycle spread).
     scales: tuple[float, ...] = ()
 
@@ -313,6 +317,7 @@ class LithiumDetector(DetectorBase):
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
+        self._prev_ratio = math.inf  # the previous judged sample's ratio in this segment
         self._relative_sigma = 0.0
         self._own = _OwnLevel(s.self_lag_s, s.self_ref_s)
         self._unanchored = False
@@ -605,6 +610,7 @@ class LithiumDetector(DetectorBase):
                 and abs(self._seg_xy / self._seg_xx - 1.0) <= _CONSISTENT
             ),
             scales=scales,
+            sign=math.copysign(1.0, sorted(r)[len(r) // 2]),
         )
         profiles = self._profiles[self._seg_dir]
         if ref is not None and ref in profiles:
@@ -614,6 +620,7 @@ class LithiumDetector(DetectorBase):
         self._ref = profile
 
     def _clear_window(self) -> None:
+        self._prev_ratio = math.inf
         self._pending.clear()
         self._window.clear()
         self._window_xy = self._window_xx = 0.0
@@ -848,6 +855,22 @@ class LithiumDetector(DetectorBase):
             # The zero crossing after a reversal (or a rest): the double layer is still
             # relaxing and how deep the first samples sit depends on what came before,
             # so only a shift is judged here; collapses, drops and slides wait.
+            self._prev_ratio = ratio
+            self._learn(p_s, r_ohm)
+            return OK
+        prev_ratio = self._prev_ratio
+        self._prev_ratio = ratio
+        since_s = p_s - self._settle_from_p
+        if since_s < s.settle_s and (
+            ratio > prev_ratio + max(_RISING_RATIO, 3.0 * sigma)
+            or (since_s < 0.5 * s.settle_s and (ratio <= 0.0 or self._r_exp * ref.sign <= 0.0))
+        ):
+            # Still the zero crossing: a sample still rising towards the plateau, or
+            # early on one of the wrong sign, or where the profile itself was still
+            # crossing. An instrument logging on change (or a slow double layer)
+            # catches the crossing at other moments in different half cycles. A short
+            # sits at zero without rising, and is judged once the half of settle_s in
+            # which a crossing may still be under way has passed.
             self._learn(p_s, r_ohm)
             return OK
         if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
