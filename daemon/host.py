@@ -30,13 +30,22 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cellguard.daemon.config import Config, InstrumentSettings
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
-from cellguard.daemon.supervisor import BACKOFF_MAX_S, BACKOFF_MIN_S, Publisher, SampleQueue
+from cellguard.daemon.guard import (
+    Backoff,
+    ChannelState,
+    GuardEvent,
+    HaltProgress,
+    move,
+    parse_state,
+    stop_once,
+)
+from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
+from cellguard.daemon.supervisor import Publisher, SampleQueue
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError, InstrumentConnectionError
 from cellguard.drivers.galvanostat import Galvanostat, GalvanostatInfo, Measurement
@@ -122,7 +131,7 @@ class HostChannelSpec:
 class HostState:
     """What a restart needs, persisted as the state's detail (JSON)."""
 
-    state: str = "idle"  # idle running halting halted stopped finished unavailable
+    state: ChannelState = "idle"  # see cellguard.daemon.guard.state
     seq: int = 0
     test_start_unix_s: float = math.nan
     test_time_s: float = 0.0
@@ -148,7 +157,7 @@ class HostState:
 
     @classmethod
     def from_saved(cls, tags: ChannelTags, state: str, seq: int, detail: str) -> HostState:
-        out = cls(state=state, seq=seq)
+        out = cls(state=parse_state(state, where=f"saved state of {tags.instrument}"), seq=seq)
         try:
             body = json.loads(detail) if detail.startswith("{") else {"detail": detail}
         except json.JSONDecodeError:
@@ -292,6 +301,7 @@ class HostSupervisor:
         self.events: list[EventRecord] = []
         self.samples = 0
         self.halt: Verdict | None = None
+        self.halting: HaltProgress | None = None  # the halt under way (until confirmed)
         self.last_aux: dict[str, float] = {}
         self._pending: deque[SampleRecord | EventRecord] = deque()
         self._commands: deque[tuple[str, str | None, asyncio.Future[tuple[bool, str]]]] = deque()
@@ -369,7 +379,7 @@ class HostSupervisor:
     async def run(self) -> None:
         """Supervise forever: (re)connect with capped backoff, run, judge, halt."""
         self._flush()  # what a crash left in the journal
-        backoff_s = BACKOFF_MIN_S
+        backoff = Backoff(self.name, self._clock)
         while True:
             gal = self._connect()
             aux = {name: factory() for name, factory in self._aux_factories.items()}
@@ -377,13 +387,13 @@ class HostSupervisor:
                 self.info = await gal.connect()
                 for device in aux.values():
                     await device.connect()
-                backoff_s = BACKOFF_MIN_S
+                backoff = Backoff(self.name, self._clock)
                 self.available = True
                 await self._session(gal, aux)
             except InstrumentConnectionError as err:
-                log.error("%s: instrument unreachable: %s (retrying)", self.name, err)  # noqa: TRY400
+                delay_s = backoff.failed(f"instrument unreachable: {err}")
             except CellguardError as err:
-                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
+                delay_s = backoff.failed(str(err))
             finally:
                 # The run (if any) stays in memory: the instrument most likely went on
                 # sourcing its set-point while the link was down, so the first reading
@@ -395,14 +405,12 @@ class HostSupervisor:
                 for device in aux.values():
                     with contextlib.suppress(Exception):
                         await device.close()
-            await self._clock.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+            await self._clock.sleep(delay_s)
 
     async def _session(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
         state = self.host.state
         if state == "halting":
-            await self._output_off_confirmed(gal)
-            self._set_state("halted")
+            await self._halt_attempt(gal)
         elif state in ("halted", "stopped", "finished"):
             # Whatever happened while we were away, a cell we stopped stays stopped.
             await self._output_off_confirmed(gal)
@@ -415,6 +423,8 @@ class HostSupervisor:
             if not ok:
                 log.error("%s %s: not started: %s", self.name, self.spec.channel, detail)
         while True:
+            if self.host.state == "halting":
+                await self._halt_attempt(gal)
             await self._run_commands(gal, aux)
             run = self._run
             if run is None or run.due_s is None:
@@ -444,9 +454,7 @@ class HostSupervisor:
             await self._halt(gal, verdict)
             return
         if verdict.severity == "warn":
-            await self._event(
-                "warn", fault=verdict.kind, subkind=verdict.subkind, detail=verdict.detail
-            )
+            await self._emit(GuardEvent.of_verdict("warn", verdict))
         actions = machine.observe(t_s, reading.voltage_v, reading.current_a, values)
         await self._apply(gal, aux, actions)
         run.due_s = None if machine.finished is not None else self._due(run)
@@ -573,33 +581,46 @@ class HostSupervisor:
 
     async def _halt(self, gal: Galvanostat, verdict: Verdict) -> None:
         self.halt = verdict
-        self._set_state("halting", verdict.detail)
-        # The output goes off before anything else happens with this verdict.
-        await self._output_off_confirmed(gal)
+        self.halting = HaltProgress(verdict, self._clock.now_s())
         self._run = None
         self.host.position = None
-        self._set_state("halted", verdict.detail)
-        log.warning("%s %s: HALTED — %s", self.name, self.spec.channel, verdict.detail)
-        await self._event(
-            "halt",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={
-                "measured": verdict.measured,
-                "baseline": verdict.baseline,
-                "threshold": verdict.threshold,
-                "test_time_s": verdict.t_s,
-            },
-        )
+        # Persisted before the output goes off: a kill between the two re-halts.
+        self._set_state("halting", verdict.detail)
+        await self._halt_attempt(gal)
+
+    async def _halt_attempt(self, gal: Galvanostat) -> None:
+        """Output off (shielded), read back; "halted" only once it reads off.
+
+        Left on, the halt stays "halting" and is tried again on the guard's schedule,
+        with a ``stop_failed`` alert each time; the link's loss propagates (the next
+        session goes on with it)."""
+        now_s = self._clock.now_s()
+        if self.halting is None:
+            # Persisted as "halting" by an earlier run: its verdict is the detail.
+            verdict = self.halt or Verdict("halt", detail=self.host.detail or "halted on restart")
+            self.halting = HaltProgress(verdict, now_s)
+        progress = self.halting
+        if not progress.due(now_s):
+            return
+        running = await _output_off_once(gal, self.spec.channel)
+        progress.attempts += 1
+        if running:
+            alert = progress.not_confirmed(self._clock.now_s())
+            log.error("%s %s: %s", self.name, self.spec.channel, alert.detail)
+            await self._emit(alert)
+            return
+        progress.confirmed = True
+        self._set_state("halted", progress.verdict.detail)
+        log.warning("%s %s: HALTED — %s", self.name, self.spec.channel, progress.verdict.detail)
+        if not progress.announced:
+            progress.announced = True
+            await self._emit(GuardEvent.of_verdict("halt", progress.verdict))
 
     async def _output_off_confirmed(self, gal: Galvanostat) -> None:
-        """Output off, read back until it says off; the link's loss propagates (the
-        state stays "halting" and the next session finishes the job)."""
+        """Output off and read back, for a channel that is not halting (a stop, a
+        restart on a stopped channel); ``InstrumentConnectionError`` if it stays on."""
         for _ in range(HALT_CONFIRM_TRIES):
-            await asyncio.shield(gal.output_off())
-            reading = await gal.measure()
-            if not reading.output_on:
+            if not await _output_off_once(gal, self.spec.channel):
                 return
         msg = f"the output stayed on after {HALT_CONFIRM_TRIES} output-off commands"
         raise InstrumentConnectionError(msg)
@@ -634,8 +655,9 @@ class HostSupervisor:
             return False, f"protocol refused, nothing started: {err}"
         self.detector = make_detector(self.settings)
         self.halt = None
+        self.halting = None
         self.host = HostState(
-            state="running",
+            state=move(self.host.state, "running", channel=f"{self.name} {self.spec.channel}"),
             seq=0,
             test_start_unix_s=self._wall_s(),
             protocol_text=text,
@@ -736,8 +758,8 @@ class HostSupervisor:
 
     # ------------------------------------------------------------ records
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        self.host.state = state
+    def _set_state(self, state: ChannelState, detail: str = "") -> None:
+        self.host.state = move(self.host.state, state, channel=f"{self.name} {self.spec.channel}")
         self._persist(detail)
 
     def _persist(self, detail: str = "") -> None:
@@ -748,31 +770,18 @@ class HostSupervisor:
                 self.tags, self.host.state, self.host.seq, self.host.to_json()
             )
 
-    async def _event(
-        self,
-        kind: str,
-        *,
-        fault: str = "",
-        subkind: str = "",
-        detail: str = "",
-        values: dict[str, float] | None = None,
-    ) -> None:
-        event = new_event(
-            self.tags,
-            kind,  # type: ignore[arg-type]
-            self._wall_s(),
-            fault=fault,
-            subkind=subkind,
-            detail=detail,
-            values=values,
-        )
-        self.events.append(event)
-        self._pending.append(event)
-        self._journal(event)
+    async def _event(self, kind: EventKind, *, detail: str = "") -> None:
+        await self._emit(GuardEvent(kind, detail=detail))
+
+    async def _emit(self, event: GuardEvent) -> None:
+        record = event.record(self.tags, self._wall_s())
+        self.events.append(record)
+        self._pending.append(record)
+        self._journal(record)
         self._persist()
         self._flush()
-        if kind in ("halt", "warn", "finish"):
-            await self._publisher.publish_event(event)
+        if event.is_alert:
+            await self._publisher.publish_event(record)
 
     def _journal(self, record: SampleRecord | EventRecord) -> None:
         # Kept until the sink has it, saved with the state: this host is its only source.
@@ -788,6 +797,18 @@ class HostSupervisor:
             except asyncio.QueueFull:
                 return
             self._pending.popleft()
+
+
+async def _output_off_once(gal: Galvanostat, channel: str) -> bool:
+    """One output-off, shielded, read back: True if the output still reads on."""
+
+    async def off(_: Collection[str]) -> None:
+        await gal.output_off()
+
+    async def on(channels: Collection[str]) -> list[str]:
+        return list(channels) if (await gal.measure()).output_on else []
+
+    return bool(await stop_once([channel], off, on))
 
 
 # ---------------------------------------------------------------- from the configuration

@@ -25,13 +25,23 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
+from cellguard.daemon.guard import (
+    Backoff,
+    ChannelState,
+    GuardEvent,
+    HaltProgress,
+    move,
+    parse_state,
+    stop_once,
+)
+from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
+from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
 from cellguard.drivers.neware import (
@@ -68,12 +78,13 @@ INQUIRE_BATCH = 128
 # 0.5 mAh cm⁻² cycles and then some), at most this many records.
 WARM_UP_S = 5 * 3600.0
 WARM_UP_MAX_RECORDS = 20_000
-# A halt is retried this often until the instrument confirms the channel stopped.
-HALT_RETRY_S = 1.0
-BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 60.0
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "ChannelSpec", "InstrumentSupervisor", "drain_queue"]
 _RUNNING = ("working", "pause")
-_ENDED = {"stop": "stopped", "finish": "finished", "protect": "protected"}
+_ENDED: dict[str, ChannelState] = {
+    "stop": "stopped",
+    "finish": "finished",
+    "protect": "protected",
+}
 
 
 class SampleQueue(Protocol):
@@ -119,7 +130,7 @@ class ChannelRuntime:
     tags: ChannelTags
     live: Detector
     recorded: Detector
-    state: str = "idle"  # idle running halting halted stopped finished protected unavailable
+    state: ChannelState = "idle"  # see cellguard.daemon.guard.state
     next_seq: int = 1  # the next recorded sample to fetch (all before it are queued)
     # The last recorded sample the sink has written: the position saved for a restart,
     # so a kill loses nothing that was only queued (see samples_stored).
@@ -128,13 +139,16 @@ class ChannelRuntime:
     test_id: int = 0
     test_start_unix_s: float = math.nan
     halt: Verdict | None = None
-    halt_requested_at: float = math.nan
+    halting: HaltProgress | None = None  # the halt under way (until confirmed)
     last_workstatus: str = ""
     cycle: int = 0
     test_time_s: float = 0.0
     samples: int = 0
     halt_latencies_s: list[float] = field(default_factory=list)
-    halt_announced: bool = False  # the halt event is out (it waits for the stop)
+
+    def to(self, state: ChannelState) -> None:
+        """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
+        self.state = move(self.state, state, channel=f"{self.tags.instrument} {self.spec.channel}")
 
 
 class InstrumentSupervisor:
@@ -195,7 +209,10 @@ class InstrumentSupervisor:
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
-                    runtime.state, last_seq, runtime.detail = saved
+                    saved_state, last_seq, runtime.detail = saved
+                    runtime.state = parse_state(
+                        saved_state, where=f"saved state of {name} {spec.channel}"
+                    )
                     runtime.stored_seq = last_seq
                     runtime.next_seq = last_seq + 1
             self.channels[spec.channel] = runtime
@@ -205,45 +222,32 @@ class InstrumentSupervisor:
 
     async def run(self) -> None:
         """Supervise forever: (re)connect with capped backoff, poll, judge, halt."""
-        backoff_s = BACKOFF_MIN_S
-        failing_since: float | None = None
+        backoff = Backoff(self.name, self._clock)
         while True:
             client = self._connect()
             try:
                 await client.connect()
-                if failing_since is not None:
-                    log.warning(
-                        "%s: connection restored after %.0f s",
-                        self.name,
-                        time.monotonic() - failing_since,
-                    )
-                failing_since = None
-                backoff_s = BACKOFF_MIN_S
+                backoff.recovered()
                 self.available = True
                 await self._session(client)
             except InstrumentConnectionError as err:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.error(  # noqa: TRY400
-                        "%s: instrument unreachable: %s (retrying with backoff)", self.name, err
-                    )
+                delay_s = backoff.failed(f"instrument unreachable: {err}")
                 self._mark_unavailable()
             except CellguardError as err:
                 # A malformed reply, a refused command, a step file that cannot be
-                # written: log it, drop the link and start over; never take the
-                # daemon (and the other instruments) down.
-                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
+                # written: drop the link and start over; never take the daemon (and
+                # the other instruments) down.
+                delay_s = backoff.failed(str(err))
                 self._mark_unavailable()
             finally:
                 self.available = False
                 await client.aclose()
-            await self._clock.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+            await self._clock.sleep(delay_s)
 
     def _mark_unavailable(self) -> None:
         for runtime in self.channels.values():
             if runtime.state == "running":
-                runtime.state = "unavailable"
+                runtime.to("unavailable")
 
     async def _session(self, client: NewareClient) -> None:
         await self._warm_up(client)
@@ -308,7 +312,7 @@ class InstrumentSupervisor:
             await client.start(ready)
             for channel, barcode, _ in ready:
                 runtime = self.channels[channel]
-                runtime.state = "running"
+                runtime.to("running")
                 runtime.next_seq = 1
                 runtime.stored_seq = 0
                 self._persist(runtime, f"started {barcode}")
@@ -436,7 +440,10 @@ class InstrumentSupervisor:
             await client.stop([runtime.spec.channel])
         except CommandRefused:
             return False, "the instrument refused the stop (nothing runs there)"
-        runtime.state = "stopped"
+        if runtime.state in ("halting", "halted"):
+            # A fault's halt stays a halt (its retries, its restart rules).
+            return True, f"stopped (the channel is {runtime.state} already)"
+        runtime.to("stopped")
         self._persist(runtime, "stopped by an operator")
         await self._event(runtime, "stop", detail="stopped by an operator command")
         return True, "stopped"
@@ -451,7 +458,8 @@ class InstrumentSupervisor:
             return False, f"the instrument refused to {action} (state {runtime.last_workstatus})"
         done = "paused" if action == "pause" else "resumed"
         self._persist(runtime, f"{done} by an operator")
-        await self._event(runtime, action, detail=f"{done} by an operator command")
+        kind: EventKind = "pause" if action == "pause" else "resume"
+        await self._event(runtime, kind, detail=f"{done} by an operator command")
         return True, done
 
     async def _operator_start(
@@ -464,7 +472,7 @@ class InstrumentSupervisor:
             return False, "only run-mode channels are started by cellguard"
         if runtime.state in ("running", "halting"):
             return False, "the channel is already running"
-        runtime.state = "idle"
+        runtime.to("idle")
         runtime.halt = None
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
@@ -502,7 +510,7 @@ class InstrumentSupervisor:
             runtime.live = StepLimitGuard(runtime.live, script)
             runtime.recorded = StepLimitGuard(runtime.recorded, script)
         runtime.halt = None
-        runtime.state = "running"
+        runtime.to("running")
         runtime.next_seq = 1
         runtime.stored_seq = 0
         runtime.test_start_unix_s = math.nan
@@ -549,7 +557,7 @@ class InstrumentSupervisor:
                 halted += halts
         self.polls += 1
         if halted:
-            await self._report_halts(halted)
+            await self._report_halts([r for r, _ in halted])
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
             if record.workstatus != "working":
@@ -582,23 +590,23 @@ class InstrumentSupervisor:
             if status in _RUNNING and runtime.state == "unavailable":
                 # Back after a link loss, the test still running: the status text did
                 # not change, the channel's state must (a restart reads it).
-                runtime.state = "running"
+                runtime.to("running")
                 self._persist(runtime, f"running again after the link came back ({status})")
             return
         previous = runtime.last_workstatus
         runtime.last_workstatus = status
         if status in _RUNNING:
             if runtime.state in ("idle", "unavailable", "stopped", "finished", "protected"):
-                runtime.state = "running"
+                runtime.to("running")
                 self._persist(runtime, f"running (was {previous or 'unknown'})")
         elif (
             status in _ENDED
             and runtime.state not in ("halted", "halting")
             and (runtime.state == "running" or previous in _RUNNING)
         ):
-            runtime.state = _ENDED[status]
+            runtime.to(_ENDED[status])
             self._persist(runtime, f"instrument reports {status}")
-            kind = (
+            kind: EventKind = (
                 "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
             )
             await self._event(runtime, kind, detail=f"the instrument reports {status}")
@@ -698,7 +706,7 @@ class InstrumentSupervisor:
         received_at: float,
     ) -> None:
         await self._stop_halting(client, halts, received_at)
-        await self._report_halts(halts)
+        await self._report_halts([r for r, _ in halts])
 
     async def _stop_halting(
         self,
@@ -706,119 +714,98 @@ class InstrumentSupervisor:
         halts: Sequence[tuple[ChannelRuntime, Verdict]],
         received_at: float,
     ) -> None:
-        """The halt path proper: stop, confirm, persist; nothing that may wait on I/O."""
+        """The halt path proper: persist "halting", stop, confirm, persist "halted"."""
+        now_s = self._clock.now_s()
         for runtime, verdict in halts:
             runtime.halt = verdict
-            runtime.state = "halting"
-        # The stop goes on the wire before anything else happens with these verdicts.
-        confirmed = await self._stop_until_confirmed(client, [r for r, _ in halts], received_at)
-        for runtime, verdict in halts:
-            runtime.state = "halted" if runtime.spec.channel in confirmed else "halting"
+            runtime.halting = HaltProgress(verdict, now_s)
+            runtime.to("halting")
+            # Before the stop: a kill between the two re-halts at the restart.
             self._persist(runtime, verdict.detail)
-            log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
+        await self._stop_attempt(client, [r for r, _ in halts], received_at)
 
-    async def _report_halts(self, halts: Sequence[tuple[ChannelRuntime, Verdict]]) -> None:
-        """Events and alerts of halts already stopped (they may wait on the broker)."""
-        for runtime, verdict in halts:
-            await self._announce_halt(runtime, verdict)
-
-    async def _announce_halt(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
-        runtime.halt_announced = True
-        await self._event(
-            runtime,
-            "halt",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={
-                "measured_v": verdict.measured,
-                "baseline_v": verdict.baseline,
-                "threshold_v": verdict.threshold,
-                "test_time_s": verdict.t_s,
-            },
-        )
-        if self._on_halt is not None:
-            await self._on_halt(runtime)
-
-    async def _finish_halts(self, client: NewareClient) -> None:
-        """Carry out halts left unconfirmed: the link was lost as the stop went out, or
-        the instrument did not confirm it. A halt is never forgotten."""
-        pending = [r for r in self.channels.values() if r.state == "halting"]
-        if not pending:
-            return
-        confirmed = await self._stop_until_confirmed(client, pending, time.perf_counter())
-        for runtime in pending:
-            if runtime.spec.channel not in confirmed:
-                continue
-            runtime.state = "halted"
-            detail = runtime.halt.detail if runtime.halt is not None else "halted on reconnect"
-            self._persist(runtime, detail)
-            log.warning("%s %s: HALTED (on retry) — %s", self.name, runtime.spec.channel, detail)
-            if runtime.halt is not None and not runtime.halt_announced:
-                await self._announce_halt(runtime, runtime.halt)
-
-    async def _stop_until_confirmed(
+    async def _stop_attempt(
         self, client: NewareClient, runtimes: Sequence[ChannelRuntime], received_at: float
-    ) -> set[ChannelId]:
-        """Stop, then confirm from the instrument; retry what still runs."""
-        pending = [r.spec.channel for r in runtimes]
-        confirmed: set[ChannelId] = set()
-        for attempt in range(1, 6):
-            # Refused = not running there any more: the status below confirms it.
+    ) -> None:
+        """One stop of ``runtimes`` in one request, read back; never a sleep here (the
+        other channels' polls wait on this loop)."""
+
+        async def stop(channels: Collection[ChannelId]) -> None:
+            # Refused = not running there any more: the status read back confirms it.
             with contextlib.suppress(CommandRefused):
-                await client.stop(pending)
+                await client.stop(list(channels))
             sent_s = time.perf_counter() - received_at
             for runtime in runtimes:
-                if runtime.spec.channel in pending:
-                    runtime.halt_latencies_s.append(sent_s)
-            status = await client.get_status(pending)
-            confirmed |= {c for c in pending if status[c] not in _RUNNING}
-            pending = [c for c in pending if c not in confirmed]
-            if not pending:
-                break
-            log.error(
-                "%s: stop not confirmed for %s (attempt %d)",
-                self.name,
-                ", ".join(map(str, pending)),
-                attempt,
+                runtime.halt_latencies_s.append(sent_s)
+
+        async def still_running(channels: Collection[ChannelId]) -> list[ChannelId]:
+            status = await client.get_status(list(channels))
+            return [c for c in channels if status[c] in _RUNNING]
+
+        running = await stop_once([r.spec.channel for r in runtimes], stop, still_running)
+        now_s = self._clock.now_s()
+        for runtime in runtimes:
+            progress = runtime.halting
+            assert progress is not None
+            progress.attempts += 1
+            if runtime.spec.channel in running:
+                alert = progress.not_confirmed(now_s)
+                log.error("%s %s: %s", self.name, runtime.spec.channel, alert.detail)
+                await self._emit(runtime, alert)
+                continue
+            progress.confirmed = True
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+            log.warning(
+                "%s %s: HALTED — %s", self.name, runtime.spec.channel, progress.verdict.detail
             )
-            await self._clock.sleep(HALT_RETRY_S)
-        return confirmed
+
+    async def _report_halts(self, runtimes: Sequence[ChannelRuntime]) -> None:
+        """Events and alerts of halts the instrument confirmed (they may wait on the
+        broker, so they come after every stop of the poll)."""
+        for runtime in runtimes:
+            progress = runtime.halting
+            if progress is None or not progress.confirmed or progress.announced:
+                continue
+            progress.announced = True
+            await self._emit(runtime, GuardEvent.of_verdict("halt", progress.verdict))
+            if self._on_halt is not None:
+                await self._on_halt(runtime)
+
+    async def _finish_halts(self, client: NewareClient) -> None:
+        """Carry out halts left unconfirmed whose retry is due: the link was lost as the
+        stop went out, a restart found "halting", or the instrument did not carry the
+        stop out. A halt is never forgotten, and never waited for here."""
+        now_s = self._clock.now_s()
+        due = []
+        for runtime in self.channels.values():
+            if runtime.state != "halting":
+                continue
+            if runtime.halting is None:
+                # Persisted as "halting" by an earlier run: its verdict is the detail.
+                verdict = runtime.halt or Verdict(
+                    "halt", detail=runtime.detail or "halted on reconnect"
+                )
+                runtime.halting = HaltProgress(verdict, now_s)
+            if runtime.halting.due(now_s):
+                due.append(runtime)
+        if due:
+            await self._stop_attempt(client, due, time.perf_counter())
+            await self._report_halts(due)
 
     async def _warn(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
-        await self._event(
-            runtime,
-            "warn",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={"measured_v": verdict.measured, "threshold_v": verdict.threshold},
-        )
+        await self._emit(runtime, GuardEvent.of_verdict("warn", verdict))
 
-    async def _event(
-        self,
-        runtime: ChannelRuntime,
-        kind: str,
-        *,
-        fault: str = "",
-        subkind: str = "",
-        detail: str = "",
-        values: dict[str, float] | None = None,
-    ) -> None:
-        event = new_event(
-            runtime.tags,
-            kind,  # type: ignore[arg-type]
-            time.time(),
-            fault=fault,
-            subkind=subkind,
-            detail=detail,
-            values=values,
-        )
-        self.events.append(event)
-        self._pending_events.append(event)
+    async def _event(self, runtime: ChannelRuntime, kind: EventKind, *, detail: str = "") -> None:
+        await self._emit(runtime, GuardEvent(kind, detail=detail))
+
+    async def _emit(self, runtime: ChannelRuntime, event: GuardEvent) -> None:
+        record = event.record(runtime.tags, time.time())
+        self.events.append(record)
+        self._pending_events.append(record)
         self._flush_events()
-        if kind in ("halt", "warn", "protect"):
-            await self._publisher.publish_event(event)
+        if event.is_alert:
+            await self._publisher.publish_event(record)
 
     def _offer(self, sample: SampleRecord) -> None:
         """Queue a live sample; when the sinks lag, drop it (the recorded series,
