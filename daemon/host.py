@@ -387,13 +387,18 @@ class HostSupervisor:
                 self.info = await gal.connect()
                 for device in aux.values():
                     await device.connect()
-                backoff = Backoff(self.name, self._clock)
+                backoff.recovered()
                 self.available = True
                 await self._session(gal, aux)
             except InstrumentConnectionError as err:
                 delay_s = backoff.failed(f"instrument unreachable: {err}")
             except CellguardError as err:
                 delay_s = backoff.failed(str(err))
+            except Exception as err:
+                # A bug in the guard: logged with its traceback, and the channel is
+                # guarded again after the backoff rather than left unguarded for good.
+                log.exception("%s: unexpected error, reconnecting", self.name)
+                delay_s = backoff.failed(repr(err))
             finally:
                 # The run (if any) stays in memory: the instrument most likely went on
                 # sourcing its set-point while the link was down, so the first reading

@@ -43,10 +43,16 @@ from cellguard.daemon.guard import (
 from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
-from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
+from cellguard.drivers.errors import (
+    CellguardError,
+    CommandRefused,
+    InstrumentConnectionError,
+    ProtocolViolation,
+)
 from cellguard.drivers.neware import (
     ChannelId,
     DownloadRecord,
+    DownloadReply,
     InquireRecord,
     NewareClient,
     StepFile,
@@ -145,6 +151,11 @@ class ChannelRuntime:
     test_time_s: float = 0.0
     samples: int = 0
     halt_latencies_s: list[float] = field(default_factory=list)
+    # A start the daemon did not send: the channel held an ended test it knew nothing of.
+    start_withheld: bool = False
+    # Recorded records before this position are fetched one at a time (a bad one is near).
+    one_by_one_until: int = 0
+    base_settings: DetectorSettings | None = None  # the detectors of a new run
 
     def to(self, state: ChannelState) -> None:
         """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
@@ -206,6 +217,7 @@ class InstrumentSupervisor:
             runtime = ChannelRuntime(
                 spec, tags, make_detector(live_settings), make_detector(settings)
             )
+            runtime.base_settings = settings
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
@@ -217,6 +229,11 @@ class InstrumentSupervisor:
                     runtime.next_seq = last_seq + 1
             self.channels[spec.channel] = runtime
         self._by_tag = {str(c): r for c, r in self.channels.items()}  # by tags.channel
+        # Channels refused at connect (see _check_channels), with their runtime.
+        self.refused: dict[ChannelId, ChannelRuntime] = {}
+        # A halted channel runs again: its recorded history says whether a new test.
+        self.download_due = False
+        self._bad_live: set[ChannelId] = set()  # logged once until readable again
 
     # ------------------------------------------------------------ the loop
 
@@ -239,6 +256,12 @@ class InstrumentSupervisor:
                 # the other instruments) down.
                 delay_s = backoff.failed(str(err))
                 self._mark_unavailable()
+            except Exception as err:
+                # A bug in the guard: logged with its traceback, and the instrument is
+                # guarded again after the backoff rather than left unguarded for good.
+                log.exception("%s: unexpected error, reconnecting", self.name)
+                delay_s = backoff.failed(repr(err))
+                self._mark_unavailable()
             finally:
                 self.available = False
                 await client.aclose()
@@ -250,6 +273,7 @@ class InstrumentSupervisor:
                 runtime.to("unavailable")
 
     async def _session(self, client: NewareClient) -> None:
+        await self._check_channels(client)
         await self._warm_up(client)
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
@@ -266,11 +290,51 @@ class InstrumentSupervisor:
             await self._finish_halts(client)
             await self._run_commands(client)
             await self.poll_once(client)
-            if self._clock.now_s() >= next_download_s:
+            if self._clock.now_s() >= next_download_s or self.download_due:
                 await self.download_once(client)
                 next_download_s = self._clock.now_s() + self.download_interval_s
                 _freeze_heap_once()
             await self._clock.sleep(self._until_next_poll_s())
+
+    async def _check_channels(self, client: NewareClient) -> None:
+        """Refuse, alone, each channel this instrument cannot guard; the rest run.
+
+        Checked at every connect against what the server reports (a unit may come back):
+        the channel must exist there, and a run-mode protocol must fit the channel's
+        range. A refused channel is reported once, by an ``unguarded`` alert that says
+        why, and is left out of every request (one bad channel in a request would fail
+        it for all the others).
+        """
+        present = {info.address.channel for info in client.channels}
+        for runtime in [*self.channels.values(), *self.refused.values()]:
+            channel = runtime.spec.channel
+            why = self._why_unguardable(runtime, present)
+            if why is None:
+                if channel in self.refused:
+                    del self.refused[channel]
+                    self.channels[channel] = runtime
+                    log.warning("%s %s: guarded again", self.name, channel)
+                continue
+            if channel in self.refused:
+                continue
+            del self.channels[channel]
+            self.refused[channel] = runtime
+            detail = f"{self.name} {channel} is UNGUARDED: {why}"
+            log.error("%s", detail)
+            await self._emit(runtime, GuardEvent("unguarded", detail=detail))
+
+    def _why_unguardable(self, runtime: ChannelRuntime, present: set[ChannelId]) -> str | None:
+        spec = runtime.spec
+        if spec.channel not in present:
+            have = sorted(present, key=lambda c: (c.devid, c.subdevid, c.chlid))
+            listed = f"{have[0]} .. {have[-1]}" if have else "none"
+            return f"the instrument has no channel {spec.channel} (it has {listed})"
+        if spec.mode == "run" and spec.protocol is not None:
+            try:
+                spec.protocol.to_step_file(self._limits)
+            except CellguardError as err:
+                return f"its protocol does not fit the channel: {err}"
+        return None
 
     def _until_next_poll_s(self) -> float:
         """Seconds to the next point of the poll grid, which a reconnect never shifts.
@@ -287,12 +351,20 @@ class InstrumentSupervisor:
         polls_done = math.floor(elapsed_s / self.poll_interval_s + 1e-6) + 1
         return self._poll_origin_s + polls_done * self.poll_interval_s - self._clock.now_s()
 
-    async def _start_run_mode(self, client: NewareClient) -> None:
-        """Start the protocols of ``run`` channels that are not running yet (never twice)."""
+    async def _start_run_mode(self, client: NewareClient, *, operator: bool = False) -> None:
+        """Start the protocols of ``run`` channels that are not running yet (never twice).
+
+        The instrument's own status and test id are read first: a channel that runs is
+        joined, not started; one that already holds an ended test the daemon has no
+        record of (its state store was lost, moved aside or damaged) is not started
+        again unless an operator asks (``operator``): it may be a cell we halted.
+        """
         to_start = []
         for runtime in self.channels.values():
             spec = runtime.spec
             if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+                continue
+            if runtime.start_withheld and not operator:
                 continue
             if self._step_file_dir is None:
                 msg = f"{self.name}: run mode needs step_file_dir"
@@ -306,8 +378,19 @@ class InstrumentSupervisor:
             to_start.append((spec.channel, barcode, str(path)))
         if not to_start:
             return
-        live = await client.inquire([c for c, _, _ in to_start])
-        ready = [item for item in to_start if live[item[0]].workstatus not in _RUNNING]
+        channels = [c for c, _, _ in to_start]
+        live = await client.inquire(channels)
+        history = await client.inquire_df(channels)
+        ready = []
+        for item in to_start:
+            channel = item[0]
+            if live[channel].workstatus in _RUNNING:
+                continue
+            ran = history[channel]
+            if ran.test_id and not operator:
+                await self._withhold_start(self.channels[channel], live[channel], ran.test_id)
+                continue
+            ready.append(item)
         if ready:
             await client.start(ready)
             for channel, barcode, _ in ready:
@@ -315,8 +398,22 @@ class InstrumentSupervisor:
                 runtime.to("running")
                 runtime.next_seq = 1
                 runtime.stored_seq = 0
+                runtime.test_id = 0  # the new test's id comes with its first download
                 self._persist(runtime, f"started {barcode}")
                 await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    async def _withhold_start(
+        self, runtime: ChannelRuntime, live: InquireRecord, test_id: int
+    ) -> None:
+        runtime.start_withheld = True
+        detail = (
+            f"not started: the instrument holds test {test_id} on this channel, ended "
+            f"({live.workstatus}), and the daemon has no state for it (a lost, moved or "
+            "damaged state store?); it may be a cell that was halted. Start it by an "
+            "operator command if a new test is meant"
+        )
+        log.error("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._emit(runtime, GuardEvent("warn", fault="restart", detail=detail))
 
     async def _warm_up(self, client: NewareClient) -> None:
         """Rebuild the recorded detectors' baselines from the instrument's own history.
@@ -327,58 +424,66 @@ class InstrumentSupervisor:
         not acted on again (the detectors are deterministic: they would be the same).
         """
         for runtime in self.channels.values():
-            last = runtime.next_seq - 1
-            # "unavailable" was saved by daemons that lost the link and never saw the
-            # channel come back: its test may still run, so its baseline is rebuilt.
-            resumed = runtime.state in ("running", "unavailable")
-            if not resumed or last < 1 or runtime.recorded.samples > 0:
-                continue
-            tail = await client.download(
-                runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+            try:
+                await self._warm_up_channel(client, runtime)
+            except ProtocolViolation as err:
+                if not client.connected:
+                    raise
+                # A bad record in the history: judge from the next sample on rather
+                # than never guard the channel (or the instrument) again.
+                log.error(  # noqa: TRY400 (the reason is in the line)
+                    "%s %s: detector warm-up skipped: %s", self.name, runtime.spec.channel, err
+                )
+
+    async def _warm_up_channel(self, client: NewareClient, runtime: ChannelRuntime) -> None:
+        last = runtime.next_seq - 1
+        # "unavailable" was saved by daemons that lost the link and never saw the
+        # channel come back: its test may still run, so its baseline is rebuilt.
+        resumed = runtime.state in ("running", "unavailable")
+        if not resumed or last < 1 or runtime.recorded.samples > 0:
+            return
+        tail = await client.download(
+            runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+        )
+        records = [r for r in tail.records if r.seq_id <= last]
+        if len(records) >= 2:
+            interval_s = max(
+                (records[-1].test_time_ms - records[0].test_time_ms) / 1000.0 / (len(records) - 1),
+                1e-3,
             )
-            records = [r for r in tail.records if r.seq_id <= last]
-            if len(records) >= 2:
-                interval_s = max(
-                    (records[-1].test_time_ms - records[0].test_time_ms)
-                    / 1000.0
-                    / (len(records) - 1),
-                    1e-3,
-                )
-                wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
-                first = last - wanted + 1
-                while first < records[0].seq_id:
-                    start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
-                    page = await client.download(
-                        runtime.spec.channel, start, records[0].seq_id - start
-                    )
-                    records = [*page.records, *records]
-                    if not page.records:
-                        break
-            settings = dataclasses.replace(
-                runtime.recorded.settings,
-                stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
-            )
-            detector = runtime.recorded = make_detector(settings)
-            for rec in records:
-                detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
-            if detector.halt is not None:
-                # Already judged by the previous run, which did not halt: start clean
-                # rather than leave a latched detector that judges nothing more.
-                log.warning(
-                    "%s %s: warm-up history ends in a halt verdict (%s); relearning",
-                    self.name,
-                    runtime.spec.channel,
-                    detector.halt.detail,
-                )
-                runtime.recorded = make_detector(
-                    dataclasses.replace(settings, stream_starts_at_reversal=False)
-                )
-            log.info(
-                "%s %s: detector baseline rebuilt from %d recorded samples",
+            wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
+            first = last - wanted + 1
+            while first < records[0].seq_id:
+                start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
+                page = await client.download(runtime.spec.channel, start, records[0].seq_id - start)
+                records = [*page.records, *records]
+                if not page.records:
+                    break
+        settings = dataclasses.replace(
+            runtime.recorded.settings,
+            stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
+        )
+        detector = runtime.recorded = make_detector(settings)
+        for rec in records:
+            detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
+        if detector.halt is not None:
+            # Already judged by the previous run, which did not halt: start clean
+            # rather than leave a latched detector that judges nothing more.
+            log.warning(
+                "%s %s: warm-up history ends in a halt verdict (%s); relearning",
                 self.name,
                 runtime.spec.channel,
-                len(records),
+                detector.halt.detail,
             )
+            runtime.recorded = make_detector(
+                dataclasses.replace(settings, stream_starts_at_reversal=False)
+            )
+        log.info(
+            "%s %s: detector baseline rebuilt from %d recorded samples",
+            self.name,
+            runtime.spec.channel,
+            len(records),
+        )
 
     # ------------------------------------------------------------ operator commands
 
@@ -420,7 +525,11 @@ class InstrumentSupervisor:
     async def _run_commands(self, client: NewareClient) -> None:
         while self._commands:
             channel, action, done = self._commands.popleft()
-            runtime = self.channels[channel]
+            runtime = self.channels.get(channel)
+            if runtime is None:
+                why = "refused at connect (unguarded)" if channel in self.refused else "unknown"
+                done.set_result((False, f"{channel} is not guarded on {self.name} ({why})"))
+                continue
             try:
                 if action == "stop":
                     result = await self._operator_stop(client, runtime)
@@ -474,11 +583,12 @@ class InstrumentSupervisor:
             return False, "the channel is already running"
         runtime.to("idle")
         runtime.halt = None
+        runtime.halting = None
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
         runtime.test_start_unix_s = math.nan
-        await self._start_run_mode(client)
+        await self._start_run_mode(client, operator=True)
         return runtime.state == "running", runtime.state
 
     async def _start_script(
@@ -510,9 +620,11 @@ class InstrumentSupervisor:
             runtime.live = StepLimitGuard(runtime.live, script)
             runtime.recorded = StepLimitGuard(runtime.recorded, script)
         runtime.halt = None
+        runtime.halting = None
         runtime.to("running")
         runtime.next_seq = 1
         runtime.stored_seq = 0
+        runtime.test_id = 0  # the new test's id comes with its first download
         runtime.test_start_unix_s = math.nan
         self._persist(runtime, f"started protocol {name!r}")
         await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
@@ -535,7 +647,7 @@ class InstrumentSupervisor:
         seen: list[tuple[ChannelRuntime, InquireRecord]] = []
         watched = list(self.channels)
         for lo in range(0, len(watched), INQUIRE_BATCH):
-            records = await client.inquire(watched[lo : lo + INQUIRE_BATCH])
+            records = await self._inquire(client, watched[lo : lo + INQUIRE_BATCH])
             received_at = time.perf_counter()
             halts: list[tuple[ChannelRuntime, Verdict]] = []
             for channel, record in records.items():
@@ -584,6 +696,33 @@ class InstrumentSupervisor:
         for runtime, verdict in warns:
             await self._warn(runtime, verdict)
 
+    async def _inquire(
+        self, client: NewareClient, channels: Sequence[ChannelId]
+    ) -> dict[ChannelId, InquireRecord]:
+        """The live values of ``channels``; a channel whose value cannot be read is
+        left out of this poll alone (one bad value fails a whole reply)."""
+        try:
+            records = await client.inquire(channels)
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a value
+            if len(channels) == 1:
+                if channels[0] not in self._bad_live:
+                    self._bad_live.add(channels[0])
+                    log.error(  # noqa: TRY400 (the reason is in the line)
+                        "%s %s: live value unreadable (%s); skipped", self.name, channels[0], err
+                    )
+                return {}
+            records = {}
+            for channel in channels:
+                records.update(await self._inquire(client, [channel]))
+            return records
+        for channel in channels:
+            if channel in self._bad_live:
+                self._bad_live.discard(channel)
+                log.warning("%s %s: live values readable again", self.name, channel)
+        return records
+
     async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
         status = record.workstatus
         if status == runtime.last_workstatus:
@@ -595,6 +734,10 @@ class InstrumentSupervisor:
             return
         previous = runtime.last_workstatus
         runtime.last_workstatus = status
+        if status in _RUNNING and runtime.state == "halted":
+            # Confirmed stopped, running again: a new test on the channel (or an
+            # operator's resume); the next download's test id tells which.
+            self.download_due = True
         if status in _RUNNING:
             if runtime.state in ("idle", "unavailable", "stopped", "finished", "protected"):
                 runtime.to("running")
@@ -618,30 +761,89 @@ class InstrumentSupervisor:
 
     async def download_once(self, client: NewareClient) -> None:
         """Fetch every recorded sample not seen yet, judge it in order, queue it."""
-        for runtime in self.channels.values():
+        self.download_due = False
+        for runtime in list(self.channels.values()):
             if runtime.state == "idle":
                 continue
             while True:
-                reply = await client.download(
-                    runtime.spec.channel, runtime.next_seq, DOWNLOAD_SLICE
-                )
+                got = await self._download_slice(client, runtime)
+                if got is None:
+                    continue  # a bad record was skipped: go on after it
+                reply, asked = got
                 if reply.test_id and reply.test_id != runtime.test_id:
+                    if runtime.test_id:
+                        await self._new_run(runtime, reply.test_id)
+                        continue  # fetched again from its first record
                     runtime.test_id = reply.test_id
-                    runtime.tags = ChannelTags(
-                        runtime.tags.instrument,
-                        runtime.tags.channel,
-                        str(reply.test_id),
-                        runtime.tags.interphase,
-                        runtime.tags.cell_type,
-                    )
+                    runtime.tags = dataclasses.replace(runtime.tags, test_id=str(reply.test_id))
                 taken = 0
                 for rec in reply.records:
                     if not await self._recorded(client, runtime, rec):
                         break
                     taken += 1
                 # The position is saved once the sink has the samples (samples_stored).
-                if taken < DOWNLOAD_SLICE:
+                if taken < asked:
                     break
+
+    async def _download_slice(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[DownloadReply, int] | None:
+        """The next slice of recorded records and its size; None when a bad record was
+        skipped. A record that cannot be read (``volt="nan"``) fails its whole reply:
+        the slice is then fetched one record at a time, and the bad one is skipped,
+        with an alert, so it never holds up the rows after it or the other channels."""
+        channel = runtime.spec.channel
+        asked = 1 if runtime.next_seq < runtime.one_by_one_until else DOWNLOAD_SLICE
+        try:
+            return await client.download(channel, runtime.next_seq, asked), asked
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a record
+            if asked > 1:
+                runtime.one_by_one_until = runtime.next_seq + asked
+                return None
+            seq = runtime.next_seq
+            runtime.next_seq += 1
+            detail = (
+                f"recorded record {seq} of test {runtime.test_id or '?'} could not be read "
+                f"({err}); skipped, the records after it are stored and judged"
+            )
+            log.error("%s %s: %s", self.name, channel, detail)  # noqa: TRY400 (said in detail)
+            await self._emit(runtime, GuardEvent("skipped", detail=detail))
+            return None
+
+    async def _new_run(self, runtime: ChannelRuntime, test_id: int) -> None:
+        """A new test on the channel (a new test id, records from 1): a new run.
+
+        Its records are all fetched and stored, its detectors start fresh, and a halt
+        of the test before does not keep it from being judged and halted.
+        """
+        old_id = runtime.test_id
+        progress = runtime.halting
+        if runtime.state == "halting" and progress is not None:
+            # A new test starts only on a channel that no longer runs: the old one's
+            # stop is carried out.
+            progress.confirmed = True
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+            await self._report_halts([runtime])
+        runtime.halt = None
+        runtime.halting = None
+        settings = runtime.base_settings or runtime.recorded.settings
+        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.recorded = make_detector(settings)
+        runtime.next_seq = 1
+        runtime.stored_seq = 0
+        runtime.one_by_one_until = 0
+        runtime.test_start_unix_s = math.nan
+        runtime.test_id = test_id
+        runtime.tags = dataclasses.replace(runtime.tags, test_id=str(test_id))
+        if runtime.state != "running":
+            runtime.to("running")
+        detail = f"test {test_id} started on the instrument (was {old_id}): guarded as a new run"
+        self._persist(runtime, detail)
+        log.warning("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._event(runtime, "start", detail=detail)
 
     async def _recorded(
         self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord

@@ -94,9 +94,8 @@ class HaltProgress:
         The alert repeats at every retry and escalates: the retries spread out
         (1, 2, 4 ... 60 s) while the time unconfirmed and the attempt count grow in it.
         """
-        self.next_try_s = now_s + min(
-            STOP_RETRY_MIN_S * 2 ** max(self.attempts - 1, 0), STOP_RETRY_MAX_S
-        )
+        doublings = min(max(self.attempts - 1, 0), 16)  # 2**16 s is past the cap already
+        self.next_try_s = now_s + min(STOP_RETRY_MIN_S * 2**doublings, STOP_RETRY_MAX_S)
         waited_s = now_s - self.judged_at_s
         return GuardEvent(
             "stop_failed",
