@@ -240,6 +240,9 @@ class InstrumentSettings:
     # A modbus galvanostat's ranges (a SCPI source-meter tells its own).
     current_range_a: float | None = None
     voltage_range_v: float | None = None
+    # Host-driven: leave the output on when the daemon stops (default: switched off, as
+    # nothing guards the cell until the daemon runs again).
+    keep_output_on: bool = False
 
     @property
     def host_driven(self) -> bool:
@@ -630,6 +633,7 @@ _INSTRUMENT_KEYS = (
     "registers",
     "current_range_a",
     "voltage_range_v",
+    "keep_output_on",
 )
 # Keys that belong to some drivers only: a key given to another driver is refused.
 _DRIVER_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -644,6 +648,7 @@ _DRIVER_KEYS: Mapping[str, tuple[str, ...]] = {
     "registers": ("modbus", "modbus-aux"),
     "current_range_a": ("modbus",),
     "voltage_range_v": ("modbus",),
+    "keep_output_on": ("smu", "modbus"),
 }
 _CHANNEL_KEYS = (
     "instrument",
@@ -943,6 +948,7 @@ class _Reader:
             registers=registers,
             current_range_a=current_range_a,
             voltage_range_v=voltage_range_v,
+            keep_output_on=t.boolean("keep_output_on", default=False),
         )
 
     def _registers(

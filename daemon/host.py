@@ -72,6 +72,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HALT_CONFIRM_TRIES = 5
+# How long a shutdown waits for the output-off to be answered.
+SHUTDOWN_OFF_TIMEOUT_S = 5.0
 
 
 class AuxReadingLike(Protocol):
@@ -125,6 +127,8 @@ class HostChannelSpec:
     aux_limits: tuple[AuxLimit, ...] = ()
     # How often operator commands are looked at between samples (and while idle).
     command_interval_s: float = 1.0
+    # Leave the output on when the daemon stops (default: off; see _at_shutdown).
+    keep_output_on: bool = False
 
 
 @dataclass
@@ -389,7 +393,13 @@ class HostSupervisor:
                     await device.connect()
                 backoff.recovered()
                 self.available = True
-                await self._session(gal, aux)
+                try:
+                    await self._session(gal, aux)
+                except asyncio.CancelledError:
+                    # The daemon stops (SIGINT, SIGTERM): finish the output's business
+                    # before the link closes, whatever cancels us again meanwhile.
+                    await asyncio.shield(self._at_shutdown(gal))
+                    raise
             except InstrumentConnectionError as err:
                 delay_s = backoff.failed(f"instrument unreachable: {err}")
             except CellguardError as err:
@@ -620,6 +630,29 @@ class HostSupervisor:
         if not progress.announced:
             progress.announced = True
             await self._emit(GuardEvent.of_verdict("halt", progress.verdict))
+
+    async def _at_shutdown(self, gal: Galvanostat) -> None:
+        """Switch the output off as the daemon stops, unless configured to keep it on;
+        the log says which (a cell left sourcing unguarded must never be a surprise)."""
+        where = f"{self.name} {self.spec.channel}"
+        if self.spec.keep_output_on:
+            log.warning(
+                "%s: daemon stopping; output LEFT ON as configured (keep_output_on = true): "
+                "the cell is not guarded until the daemon runs again",
+                where,
+            )
+            return
+        try:
+            async with asyncio.timeout(SHUTDOWN_OFF_TIMEOUT_S):
+                await _output_off_once(gal, self.spec.channel)
+        except (CellguardError, TimeoutError) as err:
+            log.error("%s: daemon stopping; could not switch the output off: %s", where, err)  # noqa: TRY400
+            return
+        log.warning(
+            "%s: daemon stopping; output switched OFF (set keep_output_on = true to leave "
+            "it on); a restart resumes the protocol where it stood",
+            where,
+        )
 
     async def _output_off_confirmed(self, gal: Galvanostat) -> None:
         """Output off and read back, for a channel that is not halting (a stop, a
@@ -901,6 +934,7 @@ def host_supervisors(
             detector=ch.detector if ch else None,
             aux_limits=tuple(AuxLimit(*limit) for limit in ch.aux_limits) if ch else (),
             command_interval_s=inst.poll_interval_s,
+            keep_output_on=inst.keep_output_on,
         )
         aux = {
             name: aux_connector(config.instrument(name), clock) for name in (ch.aux if ch else ())

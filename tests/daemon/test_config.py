@@ -817,7 +817,8 @@ def test_duplicate_instrument_name_is_refused() -> None:
             "instruments[0].channels: unknown key; allowed keys are name, driver, host, port, "
             "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
             "username_env, username_file, password, password_env, password_file, serial_port, "
-            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v",
+            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v, "
+            "keep_output_on",
             id="channels-inside-instrument",
         ),
         pytest.param(

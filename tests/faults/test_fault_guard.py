@@ -328,6 +328,11 @@ async def test_a_bad_channel_is_refused_alone_and_the_rest_are_guarded(tmp_path:
         )
         await _run_hours(clock, 11.0)
 
+    # The valid channels of the same instrument run and are guarded.
+    assert sup.channels[SHORTS].state == "halted"
+    assert sim.channels[SHORTS].workstatus == "stop"
+    assert sim.channels[HEALTHY].workstatus == "working"
+    assert sim.channels[too_much].workstatus != "working"
     assert set(sup.refused) == {missing, too_much}
     unguarded = {a.tags.channel: a.detail for a in recorder.alerts if a.kind == "unguarded"}
     assert set(unguarded) == {str(missing), str(too_much)}
@@ -336,11 +341,6 @@ async def test_a_bad_channel_is_refused_alone_and_the_rest_are_guarded(tmp_path:
     assert all("UNGUARDED" in d for d in unguarded.values())
     # Reported once, not at every poll.
     assert len([a for a in recorder.alerts if a.kind == "unguarded"]) == 2
-    # The valid channels of the same instrument run and are guarded.
-    assert sup.channels[SHORTS].state == "halted"
-    assert sim.channels[SHORTS].workstatus == "stop"
-    assert sim.channels[HEALTHY].workstatus == "working"
-    assert sim.channels[too_much].workstatus != "working"
 
 
 async def test_a_lost_state_store_never_restarts_a_halted_channel(tmp_path: Path) -> None:
@@ -358,6 +358,7 @@ async def test_a_lost_state_store_never_restarts_a_halted_channel(tmp_path: Path
         second = Recorder()
         async with guarding(port, second, tmp_path, clock) as (sup, _):
             await _run_hours(clock, 1.0)
+            assert commands.starts[str(SHORTS)] == 1
             withheld = sup.channels[SHORTS]
             assert withheld.start_withheld
             assert withheld.state != "running"
