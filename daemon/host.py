@@ -29,14 +29,12 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cellguard.daemon.config import Config, InstrumentSettings
 from cellguard.daemon.guard import (
-    Backoff,
     ChannelState,
     GuardEvent,
     HaltProgress,
@@ -44,8 +42,9 @@ from cellguard.daemon.guard import (
     parse_state,
     stop_once,
 )
+from cellguard.daemon.guard.base import Command, InstrumentGuard
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
-from cellguard.daemon.supervisor import Publisher, SampleQueue
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError, InstrumentConnectionError
 from cellguard.drivers.galvanostat import Galvanostat, GalvanostatInfo, Measurement
@@ -255,12 +254,6 @@ def _from_journal(tags: ChannelTags, entry: object) -> SampleRecord | EventRecor
     raise ValueError(msg)
 
 
-class StateStore(Protocol):
-    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
-
-    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
-
-
 @dataclass
 class _Run:
     """A protocol in progress on the channel."""
@@ -272,7 +265,10 @@ class _Run:
     due_s: float | None
 
 
-class HostSupervisor:
+_HostLink = tuple[Galvanostat, dict[str, AuxSource]]
+
+
+class HostSupervisor(InstrumentGuard[_HostLink, str]):
     """Runs, measures and guards one host-driven channel (and its aux devices)."""
 
     def __init__(
@@ -288,27 +284,19 @@ class HostSupervisor:
         state: StateStore | None = None,
         wall_s: Callable[[], float] = time.time,
     ) -> None:
-        self.name = name
+        super().__init__(name, queue, publisher, clock=clock, state=state)
         self.spec = spec
         self._connect = connect
-        self._queue = queue
-        self._publisher = publisher
-        self._clock = clock
         self._aux_factories = dict(aux or {})
-        self._state_store = state
         self._wall_s = wall_s
         self.tags = ChannelTags(name, spec.channel, "", spec.interphase, spec.cell_type)
         self.settings = spec.detector or DetectorSettings(cell=spec.cell_type)  # type: ignore[arg-type]
         self.detector: Detector = make_detector(self.settings)
-        self.available = False
         self.info: GalvanostatInfo | None = None
-        self.events: list[EventRecord] = []
         self.samples = 0
         self.halt: Verdict | None = None
         self.halting: HaltProgress | None = None  # the halt under way (until confirmed)
         self.last_aux: dict[str, float] = {}
-        self._pending: deque[SampleRecord | EventRecord] = deque()
-        self._commands: deque[tuple[str, str | None, asyncio.Future[tuple[bool, str]]]] = deque()
         self._run: _Run | None = None
         self.host = HostState()
         if state is not None:
@@ -324,7 +312,7 @@ class HostSupervisor:
                 spec.channel,
                 len(self.host.unsent),
             )
-            self._pending.extend(self.host.unsent)
+            self._outbox.keep(self.host.unsent)
 
     # ------------------------------------------------------------ public
 
@@ -348,13 +336,7 @@ class HostSupervisor:
             return False, f"{channel} is not a channel of {self.name} (it has {self.spec.channel})"
         if protocol_text is not None and action != "start":
             return False, "a protocol goes only with start"
-        if action not in ("stop", "start", "pause", "resume"):
-            return False, f"unknown action {action!r}"
-        if not self.available:
-            return False, f"{self.name} is unavailable (no link to the instrument)"
-        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._commands.append((action, protocol_text, done))
-        return await done
+        return await self._queue_command(channel, action, protocol_text)
 
     # ------------------------------------------------------------ the loop
 
@@ -382,47 +364,42 @@ class HostSupervisor:
 
     async def run(self) -> None:
         """Supervise forever: (re)connect with capped backoff, run, judge, halt."""
-        self._flush()  # what a crash left in the journal
-        backoff = Backoff(self.name, self._clock)
-        while True:
-            gal = self._connect()
-            aux = {name: factory() for name, factory in self._aux_factories.items()}
-            try:
-                self.info = await gal.connect()
-                for device in aux.values():
-                    await device.connect()
-                backoff.recovered()
-                self.available = True
-                try:
-                    await self._session(gal, aux)
-                except asyncio.CancelledError:
-                    # The daemon stops (SIGINT, SIGTERM): finish the output's business
-                    # before the link closes, whatever cancels us again meanwhile.
-                    await asyncio.shield(self._at_shutdown(gal))
-                    raise
-            except InstrumentConnectionError as err:
-                delay_s = backoff.failed(f"instrument unreachable: {err}")
-            except CellguardError as err:
-                delay_s = backoff.failed(str(err))
-            except Exception as err:
-                # A bug in the guard: logged with its traceback, and the channel is
-                # guarded again after the backoff rather than left unguarded for good.
-                log.exception("%s: unexpected error, reconnecting", self.name)
-                delay_s = backoff.failed(repr(err))
-            finally:
-                # The run (if any) stays in memory: the instrument most likely went on
-                # sourcing its set-point while the link was down, so the first reading
-                # after the reconnect integrates the time away into the step.
-                self.available = False
-                self._fail_commands()
-                with contextlib.suppress(Exception):
-                    await gal.close()
-                for device in aux.values():
-                    with contextlib.suppress(Exception):
-                        await device.close()
-            await self._clock.sleep(delay_s)
+        self._outbox.flush()  # what a crash left in the journal
+        await super().run()
 
-    async def _session(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
+    def _new_link(self) -> _HostLink:
+        aux = {name: factory() for name, factory in self._aux_factories.items()}
+        return self._connect(), aux
+
+    async def _open(self, link: _HostLink) -> None:
+        gal, aux = link
+        self.info = await gal.connect()
+        for device in aux.values():
+            await device.connect()
+
+    async def _session(self, link: _HostLink) -> None:
+        gal = link[0]
+        try:
+            await self._guard(link)
+        except asyncio.CancelledError:
+            # The daemon stops (SIGINT, SIGTERM): finish the output's business before
+            # the link closes, whatever cancels us again meanwhile.
+            await asyncio.shield(self._at_shutdown(gal))
+            raise
+
+    async def _close(self, link: _HostLink) -> None:
+        # The run (if any) stays in memory: the instrument most likely went on sourcing
+        # its set-point while the link was down, so the first reading after the
+        # reconnect integrates the time away into the step.
+        gal, aux = link
+        with contextlib.suppress(Exception):
+            await gal.close()
+        for device in aux.values():
+            with contextlib.suppress(Exception):
+                await device.close()
+
+    async def _guard(self, link: _HostLink) -> None:
+        gal, aux = link
         state = self.host.state
         if state == "halting":
             await self._halt_attempt(gal)
@@ -440,10 +417,10 @@ class HostSupervisor:
         while True:
             if self.host.state == "halting":
                 await self._halt_attempt(gal)
-            await self._run_commands(gal, aux)
+            await self._run_commands(link)
             run = self._run
             if run is None or run.due_s is None:
-                self._flush()
+                self._outbox.flush()
                 await self._clock.sleep(self.spec.command_interval_s)
                 continue
             wait_s = run.due_s - self._clock.now_s()
@@ -500,11 +477,11 @@ class HostSupervisor:
             source="recorded",
             aux=tuple(sorted(values.items())),
         )
-        self._pending.append(sample)
+        self._outbox.put(sample)
         # Saved with the state once this sample is judged and acted on (one write per
         # sample; the halt path saves it first thing): judging never waits for JSON.
         self._journal(sample)
-        self._flush()
+        self._outbox.flush()
 
     async def _read_aux(self, aux: Mapping[str, AuxSource]) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -618,18 +595,15 @@ class HostSupervisor:
         if not progress.due(now_s):
             return
         running = await _output_off_once(gal, self.spec.channel)
-        progress.attempts += 1
-        if running:
-            alert = progress.not_confirmed(self._clock.now_s())
-            log.error("%s %s: %s", self.name, self.spec.channel, alert.detail)
+        where = f"{self.name} {self.spec.channel}"
+        alert = progress.attempted(running, self._clock.now_s(), where)
+        if alert is not None:
             await self._emit(alert)
             return
-        progress.confirmed = True
         self._set_state("halted", progress.verdict.detail)
-        log.warning("%s %s: HALTED — %s", self.name, self.spec.channel, progress.verdict.detail)
-        if not progress.announced:
-            progress.announced = True
-            await self._emit(GuardEvent.of_verdict("halt", progress.verdict))
+        announce = progress.announce()
+        if announce is not None:
+            await self._emit(announce)
 
     async def _at_shutdown(self, gal: Galvanostat) -> None:
         """Switch the output off as the daemon stops, unless configured to keep it on;
@@ -756,15 +730,9 @@ class HostSupervisor:
             await self._apply(gal, aux, [setpoint])
         run.due_s = min(run.due_s or self._clock.now_s(), self._clock.now_s())
 
-    async def _run_commands(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
-        while self._commands:
-            action, text, done = self._commands.popleft()
-            try:
-                result = await self._command(gal, aux, action, text)
-            except CellguardError as err:
-                result = (False, str(err))
-            if not done.done():
-                done.set_result(result)
+    async def _execute(self, link: _HostLink, command: Command[str]) -> tuple[bool, str]:
+        gal, aux = link
+        return await self._command(gal, aux, command.action, command.protocol_text)
 
     async def _command(
         self, gal: Galvanostat, aux: Mapping[str, AuxSource], action: str, text: str | None
@@ -788,12 +756,6 @@ class HostSupervisor:
             return True, "stopped"
         return False, f"{action} is not supported on a host-driven channel (stop, then start)"
 
-    def _fail_commands(self) -> None:
-        while self._commands:
-            _, _, done = self._commands.popleft()
-            if not done.done():
-                done.set_result((False, f"{self.name}: the link was lost"))
-
     # ------------------------------------------------------------ records
 
     def _set_state(self, state: ChannelState, detail: str = "") -> None:
@@ -814,10 +776,10 @@ class HostSupervisor:
     async def _emit(self, event: GuardEvent) -> None:
         record = event.record(self.tags, self._wall_s())
         self.events.append(record)
-        self._pending.append(record)
+        self._outbox.put(record)
         self._journal(record)
         self._persist()
-        self._flush()
+        self._outbox.flush()
         if event.is_alert:
             await self._publisher.publish_event(record)
 
@@ -825,16 +787,6 @@ class HostSupervisor:
         # Kept until the sink has it, saved with the state: this host is its only source.
         if self._state_store is not None:
             self.host.unsent.append(record)
-
-    def _flush(self) -> None:
-        # Every host sample is the recorded series: none may be dropped. When the sinks
-        # lag, samples wait here in order (a host channel makes one every few seconds).
-        while self._pending:
-            try:
-                self._queue.put_nowait(self._pending[0])
-            except asyncio.QueueFull:
-                return
-            self._pending.popleft()
 
 
 async def _output_off_once(gal: Galvanostat, channel: str) -> bool:

@@ -24,15 +24,12 @@ import gc
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from cellguard.daemon.guard import (
-    Backoff,
     ChannelState,
     GuardEvent,
     HaltProgress,
@@ -40,13 +37,14 @@ from cellguard.daemon.guard import (
     parse_state,
     stop_once,
 )
+from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import (
     CellguardError,
     CommandRefused,
-    InstrumentConnectionError,
     ProtocolViolation,
 )
 from cellguard.drivers.neware import (
@@ -84,37 +82,22 @@ INQUIRE_BATCH = 128
 # 0.5 mAh cm⁻² cycles and then some), at most this many records.
 WARM_UP_S = 5 * 3600.0
 WARM_UP_MAX_RECORDS = 20_000
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "ChannelSpec", "InstrumentSupervisor", "drain_queue"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "ChannelSpec",
+    "InstrumentSupervisor",
+    "Publisher",
+    "SampleQueue",
+    "StateStore",
+    "drain_queue",
+]
 _RUNNING = ("working", "pause")
 _ENDED: dict[str, ChannelState] = {
     "stop": "stopped",
     "finish": "finished",
     "protect": "protected",
 }
-
-
-class SampleQueue(Protocol):
-    """Where samples and events go on their way to the sinks."""
-
-    def put_nowait(self, item: SampleRecord | EventRecord) -> None:
-        """Queue without waiting; raises ``asyncio.QueueFull`` when the sinks lag."""
-        ...
-
-
-class Publisher(Protocol):
-    """Alerts and statuses (MQTT, or the log)."""
-
-    async def publish_event(self, event: EventRecord) -> None: ...
-
-    async def publish_status(self, tags: ChannelTags, status: dict[str, object]) -> None: ...
-
-
-class StateStore(Protocol):
-    """Durable per-channel state, so a restart neither re-starts nor re-halts."""
-
-    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
-
-    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +145,7 @@ class ChannelRuntime:
         self.state = move(self.state, state, channel=f"{self.tags.instrument} {self.spec.channel}")
 
 
-class InstrumentSupervisor:
+class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
     """Polls one BTS server and guards its channels."""
 
     def __init__(
@@ -182,27 +165,19 @@ class InstrumentSupervisor:
         current_range_ma: float = 10.0,
         on_halt: Callable[[ChannelRuntime], Awaitable[None]] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, queue, publisher, clock=clock, state=state)
         self._connect = connect
-        self._queue = queue
-        self._publisher = publisher
-        self._clock = clock
         self.poll_interval_s = poll_interval_s
         self.download_interval_s = download_interval_s
-        self._state = state
         self._step_file_dir = step_file_dir
         self._limits = InstrumentLimits(
             current_range_ma=current_range_ma, voltage_range_v=voltage_range_v
         )
         self._on_halt = on_halt
-        self.available = False
         self.polls = 0
         self._poll_origin_s: float | None = None  # the live polls' grid
         self.live_dropped = 0
         self.recorded_deferred = 0  # recorded samples left on the instrument for later
-        self.events: list[EventRecord] = []
-        self._pending_events: deque[EventRecord] = deque()
-        self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
         self._scripts: dict[ChannelId, tuple[str, StepFile, ScriptProtocol]] = {}
         self.channels: dict[ChannelId, ChannelRuntime] = {}
         for spec in channels:
@@ -237,35 +212,17 @@ class InstrumentSupervisor:
 
     # ------------------------------------------------------------ the loop
 
-    async def run(self) -> None:
-        """Supervise forever: (re)connect with capped backoff, poll, judge, halt."""
-        backoff = Backoff(self.name, self._clock)
-        while True:
-            client = self._connect()
-            try:
-                await client.connect()
-                backoff.recovered()
-                self.available = True
-                await self._session(client)
-            except InstrumentConnectionError as err:
-                delay_s = backoff.failed(f"instrument unreachable: {err}")
-                self._mark_unavailable()
-            except CellguardError as err:
-                # A malformed reply, a refused command, a step file that cannot be
-                # written: drop the link and start over; never take the daemon (and
-                # the other instruments) down.
-                delay_s = backoff.failed(str(err))
-                self._mark_unavailable()
-            except Exception as err:
-                # A bug in the guard: logged with its traceback, and the instrument is
-                # guarded again after the backoff rather than left unguarded for good.
-                log.exception("%s: unexpected error, reconnecting", self.name)
-                delay_s = backoff.failed(repr(err))
-                self._mark_unavailable()
-            finally:
-                self.available = False
-                await client.aclose()
-            await self._clock.sleep(delay_s)
+    def _new_link(self) -> NewareClient:
+        return self._connect()
+
+    async def _open(self, link: NewareClient) -> None:
+        await link.connect()
+
+    async def _close(self, link: NewareClient) -> None:
+        await link.aclose()
+
+    def _lost(self) -> None:
+        self._mark_unavailable()
 
     def _mark_unavailable(self) -> None:
         for runtime in self.channels.values():
@@ -514,33 +471,19 @@ class InstrumentSupervisor:
                     "chamber; set it by hand and remove the step, or run it host-driven"
                 )
             self._scripts[channel] = (script.name, step_file, script)
-        if action not in ("stop", "start", "pause", "resume"):
-            return False, f"unknown action {action!r}"
-        if not self.available:
-            return False, f"{self.name} is unavailable (no link to the instrument)"
-        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._commands.append((channel, action, done))
-        return await done
+        return await self._queue_command(channel, action, None)
 
-    async def _run_commands(self, client: NewareClient) -> None:
-        while self._commands:
-            channel, action, done = self._commands.popleft()
-            runtime = self.channels.get(channel)
-            if runtime is None:
-                why = "refused at connect (unguarded)" if channel in self.refused else "unknown"
-                done.set_result((False, f"{channel} is not guarded on {self.name} ({why})"))
-                continue
-            try:
-                if action == "stop":
-                    result = await self._operator_stop(client, runtime)
-                elif action == "start":
-                    result = await self._operator_start(client, runtime)
-                else:
-                    result = await self._operator_pause(client, runtime, action)
-            except CellguardError as err:
-                result = (False, str(err))
-            if not done.done():
-                done.set_result(result)
+    async def _execute(self, link: NewareClient, command: Command[ChannelId]) -> tuple[bool, str]:
+        channel, action = command.channel, command.action
+        runtime = self.channels.get(channel)
+        if runtime is None:
+            why = "refused at connect (unguarded)" if channel in self.refused else "unknown"
+            return False, f"{channel} is not guarded on {self.name} ({why})"
+        if action == "stop":
+            return await self._operator_stop(link, runtime)
+        if action == "start":
+            return await self._operator_start(link, runtime)
+        return await self._operator_pause(link, runtime, action)
 
     async def _operator_stop(
         self, client: NewareClient, runtime: ChannelRuntime
@@ -641,7 +584,7 @@ class InstrumentSupervisor:
         events, samples) is handled, so no halt waits behind another channel's alert,
         a sink, or the rest of a large rack.
         """
-        self._flush_events()
+        self._outbox.flush()
         warns: list[tuple[ChannelRuntime, Verdict]] = []
         halted: list[tuple[ChannelRuntime, Verdict]] = []
         seen: list[tuple[ChannelRuntime, InquireRecord]] = []
@@ -949,28 +892,22 @@ class InstrumentSupervisor:
         for runtime in runtimes:
             progress = runtime.halting
             assert progress is not None
-            progress.attempts += 1
-            if runtime.spec.channel in running:
-                alert = progress.not_confirmed(now_s)
-                log.error("%s %s: %s", self.name, runtime.spec.channel, alert.detail)
+            where = f"{self.name} {runtime.spec.channel}"
+            alert = progress.attempted(runtime.spec.channel in running, now_s, where)
+            if alert is not None:
                 await self._emit(runtime, alert)
                 continue
-            progress.confirmed = True
             runtime.to("halted")
             self._persist(runtime, progress.verdict.detail)
-            log.warning(
-                "%s %s: HALTED — %s", self.name, runtime.spec.channel, progress.verdict.detail
-            )
 
     async def _report_halts(self, runtimes: Sequence[ChannelRuntime]) -> None:
         """Events and alerts of halts the instrument confirmed (they may wait on the
         broker, so they come after every stop of the poll)."""
         for runtime in runtimes:
-            progress = runtime.halting
-            if progress is None or not progress.confirmed or progress.announced:
+            event = runtime.halting.announce() if runtime.halting is not None else None
+            if event is None:
                 continue
-            progress.announced = True
-            await self._emit(runtime, GuardEvent.of_verdict("halt", progress.verdict))
+            await self._emit(runtime, event)
             if self._on_halt is not None:
                 await self._on_halt(runtime)
 
@@ -1004,8 +941,7 @@ class InstrumentSupervisor:
     async def _emit(self, runtime: ChannelRuntime, event: GuardEvent) -> None:
         record = event.record(runtime.tags, time.time())
         self.events.append(record)
-        self._pending_events.append(record)
-        self._flush_events()
+        self._outbox.put(record)
         if event.is_alert:
             await self._publisher.publish_event(record)
 
@@ -1016,15 +952,6 @@ class InstrumentSupervisor:
             self._queue.put_nowait(sample)
         except asyncio.QueueFull:
             self.live_dropped += 1
-
-    def _flush_events(self) -> None:
-        # Events are few and must all arrive: they wait here, never in the halt path.
-        while self._pending_events:
-            try:
-                self._queue.put_nowait(self._pending_events[0])
-            except asyncio.QueueFull:
-                return
-            self._pending_events.popleft()
 
     def samples_stored(self, samples: Sequence[SampleRecord]) -> None:
         """The sink has durably written ``samples``: save the position a restart resumes
@@ -1059,8 +986,10 @@ class InstrumentSupervisor:
     def _persist(self, runtime: ChannelRuntime, detail: str) -> None:
         if detail:
             runtime.detail = detail
-        if self._state is not None:
-            self._state.save_state(runtime.tags, runtime.state, runtime.stored_seq, runtime.detail)
+        if self._state_store is not None:
+            self._state_store.save_state(
+                runtime.tags, runtime.state, runtime.stored_seq, runtime.detail
+            )
 
 
 _heap_frozen = False

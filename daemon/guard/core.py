@@ -88,6 +88,25 @@ class HaltProgress:
     def due(self, now_s: float) -> bool:
         return not self.confirmed and now_s >= self.next_try_s
 
+    def attempted(self, still_running: bool, now_s: float, where: str) -> GuardEvent | None:
+        """Note a stop attempt read back; the ``stop_failed`` alert to send, or None
+        when the instrument confirmed it (the halt is done: "halted" is next)."""
+        self.attempts += 1
+        if still_running:
+            alert = self.not_confirmed(now_s)
+            log.error("%s: %s", where, alert.detail)
+            return alert
+        self.confirmed = True
+        log.warning("%s: HALTED — %s", where, self.verdict.detail)
+        return None
+
+    def announce(self) -> GuardEvent | None:
+        """The halt event, once, after the instrument confirmed the stop."""
+        if not self.confirmed or self.announced:
+            return None
+        self.announced = True
+        return GuardEvent.of_verdict("halt", self.verdict)
+
     def not_confirmed(self, now_s: float) -> GuardEvent:
         """Note an attempt the instrument did not carry out; the alert to send.
 
