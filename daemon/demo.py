@@ -35,11 +35,11 @@ from cellguard.daemon.config import (
     default_config,
 )
 from cellguard.daemon.export import samples_frame, write_bdf
+from cellguard.daemon.guard.links.neware import InstrumentSupervisor
 from cellguard.daemon.plots import cell_file_name
 from cellguard.daemon.records import SampleRecord
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import Store
-from cellguard.daemon.supervisor import InstrumentSupervisor
 from cellguard.drivers.clock import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareSimulator, demo_layout
 from cellguard.protocols import GalvanostaticCycling, disc_area_cm2

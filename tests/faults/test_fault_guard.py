@@ -27,8 +27,8 @@ from pathlib import Path
 
 from faults import CommandLog
 
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
-from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareClient, NewareSimulator
 from cellguard.drivers.neware._messages import (

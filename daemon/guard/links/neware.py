@@ -1,0 +1,1009 @@
+"""Supervision of one instrument: poll, judge, halt at once, hand samples to the sinks.
+
+One :class:`InstrumentSupervisor` owns one connection to one BTS server and every
+watched channel on it. Each poll is one ``inquire`` for all channels (the live
+stream: the least delay); every ``download_interval_s`` the recorded history is
+fetched by position (the stored series: nothing lost between polls, during an outage
+or while the daemon was down). Both streams go through their own detector.
+
+The halt path is the first thing done with a halt verdict: the ``stop`` goes on the
+wire before the sample is queued, logged or published, and is retried until the
+instrument confirms the channel no longer runs. Sinks sit behind a bounded queue
+that a halt never waits on.
+
+Reconnection is this supervisor's policy: capped exponential backoff, the first
+failure and the recovery logged (not every attempt), per-channel availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cellguard.daemon.guard import (
+    ChannelState,
+    GuardEvent,
+    HaltProgress,
+    move,
+    parse_state,
+    stop_once,
+)
+from cellguard.daemon.guard.base import Command, InstrumentGuard
+from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.records import ChannelTags, EventKind, SampleRecord
+from cellguard.drivers.clock import Clock
+from cellguard.drivers.errors import (
+    CellguardError,
+    CommandRefused,
+    ProtocolViolation,
+)
+from cellguard.drivers.neware import (
+    ChannelId,
+    DownloadRecord,
+    DownloadReply,
+    InquireRecord,
+    NewareClient,
+    StepFile,
+)
+from cellguard.protocols import GalvanostaticCycling, InstrumentLimits, write_step_file
+from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.protocols.script import Protocol as ScriptProtocol
+from cellguard.protocols.script import (
+    StepLimitGuard,
+    parse_protocol_text,
+    prestart_setpoints,
+    step_limits,
+)
+from cellguard.protocols.script import to_step_file as script_to_step_file
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_PAGE = 1000
+# Records per ``download`` that is judged (DOWNLOAD_PAGE is for the warm-up, which
+# judges nothing). A halt waits for its whole page to be decoded and every record
+# before it judged: ~25 ms for 1,000 records, ~2 ms for 100. Catching up costs one
+# round trip per 100 records; a channel polled every minute at 1 Hz needs one.
+DOWNLOAD_SLICE = 100
+# Channels per ``inquire``. A halt waits for its whole reply to be decoded and judged,
+# so a rack of 2,048 channels is asked in slices: halt latency stays that of one
+# slice (a few ms), whatever the rack's size, for one extra round trip per slice.
+INQUIRE_BATCH = 128
+# After a restart the detectors relearn from this much recorded history (two full
+# 0.5 mAh cm⁻² cycles and then some), at most this many records.
+WARM_UP_S = 5 * 3600.0
+WARM_UP_MAX_RECORDS = 20_000
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "ChannelSpec", "InstrumentSupervisor"]
+_RUNNING = ("working", "pause")
+_ENDED: dict[str, ChannelState] = {
+    "stop": "stopped",
+    "finish": "finished",
+    "protect": "protected",
+}
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A watched channel: which one, what cell, what to do with it."""
+
+    channel: ChannelId
+    cell_type: str  # "symmetric" | "asymmetric" | "full"
+    interphase: str = ""
+    mode: str = "monitor"  # "monitor" | "run"
+    protocol: GalvanostaticCycling | None = None
+    detector: DetectorSettings | None = None
+    barcode: str = ""
+
+
+@dataclass
+class ChannelRuntime:
+    spec: ChannelSpec
+    tags: ChannelTags
+    live: Detector
+    recorded: Detector
+    state: ChannelState = "idle"  # see cellguard.daemon.guard.state
+    next_seq: int = 1  # the next recorded sample to fetch (all before it are queued)
+    # The last recorded sample the sink has written: the position saved for a restart,
+    # so a kill loses nothing that was only queued (see samples_stored).
+    stored_seq: int = 0
+    detail: str = ""  # why the state is what it is (kept across position saves)
+    test_id: int = 0
+    test_start_unix_s: float = math.nan
+    halt: Verdict | None = None
+    halting: HaltProgress | None = None  # the halt under way (until confirmed)
+    last_workstatus: str = ""
+    cycle: int = 0
+    test_time_s: float = 0.0
+    samples: int = 0
+    halt_latencies_s: list[float] = field(default_factory=list)
+    # A start the daemon did not send: the channel held an ended test it knew nothing of.
+    start_withheld: bool = False
+    # Recorded records before this position are fetched one at a time (a bad one is near).
+    one_by_one_until: int = 0
+    base_settings: DetectorSettings | None = None  # the detectors of a new run
+
+    def to(self, state: ChannelState) -> None:
+        """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
+        self.state = move(self.state, state, channel=f"{self.tags.instrument} {self.spec.channel}")
+
+
+class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
+    """Polls one BTS server and guards its channels."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], NewareClient],
+        channels: Sequence[ChannelSpec],
+        queue: SampleQueue,
+        publisher: Publisher,
+        *,
+        clock: Clock,
+        poll_interval_s: float = 1.0,
+        download_interval_s: float = 60.0,
+        state: StateStore | None = None,
+        step_file_dir: Path | None = None,
+        voltage_range_v: float = 5.0,
+        current_range_ma: float = 10.0,
+        on_halt: Callable[[ChannelRuntime], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(name, queue, publisher, clock=clock, state=state)
+        self._connect = connect
+        self.poll_interval_s = poll_interval_s
+        self.download_interval_s = download_interval_s
+        self._step_file_dir = step_file_dir
+        self._limits = InstrumentLimits(
+            current_range_ma=current_range_ma, voltage_range_v=voltage_range_v
+        )
+        self._on_halt = on_halt
+        self.polls = 0
+        self._poll_origin_s: float | None = None  # the live polls' grid
+        self.live_dropped = 0
+        self.recorded_deferred = 0  # recorded samples left on the instrument for later
+        self._scripts: dict[ChannelId, tuple[str, StepFile, ScriptProtocol]] = {}
+        self.channels: dict[ChannelId, ChannelRuntime] = {}
+        for spec in channels:
+            settings = spec.detector or DetectorSettings(
+                cell=spec.cell_type,  # type: ignore[arg-type]
+                voltage_range_v=voltage_range_v,
+            )
+            tags = ChannelTags(name, str(spec.channel), "", spec.interphase, spec.cell_type)
+            # The live stream always joins a test in progress; the recorded one starts at
+            # the test's first sample unless a restart resumes it (then it warms up).
+            live_settings = dataclasses.replace(settings, stream_starts_at_reversal=False)
+            runtime = ChannelRuntime(
+                spec, tags, make_detector(live_settings), make_detector(settings)
+            )
+            runtime.base_settings = settings
+            if state is not None:
+                saved = state.load_state(name, str(spec.channel))
+                if saved is not None:
+                    saved_state, last_seq, runtime.detail = saved
+                    runtime.state = parse_state(
+                        saved_state, where=f"saved state of {name} {spec.channel}"
+                    )
+                    runtime.stored_seq = last_seq
+                    runtime.next_seq = last_seq + 1
+            self.channels[spec.channel] = runtime
+        self._by_tag = {str(c): r for c, r in self.channels.items()}  # by tags.channel
+        # Channels refused at connect (see _check_channels), with their runtime.
+        self.refused: dict[ChannelId, ChannelRuntime] = {}
+        # A halted channel runs again: its recorded history says whether a new test.
+        self.download_due = False
+        self._bad_live: set[ChannelId] = set()  # logged once until readable again
+
+    # ------------------------------------------------------------ the loop
+
+    def _new_link(self) -> NewareClient:
+        return self._connect()
+
+    async def _open(self, link: NewareClient) -> None:
+        await link.connect()
+
+    async def _close(self, link: NewareClient) -> None:
+        await link.aclose()
+
+    def _lost(self) -> None:
+        self._mark_unavailable()
+
+    def _mark_unavailable(self) -> None:
+        for runtime in self.channels.values():
+            if runtime.state == "running":
+                runtime.to("unavailable")
+
+    async def _session(self, client: NewareClient) -> None:
+        await self._check_channels(client)
+        await self._warm_up(client)
+        await self._start_run_mode(client)
+        next_download_s = self._clock.now_s()
+        if self._poll_origin_s is None:
+            self._poll_origin_s = next_download_s
+        else:
+            # A reconnect: carry out what the outage left and backfill it (judged) at
+            # once; the live polls wait for their grid (see _until_next_poll_s).
+            await self._finish_halts(client)
+            await self.download_once(client)
+            next_download_s = self._clock.now_s() + self.download_interval_s
+            await self._clock.sleep(self._until_next_poll_s())
+        while True:
+            await self._finish_halts(client)
+            await self._run_commands(client)
+            await self.poll_once(client)
+            if self._clock.now_s() >= next_download_s or self.download_due:
+                await self.download_once(client)
+                next_download_s = self._clock.now_s() + self.download_interval_s
+                _freeze_heap_once()
+            await self._clock.sleep(self._until_next_poll_s())
+
+    async def _check_channels(self, client: NewareClient) -> None:
+        """Refuse, alone, each channel this instrument cannot guard; the rest run.
+
+        Checked at every connect against what the server reports (a unit may come back):
+        the channel must exist there, and a run-mode protocol must fit the channel's
+        range. A refused channel is reported once, by an ``unguarded`` alert that says
+        why, and is left out of every request (one bad channel in a request would fail
+        it for all the others).
+        """
+        present = {info.address.channel for info in client.channels}
+        for runtime in [*self.channels.values(), *self.refused.values()]:
+            channel = runtime.spec.channel
+            why = self._why_unguardable(runtime, present)
+            if why is None:
+                if channel in self.refused:
+                    del self.refused[channel]
+                    self.channels[channel] = runtime
+                    log.warning("%s %s: guarded again", self.name, channel)
+                continue
+            if channel in self.refused:
+                continue
+            del self.channels[channel]
+            self.refused[channel] = runtime
+            detail = f"{self.name} {channel} is UNGUARDED: {why}"
+            log.error("%s", detail)
+            await self._emit(runtime, GuardEvent("unguarded", detail=detail))
+
+    def _why_unguardable(self, runtime: ChannelRuntime, present: set[ChannelId]) -> str | None:
+        spec = runtime.spec
+        if spec.channel not in present:
+            have = sorted(present, key=lambda c: (c.devid, c.subdevid, c.chlid))
+            listed = f"{have[0]} .. {have[-1]}" if have else "none"
+            return f"the instrument has no channel {spec.channel} (it has {listed})"
+        if spec.mode == "run" and spec.protocol is not None:
+            try:
+                spec.protocol.to_step_file(self._limits)
+            except CellguardError as err:
+                return f"its protocol does not fit the channel: {err}"
+        return None
+
+    def _until_next_poll_s(self) -> float:
+        """Seconds to the next point of the poll grid, which a reconnect never shifts.
+
+        The live detectors place a sample in its half cycle by the time since the last
+        sample before the current reversed; their profiles hold only while the polls
+        keep one phase against the instrument's reversals. Polls shifted by a reconnect
+        (the backoff) put the first sample after each reversal, still relaxing, where
+        the profile is relaxed already: false drops, then a false soft-short halt.
+        """
+        assert self._poll_origin_s is not None
+        elapsed_s = self._clock.now_s() - self._poll_origin_s
+        # The tolerance keeps a poll that lands on its grid point from being repeated.
+        polls_done = math.floor(elapsed_s / self.poll_interval_s + 1e-6) + 1
+        return self._poll_origin_s + polls_done * self.poll_interval_s - self._clock.now_s()
+
+    async def _start_run_mode(self, client: NewareClient, *, operator: bool = False) -> None:
+        """Start the protocols of ``run`` channels that are not running yet (never twice).
+
+        The instrument's own status and test id are read first: a channel that runs is
+        joined, not started; one that already holds an ended test the daemon has no
+        record of (its state store was lost, moved aside or damaged) is not started
+        again unless an operator asks (``operator``): it may be a cell we halted.
+        """
+        to_start = []
+        for runtime in self.channels.values():
+            spec = runtime.spec
+            if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+                continue
+            if runtime.start_withheld and not operator:
+                continue
+            if self._step_file_dir is None:
+                msg = f"{self.name}: run mode needs step_file_dir"
+                raise CellguardError(msg)
+            self._step_file_dir.mkdir(parents=True, exist_ok=True)
+            path = write_step_file(
+                self._step_file_dir / f"{self.name}-{spec.channel}.xml",
+                spec.protocol.to_step_file(self._limits),
+            )
+            barcode = spec.barcode or f"cellguard-{self.name}-{spec.channel}"
+            to_start.append((spec.channel, barcode, str(path)))
+        if not to_start:
+            return
+        channels = [c for c, _, _ in to_start]
+        live = await client.inquire(channels)
+        history = await client.inquire_df(channels)
+        ready = []
+        for item in to_start:
+            channel = item[0]
+            if live[channel].workstatus in _RUNNING:
+                continue
+            ran = history[channel]
+            if ran.test_id and not operator:
+                await self._withhold_start(self.channels[channel], live[channel], ran.test_id)
+                continue
+            ready.append(item)
+        if ready:
+            await client.start(ready)
+            for channel, barcode, _ in ready:
+                runtime = self.channels[channel]
+                runtime.to("running")
+                runtime.next_seq = 1
+                runtime.stored_seq = 0
+                runtime.test_id = 0  # the new test's id comes with its first download
+                self._persist(runtime, f"started {barcode}")
+                await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    async def _withhold_start(
+        self, runtime: ChannelRuntime, live: InquireRecord, test_id: int
+    ) -> None:
+        runtime.start_withheld = True
+        detail = (
+            f"not started: the instrument holds test {test_id} on this channel, ended "
+            f"({live.workstatus}), and the daemon has no state for it (a lost, moved or "
+            "damaged state store?); it may be a cell that was halted. Start it by an "
+            "operator command if a new test is meant"
+        )
+        log.error("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._emit(runtime, GuardEvent("warn", fault="restart", detail=detail))
+
+    async def _warm_up(self, client: NewareClient) -> None:
+        """Rebuild the recorded detectors' baselines from the instrument's own history.
+
+        A restarted daemon resumes a running test at ``last_seq``; its detectors would
+        otherwise have to learn a full half cycle first. The samples before
+        ``last_seq`` were judged by the previous run already, so their verdicts are
+        not acted on again (the detectors are deterministic: they would be the same).
+        """
+        for runtime in self.channels.values():
+            try:
+                await self._warm_up_channel(client, runtime)
+            except ProtocolViolation as err:
+                if not client.connected:
+                    raise
+                # A bad record in the history: judge from the next sample on rather
+                # than never guard the channel (or the instrument) again.
+                log.error(  # noqa: TRY400 (the reason is in the line)
+                    "%s %s: detector warm-up skipped: %s", self.name, runtime.spec.channel, err
+                )
+
+    async def _warm_up_channel(self, client: NewareClient, runtime: ChannelRuntime) -> None:
+        last = runtime.next_seq - 1
+        # "unavailable" was saved by daemons that lost the link and never saw the
+        # channel come back: its test may still run, so its baseline is rebuilt.
+        resumed = runtime.state in ("running", "unavailable")
+        if not resumed or last < 1 or runtime.recorded.samples > 0:
+            return
+        tail = await client.download(
+            runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+        )
+        records = [r for r in tail.records if r.seq_id <= last]
+        if len(records) >= 2:
+            interval_s = max(
+                (records[-1].test_time_ms - records[0].test_time_ms) / 1000.0 / (len(records) - 1),
+                1e-3,
+            )
+            wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
+            first = last - wanted + 1
+            while first < records[0].seq_id:
+                start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
+                page = await client.download(runtime.spec.channel, start, records[0].seq_id - start)
+                records = [*page.records, *records]
+                if not page.records:
+                    break
+        settings = dataclasses.replace(
+            runtime.recorded.settings,
+            stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
+        )
+        detector = runtime.recorded = make_detector(settings)
+        for rec in records:
+            detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
+        if detector.halt is not None:
+            # Already judged by the previous run, which did not halt: start clean
+            # rather than leave a latched detector that judges nothing more.
+            log.warning(
+                "%s %s: warm-up history ends in a halt verdict (%s); relearning",
+                self.name,
+                runtime.spec.channel,
+                detector.halt.detail,
+            )
+            runtime.recorded = make_detector(
+                dataclasses.replace(settings, stream_starts_at_reversal=False)
+            )
+        log.info(
+            "%s %s: detector baseline rebuilt from %d recorded samples",
+            self.name,
+            runtime.spec.channel,
+            len(records),
+        )
+
+    # ------------------------------------------------------------ operator commands
+
+    async def command(
+        self, channel: ChannelId, action: str, protocol_text: str | None = None
+    ) -> tuple[bool, str]:
+        """Run an operator command on a channel between two polls; ``(ok, detail)``.
+
+        ``start`` with ``protocol_text`` (a protocol script, TOML) validates it against
+        the instrument, compiles it and starts it; an invalid script starts nothing.
+        """
+        if protocol_text is not None:
+            if action != "start":
+                return False, "a protocol goes only with start"
+            try:
+                script = parse_protocol_text(protocol_text)
+                step_file = script_to_step_file(script, self._limits)
+            except CellguardError as err:
+                return False, f"protocol refused, nothing started: {err}"
+            setpoints = prestart_setpoints(script)
+            if setpoints:
+                # A Neware channel has no chamber of its own to set: starting without the
+                # soak would run the test at the wrong temperature, silently.
+                first = setpoints[0]
+                return False, (
+                    f"protocol refused, nothing started: it sets a chamber to "
+                    f"{first.temperature} before it starts, and a Neware channel has no "
+                    "chamber; set it by hand and remove the step, or run it host-driven"
+                )
+            self._scripts[channel] = (script.name, step_file, script)
+        return await self._queue_command(channel, action, None)
+
+    async def _execute(self, link: NewareClient, command: Command[ChannelId]) -> tuple[bool, str]:
+        channel, action = command.channel, command.action
+        runtime = self.channels.get(channel)
+        if runtime is None:
+            why = "refused at connect (unguarded)" if channel in self.refused else "unknown"
+            return False, f"{channel} is not guarded on {self.name} ({why})"
+        if action == "stop":
+            return await self._operator_stop(link, runtime)
+        if action == "start":
+            return await self._operator_start(link, runtime)
+        return await self._operator_pause(link, runtime, action)
+
+    async def _operator_stop(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[bool, str]:
+        try:
+            await client.stop([runtime.spec.channel])
+        except CommandRefused:
+            return False, "the instrument refused the stop (nothing runs there)"
+        if runtime.state in ("halting", "halted"):
+            # A fault's halt stays a halt (its retries, its restart rules).
+            return True, f"stopped (the channel is {runtime.state} already)"
+        runtime.to("stopped")
+        self._persist(runtime, "stopped by an operator")
+        await self._event(runtime, "stop", detail="stopped by an operator command")
+        return True, "stopped"
+
+    async def _operator_pause(
+        self, client: NewareClient, runtime: ChannelRuntime, action: str
+    ) -> tuple[bool, str]:
+        channel = runtime.spec.channel
+        try:
+            await (client.pause if action == "pause" else client.resume)([channel])
+        except CommandRefused:
+            return False, f"the instrument refused to {action} (state {runtime.last_workstatus})"
+        done = "paused" if action == "pause" else "resumed"
+        self._persist(runtime, f"{done} by an operator")
+        kind: EventKind = "pause" if action == "pause" else "resume"
+        await self._event(runtime, kind, detail=f"{done} by an operator command")
+        return True, done
+
+    async def _operator_start(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[bool, str]:
+        script = self._scripts.pop(runtime.spec.channel, None)
+        if script is not None:
+            return await self._start_script(client, runtime, *script)
+        if runtime.spec.mode != "run" or runtime.spec.protocol is None:
+            return False, "only run-mode channels are started by cellguard"
+        if runtime.state in ("running", "halting"):
+            return False, "the channel is already running"
+        runtime.to("idle")
+        runtime.halt = None
+        runtime.halting = None
+        settings = runtime.live.settings
+        runtime.live = make_detector(settings)
+        runtime.recorded = make_detector(settings)
+        runtime.test_start_unix_s = math.nan
+        await self._start_run_mode(client, operator=True)
+        return runtime.state == "running", runtime.state
+
+    async def _start_script(
+        self,
+        client: NewareClient,
+        runtime: ChannelRuntime,
+        name: str,
+        step_file: StepFile,
+        script: ScriptProtocol,
+    ) -> tuple[bool, str]:
+        if runtime.last_workstatus in _RUNNING or runtime.state in ("running", "halting"):
+            return False, "the channel is already running; stop it first"
+        if self._step_file_dir is None:
+            return False, f"{self.name}: no step_file_dir to write the protocol to"
+        self._step_file_dir.mkdir(parents=True, exist_ok=True)
+        path = write_step_file(
+            self._step_file_dir / f"{self.name}-{runtime.spec.channel}-script.xml", step_file
+        )
+        barcode = f"cellguard-{self.name}-{runtime.spec.channel}"
+        await client.start([(runtime.spec.channel, barcode, str(path))])
+        settings = runtime.recorded.settings
+        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.recorded = make_detector(
+            dataclasses.replace(settings, stream_starts_at_reversal=True)
+        )
+        if step_limits(script):
+            # The BTS step file holds only the whole-test protection: the script's
+            # per-step windows are judged here, on both streams, by the step id.
+            runtime.live = StepLimitGuard(runtime.live, script)
+            runtime.recorded = StepLimitGuard(runtime.recorded, script)
+        runtime.halt = None
+        runtime.halting = None
+        runtime.to("running")
+        runtime.next_seq = 1
+        runtime.stored_seq = 0
+        runtime.test_id = 0  # the new test's id comes with its first download
+        runtime.test_start_unix_s = math.nan
+        self._persist(runtime, f"started protocol {name!r}")
+        await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
+        return True, f"started {name!r}"
+
+    # ------------------------------------------------------------ live stream
+
+    async def poll_once(self, client: NewareClient) -> None:
+        """One ``inquire`` for every channel; judge every value; halt at once.
+
+        Channels are asked in slices of :data:`INQUIRE_BATCH`. The verdicts of a slice
+        are taken as soon as it arrives and every halting channel of it is stopped in
+        one request before the next slice is asked and before anything else (status,
+        events, samples) is handled, so no halt waits behind another channel's alert,
+        a sink, or the rest of a large rack.
+        """
+        self._outbox.flush()
+        warns: list[tuple[ChannelRuntime, Verdict]] = []
+        halted: list[tuple[ChannelRuntime, Verdict]] = []
+        seen: list[tuple[ChannelRuntime, InquireRecord]] = []
+        watched = list(self.channels)
+        for lo in range(0, len(watched), INQUIRE_BATCH):
+            records = await self._inquire(client, watched[lo : lo + INQUIRE_BATCH])
+            received_at = time.perf_counter()
+            halts: list[tuple[ChannelRuntime, Verdict]] = []
+            for channel, record in records.items():
+                runtime = self.channels.get(channel)
+                if runtime is None:
+                    continue
+                seen.append((runtime, record))
+                if record.workstatus != "working" or runtime.halt is not None:
+                    continue
+                verdict = runtime.live.feed(
+                    record.total_time_s, record.voltage_v, record.current_a, record.step_id
+                )
+                if verdict.severity == "halt":
+                    halts.append((runtime, verdict))
+                elif verdict.severity == "warn":
+                    warns.append((runtime, verdict))
+            if halts:
+                await self._stop_halting(client, halts, received_at)
+                halted += halts
+        self.polls += 1
+        if halted:
+            await self._report_halts([r for r, _ in halted])
+        for runtime, record in seen:
+            await self._track_workstatus(runtime, record)
+            if record.workstatus != "working":
+                continue
+            runtime.cycle = record.cycle_id
+            runtime.test_time_s = record.total_time_s
+            if math.isnan(runtime.test_start_unix_s):
+                runtime.test_start_unix_s = time.time() - record.total_time_s
+            self._offer(
+                SampleRecord(
+                    runtime.tags,
+                    runtime.test_start_unix_s + record.total_time_s,
+                    record.total_time_s,
+                    record.voltage_v,
+                    record.current_a,
+                    record.capacity_ah * 1000.0,
+                    record.energy_wh * 1000.0,
+                    record.step_id or 0,
+                    record.cycle_id,
+                    0,
+                    "live",
+                )
+            )
+        for runtime, verdict in warns:
+            await self._warn(runtime, verdict)
+
+    async def _inquire(
+        self, client: NewareClient, channels: Sequence[ChannelId]
+    ) -> dict[ChannelId, InquireRecord]:
+        """The live values of ``channels``; a channel whose value cannot be read is
+        left out of this poll alone (one bad value fails a whole reply)."""
+        try:
+            records = await client.inquire(channels)
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a value
+            if len(channels) == 1:
+                if channels[0] not in self._bad_live:
+                    self._bad_live.add(channels[0])
+                    log.error(  # noqa: TRY400 (the reason is in the line)
+                        "%s %s: live value unreadable (%s); skipped", self.name, channels[0], err
+                    )
+                return {}
+            records = {}
+            for channel in channels:
+                records.update(await self._inquire(client, [channel]))
+            return records
+        for channel in channels:
+            if channel in self._bad_live:
+                self._bad_live.discard(channel)
+                log.warning("%s %s: live values readable again", self.name, channel)
+        return records
+
+    async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        status = record.workstatus
+        if status == runtime.last_workstatus:
+            if status in _RUNNING and runtime.state == "unavailable":
+                # Back after a link loss, the test still running: the status text did
+                # not change, the channel's state must (a restart reads it).
+                runtime.to("running")
+                self._persist(runtime, f"running again after the link came back ({status})")
+            return
+        previous = runtime.last_workstatus
+        runtime.last_workstatus = status
+        if status in _RUNNING and runtime.state == "halted":
+            # Confirmed stopped, running again: a new test on the channel (or an
+            # operator's resume); the next download's test id tells which.
+            self.download_due = True
+        if status in _RUNNING:
+            if runtime.state in ("idle", "unavailable", "stopped", "finished", "protected"):
+                runtime.to("running")
+                self._persist(runtime, f"running (was {previous or 'unknown'})")
+        elif (
+            status in _ENDED
+            and runtime.state not in ("halted", "halting")
+            and (runtime.state == "running" or previous in _RUNNING)
+        ):
+            runtime.to(_ENDED[status])
+            self._persist(runtime, f"instrument reports {status}")
+            kind: EventKind = (
+                "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
+            )
+            await self._event(runtime, kind, detail=f"the instrument reports {status}")
+        await self._publisher.publish_status(
+            runtime.tags, {"state": runtime.state, "workstatus": status, "cycle": record.cycle_id}
+        )
+
+    # ------------------------------------------------------------ recorded stream
+
+    async def download_once(self, client: NewareClient) -> None:
+        """Fetch every recorded sample not seen yet, judge it in order, queue it."""
+        self.download_due = False
+        for runtime in list(self.channels.values()):
+            if runtime.state == "idle":
+                continue
+            while True:
+                got = await self._download_slice(client, runtime)
+                if got is None:
+                    continue  # a bad record was skipped: go on after it
+                reply, asked = got
+                if reply.test_id and reply.test_id != runtime.test_id:
+                    if runtime.test_id:
+                        await self._new_run(runtime, reply.test_id)
+                        continue  # fetched again from its first record
+                    runtime.test_id = reply.test_id
+                    runtime.tags = dataclasses.replace(runtime.tags, test_id=str(reply.test_id))
+                taken = 0
+                for rec in reply.records:
+                    if not await self._recorded(client, runtime, rec):
+                        break
+                    taken += 1
+                # The position is saved once the sink has the samples (samples_stored).
+                if taken < asked:
+                    break
+
+    async def _download_slice(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[DownloadReply, int] | None:
+        """The next slice of recorded records and its size; None when a bad record was
+        skipped. A record that cannot be read (``volt="nan"``) fails its whole reply:
+        the slice is then fetched one record at a time, and the bad one is skipped,
+        with an alert, so it never holds up the rows after it or the other channels."""
+        channel = runtime.spec.channel
+        asked = 1 if runtime.next_seq < runtime.one_by_one_until else DOWNLOAD_SLICE
+        try:
+            return await client.download(channel, runtime.next_seq, asked), asked
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a record
+            if asked > 1:
+                runtime.one_by_one_until = runtime.next_seq + asked
+                return None
+            seq = runtime.next_seq
+            runtime.next_seq += 1
+            detail = (
+                f"recorded record {seq} of test {runtime.test_id or '?'} could not be read "
+                f"({err}); skipped, the records after it are stored and judged"
+            )
+            log.error("%s %s: %s", self.name, channel, detail)  # noqa: TRY400 (said in detail)
+            await self._emit(runtime, GuardEvent("skipped", detail=detail))
+            return None
+
+    async def _new_run(self, runtime: ChannelRuntime, test_id: int) -> None:
+        """A new test on the channel (a new test id, records from 1): a new run.
+
+        Its records are all fetched and stored, its detectors start fresh, and a halt
+        of the test before does not keep it from being judged and halted.
+        """
+        old_id = runtime.test_id
+        progress = runtime.halting
+        if runtime.state == "halting" and progress is not None:
+            # A new test starts only on a channel that no longer runs: the old one's
+            # stop is carried out.
+            progress.confirmed = True
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+            await self._report_halts([runtime])
+        runtime.halt = None
+        runtime.halting = None
+        settings = runtime.base_settings or runtime.recorded.settings
+        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.recorded = make_detector(settings)
+        runtime.next_seq = 1
+        runtime.stored_seq = 0
+        runtime.one_by_one_until = 0
+        runtime.test_start_unix_s = math.nan
+        runtime.test_id = test_id
+        runtime.tags = dataclasses.replace(runtime.tags, test_id=str(test_id))
+        if runtime.state != "running":
+            runtime.to("running")
+        detail = f"test {test_id} started on the instrument (was {old_id}): guarded as a new run"
+        self._persist(runtime, detail)
+        log.warning("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._event(runtime, "start", detail=detail)
+
+    async def _recorded(
+        self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord
+    ) -> bool:
+        """Queue one recorded sample and judge it; False if the sinks are full.
+
+        A full queue never blocks this loop (the live polls and every halt run here):
+        the sample is left on the instrument and fetched again, by position, at the
+        next download, and only then judged, so each sample is judged once, in order.
+        """
+        t_s = rec.test_time_ms / 1000.0
+        # The instrument's own clock dates a recorded sample: its wall time to the
+        # second, refined by the test time's milliseconds. Live values are dated from
+        # the same origin once a recorded sample has shown it.
+        wall_unix_s = _unix(rec.wall_time) + (rec.test_time_ms % 1000) / 1000.0
+        sample = SampleRecord(
+            runtime.tags,
+            wall_unix_s,
+            t_s,
+            rec.voltage_v,
+            rec.current_a,
+            rec.capacity_ah * 1000.0,
+            rec.energy_wh * 1000.0,
+            rec.step_id,
+            rec.cycle_id,
+            rec.seq_id,
+            "recorded",
+        )
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.recorded_deferred += 1
+            return False
+        # Counted the moment it is queued: a halt judged on this very sample may lose
+        # the link, and a queued sample must never be fetched (and stored) again by
+        # this run. A restart resumes from stored_seq instead: what was only queued
+        # died with the process.
+        runtime.next_seq += 1
+        runtime.test_start_unix_s = wall_unix_s - t_s
+        runtime.samples += 1
+        if runtime.halt is None:
+            verdict = runtime.recorded.feed(
+                t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
+            )
+            if verdict.severity == "halt":
+                await self._halt(client, runtime, verdict, time.perf_counter())
+            elif verdict.severity == "warn":
+                await self._warn(runtime, verdict)
+        return True
+
+    # ------------------------------------------------------------ halting
+
+    async def _halt(
+        self, client: NewareClient, runtime: ChannelRuntime, verdict: Verdict, received_at: float
+    ) -> None:
+        await self._halt_all(client, [(runtime, verdict)], received_at)
+
+    async def _halt_all(
+        self,
+        client: NewareClient,
+        halts: Sequence[tuple[ChannelRuntime, Verdict]],
+        received_at: float,
+    ) -> None:
+        await self._stop_halting(client, halts, received_at)
+        await self._report_halts([r for r, _ in halts])
+
+    async def _stop_halting(
+        self,
+        client: NewareClient,
+        halts: Sequence[tuple[ChannelRuntime, Verdict]],
+        received_at: float,
+    ) -> None:
+        """The halt path proper: persist "halting", stop, confirm, persist "halted"."""
+        now_s = self._clock.now_s()
+        for runtime, verdict in halts:
+            runtime.halt = verdict
+            runtime.halting = HaltProgress(verdict, now_s)
+            runtime.to("halting")
+            # Before the stop: a kill between the two re-halts at the restart.
+            self._persist(runtime, verdict.detail)
+        await self._stop_attempt(client, [r for r, _ in halts], received_at)
+
+    async def _stop_attempt(
+        self, client: NewareClient, runtimes: Sequence[ChannelRuntime], received_at: float
+    ) -> None:
+        """One stop of ``runtimes`` in one request, read back; never a sleep here (the
+        other channels' polls wait on this loop)."""
+
+        async def stop(channels: Collection[ChannelId]) -> None:
+            # Refused = not running there any more: the status read back confirms it.
+            with contextlib.suppress(CommandRefused):
+                await client.stop(list(channels))
+            sent_s = time.perf_counter() - received_at
+            for runtime in runtimes:
+                runtime.halt_latencies_s.append(sent_s)
+
+        async def still_running(channels: Collection[ChannelId]) -> list[ChannelId]:
+            status = await client.get_status(list(channels))
+            return [c for c in channels if status[c] in _RUNNING]
+
+        running = await stop_once([r.spec.channel for r in runtimes], stop, still_running)
+        now_s = self._clock.now_s()
+        for runtime in runtimes:
+            progress = runtime.halting
+            assert progress is not None
+            where = f"{self.name} {runtime.spec.channel}"
+            alert = progress.attempted(runtime.spec.channel in running, now_s, where)
+            if alert is not None:
+                await self._emit(runtime, alert)
+                continue
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+
+    async def _report_halts(self, runtimes: Sequence[ChannelRuntime]) -> None:
+        """Events and alerts of halts the instrument confirmed (they may wait on the
+        broker, so they come after every stop of the poll)."""
+        for runtime in runtimes:
+            event = runtime.halting.announce() if runtime.halting is not None else None
+            if event is None:
+                continue
+            await self._emit(runtime, event)
+            if self._on_halt is not None:
+                await self._on_halt(runtime)
+
+    async def _finish_halts(self, client: NewareClient) -> None:
+        """Carry out halts left unconfirmed whose retry is due: the link was lost as the
+        stop went out, a restart found "halting", or the instrument did not carry the
+        stop out. A halt is never forgotten, and never waited for here."""
+        now_s = self._clock.now_s()
+        due = []
+        for runtime in self.channels.values():
+            if runtime.state != "halting":
+                continue
+            if runtime.halting is None:
+                # Persisted as "halting" by an earlier run: its verdict is the detail.
+                verdict = runtime.halt or Verdict(
+                    "halt", detail=runtime.detail or "halted on reconnect"
+                )
+                runtime.halting = HaltProgress(verdict, now_s)
+            if runtime.halting.due(now_s):
+                due.append(runtime)
+        if due:
+            await self._stop_attempt(client, due, time.perf_counter())
+            await self._report_halts(due)
+
+    async def _warn(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
+        await self._emit(runtime, GuardEvent.of_verdict("warn", verdict))
+
+    async def _event(self, runtime: ChannelRuntime, kind: EventKind, *, detail: str = "") -> None:
+        await self._emit(runtime, GuardEvent(kind, detail=detail))
+
+    async def _emit(self, runtime: ChannelRuntime, event: GuardEvent) -> None:
+        record = event.record(runtime.tags, time.time())
+        self.events.append(record)
+        self._outbox.put(record)
+        if event.is_alert:
+            await self._publisher.publish_event(record)
+
+    def _offer(self, sample: SampleRecord) -> None:
+        """Queue a live sample; when the sinks lag, drop it (the recorded series,
+        fetched by position, carries the same moment and is never dropped)."""
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.live_dropped += 1
+
+    def samples_stored(self, samples: Sequence[SampleRecord]) -> None:
+        """The sink has durably written ``samples``: save the position a restart resumes
+        from (the sink writer calls this after each write; samples of other instruments
+        are ignored).
+
+        Only now, not when a sample is queued: a kill -9 loses the queue, and whatever
+        it held must be fetched again. A restart between the sink's write and this save
+        fetches a few samples twice; the sink keeps recorded samples once (by channel,
+        test and seq). Nothing here waits: a halt never waits on the sink.
+        """
+        newest: dict[str, int] = {}
+        for sample in samples:
+            if sample.source != "recorded" or sample.tags.instrument != self.name:
+                continue
+            channel = sample.tags.channel
+            runtime = self._by_tag.get(channel)
+            if (
+                runtime is None
+                # From an earlier test (this one's samples are all queued below next_seq).
+                or sample.tags.test_id != runtime.tags.test_id
+                or sample.seq >= runtime.next_seq
+            ):
+                continue
+            newest[channel] = max(newest.get(channel, 0), sample.seq)
+        for channel, seq in newest.items():
+            runtime = self._by_tag[channel]
+            if seq > runtime.stored_seq:
+                runtime.stored_seq = seq
+                self._persist(runtime, "")
+
+    def _persist(self, runtime: ChannelRuntime, detail: str) -> None:
+        if detail:
+            runtime.detail = detail
+        if self._state_store is not None:
+            self._state_store.save_state(
+                runtime.tags, runtime.state, runtime.stored_seq, runtime.detail
+            )
+
+
+_heap_frozen = False
+
+
+def _freeze_heap_once() -> None:
+    """After the first download, move what the daemon holds for good out of the GC's way.
+
+    A full (generation 2) collection walks every live object: with the detectors and
+    histories of 2,048 channels that stops the loop for up to ~90 ms, and a halt
+    judged just before it waits that long for its stop (``bench/bench_supervise.py``:
+    p99 halt latency 12-67 ms). Collected once here and frozen, that heap is never
+    walked again (reference counting still frees it); later collections walk only
+    what came after, ~25 ms at most. Once per process: a freeze without a collection
+    just before it would keep cyclic garbage for good.
+    """
+    global _heap_frozen  # noqa: PLW0603 (one process, one heap)
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
+def _unix(wall: datetime) -> float:
+    # atime is the BTS PC's local wall-clock time, without a zone.
+    return wall.timestamp()
