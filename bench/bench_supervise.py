@@ -40,8 +40,7 @@ from typing import Any
 
 from bench_common import fault_simulator, percentile, rss_mb
 
-from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
-from cellguard.daemon.guard.ports import drain_queue
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.daemon.mqtt import LogPublisher
 from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.daemon.service import QUEUE_SIZE

@@ -22,8 +22,7 @@ from typing import Any
 from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config
 from cellguard.daemon.guard.links.host import HostSupervisor
-from cellguard.daemon.guard.links.neware import InstrumentSupervisor
-from cellguard.daemon.guard.ports import drain_queue
+from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
 from cellguard.daemon.guard.registry import Wiring, build_guards
 from cellguard.daemon.influx import InfluxSink
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher

@@ -7,9 +7,8 @@ and what does not fit waits, in order, in an :class:`Outbox` until the sinks cat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
@@ -68,23 +67,3 @@ class Outbox:
             except asyncio.QueueFull:
                 return
             self._waiting.popleft()
-
-
-async def drain_queue(
-    queue: asyncio.Queue[SampleRecord | EventRecord],
-    write: Callable[[list[SampleRecord], list[EventRecord]], Awaitable[None]],
-    *,
-    batch: int = 5000,
-) -> None:
-    """The sink task: take what is queued, in batches, and hand it to the sink."""
-    while True:
-        first = await queue.get()
-        items = [first]
-        with contextlib.suppress(asyncio.QueueEmpty):
-            while len(items) < batch:
-                items.append(queue.get_nowait())
-        samples = [i for i in items if isinstance(i, SampleRecord)]
-        events = [i for i in items if isinstance(i, EventRecord)]
-        await write(samples, events)
-        for _ in items:
-            queue.task_done()

@@ -40,7 +40,7 @@ from cellguard.daemon.guard import (
 from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
-from cellguard.daemon.records import ChannelTags, EventKind, SampleRecord
+from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import (
     CellguardError,
@@ -82,7 +82,13 @@ INQUIRE_BATCH = 128
 # 0.5 mAh cm⁻² cycles and then some), at most this many records.
 WARM_UP_S = 5 * 3600.0
 WARM_UP_MAX_RECORDS = 20_000
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "ChannelSpec", "InstrumentSupervisor"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "ChannelSpec",
+    "InstrumentSupervisor",
+    "drain_queue",
+]
 _RUNNING = ("working", "pause")
 _ENDED: dict[str, ChannelState] = {
     "stop": "stopped",
@@ -1007,3 +1013,23 @@ def _freeze_heap_once() -> None:
 def _unix(wall: datetime) -> float:
     # atime is the BTS PC's local wall-clock time, without a zone.
     return wall.timestamp()
+
+
+async def drain_queue(
+    queue: asyncio.Queue[SampleRecord | EventRecord],
+    write: Callable[[list[SampleRecord], list[EventRecord]], Awaitable[None]],
+    *,
+    batch: int = 5000,
+) -> None:
+    """The sink task: take what is queued, in batches, and hand it to the sink."""
+    while True:
+        first = await queue.get()
+        items = [first]
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while len(items) < batch:
+                items.append(queue.get_nowait())
+        samples = [i for i in items if isinstance(i, SampleRecord)]
+        events = [i for i in items if isinstance(i, EventRecord)]
+        await write(samples, events)
+        for _ in items:
+            queue.task_done()
