@@ -31,7 +31,7 @@ from cellguard.daemon.config import (
     CellSettings,
     ChannelSettings,
     Config,
-    InstrumentSettings,
+    NewareSettings,
     default_config,
 )
 from cellguard.daemon.export import samples_frame, write_bdf
@@ -141,9 +141,8 @@ def _demo_config(
             )
         )
         reports.append(ChannelReport(channel, spec.interphase, cell_type, spec.li_working_um))
-    instrument = InstrumentSettings(
+    instrument = NewareSettings(
         name=INSTRUMENT,
-        driver="neware",
         host=host,
         port=port,
         poll_interval_s=poll_s,

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cellguard.daemon.config import Config, InstrumentSettings
+from cellguard.daemon.config import (
+    Config,
+    InstrumentSettings,
+    ModbusAuxSettings,
+    ModbusSettings,
+    NewareSettings,
+    SmuSettings,
+)
 from cellguard.daemon.guard.links.host import AuxLimit, AuxSource, HostChannelSpec, HostSupervisor
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
@@ -63,7 +70,7 @@ def _neware_specs(config: Config, instrument: str) -> list[ChannelSpec]:
     ]
 
 
-def _neware_connector(inst: InstrumentSettings) -> Callable[[], NewareClient]:
+def _neware_connector(inst: NewareSettings) -> Callable[[], NewareClient]:
     login: dict[str, str] = {}
     if inst.username is not None and inst.password is not None:
         login = {"username": inst.username.reveal(), "password": inst.password.reveal()}
@@ -71,6 +78,7 @@ def _neware_connector(inst: InstrumentSettings) -> Callable[[], NewareClient]:
 
 
 def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
+    assert isinstance(inst, NewareSettings)  # the registry's entry for "neware"
     state_dir = wiring.config.daemon.state_dir
     return InstrumentSupervisor(
         inst.name,
@@ -89,7 +97,7 @@ def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
 # ---------------------------------------------------------------- host-driven
 
 
-def _modbus_device(inst: InstrumentSettings) -> ModbusDevice:
+def _modbus_device(inst: ModbusSettings | ModbusAuxSettings) -> ModbusDevice:
     from cellguard.drivers.modbus import (  # noqa: PLC0415 (Modbus only where configured)
         CHAMBER_MAP,
         CYCLER_MAP,
@@ -117,37 +125,40 @@ def _modbus_device(inst: InstrumentSettings) -> ModbusDevice:
     return ModbusDevice(link, registers, device_id=inst.device_id, timeout_s=inst.timeout_s)
 
 
-def galvanostat_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], Galvanostat]:
+def galvanostat_connector(
+    inst: SmuSettings | ModbusSettings, clock: Clock
+) -> Callable[[], Galvanostat]:
     """A factory of fresh driver objects for a host-driven instrument (one per session)."""
-    if inst.driver == "smu":
+    if isinstance(inst, SmuSettings):
         from cellguard.drivers.smu import SmuClient  # noqa: PLC0415
 
-        port = inst.serial_port or ""
-        return lambda: SmuClient(port, baudrate=inst.baudrate, timeout_s=inst.timeout_s)
-    if inst.driver == "modbus":
-        from cellguard.drivers.modbus import ModbusGalvanostat  # noqa: PLC0415
+        smu = inst
+        return lambda: SmuClient(smu.serial_port, baudrate=smu.baudrate, timeout_s=smu.timeout_s)
+    from cellguard.drivers.modbus import ModbusGalvanostat  # noqa: PLC0415
 
-        current_range_a = inst.current_range_a or 0.0
-        voltage_range_v = inst.voltage_range_v or 0.0
-        return lambda: ModbusGalvanostat(
-            _modbus_device(inst),
-            current_range_a=current_range_a,
-            voltage_range_v=voltage_range_v,
-            clock=clock,
-            path=f"instruments.{inst.name}.registers",
-        )
-    raise ConfigError(
-        field=f"instruments.{inst.name}.driver", problem=f"{inst.driver!r} is not host-driven"
+    supply = inst
+    return lambda: ModbusGalvanostat(
+        _modbus_device(supply),
+        current_range_a=supply.current_range_a,
+        voltage_range_v=supply.voltage_range_v,
+        clock=clock,
+        path=f"instruments.{supply.name}.registers",
     )
 
 
 def aux_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], AuxSource]:
     from cellguard.drivers.modbus import AuxDevice  # noqa: PLC0415
 
-    return lambda: AuxDevice(_modbus_device(inst), clock=clock)
+    if not isinstance(inst, ModbusAuxSettings):
+        raise ConfigError(
+            field=f"instruments.{inst.name}.driver", problem="an aux device must be modbus-aux"
+        )
+    device = inst
+    return lambda: AuxDevice(_modbus_device(device), clock=clock)
 
 
 def _host(inst: InstrumentSettings, wiring: Wiring) -> HostSupervisor:
+    assert isinstance(inst, SmuSettings | ModbusSettings)  # the registry's host entries
     config, clock = wiring.config, wiring.clock
     channels = config.channels_of(inst.name)
     ch = channels[0] if channels else None

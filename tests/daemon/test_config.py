@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 import re
@@ -15,7 +16,7 @@ from cellguard.daemon.config import (
     DRIVERS,
     ChannelSettings,
     Config,
-    InstrumentSettings,
+    NewareSettings,
     Secret,
     default_config,
     load_config,
@@ -160,7 +161,7 @@ def test_full_example_parses_into_typed_settings() -> None:
     assert config.mqtt.username.reveal() == "daemon-lab1"
     assert config.mqtt.password.reveal() == "mqtt-pass-456"
     assert config.instruments == (
-        InstrumentSettings(
+        NewareSettings(
             name="ct4008-a",
             driver="neware",
             host="127.0.0.1",
@@ -1054,3 +1055,19 @@ def test_deploy_docs_cover_windows_and_scale_out() -> None:
     assert "## Scale-out" in readme
     for word in ("topic_prefix", "cellguard_samples", "cellguard_events", "docker compose up"):
         assert word in readme
+
+
+def test_each_driver_takes_the_keys_of_its_settings_dataclass() -> None:
+    """The config is a union tagged by driver: every key an [[instruments]] entry may
+    hold is a field of some driver's settings, and every driver has a guard builder."""
+    from cellguard.daemon.config import _INSTRUMENT_KEYS, DRIVERS  # noqa: PLC0415
+    from cellguard.daemon.guard.registry import REGISTRY  # noqa: PLC0415
+
+    fields = {f.name for info in DRIVERS.values() for f in dataclasses.fields(info.settings)}
+    assert {k.removesuffix("_env").removesuffix("_file") for k in _INSTRUMENT_KEYS} == fields
+    assert set(REGISTRY) == set(DRIVERS)
+    for driver, info in DRIVERS.items():
+        assert dataclasses.fields(info.settings)  # a dataclass
+        assert [f.default for f in dataclasses.fields(info.settings) if f.name == "driver"] == [
+            driver
+        ]
