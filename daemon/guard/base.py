@@ -23,6 +23,8 @@ L = TypeVar("L")  # the link: the driver objects of one session
 K = TypeVar("K")  # how a channel is named on the instrument
 
 ACTIONS = ("stop", "start", "pause", "resume")
+# How long a closing session waits for a stop already sent off.
+STOP_DRAIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class InstrumentGuard(ABC, Generic[L, K]):
         self.available = False
         self.events: list[EventRecord] = []
         self._commands: deque[Command[K]] = deque()
+        # Stops under way (shielded): the link is closed only after them.
+        self._stops: set[asyncio.Task[object]] = set()
 
     @abstractmethod
     def _new_link(self) -> L:
@@ -75,6 +79,14 @@ class InstrumentGuard(ABC, Generic[L, K]):
 
     def _lost(self) -> None:
         """The link failed: what the channels' states say about it."""
+
+    async def _let_stops_finish(self) -> None:
+        """Wait (bounded, shielded) for stops already sent off: a shutdown or a lost
+        session must not close the link under a stop. Their outcome is read back by
+        the next session ("halting" was persisted first)."""
+        if self._stops:
+            waiting = asyncio.ensure_future(asyncio.wait(set(self._stops), timeout=STOP_DRAIN_S))
+            await asyncio.shield(waiting)
 
     @abstractmethod
     async def _execute(self, link: L, command: Command[K]) -> tuple[bool, str]:
@@ -137,5 +149,6 @@ class InstrumentGuard(ABC, Generic[L, K]):
             finally:
                 self.available = False
                 self._fail_commands()
+                await self._let_stops_finish()
                 await self._close(link)
             await self._clock.sleep(delay_s)

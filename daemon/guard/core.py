@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cellguard.daemon.guard.events import GuardEvent
 from cellguard.drivers.clock import Clock
@@ -135,14 +135,21 @@ class HaltProgress:
 
 async def stop_once(
     keys: Collection[K],
-    stop: Callable[[Collection[K]], Awaitable[object]],
+    stop: Callable[[Collection[K]], Coroutine[Any, Any, object]],
     still_running: Callable[[Collection[K]], Awaitable[Collection[K]]],
+    *,
+    in_flight: set[asyncio.Task[object]] | None = None,
 ) -> set[K]:
     """One attempt of the halt path: stop, shielded, then read back; the keys still running.
 
     The caller has persisted "halting" before this (a kill between the two re-halts on
     restart). The shield lets the stop reach the instrument even when the task that
-    judged the fault is cancelled meanwhile (a shutdown, a lost sibling task).
+    judged the fault is cancelled meanwhile (a shutdown, a lost sibling task); the
+    stop's task is kept in ``in_flight`` so that the link is not closed under it.
     """
-    await asyncio.shield(stop(keys))
+    task: asyncio.Task[object] = asyncio.ensure_future(stop(keys))
+    if in_flight is not None:
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.shield(task)
     return set(await still_running(keys))

@@ -370,3 +370,52 @@ async def test_a_lost_state_store_never_restarts_a_halted_channel(tmp_path: Path
     warned = second.of(SHORTS, "warn")
     assert len(warned) == 1
     assert "not started" in warned[0].detail
+
+
+async def test_a_stop_under_way_reaches_the_instrument_when_the_guard_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Shutdown (SIGTERM cancels the guard) in the middle of a halt: "halting" is saved,
+    and the stop already under way is carried out before the link is closed."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    stopping = asyncio.Event()
+    gate = asyncio.Event()
+
+    class SlowStop(NewareClient):
+        async def stop(self, channels: object) -> None:
+            stopping.set()
+            await gate.wait()  # the instrument takes its time to answer
+            await super().stop(channels)  # type: ignore[arg-type]
+
+    async with sim.serve() as (_, port):
+        queue: Queue = asyncio.Queue()
+        sup = InstrumentSupervisor(
+            NAME,
+            lambda: SlowStop("127.0.0.1", port, timeout_s=5.0),
+            _specs(),
+            queue,
+            recorder,
+            clock=clock,
+            poll_interval_s=POLL_S,
+            download_interval_s=600.0,
+            state=recorder,
+            step_file_dir=tmp_path,
+        )
+        task = asyncio.create_task(sup.run())
+        await clock.wait_until_sleeping(task)
+        for _ in range(round(11 * 3600 / POLL_S)):
+            await clock.advance(POLL_S)
+            if stopping.is_set():
+                break
+        assert stopping.is_set()
+        assert recorder.state[(NAME, str(SHORTS))][0] == "halting"
+        assert sim.channels[SHORTS].workstatus == "working"
+        task.cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        assert sim.channels[SHORTS].workstatus == "stop"
+        assert sim.channels[HEALTHY].workstatus == "working"

@@ -590,7 +590,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         progress = self.halting
         if not progress.due(now_s):
             return
-        running = await _output_off_once(gal, self.spec.channel)
+        running = await _output_off_once(gal, self.spec.channel, self._stops)
         where = f"{self.name} {self.spec.channel}"
         alert = progress.attempted(running, self._clock.now_s(), where)
         if alert is not None:
@@ -614,7 +614,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
             return
         try:
             async with asyncio.timeout(SHUTDOWN_OFF_TIMEOUT_S):
-                await _output_off_once(gal, self.spec.channel)
+                await _output_off_once(gal, self.spec.channel, self._stops)
         except (CellguardError, TimeoutError) as err:
             log.error("%s: daemon stopping; could not switch the output off: %s", where, err)  # noqa: TRY400
             return
@@ -628,7 +628,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         """Output off and read back, for a channel that is not halting (a stop, a
         restart on a stopped channel); ``InstrumentConnectionError`` if it stays on."""
         for _ in range(HALT_CONFIRM_TRIES):
-            if not await _output_off_once(gal, self.spec.channel):
+            if not await _output_off_once(gal, self.spec.channel, self._stops):
                 return
         msg = f"the output stayed on after {HALT_CONFIRM_TRIES} output-off commands"
         raise InstrumentConnectionError(msg)
@@ -785,7 +785,9 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
             self.host.unsent.append(record)
 
 
-async def _output_off_once(gal: Galvanostat, channel: str) -> bool:
+async def _output_off_once(
+    gal: Galvanostat, channel: str, in_flight: set[asyncio.Task[object]]
+) -> bool:
     """One output-off, shielded, read back: True if the output still reads on."""
 
     async def off(_: Collection[str]) -> None:
@@ -794,4 +796,4 @@ async def _output_off_once(gal: Galvanostat, channel: str) -> bool:
     async def on(channels: Collection[str]) -> list[str]:
         return list(channels) if (await gal.measure()).output_on else []
 
-    return bool(await stop_once([channel], off, on))
+    return bool(await stop_once([channel], off, on, in_flight=in_flight))

@@ -884,7 +884,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             status = await client.get_status(list(channels))
             return [c for c in channels if status[c] in _RUNNING]
 
-        running = await stop_once([r.spec.channel for r in runtimes], stop, still_running)
+        running = await stop_once(
+            [r.spec.channel for r in runtimes], stop, still_running, in_flight=self._stops
+        )
         now_s = self._clock.now_s()
         for runtime in runtimes:
             progress = runtime.halting
