@@ -85,6 +85,12 @@ class HaltProgress:
     confirmed: bool = False
     announced: bool = False  # the halt event is out (only once confirmed)
 
+    @classmethod
+    def restored(cls, verdict: Verdict | None, detail: str, now_s: float) -> HaltProgress:
+        """A halt found "halting" (persisted by an earlier run, or left by a lost link):
+        carried on with its verdict, or with the saved detail when the verdict is gone."""
+        return cls(verdict or Verdict("halt", detail=detail or "halt carried over"), now_s)
+
     def due(self, now_s: float) -> bool:
         return not self.confirmed and now_s >= self.next_try_s
 

@@ -584,9 +584,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         session goes on with it)."""
         now_s = self._clock.now_s()
         if self.halting is None:
-            # Persisted as "halting" by an earlier run: its verdict is the detail.
-            verdict = self.halt or Verdict("halt", detail=self.host.detail or "halted on restart")
-            self.halting = HaltProgress(verdict, now_s)
+            self.halting = HaltProgress.restored(self.halt, self.host.detail, now_s)
         progress = self.halting
         if not progress.due(now_s):
             return

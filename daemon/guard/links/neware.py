@@ -920,11 +920,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             if runtime.state != "halting":
                 continue
             if runtime.halting is None:
-                # Persisted as "halting" by an earlier run: its verdict is the detail.
-                verdict = runtime.halt or Verdict(
-                    "halt", detail=runtime.detail or "halted on reconnect"
-                )
-                runtime.halting = HaltProgress(verdict, now_s)
+                runtime.halting = HaltProgress.restored(runtime.halt, runtime.detail, now_s)
             if runtime.halting.due(now_s):
                 due.append(runtime)
         if due:
