@@ -58,6 +58,9 @@ class InstrumentGuard(ABC, Generic[L, K]):
         self.available = False
         self.events: list[EventRecord] = []
         self._commands: deque[Command[K]] = deque()
+        # The link counts as recovered once a session has done its work (a poll, a
+        # sample), not at connect: a session that fails at once backs off as well.
+        self._backoff = Backoff(name, clock)
         # Stops under way (shielded): the link is closed only after them.
         self._stops: set[asyncio.Task[object]] = set()
 
@@ -76,6 +79,11 @@ class InstrumentGuard(ABC, Generic[L, K]):
     @abstractmethod
     async def _close(self, link: L) -> None:
         """Close ``link``; never raises."""
+
+    def _working(self) -> None:
+        """A session did its work (called by the links): the recovery, logged once."""
+        if self._backoff.failing_since_s is not None:
+            self._backoff.recovered()
 
     def _lost(self) -> None:
         """The link failed: what the channels' states say about it."""
@@ -123,12 +131,11 @@ class InstrumentGuard(ABC, Generic[L, K]):
 
     async def run(self) -> None:
         """Guard forever: (re)connect with capped backoff, logged on change only."""
-        backoff = Backoff(self.name, self._clock)
+        backoff = self._backoff
         while True:
             link = self._new_link()
             try:
                 await self._open(link)
-                backoff.recovered()
                 self.available = True
                 await self._session(link)
             except InstrumentConnectionError as err:

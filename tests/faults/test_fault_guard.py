@@ -35,6 +35,7 @@ from cellguard.drivers.neware._messages import (
     CommandReply,
     CommandResult,
     Download,
+    Inquire,
     Reply,
     Request,
     Stop,
@@ -419,3 +420,43 @@ async def test_a_stop_under_way_reaches_the_instrument_when_the_guard_is_cancell
         assert task.cancelled()
         assert sim.channels[SHORTS].workstatus == "stop"
         assert sim.channels[HEALTHY].workstatus == "working"
+
+
+async def test_one_unreadable_live_value_leaves_the_other_channels_polled(
+    tmp_path: Path,
+) -> None:
+    """A channel whose live value cannot be read (``voltage="nan"``) is left out of the
+    poll alone: the other channels' polls go on at their pace and a short among them is
+    halted from the live stream within a few polls."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    respond = sim.respond
+    corrupt = {"on": False}
+
+    def nan_voltage(request: Request) -> bytes:
+        reply = respond(request)
+        if corrupt["on"] and isinstance(request, Inquire):
+            reply = re.sub(
+                rb'(<inquire dev="\d+-1-1-2-\d+"[^>]*? voltage=")[^"]*"', rb'\1nan"', reply
+            )
+        return reply
+
+    sim.respond = nan_voltage  # type: ignore[method-assign]
+    async with AsyncExitStack() as stack:
+        _, port = await stack.enter_async_context(sim.serve())
+        sup, queue = await stack.enter_async_context(guarding(port, recorder, tmp_path, clock))
+        await _run_hours(clock, 1.0)
+        assert sim.channels[HEALTHY].workstatus == "working"
+        corrupt["on"] = True
+        await _run_hours(clock, 10.0)
+
+    assert sup.polls >= 11 * 60 - 2
+    short = sup.channels[SHORTS]
+    assert short.halt is not None
+    assert 10 * 3600 <= short.halt.t_s <= 10 * 3600 + 3 * POLL_S
+    assert sim.channels[SHORTS].workstatus == "stop"
+    # The unreadable channel's recorded series is still stored whole.
+    count = sim.channels[HEALTHY].record_count
+    assert count > 500
+    assert _recorded_seqs(queue, HEALTHY) == list(range(1, count + 1))

@@ -414,6 +414,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
             if self.host.state == "halting":
                 await self._halt_attempt(gal)
             await self._run_commands(link)
+            self._working()
             run = self._run
             if run is None or run.due_s is None:
                 self._outbox.flush()

@@ -244,6 +244,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             await self._finish_halts(client)
             await self._run_commands(client)
             await self.poll_once(client)
+            self._working()
             if self._clock.now_s() >= next_download_s or self.download_due:
                 await self.download_once(client)
                 next_download_s = self._clock.now_s() + self.download_interval_s
@@ -333,13 +334,13 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         if not to_start:
             return
         channels = [c for c, _, _ in to_start]
-        live = await client.inquire(channels)
+        live = await self._inquire(client, channels)
         history = await client.inquire_df(channels)
         ready = []
         for item in to_start:
             channel = item[0]
-            if live[channel].workstatus in _RUNNING:
-                continue
+            if channel not in live or live[channel].workstatus in _RUNNING:
+                continue  # running already, or its status unreadable: not started now
             ran = history[channel]
             if ran.test_id and not operator:
                 await self._withhold_start(self.channels[channel], live[channel], ran.test_id)
