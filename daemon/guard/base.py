@@ -61,6 +61,11 @@ class InstrumentGuard(ABC, Generic[L, K]):
         # The link counts as recovered once a session has done its work (a poll, a
         # sample), not at connect: a session that fails at once backs off as well.
         self._backoff = Backoff(name, clock)
+        # While the loop waits for its next poll or sample, commands run at once over
+        # this link (an operator's stop must not wait a poll interval); _busy keeps
+        # them and the loop's own work apart.
+        self._idle_link: L | None = None
+        self._busy = asyncio.Lock()
         # Stops under way (shielded): the link is closed only after them.
         self._stops: set[asyncio.Task[object]] = set()
 
@@ -109,18 +114,38 @@ class InstrumentGuard(ABC, Generic[L, K]):
         if not self.available:
             return False, f"{self.name} is unavailable (no link to the instrument)"
         done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._commands.append(Command(channel, action, protocol_text, done))
+        command = Command(channel, action, protocol_text, done)
+        if self._idle_link is not None:
+            async with self._busy:
+                link = self._idle_link
+                if link is not None:  # still waiting between polls: run it now
+                    await self._run_one(link, command)
+                    return await done
+        self._commands.append(command)
         return await done
 
     async def _run_commands(self, link: L) -> None:
         while self._commands:
-            command = self._commands.popleft()
-            try:
-                result = await self._execute(link, command)
-            except CellguardError as err:
-                result = (False, str(err))
-            if not command.done.done():
-                command.done.set_result(result)
+            await self._run_one(link, self._commands.popleft())
+
+    async def _run_one(self, link: L, command: Command[K]) -> None:
+        try:
+            result = await self._execute(link, command)
+        except CellguardError as err:
+            result = (False, str(err))
+        if not command.done.done():
+            command.done.set_result(result)
+
+    async def _idle(self, link: L, duration_s: float) -> None:
+        """Wait ``duration_s`` between polls or samples; a command arriving meanwhile
+        runs at once, and the loop goes on only after it."""
+        self._idle_link = link
+        try:
+            await self._clock.sleep(duration_s)
+        finally:
+            self._idle_link = None
+        async with self._busy:
+            pass  # a command that started while we waited has finished
 
     def _fail_commands(self) -> None:
         # Nobody waits forever on a command the lost link will never carry out.

@@ -110,3 +110,48 @@ async def test_a_bug_in_a_session_reconnects_and_a_waiting_command_is_answered(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class _Idle(InstrumentGuard[int, str]):
+    """Polls once an hour; counts what it did."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__("idle", _Queue(), _Publisher(), clock=clock, state=None)
+        self.polls = 0
+        self.executed: list[tuple[str, float]] = []
+
+    def _new_link(self) -> int:
+        return 0
+
+    async def _open(self, link: int) -> None:
+        pass
+
+    async def _session(self, link: int) -> None:
+        while True:
+            await self._run_commands(link)
+            self.polls += 1
+            await self._idle(link, 3600.0)
+
+    async def _close(self, link: int) -> None:
+        pass
+
+    async def _execute(self, link: int, command: Command[str]) -> tuple[bool, str]:
+        self.executed.append((command.action, self._clock.now_s()))
+        return True, "stopped"
+
+
+async def test_an_operator_command_runs_at_once_not_at_the_next_poll() -> None:
+    clock = VirtualClock()
+    guard = _Idle(clock)
+    task = asyncio.create_task(guard.run())
+    try:
+        await clock.wait_until_sleeping(task)
+        await clock.advance(60.0)
+        result = await asyncio.wait_for(guard._queue_command("1", "stop", None), 5.0)
+        assert result == (True, "stopped")
+        # Carried out 60 s into the hour, without waiting for the next poll.
+        assert guard.executed == [("stop", 60.0)]
+        assert guard.polls == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

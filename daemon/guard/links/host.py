@@ -418,14 +418,14 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
             run = self._run
             if run is None or run.due_s is None:
                 self._outbox.flush()
-                await self._clock.sleep(self.spec.command_interval_s)
+                await self._idle(link, self.spec.command_interval_s)
                 continue
             wait_s = run.due_s - self._clock.now_s()
             if wait_s > 0:
-                # Commands are looked at between samples, every command_interval_s.
-                await self._clock.sleep(min(wait_s, self.spec.command_interval_s))
-                if self._clock.now_s() < run.due_s:
-                    continue
+                # Commands run at once while we wait; queued ones every command_interval_s.
+                await self._idle(link, min(wait_s, self.spec.command_interval_s))
+                if self._run is not run or self._clock.now_s() < (run.due_s or 0.0):
+                    continue  # a command stopped or replaced the run meanwhile
             await self._sample(gal, aux, run)
 
     # ------------------------------------------------------------ one sample

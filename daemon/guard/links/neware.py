@@ -239,7 +239,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             await self._finish_halts(client)
             await self.download_once(client)
             next_download_s = self._clock.now_s() + self.download_interval_s
-            await self._clock.sleep(self._until_next_poll_s())
+            await self._idle(client, self._until_next_poll_s())
         while True:
             await self._finish_halts(client)
             await self._run_commands(client)
@@ -249,7 +249,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                 await self.download_once(client)
                 next_download_s = self._clock.now_s() + self.download_interval_s
                 _freeze_heap_once()
-            await self._clock.sleep(self._until_next_poll_s())
+            await self._idle(client, self._until_next_poll_s())
 
     async def _check_channels(self, client: NewareClient) -> None:
         """Refuse, alone, each channel this instrument cannot guard; the rest run.
