@@ -38,7 +38,9 @@ TRANSITIONS: Final[dict[ChannelState, frozenset[ChannelState]]] = {
     "idle": frozenset({"running", "halting", "unavailable", *_ENDED}),
     "running": frozenset({"halting", "unavailable", "idle", *_ENDED}),
     "halting": frozenset({"halted"}),
-    "halted": frozenset({"idle", "running"}),
+    # A halted cell seen running again (resumed at the instrument) and failing is
+    # halted again: safety before bookkeeping.
+    "halted": frozenset({"idle", "running", "halting"}),
     "stopped": frozenset({"idle", "running", "halting", "protected", "finished"}),
     "protected": frozenset({"idle", "running", "halting", "stopped", "finished"}),
     "finished": frozenset({"idle", "running", "halting", "stopped", "protected"}),

@@ -460,3 +460,38 @@ async def test_one_unreadable_live_value_leaves_the_other_channels_polled(
     count = sim.channels[HEALTHY].record_count
     assert count > 500
     assert _recorded_seqs(queue, HEALTHY) == list(range(1, count + 1))
+
+
+async def test_a_new_test_started_while_the_daemon_was_down_is_a_new_run(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()  # the state store, kept across the restart
+    async with AsyncExitStack() as stack:
+        _, port = await stack.enter_async_context(sim.serve())
+        async with guarding(port, recorder, tmp_path, clock) as (sup, _):
+            await _run_hours(clock, 11.0)
+            assert sup.channels[SHORTS].state == "halted"
+            first_test = sup.channels[SHORTS].test_id
+        # The daemon is down; a researcher starts a new test with a new cell.
+        sim.channels[SHORTS].cell = SimCell(
+            SimCellSpec("SEI", short=ShortSpec("hard", 3.0)), seed=78
+        )
+        async with NewareClient("127.0.0.1", port) as bts:
+            step_file = tmp_path / f"{NAME}-{SHORTS}.xml"
+            await bts.start([(SHORTS, "researcher-2", str(step_file))])
+        new_test = sim.channels[SHORTS].test_id
+        clock.set(clock.now_s() + 3600.0)
+        sim.advance()
+        async with guarding(port, recorder, tmp_path, clock) as (sup, queue):
+            await _run_hours(clock, 4.0)
+            short = sup.channels[SHORTS]
+            assert short.test_id == new_test != first_test
+            assert short.state == "halted"
+            assert sim.channels[SHORTS].workstatus == "stop"
+            halts = recorder.of(SHORTS, "halt")
+            assert [h.tags.test_id for h in halts] == [str(first_test), str(new_test)]
+            await _run_hours(clock, 0.5)  # a download after the halt
+            count = sim.channels[SHORTS].record_count
+            assert _recorded_seqs(queue, SHORTS, str(new_test)) == list(range(1, count + 1))

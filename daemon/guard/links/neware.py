@@ -228,6 +228,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
 
     async def _session(self, client: NewareClient) -> None:
         await self._check_channels(client)
+        await self._learn_tests(client)
         await self._warm_up(client)
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
@@ -277,6 +278,27 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             detail = f"{self.name} {channel} is UNGUARDED: {why}"
             log.error("%s", detail)
             await self._emit(runtime, GuardEvent("unguarded", detail=detail))
+
+    async def _learn_tests(self, client: NewareClient) -> None:
+        """The test id behind each saved position, before anything is judged.
+
+        The saved state holds a position, not the test it belongs to: a test started on
+        the instrument while the daemon was down is told by its record count, lower
+        than the saved position (its records start again from 1): a new run.
+        """
+        unknown = [r for r in self.channels.values() if not r.test_id and r.next_seq > 1]
+        if not unknown:
+            return
+        counts = await client.inquire_df([r.spec.channel for r in unknown])
+        for runtime in unknown:
+            held = counts[runtime.spec.channel]
+            if not held.test_id:
+                continue
+            if held.count < runtime.next_seq - 1:
+                await self._new_run(runtime, held.test_id)
+            else:
+                runtime.test_id = held.test_id
+                runtime.tags = dataclasses.replace(runtime.tags, test_id=str(held.test_id))
 
     def _why_unguardable(self, runtime: ChannelRuntime, present: set[ChannelId]) -> str | None:
         spec = runtime.spec
@@ -781,7 +803,8 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.tags = dataclasses.replace(runtime.tags, test_id=str(test_id))
         if runtime.state != "running":
             runtime.to("running")
-        detail = f"test {test_id} started on the instrument (was {old_id}): guarded as a new run"
+        was = old_id or "unknown: before a restart"
+        detail = f"test {test_id} started on the instrument (was {was}): guarded as a new run"
         self._persist(runtime, detail)
         log.warning("%s %s: %s", self.name, runtime.spec.channel, detail)
         await self._event(runtime, "start", detail=detail)
