@@ -38,7 +38,6 @@ from cellguard.daemon.guard import (
     stop_once,
 )
 from cellguard.daemon.guard.base import Command, InstrumentGuard
-from cellguard.daemon.guard.core import BACKOFF_MAX_S, BACKOFF_MIN_S
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
@@ -83,8 +82,6 @@ INQUIRE_BATCH = 128
 WARM_UP_S = 5 * 3600.0
 WARM_UP_MAX_RECORDS = 20_000
 __all__ = [
-    "BACKOFF_MAX_S",
-    "BACKOFF_MIN_S",
     "ChannelSpec",
     "InstrumentSupervisor",
     "drain_queue",
