@@ -40,11 +40,11 @@ from typing import Any
 
 from bench_common import fault_simulator, percentile, rss_mb
 
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.daemon.mqtt import LogPublisher
 from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.daemon.service import QUEUE_SIZE
 from cellguard.daemon.store import Store
-from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.drivers.clock import WallClock
 from cellguard.drivers.neware import Download, Inquire, NewareClient, Request, Stop
 from cellguard.protocols import Cell, GalvanostaticCycling, disc_area_cm2, write_step_file

@@ -107,6 +107,99 @@ class Secret:
         raise TypeError(msg)
 
 
+# ------------------------------------------------------------------ instruments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Instrument:
+    """What every ``[[instruments]]`` entry has, whatever its driver."""
+
+    name: str  # unique; the ``instrument`` tag and MQTT topic level
+    poll_interval_s: float
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per request
+
+    @property
+    def host_driven(self) -> bool:
+        return isinstance(self, SmuSettings | ModbusSettings)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewareSettings(_Instrument):
+    """``driver = "neware"``: a BTS server, polled for all its channels."""
+
+    driver: Literal["neware"] = "neware"
+    host: str
+    port: int
+    # Where run-mode step files are written: a folder the BTS server reads (on its own
+    # disk). None: the daemon's choice, ``<state_dir>/steps``.
+    step_file_dir: str | None = None
+    # How often the recorded history is fetched (the live values come every poll): the
+    # stored series is complete either way; this bounds how far it lags.
+    download_interval_s: float = 30.0
+    # The BTS API login; None: the BTS server's factory account (admin / neware).
+    username: Secret | None = None
+    password: Secret | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the instrument is reached, for messages."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmuSettings(_Instrument):
+    """``driver = "smu"``: a SCPI source-meter on a serial line, run by the host."""
+
+    driver: Literal["smu"] = "smu"
+    serial_port: str  # a device path or a pyserial URL
+    baudrate: int = 9600
+    # Leave the output on when the daemon stops (default: switched off, as nothing
+    # guards the cell until the daemon runs again).
+    keep_output_on: bool = False
+
+    @property
+    def where(self) -> str:
+        return self.serial_port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ModbusInstrument(_Instrument):
+    """A Modbus device: TCP (host, port) or RTU (serial_port), and its register map."""
+
+    host: str = ""
+    port: int = 0
+    serial_port: str | None = None
+    baudrate: int = 9600
+    device_id: int = 1  # the unit id
+    register_map: str | None = None  # a built-in map ...
+    registers: tuple[Mapping[str, Any], ...] = ()  # ... or the tables from the file
+
+    @property
+    def where(self) -> str:
+        return self.serial_port if self.serial_port else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModbusSettings(_ModbusInstrument):
+    """``driver = "modbus"``: a cycler or supply behind Modbus registers, run by the host."""
+
+    driver: Literal["modbus"] = "modbus"
+    current_range_a: float  # the supply's ranges (a SCPI source-meter tells its own)
+    voltage_range_v: float
+    keep_output_on: bool = False  # as SmuSettings.keep_output_on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModbusAuxSettings(_ModbusInstrument):
+    """``driver = "modbus-aux"``: sensors whose readings join a channel's samples."""
+
+    driver: Literal["modbus-aux"] = "modbus-aux"
+
+
+InstrumentSettings = NewareSettings | SmuSettings | ModbusSettings | ModbusAuxSettings
+"""One ``[[instruments]]`` entry: a union tagged by ``driver``."""
+
+
 # ------------------------------------------------------------------ drivers
 
 
@@ -118,6 +211,8 @@ class DriverInfo:
     default_timeout_s: float
     parse_channel: Callable[[str], ChannelId | str]
     channel_form: str  # how users write a channel id, for error messages
+    # Its ``[[instruments]]`` entry: the dataclass's fields are the keys it takes.
+    settings: type[InstrumentSettings]
 
 
 def _one_channel(text: str) -> ChannelId | str:
@@ -143,6 +238,7 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             default_timeout_s=DEFAULT_TIMEOUT_S,
             parse_channel=ChannelId.parse,
             channel_form="devid-subdevid-chlid, e.g. 21-1-3",
+            settings=NewareSettings,
         ),
         "smu": DriverInfo(
             description="SCPI source-measure unit (Keithley 2400-style) on a serial line, "
@@ -150,6 +246,7 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             default_timeout_s=2.0,
             parse_channel=_one_channel,
             channel_form='"1" (one channel)',
+            settings=SmuSettings,
         ),
         "modbus": DriverInfo(
             description="cycler or bidirectional supply behind Modbus registers, "
@@ -157,6 +254,7 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             default_timeout_s=2.0,
             parse_channel=_one_channel,
             channel_form='"1" (one channel)',
+            settings=ModbusSettings,
         ),
         "modbus-aux": DriverInfo(
             description="auxiliary sensors behind Modbus registers (temperature chamber, "
@@ -164,6 +262,7 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             default_timeout_s=2.0,
             parse_channel=_no_channel,
             channel_form="none (list it in a channel's aux)",
+            settings=ModbusAuxSettings,
         ),
     }
 )
@@ -211,46 +310,6 @@ class MqttSettings:
     tls: bool = False
     # CA certificate(s) (PEM) the broker's certificate must chain to; None: the system's.
     ca_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentSettings:
-    """One ``[[instruments]]`` entry: one connection, polled for all its channels."""
-
-    name: str  # unique; the ``instrument`` tag and MQTT topic level
-    driver: str  # a key of :data:`DRIVERS`
-    host: str
-    port: int
-    poll_interval_s: float
-    timeout_s: float = DEFAULT_TIMEOUT_S  # per request
-    # Where run-mode step files are written: a folder the BTS server reads (on its own
-    # disk). None: the daemon's choice, ``<state_dir>/steps``.
-    step_file_dir: str | None = None
-    # How often the recorded history is fetched (the live values come every poll): the
-    # stored series is complete either way; this bounds how far it lags.
-    download_interval_s: float = 30.0
-    # The BTS API login; None: the BTS server's factory account (admin / neware).
-    username: Secret | None = None
-    password: Secret | None = None
-    # Serial instruments (smu; modbus over RTU): a device path or a pyserial URL.
-    serial_port: str | None = None
-    baudrate: int = 9600
-    # Modbus: the unit id, and the register map: a built-in name or tables from the file.
-    device_id: int = 1
-    register_map: str | None = None
-    registers: tuple[Mapping[str, Any], ...] = ()
-    # A modbus galvanostat's ranges (a SCPI source-meter tells its own).
-    current_range_a: float | None = None
-    voltage_range_v: float | None = None
-
-    @property
-    def host_driven(self) -> bool:
-        return self.driver in HOST_DRIVERS
-
-    @property
-    def where(self) -> str:
-        """Where the instrument is reached, for messages."""
-        return self.serial_port if self.serial_port else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,21 +691,21 @@ _INSTRUMENT_KEYS = (
     "registers",
     "current_range_a",
     "voltage_range_v",
+    "keep_output_on",
 )
-# Keys that belong to some drivers only: a key given to another driver is refused.
-_DRIVER_KEYS: Mapping[str, tuple[str, ...]] = {
-    "step_file_dir": ("neware",),
-    "download_interval_s": ("neware",),
-    "username": ("neware",),
-    "password": ("neware",),
-    "serial_port": ("smu", "modbus", "modbus-aux"),
-    "baudrate": ("smu", "modbus", "modbus-aux"),
-    "device_id": ("modbus", "modbus-aux"),
-    "register_map": ("modbus", "modbus-aux"),
-    "registers": ("modbus", "modbus-aux"),
-    "current_range_a": ("modbus",),
-    "voltage_range_v": ("modbus",),
-}
+# Keys the per-driver parsers refuse with their own message (see _host_instrument).
+_OWN_MESSAGE_KEYS = ("host", "port")
+
+
+def _driver_keys(driver: str) -> frozenset[str]:
+    """The keys ``driver`` takes: the fields of its settings dataclass."""
+    return frozenset(f.name for f in dataclasses.fields(DRIVERS[driver].settings))
+
+
+def _drivers_taking(key: str) -> tuple[str, ...]:
+    return tuple(d for d in DRIVERS if key in _driver_keys(d))
+
+
 _CHANNEL_KEYS = (
     "instrument",
     "channel",
@@ -872,13 +931,12 @@ class _Reader:
                 t.key(missing),
                 "the BTS API login needs both username and password (or neither: admin/neware)",
             )
-        for key, drivers_ok in _DRIVER_KEYS.items():
-            for variant in (key, f"{key}_env", f"{key}_file"):
-                if t.has(variant) and driver not in drivers_ok:
-                    _fail(
-                        t.key(variant),
-                        f"only for driver {' or '.join(drivers_ok)}, not {driver!r}",
-                    )
+        mine = _driver_keys(driver)
+        for key in _INSTRUMENT_KEYS:
+            base = key.removesuffix("_env").removesuffix("_file")
+            if t.has(key) and base not in mine and base not in _OWN_MESSAGE_KEYS:
+                drivers_ok = _drivers_taking(base)
+                _fail(t.key(key), f"only for driver {' or '.join(drivers_ok)}, not {driver!r}")
         if driver == "neware":
             return self._neware(t, name, info, step_dir, api_user, api_password)
         return self._host_instrument(t, name, driver, info)
@@ -919,7 +977,7 @@ class _Reader:
         registers: tuple[Mapping[str, Any], ...] = ()
         if driver in ("modbus", "modbus-aux"):
             register_map, registers = self._registers(t, driver)
-        current_range_a = voltage_range_v = None
+        current_range_a = voltage_range_v = 0.0
         if driver == "modbus":
             current_range_a = t.positive(
                 "current_range_a", "the supply's current range in A > 0 (e.g. 0.01)"
@@ -927,27 +985,45 @@ class _Reader:
             voltage_range_v = t.positive(
                 "voltage_range_v", "the supply's voltage range in V > 0 (e.g. 5)"
             )
-        return InstrumentSettings(
-            name=name,
-            driver=driver,
-            host=host,
-            port=port,
-            poll_interval_s=t.positive(
-                "poll_interval_s",
-                "a time in s > 0 (how often operator commands are looked at)",
-                default=1.0,
-            ),
-            timeout_s=t.positive(
-                "timeout_s", "a time in s > 0 (e.g. 2.0)", default=info.default_timeout_s
-            ),
-            serial_port=serial_port,
-            baudrate=t.integer("baudrate", 300, 4_000_000, " (bit/s)", default=9600),
-            device_id=t.integer("device_id", 0, 247, " (the Modbus unit id)", default=1),
-            register_map=register_map,
-            registers=registers,
-            current_range_a=current_range_a,
-            voltage_range_v=voltage_range_v,
+        poll_interval_s = t.positive(
+            "poll_interval_s",
+            "a time in s > 0 (how often operator commands are looked at)",
+            default=1.0,
         )
+        timeout_s = t.positive(
+            "timeout_s", "a time in s > 0 (e.g. 2.0)", default=info.default_timeout_s
+        )
+        baudrate = t.integer("baudrate", 300, 4_000_000, " (bit/s)", default=9600)
+        if driver == "smu":
+            assert serial_port is not None  # refused above
+            return SmuSettings(
+                name=name,
+                poll_interval_s=poll_interval_s,
+                timeout_s=timeout_s,
+                serial_port=serial_port,
+                baudrate=baudrate,
+                keep_output_on=t.boolean("keep_output_on", default=False),
+            )
+        modbus: dict[str, Any] = {
+            "name": name,
+            "poll_interval_s": poll_interval_s,
+            "timeout_s": timeout_s,
+            "host": host,
+            "port": port,
+            "serial_port": serial_port,
+            "baudrate": baudrate,
+            "device_id": t.integer("device_id", 0, 247, " (the Modbus unit id)", default=1),
+            "register_map": register_map,
+            "registers": registers,
+        }
+        if driver == "modbus":
+            return ModbusSettings(
+                **modbus,
+                current_range_a=current_range_a,
+                voltage_range_v=voltage_range_v,
+                keep_output_on=t.boolean("keep_output_on", default=False),
+            )
+        return ModbusAuxSettings(**modbus)
 
     def _registers(
         self, t: _Table, driver: str
@@ -979,9 +1055,8 @@ class _Reader:
         api_user: Secret | None,
         api_password: Secret | None,
     ) -> InstrumentSettings:
-        return InstrumentSettings(
+        return NewareSettings(
             name=name,
-            driver="neware",
             host=_host(t, "host", "the instrument server's host name or IP address"),
             port=t.integer("port", 1, 65535, ""),
             poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),

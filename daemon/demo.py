@@ -31,15 +31,15 @@ from cellguard.daemon.config import (
     CellSettings,
     ChannelSettings,
     Config,
-    InstrumentSettings,
+    NewareSettings,
     default_config,
 )
 from cellguard.daemon.export import samples_frame, write_bdf
+from cellguard.daemon.guard.links.neware import InstrumentSupervisor
 from cellguard.daemon.plots import cell_file_name
 from cellguard.daemon.records import SampleRecord
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import Store
-from cellguard.daemon.supervisor import InstrumentSupervisor
 from cellguard.drivers.clock import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareSimulator, demo_layout
 from cellguard.protocols import GalvanostaticCycling, disc_area_cm2
@@ -141,9 +141,8 @@ def _demo_config(
             )
         )
         reports.append(ChannelReport(channel, spec.interphase, cell_type, spec.li_working_um))
-    instrument = InstrumentSettings(
+    instrument = NewareSettings(
         name=INSTRUMENT,
-        driver="neware",
         host=host,
         port=port,
         poll_interval_s=poll_s,

@@ -16,7 +16,19 @@ from typing import Any, Literal
 
 SampleSource = Literal["live", "recorded"]
 EventKind = Literal[
-    "halt", "warn", "start", "stop", "finish", "protect", "unavailable", "available"
+    "halt",
+    "warn",
+    "start",
+    "stop",
+    "finish",
+    "protect",
+    "unavailable",
+    "available",
+    "stop_failed",  # a stop was answered but the cell still runs (repeated, escalating)
+    "unguarded",  # a channel the guard cannot watch, and why
+    "skipped",  # a record that could not be judged or stored (quarantined), and why
+    "pause",
+    "resume",
 ]
 
 

@@ -4,7 +4,7 @@ Structure (STYLE.md): one task group; in it one supervisor per instrument, one s
 task draining a bounded queue into InfluxDB (with its disk spool) or the embedded
 SQLite store, the spool's own drain loop, the publisher's connection loop (MQTT, or
 the log), and one task taking operator commands from the broker. A halt never waits
-on any of them (see :mod:`cellguard.daemon.supervisor`).
+on any of them (see :mod:`cellguard.daemon.guard`).
 
 On stop (SIGTERM/SIGINT, or the ``stop`` event) the supervisors end first, then the
 queue is flushed into the sink, so nothing read from an instrument is lost.
@@ -21,23 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
-from cellguard.daemon.config import Config, InstrumentSettings
-from cellguard.daemon.host import HostSupervisor, host_supervisors
+from cellguard.daemon.config import Config
+from cellguard.daemon.guard.links.host import HostSupervisor
+from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
+from cellguard.daemon.guard.registry import Wiring, build_guards
 from cellguard.daemon.influx import InfluxSink
 from cellguard.daemon.instance_lock import StateDirLock, state_dir_lock
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
 from cellguard.daemon.recording import Recorder
 from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.daemon.store import DamagedStoreError, Store
-from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.drivers.clock import Clock, WallClock
-from cellguard.drivers.neware import ChannelId, NewareClient
+from cellguard.drivers.neware import ChannelId
 
 log = logging.getLogger(__name__)
 
@@ -157,32 +157,6 @@ class Daemon:
         await self.store.write_cycles(rows)
 
 
-def _specs(config: Config, instrument: str) -> list[ChannelSpec]:
-    return [
-        ChannelSpec(
-            channel=ch.channel,
-            cell_type=ch.cell.type,
-            interphase=ch.cell.interphase or "",
-            mode=ch.mode,
-            protocol=ch.protocol,
-            detector=ch.detector,
-        )
-        for ch in config.channels_of(instrument)
-        if isinstance(ch.channel, ChannelId)  # a Neware channel id (host-driven: "1")
-    ]
-
-
-def _step_dir(inst: InstrumentSettings, state_dir: Path) -> Path:
-    return Path(inst.step_file_dir) if inst.step_file_dir else state_dir / "steps"
-
-
-def _connector(inst: InstrumentSettings) -> Callable[[], NewareClient]:
-    login: dict[str, str] = {}
-    if inst.username is not None and inst.password is not None:
-        login = {"username": inst.username.reveal(), "password": inst.password.reveal()}
-    return lambda: NewareClient(inst.host, inst.port, timeout_s=inst.timeout_s, **login)
-
-
 @contextlib.asynccontextmanager
 async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Daemon]:
     """Open the store, outbox and sinks of a daemon (not yet running)."""
@@ -224,25 +198,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                 )
             )
         queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        supervisors = [
-            InstrumentSupervisor(
-                inst.name,
-                _connector(inst),
-                _specs(config, inst.name),
-                queue,
-                publisher,
-                clock=clock,
-                poll_interval_s=inst.poll_interval_s,
-                download_interval_s=max(inst.download_interval_s, inst.poll_interval_s),
-                state=store,
-                step_file_dir=Path(inst.step_file_dir)
-                if inst.step_file_dir
-                else state_dir / "steps",
-            )
-            for inst in config.instruments
-            if inst.driver == "neware"
-        ]
-        hosts = host_supervisors(config, queue, publisher, clock=clock, state=store)
+        supervisors, hosts = build_guards(Wiring(config, queue, publisher, clock, store))
         yield Daemon(
             config,
             store,

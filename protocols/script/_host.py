@@ -237,6 +237,12 @@ def _compile(
     for limit in protocol.limits:
         if isinstance(limit, CurrentBelow):
             ceiling_a = min(ceiling_a, cell.current_ma(limit.current) / 1000)
+        elif isinstance(limit, VoltageBetween):
+            # The instrument's own protection at the protocol's limit: should the host
+            # stop judging (a hang, a crash), the source-meter still never drives the
+            # cell past it (a 2400's range is 21 V).
+            widest_v = max(abs(limit.low.value), abs(limit.high.value))
+            compliance_v = min(compliance_v, widest_v)
     plans: list[_Plan] = []
     last_current: _CurrentStep | None = None
     for number, step in enumerate(protocol.steps, start=1):

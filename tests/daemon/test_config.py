@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 import re
@@ -16,7 +17,7 @@ from cellguard.daemon.config import (
     DRIVERS,
     ChannelSettings,
     Config,
-    InstrumentSettings,
+    NewareSettings,
     Secret,
     default_config,
     load_config,
@@ -161,7 +162,7 @@ def test_full_example_parses_into_typed_settings() -> None:
     assert config.mqtt.username.reveal() == "daemon-lab1"
     assert config.mqtt.password.reveal() == "mqtt-pass-456"
     assert config.instruments == (
-        InstrumentSettings(
+        NewareSettings(
             name="ct4008-a",
             driver="neware",
             host="127.0.0.1",
@@ -826,7 +827,8 @@ def test_duplicate_instrument_name_is_refused() -> None:
             "instruments[0].channels: unknown key; allowed keys are name, driver, host, port, "
             "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
             "username_env, username_file, password, password_env, password_file, serial_port, "
-            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v",
+            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v, "
+            "keep_output_on",
             id="channels-inside-instrument",
         ),
         pytest.param(
@@ -1062,3 +1064,19 @@ def test_deploy_docs_cover_windows_and_scale_out() -> None:
     assert "## Scale-out" in readme
     for word in ("topic_prefix", "cellguard_samples", "cellguard_events", "docker compose up"):
         assert word in readme
+
+
+def test_each_driver_takes_the_keys_of_its_settings_dataclass() -> None:
+    """The config is a union tagged by driver: every key an [[instruments]] entry may
+    hold is a field of some driver's settings, and every driver has a guard builder."""
+    from cellguard.daemon.config import _INSTRUMENT_KEYS, DRIVERS  # noqa: PLC0415
+    from cellguard.daemon.guard.registry import REGISTRY  # noqa: PLC0415
+
+    fields = {f.name for info in DRIVERS.values() for f in dataclasses.fields(info.settings)}
+    assert {k.removesuffix("_env").removesuffix("_file") for k in _INSTRUMENT_KEYS} == fields
+    assert set(REGISTRY) == set(DRIVERS)
+    for driver, info in DRIVERS.items():
+        assert dataclasses.fields(info.settings)  # a dataclass
+        assert [f.default for f in dataclasses.fields(info.settings) if f.name == "driver"] == [
+            driver
+        ]

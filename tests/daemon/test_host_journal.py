@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from cellguard.daemon.host import HostChannelSpec, HostState, HostSupervisor
+from cellguard.daemon.guard.links.host import HostChannelSpec, HostState, HostSupervisor
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.errors import InstrumentConnectionError

@@ -14,8 +14,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
-from cellguard.daemon.supervisor import ChannelSpec, InstrumentSupervisor
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareClient, NewareSimulator
 from cellguard.drivers.neware._simulator import CellSlot

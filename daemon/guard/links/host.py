@@ -29,14 +29,21 @@ import json
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from cellguard.daemon.config import Config, InstrumentSettings
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
-from cellguard.daemon.supervisor import BACKOFF_MAX_S, BACKOFF_MIN_S, Publisher, SampleQueue
+from cellguard.daemon.guard import (
+    ChannelState,
+    GuardEvent,
+    HaltProgress,
+    move,
+    parse_state,
+    stop_once,
+)
+from cellguard.daemon.guard.base import Command, InstrumentGuard
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError, InstrumentConnectionError
 from cellguard.drivers.galvanostat import Galvanostat, GalvanostatInfo, Measurement
@@ -57,12 +64,11 @@ from cellguard.protocols.script import (
     Protocol as ScriptProtocol,
 )
 
-if TYPE_CHECKING:
-    from cellguard.drivers.modbus import ModbusDevice
-
 log = logging.getLogger(__name__)
 
 HALT_CONFIRM_TRIES = 5
+# How long a shutdown waits for the output-off to be answered.
+SHUTDOWN_OFF_TIMEOUT_S = 5.0
 
 
 class AuxReadingLike(Protocol):
@@ -116,13 +122,15 @@ class HostChannelSpec:
     aux_limits: tuple[AuxLimit, ...] = ()
     # How often operator commands are looked at between samples (and while idle).
     command_interval_s: float = 1.0
+    # Leave the output on when the daemon stops (default: off; see _at_shutdown).
+    keep_output_on: bool = False
 
 
 @dataclass
 class HostState:
     """What a restart needs, persisted as the state's detail (JSON)."""
 
-    state: str = "idle"  # idle running halting halted stopped finished unavailable
+    state: ChannelState = "idle"  # see cellguard.daemon.guard.state
     seq: int = 0
     test_start_unix_s: float = math.nan
     test_time_s: float = 0.0
@@ -148,7 +156,7 @@ class HostState:
 
     @classmethod
     def from_saved(cls, tags: ChannelTags, state: str, seq: int, detail: str) -> HostState:
-        out = cls(state=state, seq=seq)
+        out = cls(state=parse_state(state, where=f"saved state of {tags.instrument}"), seq=seq)
         try:
             body = json.loads(detail) if detail.startswith("{") else {"detail": detail}
         except json.JSONDecodeError:
@@ -242,12 +250,6 @@ def _from_journal(tags: ChannelTags, entry: object) -> SampleRecord | EventRecor
     raise ValueError(msg)
 
 
-class StateStore(Protocol):
-    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
-
-    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
-
-
 @dataclass
 class _Run:
     """A protocol in progress on the channel."""
@@ -259,7 +261,10 @@ class _Run:
     due_s: float | None
 
 
-class HostSupervisor:
+_HostLink = tuple[Galvanostat, dict[str, AuxSource]]
+
+
+class HostSupervisor(InstrumentGuard[_HostLink, str]):
     """Runs, measures and guards one host-driven channel (and its aux devices)."""
 
     def __init__(
@@ -275,26 +280,19 @@ class HostSupervisor:
         state: StateStore | None = None,
         wall_s: Callable[[], float] = time.time,
     ) -> None:
-        self.name = name
+        super().__init__(name, queue, publisher, clock=clock, state=state)
         self.spec = spec
         self._connect = connect
-        self._queue = queue
-        self._publisher = publisher
-        self._clock = clock
         self._aux_factories = dict(aux or {})
-        self._state_store = state
         self._wall_s = wall_s
         self.tags = ChannelTags(name, spec.channel, "", spec.interphase, spec.cell_type)
         self.settings = spec.detector or DetectorSettings(cell=spec.cell_type)  # type: ignore[arg-type]
         self.detector: Detector = make_detector(self.settings)
-        self.available = False
         self.info: GalvanostatInfo | None = None
-        self.events: list[EventRecord] = []
         self.samples = 0
         self.halt: Verdict | None = None
+        self.halting: HaltProgress | None = None  # the halt under way (until confirmed)
         self.last_aux: dict[str, float] = {}
-        self._pending: deque[SampleRecord | EventRecord] = deque()
-        self._commands: deque[tuple[str, str | None, asyncio.Future[tuple[bool, str]]]] = deque()
         self._run: _Run | None = None
         self.host = HostState()
         if state is not None:
@@ -310,7 +308,7 @@ class HostSupervisor:
                 spec.channel,
                 len(self.host.unsent),
             )
-            self._pending.extend(self.host.unsent)
+            self._outbox.keep(self.host.unsent)
 
     # ------------------------------------------------------------ public
 
@@ -334,13 +332,7 @@ class HostSupervisor:
             return False, f"{channel} is not a channel of {self.name} (it has {self.spec.channel})"
         if protocol_text is not None and action != "start":
             return False, "a protocol goes only with start"
-        if action not in ("stop", "start", "pause", "resume"):
-            return False, f"unknown action {action!r}"
-        if not self.available:
-            return False, f"{self.name} is unavailable (no link to the instrument)"
-        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._commands.append((action, protocol_text, done))
-        return await done
+        return await self._queue_command(channel, action, protocol_text)
 
     # ------------------------------------------------------------ the loop
 
@@ -368,41 +360,45 @@ class HostSupervisor:
 
     async def run(self) -> None:
         """Supervise forever: (re)connect with capped backoff, run, judge, halt."""
-        self._flush()  # what a crash left in the journal
-        backoff_s = BACKOFF_MIN_S
-        while True:
-            gal = self._connect()
-            aux = {name: factory() for name, factory in self._aux_factories.items()}
-            try:
-                self.info = await gal.connect()
-                for device in aux.values():
-                    await device.connect()
-                backoff_s = BACKOFF_MIN_S
-                self.available = True
-                await self._session(gal, aux)
-            except InstrumentConnectionError as err:
-                log.error("%s: instrument unreachable: %s (retrying)", self.name, err)  # noqa: TRY400
-            except CellguardError as err:
-                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
-            finally:
-                # The run (if any) stays in memory: the instrument most likely went on
-                # sourcing its set-point while the link was down, so the first reading
-                # after the reconnect integrates the time away into the step.
-                self.available = False
-                self._fail_commands()
-                with contextlib.suppress(Exception):
-                    await gal.close()
-                for device in aux.values():
-                    with contextlib.suppress(Exception):
-                        await device.close()
-            await self._clock.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+        self._outbox.flush()  # what a crash left in the journal
+        await super().run()
 
-    async def _session(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
+    def _new_link(self) -> _HostLink:
+        aux = {name: factory() for name, factory in self._aux_factories.items()}
+        return self._connect(), aux
+
+    async def _open(self, link: _HostLink) -> None:
+        gal, aux = link
+        self.info = await gal.connect()
+        for device in aux.values():
+            await device.connect()
+
+    async def _session(self, link: _HostLink) -> None:
+        gal = link[0]
+        try:
+            await self._guard(link)
+        except asyncio.CancelledError:
+            # The daemon stops (SIGINT, SIGTERM): finish the output's business before
+            # the link closes, whatever cancels us again meanwhile.
+            await asyncio.shield(self._at_shutdown(gal))
+            raise
+
+    async def _close(self, link: _HostLink) -> None:
+        # The run (if any) stays in memory: the instrument most likely went on sourcing
+        # its set-point while the link was down, so the first reading after the
+        # reconnect integrates the time away into the step.
+        gal, aux = link
+        with contextlib.suppress(Exception):
+            await gal.close()
+        for device in aux.values():
+            with contextlib.suppress(Exception):
+                await device.close()
+
+    async def _guard(self, link: _HostLink) -> None:
+        gal, aux = link
         state = self.host.state
         if state == "halting":
-            await self._output_off_confirmed(gal)
-            self._set_state("halted")
+            await self._halt_attempt(gal)
         elif state in ("halted", "stopped", "finished"):
             # Whatever happened while we were away, a cell we stopped stays stopped.
             await self._output_off_confirmed(gal)
@@ -415,18 +411,21 @@ class HostSupervisor:
             if not ok:
                 log.error("%s %s: not started: %s", self.name, self.spec.channel, detail)
         while True:
-            await self._run_commands(gal, aux)
+            if self.host.state == "halting":
+                await self._halt_attempt(gal)
+            await self._run_commands(link)
+            self._working()
             run = self._run
             if run is None or run.due_s is None:
-                self._flush()
-                await self._clock.sleep(self.spec.command_interval_s)
+                self._outbox.flush()
+                await self._idle(link, self.spec.command_interval_s)
                 continue
             wait_s = run.due_s - self._clock.now_s()
             if wait_s > 0:
-                # Commands are looked at between samples, every command_interval_s.
-                await self._clock.sleep(min(wait_s, self.spec.command_interval_s))
-                if self._clock.now_s() < run.due_s:
-                    continue
+                # Commands run at once while we wait; queued ones every command_interval_s.
+                await self._idle(link, min(wait_s, self.spec.command_interval_s))
+                if self._run is not run or self._clock.now_s() < (run.due_s or 0.0):
+                    continue  # a command stopped or replaced the run meanwhile
             await self._sample(gal, aux, run)
 
     # ------------------------------------------------------------ one sample
@@ -444,9 +443,7 @@ class HostSupervisor:
             await self._halt(gal, verdict)
             return
         if verdict.severity == "warn":
-            await self._event(
-                "warn", fault=verdict.kind, subkind=verdict.subkind, detail=verdict.detail
-            )
+            await self._emit(GuardEvent.of_verdict("warn", verdict))
         actions = machine.observe(t_s, reading.voltage_v, reading.current_a, values)
         await self._apply(gal, aux, actions)
         run.due_s = None if machine.finished is not None else self._due(run)
@@ -477,11 +474,11 @@ class HostSupervisor:
             source="recorded",
             aux=tuple(sorted(values.items())),
         )
-        self._pending.append(sample)
+        self._outbox.put(sample)
         # Saved with the state once this sample is judged and acted on (one write per
         # sample; the halt path saves it first thing): judging never waits for JSON.
         self._journal(sample)
-        self._flush()
+        self._outbox.flush()
 
     async def _read_aux(self, aux: Mapping[str, AuxSource]) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -573,33 +570,64 @@ class HostSupervisor:
 
     async def _halt(self, gal: Galvanostat, verdict: Verdict) -> None:
         self.halt = verdict
-        self._set_state("halting", verdict.detail)
-        # The output goes off before anything else happens with this verdict.
-        await self._output_off_confirmed(gal)
+        self.halting = HaltProgress(verdict, self._clock.now_s())
         self._run = None
         self.host.position = None
-        self._set_state("halted", verdict.detail)
-        log.warning("%s %s: HALTED — %s", self.name, self.spec.channel, verdict.detail)
-        await self._event(
-            "halt",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={
-                "measured": verdict.measured,
-                "baseline": verdict.baseline,
-                "threshold": verdict.threshold,
-                "test_time_s": verdict.t_s,
-            },
+        # Persisted before the output goes off: a kill between the two re-halts.
+        self._set_state("halting", verdict.detail)
+        await self._halt_attempt(gal)
+
+    async def _halt_attempt(self, gal: Galvanostat) -> None:
+        """Output off (shielded), read back; "halted" only once it reads off.
+
+        Left on, the halt stays "halting" and is tried again on the guard's schedule,
+        with a ``stop_failed`` alert each time; the link's loss propagates (the next
+        session goes on with it)."""
+        now_s = self._clock.now_s()
+        if self.halting is None:
+            self.halting = HaltProgress.restored(self.halt, self.host.detail, now_s)
+        progress = self.halting
+        if not progress.due(now_s):
+            return
+        running = await _output_off_once(gal, self.spec.channel, self._stops)
+        where = f"{self.name} {self.spec.channel}"
+        alert = progress.attempted(running, self._clock.now_s(), where)
+        if alert is not None:
+            await self._emit(alert)
+            return
+        self._set_state("halted", progress.verdict.detail)
+        announce = progress.announce()
+        if announce is not None:
+            await self._emit(announce)
+
+    async def _at_shutdown(self, gal: Galvanostat) -> None:
+        """Switch the output off as the daemon stops, unless configured to keep it on;
+        the log says which (a cell left sourcing unguarded must never be a surprise)."""
+        where = f"{self.name} {self.spec.channel}"
+        if self.spec.keep_output_on:
+            log.warning(
+                "%s: daemon stopping; output LEFT ON as configured (keep_output_on = true): "
+                "the cell is not guarded until the daemon runs again",
+                where,
+            )
+            return
+        try:
+            async with asyncio.timeout(SHUTDOWN_OFF_TIMEOUT_S):
+                await _output_off_once(gal, self.spec.channel, self._stops)
+        except (CellguardError, TimeoutError) as err:
+            log.error("%s: daemon stopping; could not switch the output off: %s", where, err)  # noqa: TRY400
+            return
+        log.warning(
+            "%s: daemon stopping; output switched OFF (set keep_output_on = true to leave "
+            "it on); a restart resumes the protocol where it stood",
+            where,
         )
 
     async def _output_off_confirmed(self, gal: Galvanostat) -> None:
-        """Output off, read back until it says off; the link's loss propagates (the
-        state stays "halting" and the next session finishes the job)."""
+        """Output off and read back, for a channel that is not halting (a stop, a
+        restart on a stopped channel); ``InstrumentConnectionError`` if it stays on."""
         for _ in range(HALT_CONFIRM_TRIES):
-            await asyncio.shield(gal.output_off())
-            reading = await gal.measure()
-            if not reading.output_on:
+            if not await _output_off_once(gal, self.spec.channel, self._stops):
                 return
         msg = f"the output stayed on after {HALT_CONFIRM_TRIES} output-off commands"
         raise InstrumentConnectionError(msg)
@@ -634,8 +662,9 @@ class HostSupervisor:
             return False, f"protocol refused, nothing started: {err}"
         self.detector = make_detector(self.settings)
         self.halt = None
+        self.halting = None
         self.host = HostState(
-            state="running",
+            state=move(self.host.state, "running", channel=f"{self.name} {self.spec.channel}"),
             seq=0,
             test_start_unix_s=self._wall_s(),
             protocol_text=text,
@@ -696,15 +725,9 @@ class HostSupervisor:
             await self._apply(gal, aux, [setpoint])
         run.due_s = min(run.due_s or self._clock.now_s(), self._clock.now_s())
 
-    async def _run_commands(self, gal: Galvanostat, aux: Mapping[str, AuxSource]) -> None:
-        while self._commands:
-            action, text, done = self._commands.popleft()
-            try:
-                result = await self._command(gal, aux, action, text)
-            except CellguardError as err:
-                result = (False, str(err))
-            if not done.done():
-                done.set_result(result)
+    async def _execute(self, link: _HostLink, command: Command[str]) -> tuple[bool, str]:
+        gal, aux = link
+        return await self._command(gal, aux, command.action, command.protocol_text)
 
     async def _command(
         self, gal: Galvanostat, aux: Mapping[str, AuxSource], action: str, text: str | None
@@ -728,16 +751,10 @@ class HostSupervisor:
             return True, "stopped"
         return False, f"{action} is not supported on a host-driven channel (stop, then start)"
 
-    def _fail_commands(self) -> None:
-        while self._commands:
-            _, _, done = self._commands.popleft()
-            if not done.done():
-                done.set_result((False, f"{self.name}: the link was lost"))
-
     # ------------------------------------------------------------ records
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        self.host.state = state
+    def _set_state(self, state: ChannelState, detail: str = "") -> None:
+        self.host.state = move(self.host.state, state, channel=f"{self.name} {self.spec.channel}")
         self._persist(detail)
 
     def _persist(self, detail: str = "") -> None:
@@ -748,147 +765,34 @@ class HostSupervisor:
                 self.tags, self.host.state, self.host.seq, self.host.to_json()
             )
 
-    async def _event(
-        self,
-        kind: str,
-        *,
-        fault: str = "",
-        subkind: str = "",
-        detail: str = "",
-        values: dict[str, float] | None = None,
-    ) -> None:
-        event = new_event(
-            self.tags,
-            kind,  # type: ignore[arg-type]
-            self._wall_s(),
-            fault=fault,
-            subkind=subkind,
-            detail=detail,
-            values=values,
-        )
-        self.events.append(event)
-        self._pending.append(event)
-        self._journal(event)
+    async def _event(self, kind: EventKind, *, detail: str = "") -> None:
+        await self._emit(GuardEvent(kind, detail=detail))
+
+    async def _emit(self, event: GuardEvent) -> None:
+        record = event.record(self.tags, self._wall_s())
+        self.events.append(record)
+        self._outbox.put(record)
+        self._journal(record)
         self._persist()
-        self._flush()
-        if kind in ("halt", "warn", "finish"):
-            await self._publisher.publish_event(event)
+        self._outbox.flush()
+        if event.is_alert:
+            await self._publisher.publish_event(record)
 
     def _journal(self, record: SampleRecord | EventRecord) -> None:
         # Kept until the sink has it, saved with the state: this host is its only source.
         if self._state_store is not None:
             self.host.unsent.append(record)
 
-    def _flush(self) -> None:
-        # Every host sample is the recorded series: none may be dropped. When the sinks
-        # lag, samples wait here in order (a host channel makes one every few seconds).
-        while self._pending:
-            try:
-                self._queue.put_nowait(self._pending[0])
-            except asyncio.QueueFull:
-                return
-            self._pending.popleft()
 
+async def _output_off_once(
+    gal: Galvanostat, channel: str, in_flight: set[asyncio.Task[object]]
+) -> bool:
+    """One output-off, shielded, read back: True if the output still reads on."""
 
-# ---------------------------------------------------------------- from the configuration
+    async def off(_: Collection[str]) -> None:
+        await gal.output_off()
 
+    async def on(channels: Collection[str]) -> list[str]:
+        return list(channels) if (await gal.measure()).output_on else []
 
-def _modbus_device(inst: InstrumentSettings) -> ModbusDevice:
-    from cellguard.drivers.modbus import (  # noqa: PLC0415 (Modbus only where configured)
-        CHAMBER_MAP,
-        CYCLER_MAP,
-        PRESSURE_MAP,
-        ModbusDevice,
-        RegisterMap,
-        SerialLink,
-        TcpLink,
-    )
-
-    builtin = {
-        "cellguard-sim-cycler": CYCLER_MAP,
-        "cellguard-sim-chamber": CHAMBER_MAP,
-        "cellguard-sim-pressure": PRESSURE_MAP,
-    }
-    if inst.register_map is not None:
-        registers = builtin[inst.register_map]
-    else:
-        registers = RegisterMap.from_config(list(inst.registers), path=f"{inst.name}.registers")
-    link: TcpLink | SerialLink = (
-        SerialLink(inst.serial_port, baudrate=inst.baudrate)
-        if inst.serial_port
-        else TcpLink(inst.host, inst.port)
-    )
-    return ModbusDevice(link, registers, device_id=inst.device_id, timeout_s=inst.timeout_s)
-
-
-def galvanostat_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], Galvanostat]:
-    """A factory of fresh driver objects for a host-driven instrument (one per session)."""
-    if inst.driver == "smu":
-        from cellguard.drivers.smu import SmuClient  # noqa: PLC0415
-
-        port = inst.serial_port or ""
-        return lambda: SmuClient(port, baudrate=inst.baudrate, timeout_s=inst.timeout_s)
-    if inst.driver == "modbus":
-        from cellguard.drivers.modbus import ModbusGalvanostat  # noqa: PLC0415
-
-        current_range_a = inst.current_range_a or 0.0
-        voltage_range_v = inst.voltage_range_v or 0.0
-        return lambda: ModbusGalvanostat(
-            _modbus_device(inst),
-            current_range_a=current_range_a,
-            voltage_range_v=voltage_range_v,
-            clock=clock,
-            path=f"instruments.{inst.name}.registers",
-        )
-    raise ConfigError(
-        field=f"instruments.{inst.name}.driver", problem=f"{inst.driver!r} is not host-driven"
-    )
-
-
-def aux_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], AuxSource]:
-    from cellguard.drivers.modbus import AuxDevice  # noqa: PLC0415
-
-    return lambda: AuxDevice(_modbus_device(inst), clock=clock)
-
-
-def host_supervisors(
-    config: Config,
-    queue: SampleQueue,
-    publisher: Publisher,
-    *,
-    clock: Clock,
-    state: StateStore | None,
-) -> list[HostSupervisor]:
-    """One supervisor per host-driven instrument of ``config``."""
-    out = []
-    for inst in config.instruments:
-        if not inst.host_driven:
-            continue
-        channels = config.channels_of(inst.name)
-        ch = channels[0] if channels else None
-        spec = HostChannelSpec(
-            channel="1",
-            cell_type=ch.cell.type if ch else "symmetric",
-            interphase=(ch.cell.interphase or "") if ch else "",
-            mode=ch.mode if ch else "monitor",
-            protocol=ch.script if ch else None,
-            detector=ch.detector if ch else None,
-            aux_limits=tuple(AuxLimit(*limit) for limit in ch.aux_limits) if ch else (),
-            command_interval_s=inst.poll_interval_s,
-        )
-        aux = {
-            name: aux_connector(config.instrument(name), clock) for name in (ch.aux if ch else ())
-        }
-        out.append(
-            HostSupervisor(
-                inst.name,
-                galvanostat_connector(inst, clock),
-                spec,
-                queue,
-                publisher,
-                clock=clock,
-                aux=aux,
-                state=state,
-            )
-        )
-    return out
+    return bool(await stop_once([channel], off, on, in_flight=in_flight))

@@ -24,19 +24,32 @@ import gc
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord, new_event
+from cellguard.daemon.guard import (
+    ChannelState,
+    GuardEvent,
+    HaltProgress,
+    move,
+    parse_state,
+    stop_once,
+)
+from cellguard.daemon.guard.base import Command, InstrumentGuard
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
-from cellguard.drivers.errors import CellguardError, CommandRefused, InstrumentConnectionError
+from cellguard.drivers.errors import (
+    CellguardError,
+    CommandRefused,
+    ProtocolViolation,
+)
 from cellguard.drivers.neware import (
     ChannelId,
     DownloadRecord,
+    DownloadReply,
     InquireRecord,
     NewareClient,
     StepFile,
@@ -68,36 +81,17 @@ INQUIRE_BATCH = 128
 # 0.5 mAh cm⁻² cycles and then some), at most this many records.
 WARM_UP_S = 5 * 3600.0
 WARM_UP_MAX_RECORDS = 20_000
-# A halt is retried this often until the instrument confirms the channel stopped.
-HALT_RETRY_S = 1.0
-BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 60.0
+__all__ = [
+    "ChannelSpec",
+    "InstrumentSupervisor",
+    "drain_queue",
+]
 _RUNNING = ("working", "pause")
-_ENDED = {"stop": "stopped", "finish": "finished", "protect": "protected"}
-
-
-class SampleQueue(Protocol):
-    """Where samples and events go on their way to the sinks."""
-
-    def put_nowait(self, item: SampleRecord | EventRecord) -> None:
-        """Queue without waiting; raises ``asyncio.QueueFull`` when the sinks lag."""
-        ...
-
-
-class Publisher(Protocol):
-    """Alerts and statuses (MQTT, or the log)."""
-
-    async def publish_event(self, event: EventRecord) -> None: ...
-
-    async def publish_status(self, tags: ChannelTags, status: dict[str, object]) -> None: ...
-
-
-class StateStore(Protocol):
-    """Durable per-channel state, so a restart neither re-starts nor re-halts."""
-
-    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None: ...
-
-    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None: ...
+_ENDED: dict[str, ChannelState] = {
+    "stop": "stopped",
+    "finish": "finished",
+    "protect": "protected",
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ class ChannelRuntime:
     tags: ChannelTags
     live: Detector
     recorded: Detector
-    state: str = "idle"  # idle running halting halted stopped finished protected unavailable
+    state: ChannelState = "idle"  # see cellguard.daemon.guard.state
     next_seq: int = 1  # the next recorded sample to fetch (all before it are queued)
     # The last recorded sample the sink has written: the position saved for a restart,
     # so a kill loses nothing that was only queued (see samples_stored).
@@ -128,16 +122,24 @@ class ChannelRuntime:
     test_id: int = 0
     test_start_unix_s: float = math.nan
     halt: Verdict | None = None
-    halt_requested_at: float = math.nan
+    halting: HaltProgress | None = None  # the halt under way (until confirmed)
     last_workstatus: str = ""
     cycle: int = 0
     test_time_s: float = 0.0
     samples: int = 0
     halt_latencies_s: list[float] = field(default_factory=list)
-    halt_announced: bool = False  # the halt event is out (it waits for the stop)
+    # A start the daemon did not send: the channel held an ended test it knew nothing of.
+    start_withheld: bool = False
+    # Recorded records before this position are fetched one at a time (a bad one is near).
+    one_by_one_until: int = 0
+    base_settings: DetectorSettings | None = None  # the detectors of a new run
+
+    def to(self, state: ChannelState) -> None:
+        """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
+        self.state = move(self.state, state, channel=f"{self.tags.instrument} {self.spec.channel}")
 
 
-class InstrumentSupervisor:
+class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
     """Polls one BTS server and guards its channels."""
 
     def __init__(
@@ -157,27 +159,19 @@ class InstrumentSupervisor:
         current_range_ma: float = 10.0,
         on_halt: Callable[[ChannelRuntime], Awaitable[None]] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, queue, publisher, clock=clock, state=state)
         self._connect = connect
-        self._queue = queue
-        self._publisher = publisher
-        self._clock = clock
         self.poll_interval_s = poll_interval_s
         self.download_interval_s = download_interval_s
-        self._state = state
         self._step_file_dir = step_file_dir
         self._limits = InstrumentLimits(
             current_range_ma=current_range_ma, voltage_range_v=voltage_range_v
         )
         self._on_halt = on_halt
-        self.available = False
         self.polls = 0
         self._poll_origin_s: float | None = None  # the live polls' grid
         self.live_dropped = 0
         self.recorded_deferred = 0  # recorded samples left on the instrument for later
-        self.events: list[EventRecord] = []
-        self._pending_events: deque[EventRecord] = deque()
-        self._commands: deque[tuple[ChannelId, str, asyncio.Future[tuple[bool, str]]]] = deque()
         self._scripts: dict[ChannelId, tuple[str, StepFile, ScriptProtocol]] = {}
         self.channels: dict[ChannelId, ChannelRuntime] = {}
         for spec in channels:
@@ -192,60 +186,46 @@ class InstrumentSupervisor:
             runtime = ChannelRuntime(
                 spec, tags, make_detector(live_settings), make_detector(settings)
             )
+            runtime.base_settings = settings
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
-                    runtime.state, last_seq, runtime.detail = saved
+                    saved_state, last_seq, runtime.detail = saved
+                    runtime.state = parse_state(
+                        saved_state, where=f"saved state of {name} {spec.channel}"
+                    )
                     runtime.stored_seq = last_seq
                     runtime.next_seq = last_seq + 1
             self.channels[spec.channel] = runtime
         self._by_tag = {str(c): r for c, r in self.channels.items()}  # by tags.channel
+        # Channels refused at connect (see _check_channels), with their runtime.
+        self.refused: dict[ChannelId, ChannelRuntime] = {}
+        # A halted channel runs again: its recorded history says whether a new test.
+        self.download_due = False
+        self._bad_live: set[ChannelId] = set()  # logged once until readable again
 
     # ------------------------------------------------------------ the loop
 
-    async def run(self) -> None:
-        """Supervise forever: (re)connect with capped backoff, poll, judge, halt."""
-        backoff_s = BACKOFF_MIN_S
-        failing_since: float | None = None
-        while True:
-            client = self._connect()
-            try:
-                await client.connect()
-                if failing_since is not None:
-                    log.warning(
-                        "%s: connection restored after %.0f s",
-                        self.name,
-                        time.monotonic() - failing_since,
-                    )
-                failing_since = None
-                backoff_s = BACKOFF_MIN_S
-                self.available = True
-                await self._session(client)
-            except InstrumentConnectionError as err:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.error(  # noqa: TRY400
-                        "%s: instrument unreachable: %s (retrying with backoff)", self.name, err
-                    )
-                self._mark_unavailable()
-            except CellguardError as err:
-                # A malformed reply, a refused command, a step file that cannot be
-                # written: log it, drop the link and start over; never take the
-                # daemon (and the other instruments) down.
-                log.error("%s: %s (reconnecting)", self.name, err)  # noqa: TRY400
-                self._mark_unavailable()
-            finally:
-                self.available = False
-                await client.aclose()
-            await self._clock.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+    def _new_link(self) -> NewareClient:
+        return self._connect()
+
+    async def _open(self, link: NewareClient) -> None:
+        await link.connect()
+
+    async def _close(self, link: NewareClient) -> None:
+        await link.aclose()
+
+    def _lost(self) -> None:
+        self._mark_unavailable()
 
     def _mark_unavailable(self) -> None:
         for runtime in self.channels.values():
             if runtime.state == "running":
-                runtime.state = "unavailable"
+                runtime.to("unavailable")
 
     async def _session(self, client: NewareClient) -> None:
+        await self._check_channels(client)
+        await self._learn_tests(client)
         await self._warm_up(client)
         await self._start_run_mode(client)
         next_download_s = self._clock.now_s()
@@ -257,16 +237,78 @@ class InstrumentSupervisor:
             await self._finish_halts(client)
             await self.download_once(client)
             next_download_s = self._clock.now_s() + self.download_interval_s
-            await self._clock.sleep(self._until_next_poll_s())
+            await self._idle(client, self._until_next_poll_s())
         while True:
             await self._finish_halts(client)
             await self._run_commands(client)
             await self.poll_once(client)
-            if self._clock.now_s() >= next_download_s:
+            self._working()
+            if self._clock.now_s() >= next_download_s or self.download_due:
                 await self.download_once(client)
                 next_download_s = self._clock.now_s() + self.download_interval_s
                 _freeze_heap_once()
-            await self._clock.sleep(self._until_next_poll_s())
+            await self._idle(client, self._until_next_poll_s())
+
+    async def _check_channels(self, client: NewareClient) -> None:
+        """Refuse, alone, each channel this instrument cannot guard; the rest run.
+
+        Checked at every connect against what the server reports (a unit may come back):
+        the channel must exist there, and a run-mode protocol must fit the channel's
+        range. A refused channel is reported once, by an ``unguarded`` alert that says
+        why, and is left out of every request (one bad channel in a request would fail
+        it for all the others).
+        """
+        present = {info.address.channel for info in client.channels}
+        for runtime in [*self.channels.values(), *self.refused.values()]:
+            channel = runtime.spec.channel
+            why = self._why_unguardable(runtime, present)
+            if why is None:
+                if channel in self.refused:
+                    del self.refused[channel]
+                    self.channels[channel] = runtime
+                    log.warning("%s %s: guarded again", self.name, channel)
+                continue
+            if channel in self.refused:
+                continue
+            del self.channels[channel]
+            self.refused[channel] = runtime
+            detail = f"{self.name} {channel} is UNGUARDED: {why}"
+            log.error("%s", detail)
+            await self._emit(runtime, GuardEvent("unguarded", detail=detail))
+
+    async def _learn_tests(self, client: NewareClient) -> None:
+        """The test id behind each saved position, before anything is judged.
+
+        The saved state holds a position, not the test it belongs to: a test started on
+        the instrument while the daemon was down is told by its record count, lower
+        than the saved position (its records start again from 1): a new run.
+        """
+        unknown = [r for r in self.channels.values() if not r.test_id and r.next_seq > 1]
+        if not unknown:
+            return
+        counts = await client.inquire_df([r.spec.channel for r in unknown])
+        for runtime in unknown:
+            held = counts[runtime.spec.channel]
+            if not held.test_id:
+                continue
+            if held.count < runtime.next_seq - 1:
+                await self._new_run(runtime, held.test_id)
+            else:
+                runtime.test_id = held.test_id
+                runtime.tags = dataclasses.replace(runtime.tags, test_id=str(held.test_id))
+
+    def _why_unguardable(self, runtime: ChannelRuntime, present: set[ChannelId]) -> str | None:
+        spec = runtime.spec
+        if spec.channel not in present:
+            have = sorted(present, key=lambda c: (c.devid, c.subdevid, c.chlid))
+            listed = f"{have[0]} .. {have[-1]}" if have else "none"
+            return f"the instrument has no channel {spec.channel} (it has {listed})"
+        if spec.mode == "run" and spec.protocol is not None:
+            try:
+                spec.protocol.to_step_file(self._limits)
+            except CellguardError as err:
+                return f"its protocol does not fit the channel: {err}"
+        return None
 
     def _until_next_poll_s(self) -> float:
         """Seconds to the next point of the poll grid, which a reconnect never shifts.
@@ -283,12 +325,20 @@ class InstrumentSupervisor:
         polls_done = math.floor(elapsed_s / self.poll_interval_s + 1e-6) + 1
         return self._poll_origin_s + polls_done * self.poll_interval_s - self._clock.now_s()
 
-    async def _start_run_mode(self, client: NewareClient) -> None:
-        """Start the protocols of ``run`` channels that are not running yet (never twice)."""
+    async def _start_run_mode(self, client: NewareClient, *, operator: bool = False) -> None:
+        """Start the protocols of ``run`` channels that are not running yet (never twice).
+
+        The instrument's own status and test id are read first: a channel that runs is
+        joined, not started; one that already holds an ended test the daemon has no
+        record of (its state store was lost, moved aside or damaged) is not started
+        again unless an operator asks (``operator``): it may be a cell we halted.
+        """
         to_start = []
         for runtime in self.channels.values():
             spec = runtime.spec
             if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+                continue
+            if runtime.start_withheld and not operator:
                 continue
             if self._step_file_dir is None:
                 msg = f"{self.name}: run mode needs step_file_dir"
@@ -302,17 +352,42 @@ class InstrumentSupervisor:
             to_start.append((spec.channel, barcode, str(path)))
         if not to_start:
             return
-        live = await client.inquire([c for c, _, _ in to_start])
-        ready = [item for item in to_start if live[item[0]].workstatus not in _RUNNING]
+        channels = [c for c, _, _ in to_start]
+        live = await self._inquire(client, channels)
+        history = await client.inquire_df(channels)
+        ready = []
+        for item in to_start:
+            channel = item[0]
+            if channel not in live or live[channel].workstatus in _RUNNING:
+                continue  # running already, or its status unreadable: not started now
+            ran = history[channel]
+            if ran.test_id and not operator:
+                await self._withhold_start(self.channels[channel], live[channel], ran.test_id)
+                continue
+            ready.append(item)
         if ready:
             await client.start(ready)
             for channel, barcode, _ in ready:
                 runtime = self.channels[channel]
-                runtime.state = "running"
+                runtime.to("running")
                 runtime.next_seq = 1
                 runtime.stored_seq = 0
+                runtime.test_id = 0  # the new test's id comes with its first download
                 self._persist(runtime, f"started {barcode}")
                 await self._event(runtime, "start", detail=f"started with barcode {barcode}")
+
+    async def _withhold_start(
+        self, runtime: ChannelRuntime, live: InquireRecord, test_id: int
+    ) -> None:
+        runtime.start_withheld = True
+        detail = (
+            f"not started: the instrument holds test {test_id} on this channel, ended "
+            f"({live.workstatus}), and the daemon has no state for it (a lost, moved or "
+            "damaged state store?); it may be a cell that was halted. Start it by an "
+            "operator command if a new test is meant"
+        )
+        log.error("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._emit(runtime, GuardEvent("warn", fault="restart", detail=detail))
 
     async def _warm_up(self, client: NewareClient) -> None:
         """Rebuild the recorded detectors' baselines from the instrument's own history.
@@ -323,58 +398,66 @@ class InstrumentSupervisor:
         not acted on again (the detectors are deterministic: they would be the same).
         """
         for runtime in self.channels.values():
-            last = runtime.next_seq - 1
-            # "unavailable" was saved by daemons that lost the link and never saw the
-            # channel come back: its test may still run, so its baseline is rebuilt.
-            resumed = runtime.state in ("running", "unavailable")
-            if not resumed or last < 1 or runtime.recorded.samples > 0:
-                continue
-            tail = await client.download(
-                runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+            try:
+                await self._warm_up_channel(client, runtime)
+            except ProtocolViolation as err:
+                if not client.connected:
+                    raise
+                # A bad record in the history: judge from the next sample on rather
+                # than never guard the channel (or the instrument) again.
+                log.error(  # noqa: TRY400 (the reason is in the line)
+                    "%s %s: detector warm-up skipped: %s", self.name, runtime.spec.channel, err
+                )
+
+    async def _warm_up_channel(self, client: NewareClient, runtime: ChannelRuntime) -> None:
+        last = runtime.next_seq - 1
+        # "unavailable" was saved by daemons that lost the link and never saw the
+        # channel come back: its test may still run, so its baseline is rebuilt.
+        resumed = runtime.state in ("running", "unavailable")
+        if not resumed or last < 1 or runtime.recorded.samples > 0:
+            return
+        tail = await client.download(
+            runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+        )
+        records = [r for r in tail.records if r.seq_id <= last]
+        if len(records) >= 2:
+            interval_s = max(
+                (records[-1].test_time_ms - records[0].test_time_ms) / 1000.0 / (len(records) - 1),
+                1e-3,
             )
-            records = [r for r in tail.records if r.seq_id <= last]
-            if len(records) >= 2:
-                interval_s = max(
-                    (records[-1].test_time_ms - records[0].test_time_ms)
-                    / 1000.0
-                    / (len(records) - 1),
-                    1e-3,
-                )
-                wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
-                first = last - wanted + 1
-                while first < records[0].seq_id:
-                    start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
-                    page = await client.download(
-                        runtime.spec.channel, start, records[0].seq_id - start
-                    )
-                    records = [*page.records, *records]
-                    if not page.records:
-                        break
-            settings = dataclasses.replace(
-                runtime.recorded.settings,
-                stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
-            )
-            detector = runtime.recorded = make_detector(settings)
-            for rec in records:
-                detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
-            if detector.halt is not None:
-                # Already judged by the previous run, which did not halt: start clean
-                # rather than leave a latched detector that judges nothing more.
-                log.warning(
-                    "%s %s: warm-up history ends in a halt verdict (%s); relearning",
-                    self.name,
-                    runtime.spec.channel,
-                    detector.halt.detail,
-                )
-                runtime.recorded = make_detector(
-                    dataclasses.replace(settings, stream_starts_at_reversal=False)
-                )
-            log.info(
-                "%s %s: detector baseline rebuilt from %d recorded samples",
+            wanted = min(last, WARM_UP_MAX_RECORDS, math.ceil(WARM_UP_S / interval_s))
+            first = last - wanted + 1
+            while first < records[0].seq_id:
+                start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
+                page = await client.download(runtime.spec.channel, start, records[0].seq_id - start)
+                records = [*page.records, *records]
+                if not page.records:
+                    break
+        settings = dataclasses.replace(
+            runtime.recorded.settings,
+            stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
+        )
+        detector = runtime.recorded = make_detector(settings)
+        for rec in records:
+            detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
+        if detector.halt is not None:
+            # Already judged by the previous run, which did not halt: start clean
+            # rather than leave a latched detector that judges nothing more.
+            log.warning(
+                "%s %s: warm-up history ends in a halt verdict (%s); relearning",
                 self.name,
                 runtime.spec.channel,
-                len(records),
+                detector.halt.detail,
             )
+            runtime.recorded = make_detector(
+                dataclasses.replace(settings, stream_starts_at_reversal=False)
+            )
+        log.info(
+            "%s %s: detector baseline rebuilt from %d recorded samples",
+            self.name,
+            runtime.spec.channel,
+            len(records),
+        )
 
     # ------------------------------------------------------------ operator commands
 
@@ -405,29 +488,19 @@ class InstrumentSupervisor:
                     "chamber; set it by hand and remove the step, or run it host-driven"
                 )
             self._scripts[channel] = (script.name, step_file, script)
-        if action not in ("stop", "start", "pause", "resume"):
-            return False, f"unknown action {action!r}"
-        if not self.available:
-            return False, f"{self.name} is unavailable (no link to the instrument)"
-        done: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._commands.append((channel, action, done))
-        return await done
+        return await self._queue_command(channel, action, None)
 
-    async def _run_commands(self, client: NewareClient) -> None:
-        while self._commands:
-            channel, action, done = self._commands.popleft()
-            runtime = self.channels[channel]
-            try:
-                if action == "stop":
-                    result = await self._operator_stop(client, runtime)
-                elif action == "start":
-                    result = await self._operator_start(client, runtime)
-                else:
-                    result = await self._operator_pause(client, runtime, action)
-            except CellguardError as err:
-                result = (False, str(err))
-            if not done.done():
-                done.set_result(result)
+    async def _execute(self, link: NewareClient, command: Command[ChannelId]) -> tuple[bool, str]:
+        channel, action = command.channel, command.action
+        runtime = self.channels.get(channel)
+        if runtime is None:
+            why = "refused at connect (unguarded)" if channel in self.refused else "unknown"
+            return False, f"{channel} is not guarded on {self.name} ({why})"
+        if action == "stop":
+            return await self._operator_stop(link, runtime)
+        if action == "start":
+            return await self._operator_start(link, runtime)
+        return await self._operator_pause(link, runtime, action)
 
     async def _operator_stop(
         self, client: NewareClient, runtime: ChannelRuntime
@@ -436,7 +509,10 @@ class InstrumentSupervisor:
             await client.stop([runtime.spec.channel])
         except CommandRefused:
             return False, "the instrument refused the stop (nothing runs there)"
-        runtime.state = "stopped"
+        if runtime.state in ("halting", "halted"):
+            # A fault's halt stays a halt (its retries, its restart rules).
+            return True, f"stopped (the channel is {runtime.state} already)"
+        runtime.to("stopped")
         self._persist(runtime, "stopped by an operator")
         await self._event(runtime, "stop", detail="stopped by an operator command")
         return True, "stopped"
@@ -451,7 +527,8 @@ class InstrumentSupervisor:
             return False, f"the instrument refused to {action} (state {runtime.last_workstatus})"
         done = "paused" if action == "pause" else "resumed"
         self._persist(runtime, f"{done} by an operator")
-        await self._event(runtime, action, detail=f"{done} by an operator command")
+        kind: EventKind = "pause" if action == "pause" else "resume"
+        await self._event(runtime, kind, detail=f"{done} by an operator command")
         return True, done
 
     async def _operator_start(
@@ -464,13 +541,14 @@ class InstrumentSupervisor:
             return False, "only run-mode channels are started by cellguard"
         if runtime.state in ("running", "halting"):
             return False, "the channel is already running"
-        runtime.state = "idle"
+        runtime.to("idle")
         runtime.halt = None
+        runtime.halting = None
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
         runtime.test_start_unix_s = math.nan
-        await self._start_run_mode(client)
+        await self._start_run_mode(client, operator=True)
         return runtime.state == "running", runtime.state
 
     async def _start_script(
@@ -502,9 +580,11 @@ class InstrumentSupervisor:
             runtime.live = StepLimitGuard(runtime.live, script)
             runtime.recorded = StepLimitGuard(runtime.recorded, script)
         runtime.halt = None
-        runtime.state = "running"
+        runtime.halting = None
+        runtime.to("running")
         runtime.next_seq = 1
         runtime.stored_seq = 0
+        runtime.test_id = 0  # the new test's id comes with its first download
         runtime.test_start_unix_s = math.nan
         self._persist(runtime, f"started protocol {name!r}")
         await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
@@ -521,13 +601,13 @@ class InstrumentSupervisor:
         events, samples) is handled, so no halt waits behind another channel's alert,
         a sink, or the rest of a large rack.
         """
-        self._flush_events()
+        self._outbox.flush()
         warns: list[tuple[ChannelRuntime, Verdict]] = []
         halted: list[tuple[ChannelRuntime, Verdict]] = []
         seen: list[tuple[ChannelRuntime, InquireRecord]] = []
         watched = list(self.channels)
         for lo in range(0, len(watched), INQUIRE_BATCH):
-            records = await client.inquire(watched[lo : lo + INQUIRE_BATCH])
+            records = await self._inquire(client, watched[lo : lo + INQUIRE_BATCH])
             received_at = time.perf_counter()
             halts: list[tuple[ChannelRuntime, Verdict]] = []
             for channel, record in records.items():
@@ -549,7 +629,7 @@ class InstrumentSupervisor:
                 halted += halts
         self.polls += 1
         if halted:
-            await self._report_halts(halted)
+            await self._report_halts([r for r, _ in halted])
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
             if record.workstatus != "working":
@@ -576,29 +656,60 @@ class InstrumentSupervisor:
         for runtime, verdict in warns:
             await self._warn(runtime, verdict)
 
+    async def _inquire(
+        self, client: NewareClient, channels: Sequence[ChannelId]
+    ) -> dict[ChannelId, InquireRecord]:
+        """The live values of ``channels``; a channel whose value cannot be read is
+        left out of this poll alone (one bad value fails a whole reply)."""
+        try:
+            records = await client.inquire(channels)
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a value
+            if len(channels) == 1:
+                if channels[0] not in self._bad_live:
+                    self._bad_live.add(channels[0])
+                    log.error(  # noqa: TRY400 (the reason is in the line)
+                        "%s %s: live value unreadable (%s); skipped", self.name, channels[0], err
+                    )
+                return {}
+            records = {}
+            for channel in channels:
+                records.update(await self._inquire(client, [channel]))
+            return records
+        for channel in channels:
+            if channel in self._bad_live:
+                self._bad_live.discard(channel)
+                log.warning("%s %s: live values readable again", self.name, channel)
+        return records
+
     async def _track_workstatus(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
         status = record.workstatus
         if status == runtime.last_workstatus:
             if status in _RUNNING and runtime.state == "unavailable":
                 # Back after a link loss, the test still running: the status text did
                 # not change, the channel's state must (a restart reads it).
-                runtime.state = "running"
+                runtime.to("running")
                 self._persist(runtime, f"running again after the link came back ({status})")
             return
         previous = runtime.last_workstatus
         runtime.last_workstatus = status
+        if status in _RUNNING and runtime.state == "halted":
+            # Confirmed stopped, running again: a new test on the channel (or an
+            # operator's resume); the next download's test id tells which.
+            self.download_due = True
         if status in _RUNNING:
             if runtime.state in ("idle", "unavailable", "stopped", "finished", "protected"):
-                runtime.state = "running"
+                runtime.to("running")
                 self._persist(runtime, f"running (was {previous or 'unknown'})")
         elif (
             status in _ENDED
             and runtime.state not in ("halted", "halting")
             and (runtime.state == "running" or previous in _RUNNING)
         ):
-            runtime.state = _ENDED[status]
+            runtime.to(_ENDED[status])
             self._persist(runtime, f"instrument reports {status}")
-            kind = (
+            kind: EventKind = (
                 "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
             )
             await self._event(runtime, kind, detail=f"the instrument reports {status}")
@@ -610,30 +721,90 @@ class InstrumentSupervisor:
 
     async def download_once(self, client: NewareClient) -> None:
         """Fetch every recorded sample not seen yet, judge it in order, queue it."""
-        for runtime in self.channels.values():
+        self.download_due = False
+        for runtime in list(self.channels.values()):
             if runtime.state == "idle":
                 continue
             while True:
-                reply = await client.download(
-                    runtime.spec.channel, runtime.next_seq, DOWNLOAD_SLICE
-                )
+                got = await self._download_slice(client, runtime)
+                if got is None:
+                    continue  # a bad record was skipped: go on after it
+                reply, asked = got
                 if reply.test_id and reply.test_id != runtime.test_id:
+                    if runtime.test_id:
+                        await self._new_run(runtime, reply.test_id)
+                        continue  # fetched again from its first record
                     runtime.test_id = reply.test_id
-                    runtime.tags = ChannelTags(
-                        runtime.tags.instrument,
-                        runtime.tags.channel,
-                        str(reply.test_id),
-                        runtime.tags.interphase,
-                        runtime.tags.cell_type,
-                    )
+                    runtime.tags = dataclasses.replace(runtime.tags, test_id=str(reply.test_id))
                 taken = 0
                 for rec in reply.records:
                     if not await self._recorded(client, runtime, rec):
                         break
                     taken += 1
                 # The position is saved once the sink has the samples (samples_stored).
-                if taken < DOWNLOAD_SLICE:
+                if taken < asked:
                     break
+
+    async def _download_slice(
+        self, client: NewareClient, runtime: ChannelRuntime
+    ) -> tuple[DownloadReply, int] | None:
+        """The next slice of recorded records and its size; None when a bad record was
+        skipped. A record that cannot be read (``volt="nan"``) fails its whole reply:
+        the slice is then fetched one record at a time, and the bad one is skipped,
+        with an alert, so it never holds up the rows after it or the other channels."""
+        channel = runtime.spec.channel
+        asked = 1 if runtime.next_seq < runtime.one_by_one_until else DOWNLOAD_SLICE
+        try:
+            return await client.download(channel, runtime.next_seq, asked), asked
+        except ProtocolViolation as err:
+            if not client.connected:
+                raise  # out of step: the link is gone, not a record
+            if asked > 1:
+                runtime.one_by_one_until = runtime.next_seq + asked
+                return None
+            seq = runtime.next_seq
+            runtime.next_seq += 1
+            detail = (
+                f"recorded record {seq} of test {runtime.test_id or '?'} could not be read "
+                f"({err}); skipped, the records after it are stored and judged"
+            )
+            log.error("%s %s: %s", self.name, channel, detail)  # noqa: TRY400 (said in detail)
+            await self._emit(runtime, GuardEvent("skipped", detail=detail))
+            return None
+
+    async def _new_run(self, runtime: ChannelRuntime, test_id: int) -> None:
+        """A new test on the channel (a new test id, records from 1): a new run.
+
+        Its records are all fetched and stored, its detectors start fresh, and a halt
+        of the test before does not keep it from being judged and halted.
+        """
+        old_id = runtime.test_id
+        progress = runtime.halting
+        if runtime.state == "halting" and progress is not None:
+            # A new test starts only on a channel that no longer runs: the old one's
+            # stop is carried out.
+            progress.confirmed = True
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+            await self._report_halts([runtime])
+        runtime.halt = None
+        runtime.halting = None
+        settings = runtime.base_settings or runtime.recorded.settings
+        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.recorded = make_detector(settings)
+        runtime.next_seq = 1
+        runtime.stored_seq = 0
+        runtime.one_by_one_until = 0
+        runtime.test_start_unix_s = math.nan
+        runtime.test_id = test_id
+        runtime.tags = dataclasses.replace(runtime.tags, test_id=str(test_id))
+        if runtime.state != "running":
+            runtime.to("running")
+        was = old_id or "unknown: before a restart"
+        detail = f"test {test_id} started on the instrument (was {was}): guarded as a new run"
+        self._persist(runtime, detail)
+        log.warning("%s %s: %s", self.name, runtime.spec.channel, detail)
+        await self._event(runtime, "start", detail=detail)
 
     async def _recorded(
         self, client: NewareClient, runtime: ChannelRuntime, rec: DownloadRecord
@@ -698,7 +869,7 @@ class InstrumentSupervisor:
         received_at: float,
     ) -> None:
         await self._stop_halting(client, halts, received_at)
-        await self._report_halts(halts)
+        await self._report_halts([r for r, _ in halts])
 
     async def _stop_halting(
         self,
@@ -706,119 +877,89 @@ class InstrumentSupervisor:
         halts: Sequence[tuple[ChannelRuntime, Verdict]],
         received_at: float,
     ) -> None:
-        """The halt path proper: stop, confirm, persist; nothing that may wait on I/O."""
+        """The halt path proper: persist "halting", stop, confirm, persist "halted"."""
+        now_s = self._clock.now_s()
         for runtime, verdict in halts:
             runtime.halt = verdict
-            runtime.state = "halting"
-        # The stop goes on the wire before anything else happens with these verdicts.
-        confirmed = await self._stop_until_confirmed(client, [r for r, _ in halts], received_at)
-        for runtime, verdict in halts:
-            runtime.state = "halted" if runtime.spec.channel in confirmed else "halting"
+            runtime.halting = HaltProgress(verdict, now_s)
+            runtime.to("halting")
+            # Before the stop: a kill between the two re-halts at the restart.
             self._persist(runtime, verdict.detail)
-            log.warning("%s %s: HALTED — %s", self.name, runtime.spec.channel, verdict.detail)
+        await self._stop_attempt(client, [r for r, _ in halts], received_at)
 
-    async def _report_halts(self, halts: Sequence[tuple[ChannelRuntime, Verdict]]) -> None:
-        """Events and alerts of halts already stopped (they may wait on the broker)."""
-        for runtime, verdict in halts:
-            await self._announce_halt(runtime, verdict)
-
-    async def _announce_halt(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
-        runtime.halt_announced = True
-        await self._event(
-            runtime,
-            "halt",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={
-                "measured_v": verdict.measured,
-                "baseline_v": verdict.baseline,
-                "threshold_v": verdict.threshold,
-                "test_time_s": verdict.t_s,
-            },
-        )
-        if self._on_halt is not None:
-            await self._on_halt(runtime)
-
-    async def _finish_halts(self, client: NewareClient) -> None:
-        """Carry out halts left unconfirmed: the link was lost as the stop went out, or
-        the instrument did not confirm it. A halt is never forgotten."""
-        pending = [r for r in self.channels.values() if r.state == "halting"]
-        if not pending:
-            return
-        confirmed = await self._stop_until_confirmed(client, pending, time.perf_counter())
-        for runtime in pending:
-            if runtime.spec.channel not in confirmed:
-                continue
-            runtime.state = "halted"
-            detail = runtime.halt.detail if runtime.halt is not None else "halted on reconnect"
-            self._persist(runtime, detail)
-            log.warning("%s %s: HALTED (on retry) — %s", self.name, runtime.spec.channel, detail)
-            if runtime.halt is not None and not runtime.halt_announced:
-                await self._announce_halt(runtime, runtime.halt)
-
-    async def _stop_until_confirmed(
+    async def _stop_attempt(
         self, client: NewareClient, runtimes: Sequence[ChannelRuntime], received_at: float
-    ) -> set[ChannelId]:
-        """Stop, then confirm from the instrument; retry what still runs."""
-        pending = [r.spec.channel for r in runtimes]
-        confirmed: set[ChannelId] = set()
-        for attempt in range(1, 6):
-            # Refused = not running there any more: the status below confirms it.
+    ) -> None:
+        """One stop of ``runtimes`` in one request, read back; never a sleep here (the
+        other channels' polls wait on this loop)."""
+
+        async def stop(channels: Collection[ChannelId]) -> None:
+            # Refused = not running there any more: the status read back confirms it.
             with contextlib.suppress(CommandRefused):
-                await client.stop(pending)
+                await client.stop(list(channels))
             sent_s = time.perf_counter() - received_at
             for runtime in runtimes:
-                if runtime.spec.channel in pending:
-                    runtime.halt_latencies_s.append(sent_s)
-            status = await client.get_status(pending)
-            confirmed |= {c for c in pending if status[c] not in _RUNNING}
-            pending = [c for c in pending if c not in confirmed]
-            if not pending:
-                break
-            log.error(
-                "%s: stop not confirmed for %s (attempt %d)",
-                self.name,
-                ", ".join(map(str, pending)),
-                attempt,
-            )
-            await self._clock.sleep(HALT_RETRY_S)
-        return confirmed
+                runtime.halt_latencies_s.append(sent_s)
+
+        async def still_running(channels: Collection[ChannelId]) -> list[ChannelId]:
+            status = await client.get_status(list(channels))
+            return [c for c in channels if status[c] in _RUNNING]
+
+        running = await stop_once(
+            [r.spec.channel for r in runtimes], stop, still_running, in_flight=self._stops
+        )
+        now_s = self._clock.now_s()
+        for runtime in runtimes:
+            progress = runtime.halting
+            assert progress is not None
+            where = f"{self.name} {runtime.spec.channel}"
+            alert = progress.attempted(runtime.spec.channel in running, now_s, where)
+            if alert is not None:
+                await self._emit(runtime, alert)
+                continue
+            runtime.to("halted")
+            self._persist(runtime, progress.verdict.detail)
+
+    async def _report_halts(self, runtimes: Sequence[ChannelRuntime]) -> None:
+        """Events and alerts of halts the instrument confirmed (they may wait on the
+        broker, so they come after every stop of the poll)."""
+        for runtime in runtimes:
+            event = runtime.halting.announce() if runtime.halting is not None else None
+            if event is None:
+                continue
+            await self._emit(runtime, event)
+            if self._on_halt is not None:
+                await self._on_halt(runtime)
+
+    async def _finish_halts(self, client: NewareClient) -> None:
+        """Carry out halts left unconfirmed whose retry is due: the link was lost as the
+        stop went out, a restart found "halting", or the instrument did not carry the
+        stop out. A halt is never forgotten, and never waited for here."""
+        now_s = self._clock.now_s()
+        due = []
+        for runtime in self.channels.values():
+            if runtime.state != "halting":
+                continue
+            if runtime.halting is None:
+                runtime.halting = HaltProgress.restored(runtime.halt, runtime.detail, now_s)
+            if runtime.halting.due(now_s):
+                due.append(runtime)
+        if due:
+            await self._stop_attempt(client, due, time.perf_counter())
+            await self._report_halts(due)
 
     async def _warn(self, runtime: ChannelRuntime, verdict: Verdict) -> None:
-        await self._event(
-            runtime,
-            "warn",
-            fault=verdict.kind,
-            subkind=verdict.subkind,
-            detail=verdict.detail,
-            values={"measured_v": verdict.measured, "threshold_v": verdict.threshold},
-        )
+        await self._emit(runtime, GuardEvent.of_verdict("warn", verdict))
 
-    async def _event(
-        self,
-        runtime: ChannelRuntime,
-        kind: str,
-        *,
-        fault: str = "",
-        subkind: str = "",
-        detail: str = "",
-        values: dict[str, float] | None = None,
-    ) -> None:
-        event = new_event(
-            runtime.tags,
-            kind,  # type: ignore[arg-type]
-            time.time(),
-            fault=fault,
-            subkind=subkind,
-            detail=detail,
-            values=values,
-        )
-        self.events.append(event)
-        self._pending_events.append(event)
-        self._flush_events()
-        if kind in ("halt", "warn", "protect"):
-            await self._publisher.publish_event(event)
+    async def _event(self, runtime: ChannelRuntime, kind: EventKind, *, detail: str = "") -> None:
+        await self._emit(runtime, GuardEvent(kind, detail=detail))
+
+    async def _emit(self, runtime: ChannelRuntime, event: GuardEvent) -> None:
+        record = event.record(runtime.tags, time.time())
+        self.events.append(record)
+        self._outbox.put(record)
+        if event.is_alert:
+            await self._publisher.publish_event(record)
 
     def _offer(self, sample: SampleRecord) -> None:
         """Queue a live sample; when the sinks lag, drop it (the recorded series,
@@ -827,15 +968,6 @@ class InstrumentSupervisor:
             self._queue.put_nowait(sample)
         except asyncio.QueueFull:
             self.live_dropped += 1
-
-    def _flush_events(self) -> None:
-        # Events are few and must all arrive: they wait here, never in the halt path.
-        while self._pending_events:
-            try:
-                self._queue.put_nowait(self._pending_events[0])
-            except asyncio.QueueFull:
-                return
-            self._pending_events.popleft()
 
     def samples_stored(self, samples: Sequence[SampleRecord]) -> None:
         """The sink has durably written ``samples``: save the position a restart resumes
@@ -870,8 +1002,10 @@ class InstrumentSupervisor:
     def _persist(self, runtime: ChannelRuntime, detail: str) -> None:
         if detail:
             runtime.detail = detail
-        if self._state is not None:
-            self._state.save_state(runtime.tags, runtime.state, runtime.stored_seq, runtime.detail)
+        if self._state_store is not None:
+            self._state_store.save_state(
+                runtime.tags, runtime.state, runtime.stored_seq, runtime.detail
+            )
 
 
 _heap_frozen = False

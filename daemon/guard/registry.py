@@ -1,0 +1,218 @@
+"""The driver registry: from an ``[[instruments]]`` entry to its guard.
+
+One entry per driver: how its link is built from the config and which guard runs it.
+A new instrument kind is one more entry here (and its link under ``links/``); the
+service wires whatever the registry builds, without knowing any driver by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cellguard.daemon.config import (
+    Config,
+    InstrumentSettings,
+    ModbusAuxSettings,
+    ModbusSettings,
+    NewareSettings,
+    SmuSettings,
+)
+from cellguard.daemon.guard.links.host import AuxLimit, AuxSource, HostChannelSpec, HostSupervisor
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
+from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.drivers.clock import Clock
+from cellguard.drivers.errors import ConfigError
+from cellguard.drivers.galvanostat import Galvanostat
+from cellguard.drivers.neware import ChannelId, NewareClient
+
+if TYPE_CHECKING:
+    from cellguard.drivers.modbus import ModbusDevice
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What every guard is wired to."""
+
+    config: Config
+    queue: SampleQueue
+    publisher: Publisher
+    clock: Clock
+    state: StateStore | None
+
+
+@dataclass(frozen=True)
+class DriverEntry:
+    """One driver: the guard it gets (None: no guard of its own, e.g. an aux device
+    read by the host-driven channels that list it)."""
+
+    driver: str
+    build: Callable[[InstrumentSettings, Wiring], InstrumentSupervisor | HostSupervisor] | None
+
+
+# ---------------------------------------------------------------- neware
+
+
+def _neware_specs(config: Config, instrument: str) -> list[ChannelSpec]:
+    return [
+        ChannelSpec(
+            channel=ch.channel,
+            cell_type=ch.cell.type,
+            interphase=ch.cell.interphase or "",
+            mode=ch.mode,
+            protocol=ch.protocol,
+            detector=ch.detector,
+        )
+        for ch in config.channels_of(instrument)
+        if isinstance(ch.channel, ChannelId)  # a Neware channel id (host-driven: "1")
+    ]
+
+
+def _neware_connector(inst: NewareSettings) -> Callable[[], NewareClient]:
+    login: dict[str, str] = {}
+    if inst.username is not None and inst.password is not None:
+        login = {"username": inst.username.reveal(), "password": inst.password.reveal()}
+    return lambda: NewareClient(inst.host, inst.port, timeout_s=inst.timeout_s, **login)
+
+
+def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
+    assert isinstance(inst, NewareSettings)  # the registry's entry for "neware"
+    state_dir = wiring.config.daemon.state_dir
+    return InstrumentSupervisor(
+        inst.name,
+        _neware_connector(inst),
+        _neware_specs(wiring.config, inst.name),
+        wiring.queue,
+        wiring.publisher,
+        clock=wiring.clock,
+        poll_interval_s=inst.poll_interval_s,
+        download_interval_s=max(inst.download_interval_s, inst.poll_interval_s),
+        state=wiring.state,
+        step_file_dir=Path(inst.step_file_dir) if inst.step_file_dir else state_dir / "steps",
+    )
+
+
+# ---------------------------------------------------------------- host-driven
+
+
+def _modbus_device(inst: ModbusSettings | ModbusAuxSettings) -> ModbusDevice:
+    from cellguard.drivers.modbus import (  # noqa: PLC0415 (Modbus only where configured)
+        CHAMBER_MAP,
+        CYCLER_MAP,
+        PRESSURE_MAP,
+        ModbusDevice,
+        RegisterMap,
+        SerialLink,
+        TcpLink,
+    )
+
+    builtin = {
+        "cellguard-sim-cycler": CYCLER_MAP,
+        "cellguard-sim-chamber": CHAMBER_MAP,
+        "cellguard-sim-pressure": PRESSURE_MAP,
+    }
+    if inst.register_map is not None:
+        registers = builtin[inst.register_map]
+    else:
+        registers = RegisterMap.from_config(list(inst.registers), path=f"{inst.name}.registers")
+    link: TcpLink | SerialLink = (
+        SerialLink(inst.serial_port, baudrate=inst.baudrate)
+        if inst.serial_port
+        else TcpLink(inst.host, inst.port)
+    )
+    return ModbusDevice(link, registers, device_id=inst.device_id, timeout_s=inst.timeout_s)
+
+
+def galvanostat_connector(
+    inst: SmuSettings | ModbusSettings, clock: Clock
+) -> Callable[[], Galvanostat]:
+    """A factory of fresh driver objects for a host-driven instrument (one per session)."""
+    if isinstance(inst, SmuSettings):
+        from cellguard.drivers.smu import SmuClient  # noqa: PLC0415
+
+        smu = inst
+        return lambda: SmuClient(smu.serial_port, baudrate=smu.baudrate, timeout_s=smu.timeout_s)
+    from cellguard.drivers.modbus import ModbusGalvanostat  # noqa: PLC0415
+
+    supply = inst
+    return lambda: ModbusGalvanostat(
+        _modbus_device(supply),
+        current_range_a=supply.current_range_a,
+        voltage_range_v=supply.voltage_range_v,
+        clock=clock,
+        path=f"instruments.{supply.name}.registers",
+    )
+
+
+def aux_connector(inst: InstrumentSettings, clock: Clock) -> Callable[[], AuxSource]:
+    from cellguard.drivers.modbus import AuxDevice  # noqa: PLC0415
+
+    if not isinstance(inst, ModbusAuxSettings):
+        raise ConfigError(
+            field=f"instruments.{inst.name}.driver", problem="an aux device must be modbus-aux"
+        )
+    device = inst
+    return lambda: AuxDevice(_modbus_device(device), clock=clock)
+
+
+def _host(inst: InstrumentSettings, wiring: Wiring) -> HostSupervisor:
+    assert isinstance(inst, SmuSettings | ModbusSettings)  # the registry's host entries
+    config, clock = wiring.config, wiring.clock
+    channels = config.channels_of(inst.name)
+    ch = channels[0] if channels else None
+    spec = HostChannelSpec(
+        channel="1",
+        cell_type=ch.cell.type if ch else "symmetric",
+        interphase=(ch.cell.interphase or "") if ch else "",
+        mode=ch.mode if ch else "monitor",
+        protocol=ch.script if ch else None,
+        detector=ch.detector if ch else None,
+        aux_limits=tuple(AuxLimit(*limit) for limit in ch.aux_limits) if ch else (),
+        command_interval_s=inst.poll_interval_s,
+        keep_output_on=inst.keep_output_on,
+    )
+    aux = {name: aux_connector(config.instrument(name), clock) for name in (ch.aux if ch else ())}
+    return HostSupervisor(
+        inst.name,
+        galvanostat_connector(inst, clock),
+        spec,
+        wiring.queue,
+        wiring.publisher,
+        clock=clock,
+        aux=aux,
+        state=wiring.state,
+    )
+
+
+# ---------------------------------------------------------------- the registry
+
+REGISTRY: dict[str, DriverEntry] = {
+    "neware": DriverEntry("neware", _neware),
+    "smu": DriverEntry("smu", _host),
+    "modbus": DriverEntry("modbus", _host),
+    "modbus-aux": DriverEntry("modbus-aux", None),
+}
+
+
+def build_guards(wiring: Wiring) -> tuple[list[InstrumentSupervisor], list[HostSupervisor]]:
+    """One guard per instrument of the config that has one, in the config's order:
+    (Neware guards, host-driven guards)."""
+    neware: list[InstrumentSupervisor] = []
+    hosts: list[HostSupervisor] = []
+    for inst in wiring.config.instruments:
+        entry = REGISTRY.get(inst.driver)
+        if entry is None:
+            raise ConfigError(
+                field=f"instruments.{inst.name}.driver",
+                problem=f"{inst.driver!r} has no guard; known: {', '.join(REGISTRY)}",
+            )
+        if entry.build is None:
+            continue
+        guard = entry.build(inst, wiring)
+        if isinstance(guard, InstrumentSupervisor):
+            neware.append(guard)
+        else:
+            hosts.append(guard)
+    return neware, hosts
