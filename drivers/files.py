@@ -19,6 +19,7 @@ with one line naming the file and what is wrong: never a partial load.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -86,6 +87,7 @@ class StepKind(IntEnum):
     OTHER = 6  # a technique not judged as cycling (voltammetry sweeps, pulses, ...)
 
 
+@functools.cache
 def neware_step_kind(step_type: str) -> StepKind:
     """The kind of a Neware step type as fastnda (``CC_Chg``, ``Rest``...) or the BTS API
     (``cc``, ``dc``, ``cv``, ``rest``, ``pause``...) spells it."""

@@ -507,3 +507,32 @@ async def test_a_scripts_step_window_is_judged_on_the_neware_and_halts(tmp_path:
     assert (halt.kind, halt.subkind) == ("limit", "step")
     assert "step 2" in halt.detail
     assert sim.channels[healthy].workstatus == "stop"
+
+
+async def test_a_channel_paused_for_three_hours_mid_half_cycle_is_not_halted_after(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a healthy channel paused for 3 h (operator command) in the middle of a
+    half cycle and resumed goes on unhalted; the live stream is judged as a pause."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    healthy = ChannelId(1, 1, 2)
+    async with (
+        sim.serve() as (_, port),
+        supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
+    ):
+        await _run_hours(clock, 6.5)  # three cycles and half a half cycle
+
+        async def do(action: str) -> tuple[bool, str]:
+            pending = asyncio.create_task(sup.command(healthy, action))
+            await _run_hours(clock, POLL_S / 3600)
+            return await pending
+
+        assert await do("pause") == (True, "paused")
+        await _run_hours(clock, 3.0)
+        assert await do("resume") == (True, "resumed")
+        await _run_hours(clock, 8.0)
+        assert sim.channels[healthy].workstatus == "working"
+    assert sup.channels[healthy].halt is None
+    assert not [e for e in sup.events if e.tags.channel == "1-1-2" and e.kind == "halt"]

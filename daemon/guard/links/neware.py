@@ -46,6 +46,7 @@ from cellguard.drivers.errors import (
     CommandRefused,
     ProtocolViolation,
 )
+from cellguard.drivers.files import StepKind, neware_step_kind
 from cellguard.drivers.neware import (
     ChannelId,
     DownloadRecord,
@@ -87,6 +88,13 @@ __all__ = [
     "drain_queue",
 ]
 _RUNNING = ("working", "pause")
+
+
+def step_kind_of(step_type: str | None) -> StepKind | None:
+    """The detectors' step kind of a BTS step type (``cc``, ``rest``...); None if absent."""
+    return None if step_type is None else neware_step_kind(step_type)
+
+
 _ENDED: dict[str, ChannelState] = {
     "stop": "stopped",
     "finish": "finished",
@@ -439,7 +447,14 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         )
         detector = runtime.recorded = make_detector(settings)
         for rec in records:
-            detector.feed(rec.test_time_ms / 1000.0, rec.voltage_v, rec.current_a)
+            detector.feed(
+                rec.test_time_ms / 1000.0,
+                rec.voltage_v,
+                rec.current_a,
+                rec.step_id,
+                rec.cycle_id,
+                step_kind_of(rec.step_type),
+            )
         if detector.halt is not None:
             # Already judged by the previous run, which did not halt: start clean
             # rather than leave a latched detector that judges nothing more.
@@ -615,10 +630,23 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                 if runtime is None:
                     continue
                 seen.append((runtime, record))
-                if record.workstatus != "working" or runtime.halt is not None:
+                # Live values judged: a working channel's, and a paused one's (as a pause).
+                if runtime.halt is not None or record.workstatus not in _RUNNING:
                     continue
+                # A paused channel is fed as a pause (no current): the detector then
+                # carries the half cycle on from where it stopped when it resumes.
+                kind = (
+                    StepKind.PAUSE
+                    if record.workstatus == "pause"
+                    else step_kind_of(record.step_type)
+                )
                 verdict = runtime.live.feed(
-                    record.total_time_s, record.voltage_v, record.current_a, record.step_id
+                    record.total_time_s,
+                    record.voltage_v,
+                    0.0 if kind is StepKind.PAUSE else record.current_a,
+                    record.step_id,
+                    None,
+                    kind,
                 )
                 if verdict.severity == "halt":
                     halts.append((runtime, verdict))
@@ -847,7 +875,12 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.samples += 1
         if runtime.halt is None:
             verdict = runtime.recorded.feed(
-                t_s, rec.voltage_v, rec.current_a, rec.step_id, rec.cycle_id
+                t_s,
+                rec.voltage_v,
+                rec.current_a,
+                rec.step_id,
+                rec.cycle_id,
+                step_kind_of(rec.step_type),
             )
             if verdict.severity == "halt":
                 await self._halt(client, runtime, verdict, time.perf_counter())
