@@ -40,7 +40,7 @@ from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
 from cellguard.protocols.cells import Cell
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
-from cellguard.protocols.galvanostatic import GalvanostaticCycling
+from cellguard.protocols.galvanostatic import GalvanostaticCycling, InstrumentLimits
 from cellguard.protocols.script import Protocol as ScriptProtocol
 from cellguard.protocols.script import load_protocol_file
 
@@ -136,6 +136,10 @@ class NewareSettings(_Instrument):
     # How often the recorded history is fetched (the live values come every poll): the
     # stored series is complete either way; this bounds how far it lags.
     download_interval_s: float = 30.0
+    # What one channel can do (a CT-4008 channel: 10 mA, ±5 V): run-mode protocols are
+    # checked against it when the config is read, and the channels again at connect.
+    current_range_ma: float = 10.0
+    voltage_range_v: float = 5.0
     # The BTS API login; None: the BTS server's factory account (admin / neware).
     username: Secret | None = None
     password: Secret | None = None
@@ -690,6 +694,7 @@ _INSTRUMENT_KEYS = (
     "register_map",
     "registers",
     "current_range_a",
+    "current_range_ma",
     "voltage_range_v",
     "keep_output_on",
 )
@@ -1069,6 +1074,16 @@ class _Reader:
                 "a time in s > 0 (how often the recorded history is fetched)",
                 default=DEFAULT_DOWNLOAD_INTERVAL_S,
             ),
+            current_range_ma=t.positive(
+                "current_range_ma",
+                "a channel's current range in mA > 0 (a CT-4008: 10)",
+                default=10.0,
+            ),
+            voltage_range_v=t.positive(
+                "voltage_range_v",
+                "a channel's voltage range in V > 0 (a CT-4008: 5)",
+                default=5.0,
+            ),
             username=api_user,
             password=api_password,
         )
@@ -1370,3 +1385,27 @@ def _check_links(
                 "a channel can be configured only once",
             )
         seen[key] = index
+    _check_ranges(instruments, channels)
+
+
+def _check_ranges(
+    instruments: Sequence[InstrumentSettings], channels: Sequence[ChannelSettings]
+) -> None:
+    """A run-mode protocol the instrument's channel cannot run is refused here, at start,
+    naming the key: not accepted and then left unguarded in a reconnect loop."""
+    by_name = {inst.name: inst for inst in instruments}
+    for index, ch in enumerate(channels):
+        inst = by_name[ch.instrument]
+        if ch.protocol is None or not isinstance(inst, NewareSettings):
+            continue
+        limits = InstrumentLimits(
+            current_range_ma=inst.current_range_ma,
+            voltage_range_v=inst.voltage_range_v,
+            name=f"instrument {inst.name!r} (current_range_ma = {inst.current_range_ma:g})",
+        )
+        try:
+            ch.protocol.check_limits(limits)
+        except ConfigError as err:
+            raise ConfigError(
+                field=f"channels[{index}].protocol.{err.field}", problem=err.problem
+            ) from err

@@ -91,6 +91,8 @@ def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
         download_interval_s=max(inst.download_interval_s, inst.poll_interval_s),
         state=wiring.state,
         step_file_dir=Path(inst.step_file_dir) if inst.step_file_dir else state_dir / "steps",
+        voltage_range_v=inst.voltage_range_v,
+        current_range_ma=inst.current_range_ma,
     )
 
 

@@ -827,8 +827,8 @@ def test_duplicate_instrument_name_is_refused() -> None:
             "instruments[0].channels: unknown key; allowed keys are name, driver, host, port, "
             "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
             "username_env, username_file, password, password_env, password_file, serial_port, "
-            "baudrate, device_id, register_map, registers, current_range_a, voltage_range_v, "
-            "keep_output_on",
+            "baudrate, device_id, register_map, registers, current_range_a, current_range_ma, "
+            "voltage_range_v, keep_output_on",
             id="channels-inside-instrument",
         ),
         pytest.param(
@@ -1080,3 +1080,29 @@ def test_each_driver_takes_the_keys_of_its_settings_dataclass() -> None:
         assert [f.default for f in dataclasses.fields(info.settings) if f.name == "driver"] == [
             driver
         ]
+
+
+def test_a_protocol_beyond_the_channels_range_is_refused_at_start_naming_the_key() -> None:
+    """Issue 15: 39 mA on a 10 mA CT-4008 channel used to be accepted, then left the
+    instrument's valid channels unguarded in a reconnect loop; it is a config error."""
+    too_much = FULL.replace(
+        "protocol.current_density_ma_cm2 = 0.5", "protocol.current_density_ma_cm2 = 49.7"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(too_much, env=ENV)
+    message = str(info.value)
+    assert message.startswith("channels[1].protocol.current_density_ma_cm2: ")
+    assert "39.015 mA" in message
+    assert "at most 10 mA" in message
+    # An instrument whose channels take more says so, and the protocol is accepted.
+    wider = too_much.replace("timeout_s = 10.0\n", "timeout_s = 10.0\ncurrent_range_ma = 50\n")
+    config = parse_config(wider, env=ENV)
+    instrument = config.instruments[0]
+    assert isinstance(instrument, NewareSettings)
+    assert instrument.current_range_ma == 50.0
+    beyond_volts = FULL.replace(
+        "protocol.record_interval_s = 60",
+        "protocol.record_interval_s = 60\nprotocol.voltage_limit_v = 6",
+    )
+    with pytest.raises(ConfigError, match=r"^channels\[1\]\.protocol\.voltage_limit_v: "):
+        parse_config(beyond_volts, env=ENV)
