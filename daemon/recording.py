@@ -90,6 +90,19 @@ class Recorder:
         self.outages = 0  # times recording stopped
         self.last_error = ""
         self._down_since_s = 0.0
+        # Retries sleeping out their backoff on the clock now (the sink's, and the
+        # state_dir watch's when it re-creates the store): see _backoff.
+        self._backoffs = 0
+
+    @property
+    def waiting_to_retry(self) -> bool:
+        """A failed write waits out its backoff: only the clock moves the sink on now.
+
+        Everything else the sink does (a write on the store's thread) takes wall time,
+        which a virtual clock does not wait for: code driving one (the fault suite) waits
+        until the queue is written or this is true before moving time on.
+        """
+        return self._backoffs > 0
 
     def stop(self) -> None:
         """The daemon stops: from now on a failed write is tried once, not retried."""
@@ -206,7 +219,7 @@ class Recorder:
 
     async def _pause(self, delay_s: float) -> None:
         """Wait ``delay_s`` on the daemon's clock, or until stop() (whichever is first)."""
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay_s))
+        sleeper = asyncio.ensure_future(self._backoff(delay_s))
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -214,3 +227,13 @@ class Recorder:
             for task in (sleeper, stopper):
                 task.cancel()
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    async def _backoff(self, delay_s: float) -> None:
+        # Flagged in the very step in which the clock takes the sleep (a virtual clock
+        # registers it before its first await), and cleared as the clock wakes it: never
+        # true while the sleep is not yet known to the clock, or already over.
+        self._backoffs += 1
+        try:
+            await self._clock.sleep(delay_s)
+        finally:
+            self._backoffs -= 1

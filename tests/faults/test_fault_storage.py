@@ -86,18 +86,74 @@ async def _cap_pages(db: SqliteWorker, pages: int | None) -> None:
     await db.call(cap)
 
 
-async def _drive_until(clock: VirtualClock, done: Callable[[], bool], hours: float) -> float:
-    """Advance poll by poll until ``done()``; return the virtual hours it took."""
+# A hang guard on the wall clock, never a timing: a sink settles in milliseconds.
+SINK_SETTLE_WALL_S = 60.0
+
+
+class _SettlingClock(VirtualClock):
+    """A virtual clock that says when a task starts sleeping on it (see _sink_settled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept = asyncio.Event()
+
+    async def sleep(self, duration_s: float) -> None:
+        self.slept.set()
+        await super().sleep(duration_s)
+
+
+async def _sink_settled(daemon: Daemon) -> None:
+    """Wait until everything queued is written, or the sink waits on the clock to retry.
+
+    The sink writes on the store's own thread, and the virtual clock waits only for
+    its sleepers: without this the polls (virtual time) outrun the writes (wall time),
+    and whether 3,000 samples are stored "within 12 h" depends on the machine's load.
+    """
+    clock = daemon.clock
+    assert isinstance(clock, _SettlingClock)
+    joined = asyncio.ensure_future(daemon.queue.join())
+    try:
+        async with asyncio.timeout(SINK_SETTLE_WALL_S):
+            while not joined.done() and not daemon.recording.waiting_to_retry:
+                # A retry's backoff begins with a sleep on the clock: woken to look again.
+                clock.slept.clear()
+                slept = asyncio.ensure_future(clock.slept.wait())
+                try:
+                    await asyncio.wait({joined, slept}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    slept.cancel()
+                    await asyncio.gather(slept, return_exceptions=True)
+    finally:
+        joined.cancel()
+        await asyncio.gather(joined, return_exceptions=True)
+
+
+async def _drive_until(
+    clock: VirtualClock,
+    done: Callable[[], bool],
+    hours: float,
+    *,
+    settle: Daemon | None = None,
+) -> float:
+    """Advance poll by poll until ``done()``; return the virtual hours it took.
+
+    With ``settle``, each poll's samples are written (or the write waits to be
+    retried) before time moves on: what is stored then follows virtual time only.
+    """
     for step in range(round(hours * 3600 / POLL_S)):
+        if settle is not None:
+            await _sink_settled(settle)
         if done():
             return step * POLL_S / 3600
         await clock.advance(POLL_S)
     pytest.fail(f"not done within {hours} h")
 
 
-async def _drive(clock: VirtualClock, hours: float) -> None:
+async def _drive(clock: VirtualClock, hours: float, *, settle: Daemon | None = None) -> None:
     for _ in range(round(hours * 3600 / POLL_S)):
         await clock.advance(POLL_S)
+        if settle is not None:
+            await _sink_settled(settle)
 
 
 def _halted(sim: NewareSimulator) -> Callable[[], bool]:
@@ -132,16 +188,16 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
     fills, and recorded samples wait on the instrument to be fetched again."""
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(service, "QUEUE_SIZE", queue_size)
-    clock = VirtualClock()
+    clock = _SettlingClock()
     sim = _simulator(clock)
     state_dir = tmp_path / "state"
     async with sim.serve() as (_, port):
         config = parse_config(_config_text(state_dir, port))
         async with started_daemon(config, clock=clock) as daemon:
             await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
-            await _drive(clock, 10.0)
+            await _drive(clock, 10.0, settle=daemon)
             await _cap_pages(_store_db(daemon), 0)  # the disk is full from now on
-            await _drive(clock, 0.5)
+            await _drive(clock, 0.5, settle=daemon)
             assert not daemon.recording.recording
             down = _alerts(caplog)
             assert len(down) == 1
@@ -149,7 +205,7 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
             assert "NOT RECORDING" in down[0]
             assert "database or disk is full" in down[0]
 
-            hours = await _drive_until(clock, _halted(sim), 80.0)
+            hours = await _drive_until(clock, _halted(sim), 80.0, settle=daemon)
             sup = daemon.supervisor(INSTRUMENT)
             halt = sup.channels[DEPLETING].halt
             assert halt is not None
@@ -168,6 +224,7 @@ async def test_a_full_disk_stops_recording_not_halting_and_the_rows_come_back(
                 clock,
                 lambda: all(r.stored_seq >= on_instrument[r.spec.channel] for r in runtimes),
                 12.0,
+                settle=daemon,
             )
             assert daemon.recording.recording
             up = _alerts(caplog)[1:]
