@@ -461,14 +461,14 @@ async def test_a_store_found_damaged_while_running_is_moved_aside_and_nothing_is
     store's connection): it is moved aside while running and a fresh one takes over;
     the samples are in the two files together, each once."""
     caplog.set_level(logging.INFO)
-    clock = VirtualClock()
+    clock = _SettlingClock()
     sim = _simulator(clock)
     state_dir = tmp_path / "state"
     async with sim.serve() as (_, port):
         config = parse_config(_config_text(state_dir, port))
         async with started_daemon(config, clock=clock) as daemon:
             await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
-            await _drive(clock, 2.0)
+            await _drive(clock, 2.0, settle=daemon)
             damaged = _store_db(daemon)
             real_call = damaged.call
 
@@ -479,10 +479,10 @@ async def test_a_store_found_damaged_while_running_is_moved_aside_and_nothing_is
                 return await real_call(malformed)
 
             monkeypatch.setattr(damaged, "call", corrupt)
-            await _drive(clock, 1.0)
+            await _drive(clock, 1.0, settle=daemon)
             assert _store_db(daemon) is not damaged
             assert daemon.recording.recording
-            await _drive(clock, 1.0)
+            await _drive(clock, 1.0, settle=daemon)
         on_instrument = {str(c): sim.channels[c].record_count for c in (DEPLETING, HEALTHY)}
     (aside,) = sorted(state_dir.glob(f"{STORE_FILENAME}.damaged-*"))
     messages = [r.getMessage() for r in caplog.records]
