@@ -9,7 +9,7 @@ supervisor neither re-starts a running test nor halts a halted channel twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -248,6 +248,19 @@ async def test_after_a_restart_the_detectors_rebuild_their_baseline_and_catch_th
     assert second.channels[ChannelId(1, 1, 2)].halt is None
 
 
+def _operator(
+    sup: InstrumentSupervisor, clock: VirtualClock, channel: ChannelId
+) -> Callable[[str], Awaitable[tuple[bool, str]]]:
+    """An operator's command to ``channel``, answered at the next poll."""
+
+    async def do(action: str) -> tuple[bool, str]:
+        pending = asyncio.create_task(sup.command(channel, action))
+        await _run_hours(clock, POLL_S / 3600)  # the next poll runs it
+        return await pending
+
+    return do
+
+
 async def test_operator_pause_resume_and_stop_reach_the_instrument(tmp_path: Path) -> None:
     clock = VirtualClock()
     sim = _simulator(clock)
@@ -258,12 +271,7 @@ async def test_operator_pause_resume_and_stop_reach_the_instrument(tmp_path: Pat
         supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
     ):
         await _run_hours(clock, 3.0)
-
-        async def do(action: str) -> tuple[bool, str]:
-            pending = asyncio.create_task(sup.command(healthy, action))
-            await _run_hours(clock, POLL_S / 3600)  # the next poll runs it
-            return await pending
-
+        do = _operator(sup, clock, healthy)
         assert await do("pause") == (True, "paused")
         assert sim.channels[healthy].workstatus == "pause"
         await _run_hours(clock, 1.0)  # an hour at rest: not a fault
@@ -523,12 +531,7 @@ async def test_a_channel_paused_for_three_hours_mid_half_cycle_is_not_halted_aft
         supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
     ):
         await _run_hours(clock, 6.5)  # three cycles and half a half cycle
-
-        async def do(action: str) -> tuple[bool, str]:
-            pending = asyncio.create_task(sup.command(healthy, action))
-            await _run_hours(clock, POLL_S / 3600)
-            return await pending
-
+        do = _operator(sup, clock, healthy)
         assert await do("pause") == (True, "paused")
         await _run_hours(clock, 3.0)
         assert await do("resume") == (True, "resumed")
