@@ -67,7 +67,7 @@ import itertools
 import math
 from bisect import bisect_left, insort
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors._api import (
@@ -202,16 +202,16 @@ class _Profile:
     # Scales of the last half cycles against their profiles (the between-half-cycle spread).
     scales: tuple[float, ...] = ()
 
-    @property
-    def spread(self) -> float:
-        """Standard deviation of the last half cycles' scales: how much this cell's half
-        cycles differ at random (a steady growth or fall is no spread); 0 until three
-        are known."""
+    # Standard deviation of the last half cycles' scales: how much this cell's half
+    # cycles differ at random (a steady growth or fall is no spread); 0 until three are
+    # known. Computed once (see __post_init__): it is read for every sample.
+    spread: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
         n = len(self.scales)
-        if n < 3:
-            return 0.0
-        mean = sum(self.scales) / n
-        return math.sqrt(sum((x - mean) ** 2 for x in self.scales) / (n - 1))
+        if n >= 3:
+            mean = sum(self.scales) / n
+            self.spread = math.sqrt(sum((x - mean) ** 2 for x in self.scales) / (n - 1))
 
 
 class _OwnLevel:
