@@ -1,13 +1,15 @@
-"""The collector's policy for the long-running service (speed goals live in bench/)."""
+"""The collector's policy and the CPU priority of the long-running service (speed
+goals live in bench/)."""
 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 import pytest
 
-from cellguard.daemon.guard import gc_policy
+from cellguard.daemon.guard import gc_policy, priority
 
 
 @pytest.fixture
@@ -54,3 +56,10 @@ def test_no_automatic_full_collection_comes_before_the_routine_one() -> None:
     # A full collection runs by itself after GEN2_THRESHOLD middle ones; one middle
     # collection per poll must reach the routine full one first.
     assert gc_policy.GEN2_THRESHOLD > gc_policy.FULL_EVERY_POLLS
+
+
+def test_on_linux_the_priority_is_the_service_managers_and_only_reported() -> None:
+    before = os.nice(0)
+    running_at = priority.raise_priority()
+    assert os.nice(0) == before
+    assert f"nice {before}" in running_at
