@@ -20,26 +20,35 @@ earliest the sample's bytes can have arrived, so this never understates.
 CPU: process CPU time (every thread: the loop and the SQLite writer) over wall time,
 after the first download. RSS: the largest resident size seen, sampled each second.
 
-    .venv/bin/python bench/bench_supervise.py [--units 256] [--seconds 90] [--json]
+With ``--neighbour`` the same invocation measures twice, each against a fresh rack:
+first on the machine as it is, then with a CPU-bound neighbour process (a Python busy
+loop, pinned to no core, like the BTS software taking a core of the lab PC), and
+prints both figures and their ratios.
+
+    .venv/bin/python bench/bench_supervise.py [--units 256] [--seconds 90] [--neighbour] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import math
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench_common import fault_simulator, percentile, rss_mb
 
+from cellguard.daemon.guard.gc_policy import apply_service_policy
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor, drain_queue
 from cellguard.daemon.mqtt import LogPublisher
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -55,6 +64,30 @@ FAULT_FRACTION = 0.1
 # Cell time (h) at which the injected shorts begin: after the detectors have learnt
 # both current directions (three 3-min half cycles), spread over the run.
 ONSET_H = (0.2, 0.5)
+# The neighbour: a busy loop that ends by itself after the given seconds, so that not
+# even a killed benchmark leaves it burning a core of a shared machine.
+BUSY_LOOP = (
+    "import sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n"
+    "    pass\n"
+)
+# Beyond the window: the rack's start and the first download come before it.
+NEIGHBOUR_MARGIN_S = 300.0
+# The figures compared with and without the neighbour.
+RATIO_KEYS = ("halt_latency_p50_ms", "halt_latency_p99_ms", "halt_latency_max_ms")
+
+
+@contextlib.contextmanager
+def cpu_neighbour(seconds: float) -> Iterator[subprocess.Popen[bytes]]:
+    """A CPU-bound process, at most ``seconds`` long, on whichever core the OS gives it
+    (no affinity: the BTS software is not pinned either); killed on the way out."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -104,8 +137,21 @@ async def supervise(
     *, units: int, seconds: float, seed: int = 0, speed: float = SPEED
 ) -> dict[str, Any]:
     """Run the daemon's side against a faulty rack for ``seconds``; the figures."""
+    # As ``cellguard run`` does at start (a second call in the process changes nothing).
+    apply_service_policy()
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses)
+    try:
+        return await _supervise(
+            units=units, seconds=seconds, seed=seed, speed=speed, gc_pauses=gc_pauses
+        )
+    finally:
+        gc.callbacks.remove(gc_pauses)
+
+
+async def _supervise(
+    *, units: int, seconds: float, seed: int, speed: float, gc_pauses: GcPauses
+) -> dict[str, Any]:
     # Onsets spread over the run, after the first cycles (the detectors learn there).
     run_h = seconds * speed / 3600.0
     onset_h = (min(ONSET_H[0], 0.6 * run_h), min(ONSET_H[1], 0.9 * run_h))
@@ -205,17 +251,58 @@ async def supervise(
     }
 
 
+def _measured_apart(*, units: int, seconds: float, seed: int) -> dict[str, Any]:
+    """One measurement in a fresh process: the collector's once-per-process steps
+    (policy, heap freeze) then apply to each measurement alike."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--json", f"--units={units}", f"--seconds={seconds}",
+         f"--seed={seed}"],
+        capture_output=True, text=True, check=False, timeout=seconds + NEIGHBOUR_MARGIN_S,
+    )  # fmt: skip
+    if out.returncode != 0:
+        msg = f"bench_supervise.py failed: {out.stderr.strip()[-2000:]}"
+        raise RuntimeError(msg)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def with_and_without_neighbour(*, units: int, seconds: float, seed: int) -> dict[str, Any]:
+    """The figures on the machine as it is, then with a CPU-bound neighbour (each on a
+    fresh rack, same seed), and the ratios of the second to the first."""
+    quiet = _measured_apart(units=units, seconds=seconds, seed=seed)
+    with cpu_neighbour(seconds + NEIGHBOUR_MARGIN_S):
+        loaded = _measured_apart(units=units, seconds=seconds, seed=seed)
+    ratios = {
+        key: loaded[key] / quiet[key] if quiet[key] and loaded[key] is not None else None
+        for key in RATIO_KEYS
+    }
+    return {"without_neighbour": quiet, "with_neighbour": loaded, "ratio_with_to_without": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=256, help="units of 8 channels")
     parser.add_argument("--seconds", type=float, default=90.0, help="wall seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object only")
+    parser.add_argument(
+        "--neighbour",
+        action="store_true",
+        help="measure twice: as is, then with a CPU-bound neighbour process",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # 200 halts would otherwise flood the log
-    result = asyncio.run(supervise(units=args.units, seconds=args.seconds, seed=args.seed))
+    if args.neighbour:
+        result = with_and_without_neighbour(units=args.units, seconds=args.seconds, seed=args.seed)
+    else:
+        result = asyncio.run(supervise(units=args.units, seconds=args.seconds, seed=args.seed))
     if args.json:
         print(json.dumps(result))
+    elif args.neighbour:
+        for part, figures in result.items():
+            print(f"[{part}]")
+            for key, value in figures.items():
+                print(f"  {key:<28} {value}")
     else:
         for key, value in result.items():
             print(f"{key:<28} {value}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config
+from cellguard.daemon.guard import gc_policy, priority
 from cellguard.daemon.guard.links.host import HostSupervisor
 from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
 from cellguard.daemon.guard.registry import Wiring, build_guards
@@ -322,9 +323,13 @@ async def _execute(daemon: Daemon, command: Command) -> tuple[bool, str]:
 
 async def serve(config: Config, *, stop: asyncio.Event, clock: Clock | None = None) -> None:
     """``cellguard run``: open and run the daemon until ``stop``."""
+    # A long-running service: the collector's routine work after the polls, not in the
+    # halt path (daemon/guard/gc_policy.py).
+    gc_policy.apply_service_policy()
+    running_at = priority.raise_priority()
     async with open_daemon(config, clock=clock) as daemon:
         # After the state_dir lock: a second copy says one line, why it cannot run.
-        log.warning("cellguard starting\n%s", config.describe())
+        log.warning("cellguard starting (%s)\n%s", running_at, config.describe())
         await run_daemon(daemon, stop=stop)
     log.warning("cellguard stopped")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 KEYS = (
     "halt_latency_p50_ms",
@@ -53,3 +54,24 @@ def test_bench_refuses_quick_and_smoke_together() -> None:
     )
     assert out.returncode == 2
     assert "not allowed with argument" in out.stderr
+
+
+def test_bench_supervise_neighbour_reports_both_measurements_and_their_ratios() -> None:
+    bench = Path(__file__).parent.parent / "bench" / "bench_supervise.py"
+    out = subprocess.run(
+        [sys.executable, str(bench), "--units=1", "--seconds=3", "--neighbour", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) == {"without_neighbour", "with_neighbour", "ratio_with_to_without"}
+    assert result["without_neighbour"]["channels"] == 8
+    assert result["with_neighbour"]["channels"] == 8
+    assert set(result["ratio_with_to_without"]) == {
+        "halt_latency_p50_ms",
+        "halt_latency_p99_ms",
+        "halt_latency_max_ms",
+    }

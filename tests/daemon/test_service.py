@@ -8,6 +8,7 @@ instrument's time is virtual, driven poll by poll.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -24,7 +25,8 @@ from test_influx import export
 
 from cellguard.daemon.cli import main
 from cellguard.daemon.config import parse_config
-from cellguard.daemon.service import started_daemon
+from cellguard.daemon.guard import gc_policy
+from cellguard.daemon.service import serve, started_daemon
 from cellguard.daemon.store import Store
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareSimulator
@@ -179,6 +181,27 @@ async def test_embedded_defaults_store_samples_in_sqlite_and_alert_to_the_log(
     recorded = [s for s in samples if s.source == "recorded"]
     assert [s.seq for s in recorded] == list(range(1, len(recorded) + 1))
     assert len(recorded) >= 6 * 60
+
+
+async def test_the_collector_policy_is_applied_once_at_service_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cellguard run`` tunes the garbage collector for a long-running service, once
+    per process (recorded, not carried out: the test process keeps its own)."""
+    thresholds: list[tuple[int, ...]] = []
+    monkeypatch.setattr(gc_policy, "_applied", False)
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: thresholds.append(t))
+    monkeypatch.setattr(sys, "setswitchinterval", lambda _s: None)
+    clock = VirtualClock()
+    async with _simulator(clock).serve() as (_, port):
+        config = parse_config(_config_text(tmp_path / "state", port, None, None))
+        for _ in range(2):  # started twice in one process: applied the first time only
+            stop = asyncio.Event()
+            stop.set()
+            await serve(config, stop=stop, clock=clock)
+    assert thresholds == [
+        (gc_policy.GEN0_THRESHOLD, gc_policy.GEN1_THRESHOLD, gc_policy.GEN2_THRESHOLD)
+    ]
 
 
 def test_run_with_a_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> None:

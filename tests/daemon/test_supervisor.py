@@ -14,6 +14,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
+from cellguard.daemon.guard.links import neware as neware_link
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
 from cellguard.drivers import VirtualClock
@@ -539,3 +542,42 @@ async def test_a_channel_paused_for_three_hours_mid_half_cycle_is_not_halted_aft
         assert sim.channels[healthy].workstatus == "working"
     assert sup.channels[healthy].halt is None
     assert not [e for e in sup.events if e.tags.channel == "1-1-2" and e.kind == "halt"]
+
+
+async def test_the_collectors_routine_work_runs_after_each_poll_never_before_its_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One routine collection per poll, each after that poll's stops reached the
+    instrument: a judged halt never waits behind the garbage collector's routine."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    collections: list[tuple[int, list[str]]] = []
+    sup_ref: list[InstrumentSupervisor] = []
+
+    def collect_after_poll() -> int:
+        sup = sup_ref[0]
+        # Judged for a halt but still running at the instrument: a stop not yet out.
+        waiting = [
+            str(c)
+            for c, r in sup.channels.items()
+            if r.halt is not None and sim.channels[c].workstatus == "working"
+        ]
+        collections.append((sup.polls, waiting))
+        return 1
+
+    monkeypatch.setattr(neware_link, "collect_after_poll", collect_after_poll)
+    recorder = Recorder()
+    async with (
+        sim.serve() as (_, port),
+        supervising(sim, port, recorder, tmp_path, clock) as (sup, _),
+    ):
+        sup_ref.append(sup)
+        polls0 = sup.polls
+        await _run_hours(clock, 11.0)
+        polls = sup.polls - polls0
+        halted = [str(c) for c, r in sup.channels.items() if r.halt is not None]
+    assert halted == ["1-1-3"]
+    assert polls > 600
+    after = [(p, w) for p, w in collections if p > polls0]
+    assert [p for p, _ in after] == list(range(polls0 + 1, polls0 + polls + 1))
+    assert all(w == [] for _, w in collections)
