@@ -123,7 +123,7 @@ def run_analyze_cli(
 
 # Column heads: a Li|Li cell's |V| is its polarization (mV); a full cell's is its
 # voltage (V), and its cumulative capacity is charge passed, not Li plated.
-_LI_HEADS = ("cycle", "polarization mV", "max mV", "capacity mAh/cm²", "hours")
+_LI_HEADS = ("cycle", "polarization mV", "max mV", "cumulative mAh/cm²", "hours")
 _FULL_HEADS = ("cycle", "mean |V| V", "max |V| V", "charge passed mAh/cm²", "hours")
 
 
@@ -173,14 +173,17 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
         console.print(
             f"  [bold red]{kind}[/] after {failure.hours:.2f} h, {failure.cycles} complete "
             f"cycle{'' if failure.cycles == 1 else 's'}, "
-            f"{failure.capacity_mah_cm2:.3f} mAh/cm² " + ("passed" if full else "plated"),
+            f"{failure.capacity_mah_cm2:.3f} mAh/cm² passed in all"
+            + ("" if full else f" ({failure.stripped_mah_cm2:.3f} in the failing direction)"),
             highlight=False,
         )
     ce = result.analysis.average_coulombic_efficiency
     if ce is not None and failure is not None:
         console.print(
             f"  average Li Coulombic efficiency {ce * 100:.2f} % "
-            f"(1 − {s.thin_li_mah_cm2:.3f} / {failure.stripped_mah_cm2:.3f} mAh/cm² stripped)",
+            f"(1 − Q_thin / Q_stripped = 1 − {s.thin_li_mah_cm2:.3f} / "
+            f"{failure.stripped_mah_cm2:.3f} mAh/cm²: the thin electrode's Li over what was "
+            "stripped from it until it ran out)",
             highlight=False,
         )
     elif s.cell == "asymmetric" and failure is not None and failure.kind == "depletion":

@@ -351,7 +351,7 @@ def _add_analytics_commands(sub: Any) -> None:
             "and reports per cycle: polarization (mean |V| over the middle third of each "
             "half cycle) and its max, cumulative plated capacity, hours; the failure; for "
             "a depleted asymmetric cell the average Li Coulombic efficiency "
-            "1 - Q_thin/Q_cycled (a full cell: mean and max |V| per cycle). Exit 2 if a "
+            "1 - Q_thin/Q_stripped (a full cell: mean and max |V| per cycle). Exit 2 if a "
             'file could not be read or judged (with --json it gets {"file": ..., '
             '"error": ...}). ' + HOURS_HELP
         ),

@@ -27,12 +27,12 @@ Definitions (units in every name):
   where the detectors of :mod:`cellguard.protocols.detectors` would halt it) with the
   hours, completed cycles and cumulative capacity at that moment.
 - **average Coulombic efficiency** of a depleted asymmetric cell, the quantity the
-  asymmetric-cell method measures: ``CE = 1 − Q_thin / Q_cycled`` with ``Q_thin`` the
-  thin electrode's Li (``thin_li_um × 0.205 mAh cm⁻² µm⁻¹``) and ``Q_cycled`` the
+  asymmetric-cell method measures: ``CE = 1 − Q_thin / Q_stripped`` with ``Q_thin`` the
+  thin electrode's Li (``thin_li_um × 0.205 mAh cm⁻² µm⁻¹``) and ``Q_stripped`` the
   capacity stripped from it until depletion (the charge passed in the current
   direction the cell depleted in). Every mAh cm⁻² cycled lost ``1 − CE`` of itself.
   The method's resolution is the last, partial stripping: ``Q_thin`` counts it as
-  lost, so CE comes out low by at most ``(charge per half cycle) / Q_cycled``.
+  lost, so CE comes out low by at most ``(charge per half cycle) / Q_stripped``.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class Analysis:
 
     @property
     def average_coulombic_efficiency(self) -> float | None:
-        """``1 − Q_thin / Q_cycled`` for an asymmetric cell that depleted, else None."""
+        """``1 − Q_thin / Q_stripped`` for an asymmetric cell that depleted, else None."""
         return coulombic_efficiency(self.settings, self.failure)
 
     def as_dict(self) -> dict[str, Any]:

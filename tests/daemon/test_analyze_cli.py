@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,21 @@ def test_an_unknown_cell_type_is_refused_by_the_parser(capsys: pytest.CaptureFix
         main(["analyze", "x.csv", "--cell", "triangle"])
     assert exc.value.code == 2
     assert "--cell" in capsys.readouterr().err
+
+
+def test_the_text_report_names_total_and_stripped_capacity_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 17: the summary called the total of both directions "plated" and the CE
+    # line's smaller figure "stripped", with nothing saying how the two relate.
+    path = simulated_file(tmp_path / "MII-1_asymmetric-20um.csv", "MII-1", 20.0, 60.0)
+    assert main(["analyze", str(path), "--cell", "asymmetric", "--thin-li-um", "20"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cumulative mAh/cm²" in out
+    summary = out[out.index("depletion after") :]
+    match = re.search(r"([\d.]+) mAh/cm² passed in all \(([\d.]+) in", summary)
+    assert match is not None
+    total, failing = float(match[1]), float(match[2])
+    assert failing == pytest.approx(total / 2, abs=0.5)  # one direction of two
+    assert f"1 − Q_thin / Q_stripped = 1 − 4.100 / {failing:.3f} mAh/cm²" in out
+    assert "plated" not in summary
