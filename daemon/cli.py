@@ -37,6 +37,7 @@ from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
 from cellguard.daemon.plots import run_plot_cli
+from cellguard.daemon.redact import install_redaction
 from cellguard.daemon.replay import run_replay_cli
 from cellguard.daemon.service import serve, status_rows, watch_status
 from cellguard.daemon.simulate import serve_neware
@@ -422,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # URLs with user:password@ or ?token= are logged whole by the sinks' outage lines.
+    install_redaction()
     try:
         if args.command == "demo":
             summary = asyncio.run(
