@@ -35,7 +35,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, get_args
 
+from cellguard.daemon.mqtt_acl import acl_mismatch
 from cellguard.daemon.records import ChannelTags
+from cellguard.daemon.redact import redact
 from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
 from cellguard.protocols.cells import Cell
@@ -314,6 +316,14 @@ class MqttSettings:
     tls: bool = False
     # CA certificate(s) (PEM) the broker's certificate must chain to; None: the system's.
     ca_file: Path | None = None
+    # Without a broker user anyone who reaches the broker could stop cells, so commands
+    # are refused then unless this says the lab accepts that.
+    allow_anonymous_commands: bool = False
+
+    @property
+    def commands_refused(self) -> bool:
+        """Whether operator commands are refused (anonymous login, not allowed)."""
+        return self.username is None and not self.allow_anonymous_commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +388,9 @@ class Config:
     influxdb: InfluxDBSettings | None = None  # None: samples go to SQLite under state_dir
     mqtt: MqttSettings | None = None  # None: alerts go to the log
     source: str = "<config>"
+    # Accepted but risky settings (world-readable secret files, inline passwords, a
+    # prefix the shipped ACL drops), one line each naming the key; logged at start.
+    warnings: tuple[str, ...] = ()
 
     def instrument(self, name: str) -> InstrumentSettings:
         """The instrument called ``name`` (a KeyError if there is none)."""
@@ -399,7 +412,7 @@ class Config:
             db = self.influxdb
             auth = f"token from {db.token.origin}" if db.token else "no token"
             lines.append(
-                f"samples -> InfluxDB {db.url} org {db.org!r} bucket {db.bucket!r} ({auth})"
+                f"samples -> InfluxDB {redact(db.url)} org {db.org!r} bucket {db.bucket!r} ({auth})"
             )
         if self.mqtt is None:
             lines.append("alerts -> log only (no [mqtt])")
@@ -410,6 +423,16 @@ class Config:
                 f"alerts -> MQTT {mq.host}:{mq.port} prefix {mq.topic_prefix!r} "
                 f"client {mq.client_id!r} ({user}, {'TLS' if mq.tls else 'no TLS'})"
             )
+            if mq.commands_refused:
+                lines.append(
+                    "MQTT commands REFUSED: no broker user (set username/password with the "
+                    "shipped ACL, or allow_anonymous_commands = true)"
+                )
+            elif mq.username is None:
+                lines.append(
+                    "MQTT commands ACCEPTED WITHOUT A BROKER LOGIN (allow_anonymous_commands "
+                    "= true): anyone who reaches the broker can stop and start cells"
+                )
         for inst in self.instruments:
             chans = self.channels_of(inst.name)
             lines.append(
@@ -670,6 +693,7 @@ _MQTT_KEYS = (
     "tls",
     "ca_file",
     "client_id",
+    "allow_anonymous_commands",
 )
 DEFAULT_DOWNLOAD_INTERVAL_S = 30.0
 
@@ -737,12 +761,16 @@ _DETECTOR_KEYS = tuple(
     f.name for f in dataclasses.fields(DetectorSettings) if f.name not in ("cell", "overrides")
 )
 _LI_UM = "a Li foil thickness in µm > 0 (e.g. 100, 50 or 20)"
+# Secret keys whose inline value or world-readable file is warned about (a user name
+# is an identity, not a secret).
+_SECRET_NAMES = frozenset({"password", "token"})
 
 
 class _Reader:
     def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
         self.env = env
         self.base_dir = base_dir
+        self.warnings: list[str] = []
 
     def path(self, text: str) -> Path:
         path = Path(text).expanduser()
@@ -779,6 +807,7 @@ class _Reader:
             instruments=instruments,
             channels=channels,
             source=source,
+            warnings=tuple(self.warnings),
         )
 
     def array(self, top: _Table, name: str, keys: Sequence[str]) -> list[_Table]:
@@ -820,6 +849,12 @@ class _Reader:
             }[key]
             _fail(t.key(key), f"must be {allowed}, got {_kind(value)}")
         if key == name:
+            if name in _SECRET_NAMES:
+                # Config files get copied, mailed and committed; the secret with them.
+                self.warnings.append(
+                    f"{t.key(key)}: the {what} is written inline in the configuration; "
+                    f"use {name}_env or {name}_file (chmod 600) instead"
+                )
             return Secret(value, "inline")
         if key.endswith("_env"):
             variable = value.strip()
@@ -836,11 +871,17 @@ class _Reader:
         path = self.path(value.strip())
         try:
             content = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
         except (OSError, UnicodeDecodeError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             _fail(t.key(key), f"cannot read {path}: {reason}; it must hold the {what}")
         if not content:
             _fail(t.key(key), f"{path} is empty; it must hold the {what}")
+        if mode & 0o004 and name in _SECRET_NAMES:
+            self.warnings.append(
+                f"{t.key(key)}: {path} holds the {what} and is readable by every user "
+                f"(mode {mode & 0o777:o}); run chmod o-r {path}"
+            )
         return Secret(content, f"file {path}")
 
     def influxdb(self, t: _Table) -> InfluxDBSettings:
@@ -904,6 +945,9 @@ class _Reader:
             ca_file = self.path(t.string("ca_file", "the path of a PEM file of CA certificates"))
             if not ca_file.is_file():
                 _fail(t.key("ca_file"), f"{ca_file} is not a readable file of PEM CA certificates")
+        mismatch = acl_mismatch(prefix)
+        if mismatch is not None:
+            self.warnings.append(f"{t.key('topic_prefix')}: {mismatch}")
         return MqttSettings(
             host=host,
             port=port,
@@ -913,6 +957,7 @@ class _Reader:
             password=password,
             tls=tls,
             ca_file=ca_file,
+            allow_anonymous_commands=t.boolean("allow_anonymous_commands", default=False),
         )
 
     def instrument(self, t: _Table) -> InstrumentSettings:

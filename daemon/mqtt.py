@@ -17,8 +17,13 @@ Topics, for ``topic_prefix = "cellguard/lab1"``::
 
 Commands are trusted because of the broker, not because of anything in the message:
 the shipped ACL (``deploy/mosquitto/acl``) lets only the ``operator`` user write to the
-command topics and only the daemon's user read them. This module checks that a command
-is well formed; whether the channel exists and may do it is the supervisor's call.
+command topics and only the daemon's user read them. So a daemon that logs in without a
+user name refuses every command unless ``allow_anonymous_commands`` says otherwise. This
+module checks that a command is well formed and new (a ``request_id`` is executed once,
+also across restarts: seen ids are kept, bounded, in the outbox file); whether the
+channel exists and may do it is the supervisor's call. Refusals are answered on
+``command_result`` and logged at a bounded rate, so spamming the topic floods neither
+the log nor the outbox.
 
 Without an ``[mqtt]`` section, :class:`LogPublisher` has the same interface and writes
 alerts and statuses to the log.
@@ -35,7 +40,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +83,19 @@ _DRAIN_BATCH: Final = 100
 _MAX_COMMAND_BYTES: Final = 64 * 1024  # room for a protocol script
 _MAX_REQUEST_ID_CHARS: Final = 128
 _RECENT_REQUEST_IDS: Final = 256
+# Seen request ids on disk: enough for years of operator commands, small enough to
+# look up at once; an id older than the age bound may be executed again.
+SEEN_REQUESTS_MAX: Final = 10_000
+SEEN_REQUESTS_MAX_AGE_S: Final = 30 * 24 * 3600.0
+# Refused commands: the first of a burst logged in full, the rest counted and summed
+# up once per interval; at most this many answered on command_result per interval.
+DEFAULT_REFUSAL_LOG_INTERVAL_S: Final = 60.0
+REFUSAL_ANSWERS_PER_INTERVAL: Final = 20
+ANONYMOUS_REFUSAL: Final = (
+    "refused: the daemon logs in to the broker without a user, so anyone who can reach "
+    "the broker could send this; give [mqtt] username/password (with the shipped ACL) "
+    "or set allow_anonymous_commands = true"
+)
 # Alerts kept in memory while the outbox cannot be written (a full disk).
 _UNSAVED_MAX: Final = 10_000
 _ONLINE: Final = b"online"
@@ -140,6 +158,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_unix_s REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_topic ON outbox (topic);
+CREATE TABLE IF NOT EXISTS seen_requests (
+    request_id TEXT PRIMARY KEY,
+    seen_unix_s REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_requests_time ON seen_requests (seen_unix_s);
 """
 
 
@@ -249,6 +272,51 @@ class Outbox:
         with self._locked("write to") as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
 
+    def first_time(
+        self,
+        request_id: str,
+        now_unix_s: float | None = None,
+        *,
+        max_ids: int = SEEN_REQUESTS_MAX,
+        max_age_s: float = SEEN_REQUESTS_MAX_AGE_S,
+    ) -> bool:
+        """Record a command's ``request_id``; False if it was recorded before.
+
+        Kept bounded: ids older than ``max_age_s`` and all but the newest ``max_ids``
+        are forgotten in the same transaction.
+        """
+        now_unix_s = time.time() if now_unix_s is None else now_unix_s
+        with self._locked("write to") as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "DELETE FROM seen_requests WHERE seen_unix_s < ?", (now_unix_s - max_age_s,)
+                )
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO seen_requests (request_id, seen_unix_s) VALUES (?, ?)",
+                    (request_id, now_unix_s),
+                )
+                new = cursor.rowcount == 1
+                if new:
+                    db.execute(
+                        "DELETE FROM seen_requests WHERE request_id IN (SELECT request_id"
+                        " FROM seen_requests ORDER BY seen_unix_s DESC, rowid DESC"
+                        " LIMIT -1 OFFSET ?)",
+                        (max_ids,),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return new
+
+    def seen_count(self) -> int:
+        """How many request ids are remembered."""
+        with self._locked("read") as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM seen_requests").fetchone()
+        return int(n)
+
     def count(self) -> int:
         """How many messages wait for the broker."""
         with self._locked("read") as db:
@@ -297,6 +365,7 @@ class CommandRejected:
     channel: str
     reason: str
     request_id: str | None = None
+    action: str | None = None  # as sent, when it was a string
 
 
 def parse_command(
@@ -315,8 +384,10 @@ def parse_command(
         return None
     instrument, channel = levels
 
+    action_sent: str | None = None
+
     def reject(reason: str, request_id: str | None = None) -> CommandRejected:
-        return CommandRejected(instrument, channel, reason, request_id)
+        return CommandRejected(instrument, channel, reason, request_id, action_sent)
 
     if len(payload) > _MAX_COMMAND_BYTES:
         return reject(f"payload is {len(payload)} bytes; at most {_MAX_COMMAND_BYTES} allowed")
@@ -326,6 +397,8 @@ def parse_command(
         return reject('payload is not JSON; send {"action": "stop", "request_id": "..."}')
     if not isinstance(body, dict):
         return reject('payload must be a JSON object like {"action": "stop", "request_id": "..."}')
+    raw_action = body.get("action")
+    action_sent = raw_action[:32] if isinstance(raw_action, str) else None
     raw_id = body.get("request_id")
     request_id = raw_id if isinstance(raw_id, str) else None
     if request_id is None or not 0 < len(request_id) <= _MAX_REQUEST_ID_CHARS:
@@ -346,6 +419,77 @@ def parse_command(
         # A retained command would be replayed at every reconnect of the daemon.
         return reject("retained commands are refused: publish with retain=false", request_id)
     return Command(instrument, channel, action, request_id, protocol)
+
+
+class RefusalLog:
+    """Logs refused commands at a bounded rate: anyone may spam a command topic.
+
+    The first refusal of a burst is logged in full; later ones within ``interval_s``
+    are only counted, and the count is logged once the interval is over (by
+    :meth:`tick`, which the publisher calls periodically, or by :meth:`flush` on stop).
+    So a flood gives at most two lines per interval. :meth:`refused` also says whether
+    the refusal may be answered on command_result, at most ``answers_per_interval``
+    times per interval, so a flood does not fill the outbox ahead of alerts either.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval_s: float = DEFAULT_REFUSAL_LOG_INTERVAL_S,
+        answers_per_interval: int = REFUSAL_ANSWERS_PER_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self.interval_s = interval_s
+        self._answers_per_interval = answers_per_interval
+        self._clock = clock
+        self._window_start_s: float | None = None
+        self._answered = 0
+        self._counted = 0  # refusals in this window not logged one by one
+        self._latest = ""
+        self.total = 0  # refusals since start, logged or not
+
+    def refused(self, what: str) -> bool:
+        """Note one refusal (``what`` names command and reason); True: answer it."""
+        self.total += 1
+        self.tick()
+        if self._window_start_s is None:
+            self._window_start_s = self._clock()
+            self._answered = 1
+            self._log.warning(
+                "MQTT command refused: %s (further refusals in the next %g s are counted, "
+                "not logged one by one)",
+                what,
+                self.interval_s,
+            )
+            return True
+        self._counted += 1
+        self._latest = what
+        if self._answered < self._answers_per_interval:
+            self._answered += 1
+            return True
+        return False
+
+    def tick(self) -> None:
+        """End the interval if it is over: log how many refusals it counted."""
+        start_s = self._window_start_s
+        if start_s is not None and self._clock() - start_s >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the count of this interval now (if any) and start afresh."""
+        start_s = self._window_start_s
+        if self._counted and start_s is not None:
+            self._log.warning(
+                "MQTT: %d more command(s) refused in %.0f s (latest: %s)",
+                self._counted,
+                self._clock() - start_s,
+                self._latest,
+            )
+        self._window_start_s = None
+        self._counted = 0
+        self._answered = 0
 
 
 class _CommandStream:
@@ -428,6 +572,8 @@ class MqttPublisher:
         backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         keepalive_s: int = 30,
         command_queue_size: int = DEFAULT_COMMAND_QUEUE_SIZE,
+        allow_anonymous_commands: bool = False,
+        refusal_log_interval_s: float = DEFAULT_REFUSAL_LOG_INTERVAL_S,
     ) -> None:
         self.host = host
         self.port = port
@@ -445,7 +591,12 @@ class MqttPublisher:
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=command_queue_size)
+        # Only the ACL authenticates a command; without a user name there is none.
+        self.commands_refused = username is None and not allow_anonymous_commands
+        # A cache in front of the outbox's seen_requests, and the record while the
+        # outbox cannot be written.
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self.refusals = RefusalLog(log, interval_s=refusal_log_interval_s)
         # Messages the outbox could not store (disk full, state_dir gone): kept in
         # memory, newest last, and published before the outbox's (lost on kill -9).
         self._unsaved: deque[tuple[str, str, bool]] = deque(maxlen=_UNSAVED_MAX)
@@ -500,6 +651,11 @@ class MqttPublisher:
         """Valid commands, in arrival order; the iterator ends only by cancellation."""
         return _CommandStream(self._commands)
 
+    @property
+    def commands_waiting(self) -> int:
+        """Accepted commands not yet taken from :meth:`commands`."""
+        return self._commands.qsize()
+
     async def reply(self, command: Command, ok: bool, detail: str = "") -> None:
         """Answer a command on ``{prefix}/command_result/{instrument}/{channel}``."""
         topic = self.command_result_topic(command.instrument, command.channel)
@@ -546,6 +702,12 @@ class MqttPublisher:
         outbox meanwhile. Returns only by cancellation, after a clean stop has
         published "offline" (a clean disconnect does not fire the last will).
         """
+        try:
+            await self._run(ready)
+        finally:
+            self.refusals.flush()  # a burst's count is not lost on stop
+
+    async def _run(self, ready: asyncio.Event | None) -> None:
         delay_s = self._backoff_initial_s
         failures = 0
         stopping = False
@@ -624,7 +786,9 @@ class MqttPublisher:
             if ready is not None:
                 ready.set()
             self._wake.set()  # drain whatever waited for this connection
-            await _until_first_fails(self._read_commands(client), self._drain(client))
+            await _until_first_fails(
+                self._read_commands(client), self._drain(client), self._tick_refusals()
+            )
         except asyncio.CancelledError:
             await asyncio.shield(self._goodbye(client))
             raise
@@ -662,6 +826,12 @@ class MqttPublisher:
             if len(batch) < _DRAIN_BATCH:
                 await self._wake.wait()
 
+    async def _tick_refusals(self) -> None:
+        """Log a burst's refusal count when its interval ends, even if the burst did."""
+        while True:
+            await asyncio.sleep(self.refusals.interval_s / 4)
+            self.refusals.tick()
+
     async def _read_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             parsed = parse_command(
@@ -669,26 +839,38 @@ class MqttPublisher:
             )
             if parsed is None:
                 continue
-            if isinstance(parsed, CommandRejected):
-                log.warning(
-                    "MQTT command refused for %s/%s: %s",
+            if isinstance(parsed, Command) and self.commands_refused:
+                parsed = CommandRejected(
                     parsed.instrument,
                     parsed.channel,
-                    parsed.reason,
+                    ANONYMOUS_REFUSAL,
+                    parsed.request_id,
+                    parsed.action,
                 )
-                await self._answer_rejected(parsed)
+            elif isinstance(parsed, Command) and not await self._first_time(parsed.request_id):
+                parsed = CommandRejected(
+                    parsed.instrument,
+                    parsed.channel,
+                    f"duplicate: request_id {parsed.request_id!r} was received before and "
+                    "is not executed again; send a new request_id to repeat the command",
+                    parsed.request_id,
+                    parsed.action,
+                )
+            if isinstance(parsed, CommandRejected):
+                await self._refuse(parsed)
                 continue
-            if parsed.request_id in self._recent_ids:
-                log.info("MQTT duplicate command %s ignored", parsed.request_id)
-                continue
-            self._recent_ids[parsed.request_id] = None
-            if len(self._recent_ids) > _RECENT_REQUEST_IDS:
-                self._recent_ids.popitem(last=False)
             try:
                 self._commands.put_nowait(parsed)
             except asyncio.QueueFull:
-                log.warning("MQTT command %s refused: too many pending", parsed.request_id)
-                await self.reply(parsed, ok=False, detail="busy: too many pending commands")
+                await self._refuse(
+                    CommandRejected(
+                        parsed.instrument,
+                        parsed.channel,
+                        "busy: too many pending commands",
+                        parsed.request_id,
+                        parsed.action,
+                    )
+                )
             else:
                 log.info(
                     "MQTT command %s for %s/%s (request %s)",
@@ -698,9 +880,29 @@ class MqttPublisher:
                     parsed.request_id,
                 )
 
-    async def _answer_rejected(self, rejected: CommandRejected) -> None:
+    async def _first_time(self, request_id: str) -> bool:
+        """Record ``request_id``; False if it was seen, by this or an earlier run."""
+        if request_id in self._recent_ids:
+            return False
+        self._recent_ids[request_id] = None
+        if len(self._recent_ids) > _RECENT_REQUEST_IDS:
+            self._recent_ids.popitem(last=False)
+        try:
+            return await asyncio.to_thread(self._outbox.first_time, request_id)
+        except OutboxError as err:
+            # A full disk must not block a stop command: the memory cache decides.
+            log.error("%s; duplicate commands are only recognised since start", err)  # noqa: TRY400
+            return True
+
+    async def _refuse(self, rejected: CommandRejected) -> None:
+        what = (
+            f"{rejected.action or '?'} for {rejected.instrument}/{rejected.channel} "
+            f"(request {rejected.request_id}): {rejected.reason}"
+        )
+        if not self.refusals.refused(what):
+            return
         topic = self.command_result_topic(rejected.instrument, rejected.channel)
-        payload = _result_payload(None, rejected.request_id, False, rejected.reason)
+        payload = _result_payload(rejected.action, rejected.request_id, False, rejected.reason)
         await self._enqueue(topic, payload, retain=False)
 
 

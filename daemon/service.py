@@ -183,6 +183,7 @@ async def open_daemon(config: Config, *, clock: Clock | None = None) -> AsyncIte
                 ca_file=mq.ca_file,
                 client_id=mq.client_id,
                 outbox=outbox,
+                allow_anonymous_commands=mq.allow_anonymous_commands,
             )
         influx = None
         if config.influxdb is not None:
@@ -330,6 +331,8 @@ async def serve(config: Config, *, stop: asyncio.Event, clock: Clock | None = No
     async with open_daemon(config, clock=clock) as daemon:
         # After the state_dir lock: a second copy says one line, why it cannot run.
         log.warning("cellguard starting (%s)\n%s", running_at, config.describe())
+        for warning in config.warnings:
+            log.warning("config %s: %s", config.source, warning)
         await run_daemon(daemon, stop=stop)
     log.warning("cellguard stopped")
 
