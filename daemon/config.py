@@ -890,7 +890,7 @@ class _Reader:
             _fail(
                 t.key("url"),
                 'must be an http:// or https:// URL, e.g. "http://127.0.0.1:8086", '
-                f"got {_show(url)}",
+                f"got {_show(redact(url))}",
             )
         return InfluxDBSettings(
             url=url.rstrip("/"),
@@ -1378,6 +1378,14 @@ class _Reader:
 
 def _host(t: _Table, name: str, allowed: str) -> str:
     host = t.string(name, allowed)
+    if "@" in host:
+        # mqtt://user:password@broker: the error message must not repeat the password.
+        shown = _show("***@" + host.rpartition("@")[2])
+        _fail(
+            t.key(name),
+            f"must be {allowed} without credentials, got {shown}; give the login as "
+            "username/password (or their _env/_file forms)",
+        )
     if "://" in host or any(ch.isspace() for ch in host) or "/" in host:
         _fail(t.key(name), f"must be {allowed} (no scheme, path or spaces), got {_show(host)}")
     return host

@@ -549,3 +549,25 @@ async def test_serve_logs_the_anonymous_commands_banner_and_every_config_warning
         "mqtt.topic_prefix: topic_prefix 'lab1'" in w and "'cellguard/+/alerts/#'" in w
         for w in warnings
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "key"),
+    [
+        ("mqtt", "mqtt://cellguard:s3cr3t@broker:1883", "mqtt.host"),
+        ("mqtt", "cellguard:s3cr3t@broker", "mqtt.host"),
+        ("influxdb", "influx://lab:s3cr3t@influx:8086", "influxdb.url"),
+    ],
+)
+def test_a_refused_url_with_credentials_is_not_repeated_in_the_error(
+    tmp_path: Path, section: str, value: str, key: str
+) -> None:
+    text = _secret_config(tmp_path, "", "")
+    old = '"127.0.0.1"' if section == "mqtt" else '"http://127.0.0.1:8086"'
+    head, _, tail = text.partition(f"[{section}]")
+    with pytest.raises(ConfigError) as refused:
+        parse_config(head + f"[{section}]" + tail.replace(old, json.dumps(value), 1))
+    message = str(refused.value)
+    assert message.startswith(f"{key}: must be")
+    assert "s3cr3t" not in message
+    assert "***" in message
