@@ -839,46 +839,45 @@ class MqttPublisher:
             )
             if parsed is None:
                 continue
-            if isinstance(parsed, Command) and self.commands_refused:
-                parsed = CommandRejected(
-                    parsed.instrument,
-                    parsed.channel,
-                    ANONYMOUS_REFUSAL,
-                    parsed.request_id,
-                    parsed.action,
-                )
-            elif isinstance(parsed, Command) and not await self._first_time(parsed.request_id):
-                parsed = CommandRejected(
-                    parsed.instrument,
-                    parsed.channel,
-                    f"duplicate: request_id {parsed.request_id!r} was received before and "
-                    "is not executed again; send a new request_id to repeat the command",
-                    parsed.request_id,
-                    parsed.action,
-                )
-            if isinstance(parsed, CommandRejected):
-                await self._refuse(parsed)
-                continue
-            try:
-                self._commands.put_nowait(parsed)
-            except asyncio.QueueFull:
-                await self._refuse(
-                    CommandRejected(
+            if isinstance(parsed, Command):
+                reason = await self._screen(parsed)
+                if reason is not None:
+                    parsed = CommandRejected(
                         parsed.instrument,
                         parsed.channel,
-                        "busy: too many pending commands",
+                        reason,
                         parsed.request_id,
                         parsed.action,
                     )
-                )
-            else:
-                log.info(
-                    "MQTT command %s for %s/%s (request %s)",
-                    parsed.action,
-                    parsed.instrument,
-                    parsed.channel,
-                    parsed.request_id,
-                )
+            if isinstance(parsed, CommandRejected):
+                await self._refuse(parsed)
+                continue
+            # This loop is the queue's only producer: not full above, not full now.
+            self._commands.put_nowait(parsed)
+            log.info(
+                "MQTT command %s for %s/%s (request %s)",
+                parsed.action,
+                parsed.instrument,
+                parsed.channel,
+                parsed.request_id,
+            )
+
+    async def _screen(self, command: Command) -> str | None:
+        """Why a well-formed command is refused, or None to execute it.
+
+        The request id is recorded last, so a command refused as anonymous or busy
+        may be sent again with the same id.
+        """
+        if self.commands_refused:
+            return ANONYMOUS_REFUSAL
+        if self._commands.full():
+            return "busy: too many pending commands; send it again later"
+        if not await self._first_time(command.request_id):
+            return (
+                f"duplicate: request_id {command.request_id!r} was received before and is "
+                "not executed again; send a new request_id to repeat the command"
+            )
+        return None
 
     async def _first_time(self, request_id: str) -> bool:
         """Record ``request_id``; False if it was seen, by this or an earlier run."""

@@ -245,6 +245,40 @@ async def test_a_request_id_is_not_executed_again_after_a_daemon_restart(
     assert "duplicate" in str(second["detail"])
 
 
+async def test_a_command_refused_as_busy_may_be_sent_again_with_the_same_request_id(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """Busy is not "seen": the id is recorded only when the command is taken."""
+    with Outbox(tmp_path / "busy.sqlite") as box:
+        publisher = MqttPublisher(
+            "127.0.0.1",
+            mosquitto.port,
+            PREFIX,
+            username="cellguard",
+            password=PASSWORDS["cellguard"],
+            client_id="busy",
+            outbox=box,
+            command_queue_size=1,
+        )
+        async with user_client(mosquitto.port, "operator", "op") as operator, running(publisher):
+            await operator.subscribe(f"{PREFIX}/command_result/#", qos=1)
+
+            async def send(request_id: str) -> None:
+                body = json.dumps({"action": "stop", "request_id": request_id})
+                await operator.publish(COMMAND_TOPIC, body, qos=1)
+
+            await send("first")
+            await send("second")
+            busy = await next_result(operator)
+            async with asyncio.timeout(WAIT_S):
+                commands = aiter(publisher.commands())
+                assert (await anext(commands)).request_id == "first"
+                await send("second")
+                assert (await anext(commands)).request_id == "second"
+    assert (busy["ok"], busy["request_id"]) == (False, "second")
+    assert str(busy["detail"]).startswith("busy")
+
+
 # -- refusals are logged at a bounded rate ---------------------------------------------------
 
 
