@@ -237,7 +237,13 @@ async def test_a_request_id_is_not_executed_again_after_a_daemon_restart(
                     json.dumps({"action": "stop", "request_id": "restart-1"}),
                     qos=1,
                 )
-                results.append(await next_result(operator))
+                result = await next_result(operator)
+                # Delivery is at least once: the first daemon's answer may be sent
+                # again by the restarted one (its outbox had not yet heard the
+                # broker's ack). The same payload, time included, is that copy.
+                while results and result == results[0]:
+                    result = await next_result(operator)
+                results.append(result)
     first, second = results
     assert (first["ok"], first["request_id"]) == (True, "restart-1"), first
     assert sim.channels[ChannelId(1, 1, 2)].workstatus == "stop"
