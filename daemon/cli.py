@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cellguard.daemon.analyze import run_analyze_cli
-from cellguard.daemon.config import Config, load_config
+from cellguard.daemon.config import Config, check_state_dir, load_config
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
@@ -508,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """``cellguard run``: only a refused configuration exits 2 (see the module doc)."""
     config = load_config(args.config)  # ConfigError: 2, in main()
+    check_state_dir(config.daemon.state_dir)
     _set_log_level(config.daemon.log_level, verbose=args.verbose)
     try:
         asyncio.run(_serve_until_signal(config))
