@@ -5,7 +5,9 @@ Exit codes of ``cellguard run`` (the shipped systemd unit restarts on all but 2)
 * 0: stopped cleanly (SIGTERM, SIGINT);
 * 1: a runtime error (the store, the outbox or the state_dir cannot be used): a
   restart may succeed once the disk or directory is back;
-* 2: the configuration is refused (one line names the key): a restart cannot fix it;
+* 2: the configuration is refused (one line names the key), also a state_dir that
+  cannot be created or written (a file in its path, no write permission): a restart
+  cannot fix it;
 * 3: another cellguard holds the state_dir (one line names it and the PID);
 * 130: interrupted before the service was up.
 """
