@@ -196,10 +196,17 @@ async def _export(base_url: str, selector: str, expect: int) -> list[dict[str, A
 
 
 async def _run_across(
-    epoch_utc: datetime, hours: float, tmp_path: Path, victoria_metrics: str
+    epoch_utc: datetime,
+    hours: float,
+    tmp_path: Path,
+    victoria_metrics: str,
+    *,
+    restart_after_h: float | None = None,
 ) -> Readback:
-    """A test started at ``epoch_utc`` on a BTS PC in Berlin, guarded for ``hours``;
-    every queued sample written to VictoriaMetrics and SQLite, then read back."""
+    """A test started at ``epoch_utc`` on a BTS PC in Berlin, guarded for ``hours``
+    (with ``restart_after_h``: by a daemon killed then, and another one started 10 min
+    later from the saved position); every queued sample written to VictoriaMetrics and
+    SQLite, then read back."""
     instrument = f"ct-dst-{uuid.uuid4().hex[:8]}"
     clock = VirtualClock()
     cell = SimCellSpec("SEI", never_short=True)
@@ -207,7 +214,6 @@ async def _run_across(
         clock, cells={CHANNEL: CellSlot(cell)}, seed=3, epoch=epoch_utc, wall_zone=BERLIN
     )
     protocol = GalvanostaticCycling(Cell.symmetric(0.785), cycles=100, record_interval_s=RECORD_S)
-    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=1_000_000)
     async with AsyncExitStack() as stack:
         _, port = await stack.enter_async_context(sim.serve())
         store = await stack.enter_async_context(Store(tmp_path / "state"))
@@ -221,33 +227,45 @@ async def _run_across(
             )
         )
 
-        async def write(samples: list[SampleRecord], events: list[EventRecord]) -> None:
-            await store.write(samples, events)
-            await sink.write(samples, events)
+        async def guard(run_h: float) -> None:
+            queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=1_000_000)
+            sup = InstrumentSupervisor(
+                instrument,
+                lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
+                [ChannelSpec(CHANNEL, "symmetric", "SEI", "run", protocol)],
+                queue,
+                _Publisher(),
+                clock=clock,
+                poll_interval_s=POLL_S,
+                download_interval_s=600.0,
+                state=store,
+                step_file_dir=tmp_path / "steps",
+                timezone=BERLIN,
+            )
 
-        sup = InstrumentSupervisor(
-            instrument,
-            lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
-            [ChannelSpec(CHANNEL, "symmetric", "SEI", "run", protocol)],
-            queue,
-            _Publisher(),
-            clock=clock,
-            poll_interval_s=POLL_S,
-            download_interval_s=600.0,
-            step_file_dir=tmp_path / "steps",
-            timezone=BERLIN,
-        )
-        drain = asyncio.create_task(drain_queue(queue, write))
-        task = asyncio.create_task(sup.run())
-        try:
-            await clock.wait_until_sleeping(task)
-            for _ in range(round(hours * 3600 / POLL_S)):
-                await clock.advance(POLL_S)
-            await asyncio.wait_for(queue.join(), READ_TIMEOUT_S)
-        finally:
-            task.cancel()
-            drain.cancel()
-            await asyncio.gather(task, drain, return_exceptions=True)
+            async def write(samples: list[SampleRecord], events: list[EventRecord]) -> None:
+                await store.write(samples, events)
+                await sink.write(samples, events)
+                sup.samples_stored(samples)
+
+            drain = asyncio.create_task(drain_queue(queue, write))
+            task = asyncio.create_task(sup.run())
+            try:
+                await clock.wait_until_sleeping(task)
+                for _ in range(round(run_h * 3600 / POLL_S)):
+                    await clock.advance(POLL_S)
+                await asyncio.wait_for(queue.join(), READ_TIMEOUT_S)
+            finally:
+                task.cancel()
+                drain.cancel()
+                await asyncio.gather(task, drain, return_exceptions=True)
+
+        if restart_after_h is None:
+            await guard(hours)
+        else:
+            await guard(restart_after_h)
+            await clock.advance(600.0)  # no daemon: the instrument records on
+            await guard(hours - restart_after_h - 600.0 / 3600)
         assert sink.spool.pending_lines == 0  # every point was accepted by the server
         records = sim.channels[CHANNEL].download(1, 1_000_000)
         stored = [
@@ -328,3 +346,22 @@ async def test_no_hour_is_invented_across_the_spring_forward(
         f"{min(gaps_s):.3f}..{max(gaps_s):.3f} s"
     )
     assert max(gaps_s) <= RECORD_S + 1e-3  # no missing hour in the stored series
+
+
+async def test_a_daemon_restarted_inside_the_repeated_hour_dates_on_from_the_history(
+    tmp_path: Path, victoria_metrics: str, process_zone: Callable[[str], None]
+) -> None:
+    """Killed at 02:19 CEST (the first pass of 02:xx) and started again at 02:29: the
+    records it resumes with are ambiguous on their own; the history before them (the
+    detectors' warm-up) dates them in the right pass, so the two runs' samples neither
+    collide nor reorder."""
+    process_zone("Europe/Berlin")
+    back = await _run_across(
+        FALL_BACK_UTC - timedelta(minutes=80),
+        3.0,
+        tmp_path,
+        victoria_metrics,
+        restart_after_h=1.0,
+    )
+    assert back.repeated_walls >= 300
+    _check(back)
