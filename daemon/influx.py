@@ -219,6 +219,7 @@ def sample_line(sample: SampleRecord) -> str:
         if body.endswith(".0 "):
             body = body[:-3] + " "
         prefix = _sample_prefix(sample.tags, sample.source)
+        # sample_time_ns, inlined (the hot path): the record position in the ns.
         return f"{prefix}{body}{round(sample.time_unix_s * 1_000_000) * 1000 + sample.seq % 1000}"
     return _sample_line_general(sample)
 
