@@ -5,7 +5,9 @@ Exit codes of ``cellguard run`` (the shipped systemd unit restarts on all but 2)
 * 0: stopped cleanly (SIGTERM, SIGINT);
 * 1: a runtime error (the store, the outbox or the state_dir cannot be used): a
   restart may succeed once the disk or directory is back;
-* 2: the configuration is refused (one line names the key): a restart cannot fix it;
+* 2: the configuration is refused (one line names the key), also a state_dir that
+  cannot be created or written (a file in its path, no write permission): a restart
+  cannot fix it;
 * 3: another cellguard holds the state_dir (one line names it and the PID);
 * 130: interrupted before the service was up.
 """
@@ -32,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cellguard.daemon.analyze import run_analyze_cli
-from cellguard.daemon.config import Config, load_config
+from cellguard.daemon.config import Config, check_state_dir, load_config
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
@@ -511,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """``cellguard run``: only a refused configuration exits 2 (see the module doc)."""
     config = load_config(args.config)  # ConfigError: 2, in main()
+    check_state_dir(config.daemon.state_dir)
     _set_log_level(config.daemon.log_level, verbose=args.verbose)
     try:
         asyncio.run(_serve_until_signal(config))

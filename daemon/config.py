@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Characters an MQTT client id may safely hold on every broker.
 _CLIENT_ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_BATCH_SIZE = 1_000_000
+# Physical bounds of the instrument keys (a typo of units is refused, not obeyed): a
+# poll faster than 10 ms is a busy loop on the instrument's server, one slower than
+# 10 min leaves a cell unguarded for longer than a short takes to do its damage.
+POLL_INTERVAL_BOUNDS_S = (0.01, 600.0)
+# The recorded history is kept by the instrument, so a long interval loses nothing; a
+# day bounds how late the stored series and a fault missed by the live polls may be.
+DOWNLOAD_INTERVAL_BOUNDS_S = (0.01, 86_400.0)
+TIMEOUT_BOUNDS_S = (0.01, 600.0)
+# A Neware CT-4008 channel works within ±5 V (the driver speaks to CT-4008 units);
+# its current ranges run from µA to amperes.
+NEWARE_VOLTAGE_RANGE_BOUNDS_V = (0.001, 5.0)
+NEWARE_CURRENT_RANGE_BOUNDS_MA = (0.001, 100_000.0)
 
 
 # ------------------------------------------------------------------ secrets
@@ -142,6 +155,9 @@ class NewareSettings(_Instrument):
     # checked against it when the config is read, and the channels again at connect.
     current_range_ma: float = 10.0
     voltage_range_v: float = 5.0
+    # The IANA zone of the BTS PC's clock, which dates recorded samples without a zone
+    # (e.g. "Europe/Berlin"); None: the zone of the PC the daemon runs on.
+    timezone: str | None = None
     # The BTS API login; None: the BTS server's factory account (admin / neware).
     username: Secret | None = None
     password: Secret | None = None
@@ -534,6 +550,30 @@ def parse_config(
     return reader.config(data, source)
 
 
+def check_state_dir(state_dir: Path) -> None:
+    """Refuse, naming ``daemon.state_dir``, a folder the daemon cannot create or write.
+
+    Called by ``cellguard run`` before anything starts (``cellguard status`` only reads
+    it). Nothing is created here. A path under a regular file is refused for every user;
+    write permission is asked of the OS for the effective user (``os.access``), which
+    for root ignores permission bits but not a read-only file system.
+    """
+    field = "daemon.state_dir"
+    existing = state_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent  # where the missing folders would be made
+    if not existing.is_dir():
+        where = "" if existing == state_dir else f"{state_dir} cannot be created: "
+        _fail(field, f"{where}{existing} is a file, not a folder; give a folder")
+    effective = os.access in os.supports_effective_ids
+    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
+        _fail(
+            field,
+            f"{existing} is not writable by this user; give a folder the daemon may "
+            "write (state, spool and the embedded store), or change its owner",
+        )
+
+
 # ------------------------------------------------------------------ validation
 
 
@@ -650,6 +690,30 @@ class _Table:
             _fail(self.key(name), f"must be {allowed}, got {_show(value)}")
         return float(value)
 
+    def between(
+        self,
+        name: str,
+        bounds: tuple[float, float],
+        what: str,
+        *,
+        hint: str = "",
+        default: float | None = None,
+    ) -> float:
+        """A number within ``bounds`` (inclusive); ``what`` says what, in which unit."""
+        if name not in self.data and default is not None:
+            return default
+        low, high = bounds
+        allowed = f"{what} from {low:g} to {high:g}{hint}"
+        value = self.required(name, allowed)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            _fail(self.key(name), f"must be {allowed}, got {_show(value)}")
+        return float(value)
+
     def boolean(self, name: str, *, default: bool) -> bool:
         if name not in self.data:
             return default
@@ -721,6 +785,7 @@ _INSTRUMENT_KEYS = (
     "current_range_ma",
     "voltage_range_v",
     "keep_output_on",
+    "timezone",
 )
 # Keys the per-driver parsers refuse with their own message (see _host_instrument).
 _OWN_MESSAGE_KEYS = ("host", "port")
@@ -1035,13 +1100,19 @@ class _Reader:
             voltage_range_v = t.positive(
                 "voltage_range_v", "the supply's voltage range in V > 0 (e.g. 5)"
             )
-        poll_interval_s = t.positive(
+        poll_interval_s = t.between(
             "poll_interval_s",
-            "a time in s > 0 (how often operator commands are looked at)",
+            POLL_INTERVAL_BOUNDS_S,
+            "a time in s",
+            hint=" (how often operator commands are looked at)",
             default=1.0,
         )
-        timeout_s = t.positive(
-            "timeout_s", "a time in s > 0 (e.g. 2.0)", default=info.default_timeout_s
+        timeout_s = t.between(
+            "timeout_s",
+            TIMEOUT_BOUNDS_S,
+            "a time in s",
+            hint=" (e.g. 2.0)",
+            default=info.default_timeout_s,
         )
         baudrate = t.integer("baudrate", 300, 4_000_000, " (bit/s)", default=9600)
         if driver == "smu":
@@ -1109,26 +1180,39 @@ class _Reader:
             name=name,
             host=_host(t, "host", "the instrument server's host name or IP address"),
             port=t.integer("port", 1, 65535, ""),
-            poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),
-            timeout_s=t.positive(
-                "timeout_s", "a time in s > 0 (e.g. 10.0)", default=info.default_timeout_s
+            poll_interval_s=t.between(
+                "poll_interval_s", POLL_INTERVAL_BOUNDS_S, "a time in s", hint=" (e.g. 1.0)"
+            ),
+            timeout_s=t.between(
+                "timeout_s",
+                TIMEOUT_BOUNDS_S,
+                "a time in s",
+                hint=" (e.g. 10.0)",
+                default=info.default_timeout_s,
             ),
             step_file_dir=step_dir,
-            download_interval_s=t.positive(
+            download_interval_s=t.between(
                 "download_interval_s",
-                "a time in s > 0 (how often the recorded history is fetched)",
+                DOWNLOAD_INTERVAL_BOUNDS_S,
+                "a time in s",
+                hint=" (how often the recorded history is fetched)",
                 default=DEFAULT_DOWNLOAD_INTERVAL_S,
             ),
-            current_range_ma=t.positive(
+            current_range_ma=t.between(
                 "current_range_ma",
-                "a channel's current range in mA > 0 (a CT-4008: 10)",
+                NEWARE_CURRENT_RANGE_BOUNDS_MA,
+                "a channel's current range in mA",
+                hint=" (a CT-4008-5V10mA: 10)",
                 default=10.0,
             ),
-            voltage_range_v=t.positive(
+            voltage_range_v=t.between(
                 "voltage_range_v",
-                "a channel's voltage range in V > 0 (a CT-4008: 5)",
+                NEWARE_VOLTAGE_RANGE_BOUNDS_V,
+                "a channel's voltage range in V",
+                hint=" (a CT-4008: 5)",
                 default=5.0,
             ),
+            timezone=_timezone(t),
             username=api_user,
             password=api_password,
         )
@@ -1374,6 +1458,21 @@ class _Reader:
             return dataclasses.replace(base, **changes, overrides=overrides)
         except ConfigError as err:
             raise ConfigError(field=f"{path}.{err.field}", problem=err.problem) from err
+
+
+def _timezone(t: _Table) -> str | None:
+    name = t.optional_string("timezone", 'an IANA time zone name, e.g. "Europe/Berlin"')
+    if name is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        _fail(
+            t.key("timezone"),
+            'must be an IANA time zone name such as "Europe/Berlin" or "UTC" (the zone of '
+            f"the BTS PC's clock), got {_show(name)}",
+        )
+    return name
 
 
 def _host(t: _Table, name: str, allowed: str) -> str:

@@ -28,7 +28,9 @@ Schema (line protocol, one line per sample / event):
     asymmetric cell); ``cycle``, ``complete`` (integers, ``complete`` 1 or 0).
 
 Time: ``precision=ns``; a float UNIX time holds about a microsecond, so timestamps
-are rounded to the microsecond. VictoriaMetrics keeps milliseconds.
+are rounded to the microsecond, and a sample's nanoseconds carry its record position
+(``seq`` modulo 1000) so that two records of one series never share a point time
+(:func:`sample_time_ns`). VictoriaMetrics keeps milliseconds.
 
 Transport: one ``POST /api/v2/write?org=&bucket=&precision=ns`` per batch through a
 ``urllib3`` connection pool, run in a worker thread (``asyncio.to_thread``): the same
@@ -164,6 +166,21 @@ def _time_ns(time_unix_s: float) -> int:
     return round(time_unix_s * 1_000_000) * 1000
 
 
+def sample_time_ns(sample: SampleRecord) -> int:
+    """A sample's point time: its time to the microsecond, and its record position
+    (``seq``, modulo 1000) in the nanoseconds, so no two records of a series share one.
+
+    InfluxDB identifies a point by measurement, tags and time, and overwrites the
+    earlier of two alike: two records of one millisecond (a spike logged on change)
+    would keep only the last. A ``seq`` tag would make each point a series of its own
+    (unbounded series cardinality, InfluxDB's index in memory grows with it); a time
+    made unique on arrival would differ on a re-send, storing the point twice. The
+    position is the record's identity and the same each time it is sent: a re-sent
+    point still overwrites itself. Time moves by at most 999 ns, below the µs kept.
+    """
+    return round(sample.time_unix_s * 1_000_000) * 1000 + sample.seq % 1000
+
+
 @functools.lru_cache(maxsize=4096)
 def _sample_prefix(tags: ChannelTags, source: str) -> str:
     # The same for every sample of a channel: escaped once, not once per sample.
@@ -202,7 +219,8 @@ def sample_line(sample: SampleRecord) -> str:
         if body.endswith(".0 "):
             body = body[:-3] + " "
         prefix = _sample_prefix(sample.tags, sample.source)
-        return f"{prefix}{body}{round(sample.time_unix_s * 1_000_000) * 1000}"
+        # sample_time_ns, inlined (the hot path): the record position in the ns.
+        return f"{prefix}{body}{round(sample.time_unix_s * 1_000_000) * 1000 + sample.seq % 1000}"
     return _sample_line_general(sample)
 
 
@@ -220,7 +238,7 @@ def _sample_line_general(sample: SampleRecord) -> str:
     if sample.aux:  # auxiliary readings join the sample, as aux_<name> fields
         body += "".join(_number(f"aux_{name}=", value) for name, value in sample.aux)
     prefix = _sample_prefix(sample.tags, sample.source)
-    return f"{prefix}{body[:-1]} {_time_ns(sample.time_unix_s)}"
+    return f"{prefix}{body[:-1]} {sample_time_ns(sample)}"
 
 
 def event_line(event: EventRecord) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from cellguard.daemon.config import (
     Config,
@@ -93,6 +94,7 @@ def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
         step_file_dir=Path(inst.step_file_dir) if inst.step_file_dir else state_dir / "steps",
         voltage_range_v=inst.voltage_range_v,
         current_range_ma=inst.current_range_ma,
+        timezone=ZoneInfo(inst.timezone) if inst.timezone else None,
     )
 
 

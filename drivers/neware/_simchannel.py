@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol, cast
 
 from cellguard.drivers.neware._codec import download_item
@@ -126,8 +126,11 @@ class SimChannel:
         current_range_ma: float,
         voltage_range_v: float = 5.0,
         now_s: float = 0.0,
+        wall_zone: tzinfo | None = None,
     ) -> None:
         self.address = address
+        # The BTS PC's zone: wall times are then UTC instants, shown as its local time.
+        self.wall_zone = wall_zone
         self.cell = cell
         self.current_range_ma = current_range_ma
         self.voltage_range_v = voltage_range_v
@@ -427,7 +430,14 @@ class SimChannel:
         return round((self._t_s - self._test_start_s) * 1000)
 
     def _wall(self, t_s: float) -> datetime:
-        return self._test_start_wall + timedelta(seconds=round(t_s - self._test_start_s))
+        return self._wall_after(round(t_s - self._test_start_s))
+
+    def _wall_after(self, test_time_s: int) -> datetime:
+        wall = self._test_start_wall + timedelta(seconds=test_time_s)
+        if self.wall_zone is None:
+            return wall
+        # As a BTS PC's clock shows it: local time without the zone (DST repeats an hour).
+        return wall.astimezone(self.wall_zone).replace(tzinfo=None)
 
     def _record(self) -> None:
         program = self._program
@@ -505,7 +515,7 @@ class SimChannel:
             cycle_id=h.cycle_id[i],
             step_type=_STEP_NAMES[h.step_code[i]],
             test_time_ms=h.test_time_ms[i],
-            wall_time=self._test_start_wall + timedelta(seconds=h.test_time_ms[i] // 1000),
+            wall_time=self._wall_after(h.test_time_ms[i] // 1000),
             voltage_v=h.voltage_v[i],
             current_a=h.current_a[i],
             capacity_ah=h.capacity_ah[i],

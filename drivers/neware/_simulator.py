@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import assert_never
 
@@ -115,7 +115,10 @@ class NewareSimulator:
         epoch: datetime | None = None,
         ip: str = "127.0.0.1",
         login: tuple[str, str] | None = None,
+        wall_zone: tzinfo | None = None,
     ) -> None:
+        """``epoch``: the wall time of clock zero; with ``wall_zone`` (the BTS PC's
+        zone) a UTC instant (naive: UTC), and ``atime`` is that zone's local time."""
         if units < 1:
             raise ConfigError(field="units", problem="must be >= 1 (8 channels each)")
         if not current_range_ma > 0:
@@ -127,6 +130,8 @@ class NewareSimulator:
         self.voltage_range_v = voltage_range_v
         # Wall-clock time of clock zero: ``atime`` of recorded samples derives from it.
         self.epoch = epoch or datetime.now().replace(microsecond=0)
+        if wall_zone is not None:
+            self.epoch = self.epoch.replace(tzinfo=self.epoch.tzinfo or UTC).astimezone(UTC)
         if cells is None:
             layout = demo_layout()
             cells = {
@@ -154,6 +159,7 @@ class NewareSimulator:
                     current_range_ma=current_range_ma,
                     voltage_range_v=voltage_range_v,
                     now_s=now_s,
+                    wall_zone=wall_zone,
                 )
         self.labels = {cid: slot.label for cid, slot in cells.items()}
         self.requests_served = 0

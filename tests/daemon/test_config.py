@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from cellguard.daemon.analytics_tap import CycleRow
+from cellguard.daemon.cli import main
 from cellguard.daemon.config import (
     DRIVERS,
     ChannelSettings,
     Config,
     NewareSettings,
     Secret,
+    check_state_dir,
     default_config,
     load_config,
     parse_config,
@@ -520,12 +522,13 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
         (
             "poll_interval_s = 1.0",
             "poll_interval_s = 0",
-            "instruments[0].poll_interval_s: must be a time in s > 0 (e.g. 1.0), got 0",
+            "instruments[0].poll_interval_s: must be a time in s from 0.01 to 600 (e.g. 1.0), "
+            "got 0",
         ),
         (
             "timeout_s = 10.0",
             'timeout_s = "10"',
-            'instruments[0].timeout_s: must be a time in s > 0 (e.g. 10.0), got "10"',
+            'instruments[0].timeout_s: must be a time in s from 0.01 to 600 (e.g. 10.0), got "10"',
         ),
         ("tls = false", 'tls = "no"', 'mqtt.tls: must be true or false, got "no"'),
         (
@@ -828,7 +831,7 @@ def test_duplicate_instrument_name_is_refused() -> None:
             "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
             "username_env, username_file, password, password_env, password_file, serial_port, "
             "baudrate, device_id, register_map, registers, current_range_a, current_range_ma, "
-            "voltage_range_v, keep_output_on",
+            "voltage_range_v, keep_output_on, timezone",
             id="channels-inside-instrument",
         ),
         pytest.param(
@@ -1106,3 +1109,139 @@ def test_a_protocol_beyond_the_channels_range_is_refused_at_start_naming_the_key
     )
     with pytest.raises(ConfigError, match=r"^channels\[1\]\.protocol\.voltage_limit_v: "):
         parse_config(beyond_volts, env=ENV)
+
+
+# -- issue 16 item 7: physical bounds, the instrument's zone, a usable state_dir ----------
+
+SMU_INSTRUMENT = """
+[[instruments]]
+name = "smu-1"
+driver = "smu"
+serial_port = "/dev/ttyUSB0"
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "poll_interval_s = 0.001",
+            "instruments[0].poll_interval_s: must be a time in s from 0.01 to 600 (e.g. 1.0), "
+            "got 0.001",
+        ),
+        (
+            "poll_interval_s = 3600",
+            "instruments[0].poll_interval_s: must be a time in s from 0.01 to 600 (e.g. 1.0), "
+            "got 3600",
+        ),
+        (
+            "download_interval_s = 0.001",
+            "instruments[0].download_interval_s: must be a time in s from 0.01 to 86400 (how "
+            "often the recorded history is fetched), got 0.001",
+        ),
+        (
+            "download_interval_s = 1e6",
+            "instruments[0].download_interval_s: must be a time in s from 0.01 to 86400 (how "
+            "often the recorded history is fetched), got 1000000.0",
+        ),
+        (
+            "timeout_s = 3600",
+            "instruments[0].timeout_s: must be a time in s from 0.01 to 600 (e.g. 10.0), got 3600",
+        ),
+        (
+            "voltage_range_v = 10",
+            "instruments[0].voltage_range_v: must be a channel's voltage range in V from 0.001 "
+            "to 5 (a CT-4008: 5), got 10",
+        ),
+        (
+            "current_range_ma = 1e7",
+            "instruments[0].current_range_ma: must be a channel's current range in mA from "
+            "0.001 to 100000 (a CT-4008-5V10mA: 10), got 10000000.0",
+        ),
+        (
+            "current_range_ma = inf",
+            "instruments[0].current_range_ma: must be a channel's current range in mA from "
+            "0.001 to 100000 (a CT-4008-5V10mA: 10), got inf",
+        ),
+    ],
+)
+def test_instrument_keys_beyond_their_physical_bounds_are_refused_naming_the_range(
+    line: str, expected: str
+) -> None:
+    """A poll of 1 ms or an hour, a 10 V range on a ±5 V channel, a current range in
+    the wrong unit: one line naming the key and the range allowed (used to be accepted)."""
+    key = line.split(" = ", maxsplit=1)[0]
+    text = MINIMAL.replace("poll_interval_s = 1.0\n", "") + (
+        "" if key == "poll_interval_s" else "poll_interval_s = 1.0\n"
+    )
+    assert refusal(text + line + "\n") == expected
+
+
+def test_a_host_driven_instruments_poll_has_the_same_bounds() -> None:
+    """The source-meter's poll (how often commands are looked at) is bounded too."""
+    text = MINIMAL + SMU_INSTRUMENT + "poll_interval_s = 900\n"
+    assert refusal(text) == (
+        "instruments[1].poll_interval_s: must be a time in s from 0.01 to 600 (how often "
+        "operator commands are looked at), got 900"
+    )
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    """10 ms and 10 min polls, a 5 V range: at the edge, still allowed."""
+    for poll_s in (0.01, 600):
+        text = MINIMAL.replace("poll_interval_s = 1.0", f"poll_interval_s = {poll_s}")
+        config = parse_config(text + "voltage_range_v = 5\ndownload_interval_s = 86400\n")
+        instrument = config.instruments[0]
+        assert isinstance(instrument, NewareSettings)
+        assert (instrument.poll_interval_s, instrument.voltage_range_v) == (poll_s, 5.0)
+        assert instrument.download_interval_s == 86400.0
+
+
+def test_the_bts_pcs_zone_is_an_iana_name_checked_at_start() -> None:
+    """``timezone`` names the zone of the BTS PC's clock; a misspelt zone is refused
+    (it would date every recorded sample wrongly); none means this PC's zone."""
+    config = parse_config(MINIMAL + 'timezone = "Europe/Berlin"\n')
+    instrument = config.instruments[0]
+    assert isinstance(instrument, NewareSettings)
+    assert instrument.timezone == "Europe/Berlin"
+    default = parse_config(MINIMAL).instruments[0]
+    assert isinstance(default, NewareSettings)
+    assert default.timezone is None
+    assert refusal(MINIMAL + 'timezone = "Europe/Berlln"\n') == (
+        'instruments[0].timezone: must be an IANA time zone name such as "Europe/Berlin" or '
+        '"UTC" (the zone of the BTS PC\'s clock), got "Europe/Berlln"'
+    )
+    assert refusal(MINIMAL + 'timezone = "../../etc/passwd"\n').startswith(
+        "instruments[0].timezone: must be an IANA time zone name"
+    )
+    assert refusal(MINIMAL + SMU_INSTRUMENT + 'timezone = "UTC"\n') == (
+        "instruments[1].timezone: only for driver neware, not 'smu'"
+    )
+
+
+@pytest.mark.parametrize("where", ["under a file", "a file"])
+def test_a_state_dir_that_cannot_be_a_folder_exits_2_with_one_line(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state_dir under a regular file (or a file itself) cannot be created, by root
+    either: ``cellguard run`` exits 2 with one line naming daemon.state_dir, before
+    anything starts (it used to exit 1 with an OS error, as if a restart could help)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder belongs\n")
+    state_dir = blocker / "state" if where == "under a file" else blocker
+    path = tmp_path / "cellguard.toml"
+    path.write_text(MINIMAL.replace("/var/lib/cellguard", str(state_dir)) + CHANNEL)
+    assert main(["run", str(path)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("cellguard: error: daemon.state_dir: ")
+    assert f"{blocker} is a file, not a folder" in lines[0]
+    assert blocker.read_text() == "a file where a folder belongs\n"
+
+
+def test_a_state_dir_that_exists_or_can_be_made_passes_the_check(tmp_path: Path) -> None:
+    """The check refuses only what cannot work: a missing folder under a writable one
+    is fine (the daemon makes it), and nothing is created by checking."""
+    check_state_dir(tmp_path)
+    check_state_dir(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()

@@ -154,7 +154,8 @@ def test_sample_lines_are_what_influxdb_client_point_writes(
         seq=7,
         source="live",
     )
-    point = Point("cellguard_samples").time(1_700_000_000_125_000_000, WritePrecision.NS)
+    # The nanoseconds carry the record position (seq 7): see sample_time_ns.
+    point = Point("cellguard_samples").time(1_700_000_000_125_000_007, WritePrecision.NS)
     for key in ("instrument", "channel", "test_id", "interphase", "cell_type"):
         point.tag(key, getattr(s.tags, key))
     point.tag("source", "live")

@@ -186,7 +186,23 @@ def _store_from_a_newer_cellguard(state_dir: Path) -> None:
     conn.close()
 
 
-@pytest.mark.parametrize("make", [_state_dir_is_a_file, _store_from_a_newer_cellguard])
+def test_a_state_dir_that_is_a_file_is_refused_as_configuration_not_restarted(
+    tmp_path: Path,
+) -> None:
+    """A file where the state_dir belongs is a wrong path, which no restart fixes: exit 2
+    with one line naming daemon.state_dir (issue 16; it was exit 1, restarted forever)."""
+    state_dir = tmp_path / "state"
+    _state_dir_is_a_file(state_dir)
+    out = _run_once(_write_config(tmp_path / "cellguard.toml", state_dir, 1))
+    assert out.returncode == EXIT_BAD_CONFIG, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert "daemon.state_dir" in lines[0]
+    assert str(state_dir) in lines[0]
+    assert not _restarts_on(ROOT / "deploy" / "systemd" / "cellguard.service", out.returncode)
+
+
+@pytest.mark.parametrize("make", [_store_from_a_newer_cellguard])
 def test_a_state_dir_that_cannot_be_used_is_a_runtime_error_the_unit_restarts_on(
     tmp_path: Path, make: Callable[[Path], None]
 ) -> None:

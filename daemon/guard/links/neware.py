@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import tzinfo
 from pathlib import Path
 
 from cellguard.daemon.guard import (
@@ -38,6 +38,7 @@ from cellguard.daemon.guard import (
 )
 from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.gc_policy import collect_after_poll, freeze_steady_heap
+from cellguard.daemon.guard.links.wall_time import RecordDating
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
@@ -132,6 +133,8 @@ class ChannelRuntime:
     detail: str = ""  # why the state is what it is (kept across position saves)
     test_id: int = 0
     test_start_unix_s: float = math.nan
+    # Dates the recorded samples of the channel's test (the instrument's zone).
+    dating: RecordDating = field(default_factory=RecordDating)
     halt: Verdict | None = None
     halting: HaltProgress | None = None  # the halt under way (until confirmed)
     last_workstatus: str = ""
@@ -169,7 +172,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         voltage_range_v: float = 5.0,
         current_range_ma: float = 10.0,
         on_halt: Callable[[ChannelRuntime], Awaitable[None]] | None = None,
+        timezone: tzinfo | None = None,
     ) -> None:
+        """``timezone``: the zone of the BTS PC's clock, which dates recorded samples
+        without one (None: this PC's local zone)."""
         super().__init__(name, queue, publisher, clock=clock, state=state)
         self._connect = connect
         self.poll_interval_s = poll_interval_s
@@ -198,6 +204,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                 spec, tags, make_detector(live_settings), make_detector(settings)
             )
             runtime.base_settings = settings
+            runtime.dating = RecordDating(timezone)
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
@@ -452,7 +459,11 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             stream_starts_at_reversal=bool(records) and records[0].seq_id == 1,
         )
         detector = runtime.recorded = make_detector(settings)
+        dating = runtime.dating
         for rec in records:
+            # The history also dates the records to come: the first after a restart
+            # may fall in a repeated DST hour, which only its predecessors resolve.
+            dating.keep(dating.date(rec.wall_time, rec.test_time_ms), rec.test_time_ms)
             detector.feed(
                 rec.test_time_ms / 1000.0,
                 rec.voltage_v,
@@ -569,6 +580,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
         runtime.test_start_unix_s = math.nan
+        runtime.dating.reset()
         await self._start_run_mode(client, operator=True)
         return runtime.state == "running", runtime.state
 
@@ -607,6 +619,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.stored_seq = 0
         runtime.test_id = 0  # the new test's id comes with its first download
         runtime.test_start_unix_s = math.nan
+        runtime.dating.reset()
         self._persist(runtime, f"started protocol {name!r}")
         await self._event(runtime, "start", detail=f"started protocol {name!r} on operator request")
         return True, f"started {name!r}"
@@ -830,6 +843,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.stored_seq = 0
         runtime.one_by_one_until = 0
         runtime.test_start_unix_s = math.nan
+        runtime.dating.reset()
         runtime.test_id = test_id
         runtime.tags = dataclasses.replace(runtime.tags, test_id=str(test_id))
         if runtime.state != "running":
@@ -850,10 +864,15 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         next download, and only then judged, so each sample is judged once, in order.
         """
         t_s = rec.test_time_ms / 1000.0
-        # The instrument's own clock dates a recorded sample: its wall time to the
-        # second, refined by the test time's milliseconds. Live values are dated from
-        # the same origin once a recorded sample has shown it.
-        wall_unix_s = _unix(rec.wall_time) + (rec.test_time_ms % 1000) / 1000.0
+        # The instrument's own clock dates a recorded sample: its zone-less wall time
+        # to the second, refined by the test time's milliseconds, made UTC and kept
+        # increasing across DST changes and clock steps (wall_time.py). Live values
+        # are dated from the same origin once a recorded sample has shown it.
+        wall_unix_s = runtime.dating.date(
+            rec.wall_time,
+            rec.test_time_ms,
+            expected_unix_s=runtime.test_start_unix_s + t_s,
+        )
         sample = SampleRecord(
             runtime.tags,
             wall_unix_s,
@@ -877,6 +896,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         # this run. A restart resumes from stored_seq instead: what was only queued
         # died with the process.
         runtime.next_seq += 1
+        runtime.dating.keep(wall_unix_s, rec.test_time_ms)
         runtime.test_start_unix_s = wall_unix_s - t_s
         runtime.samples += 1
         if runtime.halt is None:
@@ -1045,11 +1065,6 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             self._state_store.save_state(
                 runtime.tags, runtime.state, runtime.stored_seq, runtime.detail
             )
-
-
-def _unix(wall: datetime) -> float:
-    # atime is the BTS PC's local wall-clock time, without a zone.
-    return wall.timestamp()
 
 
 async def drain_queue(
