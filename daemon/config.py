@@ -41,11 +41,12 @@ from cellguard.daemon.records import ChannelTags
 from cellguard.daemon.redact import redact
 from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.neware import DEFAULT_TIMEOUT_S, ChannelId
+from cellguard.protocols import disc_area_cm2
 from cellguard.protocols.cells import Cell
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
 from cellguard.protocols.galvanostatic import GalvanostaticCycling, InstrumentLimits
 from cellguard.protocols.script import Protocol as ScriptProtocol
-from cellguard.protocols.script import load_protocol_file
+from cellguard.protocols.script import example_names, example_path, load_protocol_file
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 ChannelMode = Literal["monitor", "run"]
@@ -811,7 +812,7 @@ _CHANNEL_KEYS = (
     "aux_limits",
     "detector",
 )
-_CELL_KEYS = ("type", "area_cm2", "thick_li_um", "thin_li_um", "interphase")
+_CELL_KEYS = ("type", "area_cm2", "diameter_mm", "thick_li_um", "thin_li_um", "interphase")
 _PROTOCOL_KEYS = (
     "kind",
     "current_density_ma_cm2",
@@ -840,6 +841,14 @@ class _Reader:
     def path(self, text: str) -> Path:
         path = Path(text).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def protocol_path(self, text: str) -> Path:
+        """A file next to the config, else a shipped example named without a path (so
+        a config copied alone onto a lab PC still finds ``symmetric-60C-soak``)."""
+        path = self.path(text)
+        if path.exists():
+            return path
+        return example_path(text) or path
 
     def config(self, data: Mapping[str, Any], source: str) -> Config:
         top = _Table(data, "", _TOP_KEYS)
@@ -1293,7 +1302,15 @@ class _Reader:
         protocol_file: Path | None = None
         script: ScriptProtocol | None = None
         if t.has("protocol_file"):
-            protocol_file = self.path(t.string("protocol_file", "a protocol script (TOML)"))
+            protocol_file = self.protocol_path(
+                t.string("protocol_file", "a protocol script (TOML) or a shipped example's name")
+            )
+            if not protocol_file.exists():
+                _fail(
+                    t.key("protocol_file"),
+                    f"no file {protocol_file} (a path is relative to the config's folder); "
+                    f"or name a shipped example: {', '.join(example_names())}",
+                )
             try:
                 script = load_protocol_file(protocol_file)
             except ConfigError as err:
@@ -1351,7 +1368,7 @@ class _Reader:
 
     def cell(self, t: _Table) -> CellSettings:
         cell_type = t.choice("type", get_args(CellProfile))
-        area = t.positive("area_cm2", "electrode area in cm² > 0 (a 10 mm disc is 0.785)")
+        area = self.area(t)
         interphase = t.optional_string("interphase", 'a label such as "LPSC:LGPS 4:1"')
         thick = t.positive("thick_li_um", _LI_UM) if t.has("thick_li_um") else None
         thin = t.positive("thin_li_um", _LI_UM) if t.has("thin_li_um") else None
@@ -1396,6 +1413,14 @@ class _Reader:
             thin_li_um=thin,
             interphase=interphase,
         )
+
+    def area(self, t: _Table) -> float:
+        """``area_cm2``, or ``diameter_mm`` of a disc as protocol files give it."""
+        if t.has("area_cm2") and t.has("diameter_mm"):
+            _fail(t.key("diameter_mm"), "give area_cm2 or diameter_mm, not both")
+        if t.has("diameter_mm"):
+            return disc_area_cm2(t.positive("diameter_mm", "a disc electrode's diameter in mm > 0"))
+        return t.positive("area_cm2", "electrode area in cm² > 0 (a 10 mm disc is 0.785)")
 
     def protocol(self, t: _Table, cell: CellSettings) -> GalvanostaticCycling:
         t.choice("kind", get_args(ProtocolKind))

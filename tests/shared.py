@@ -15,7 +15,11 @@ NEWARE_API_FIXTURES = SHARED_FIXTURES / "neware-bts-api"
 NEWARE_FILES = SHARED_FIXTURES / "neware-files"
 BIOLOGIC_FILES = SHARED_FIXTURES / "biologic"
 
-# The protocol example, shipped for users in docs/examples (it must work as written).
+# The protocol example, shipped in the package (it must work as written).
 EXAMPLE_PROTOCOL = (
-    Path(__file__).resolve().parents[1] / "docs" / "examples" / "asymmetric-0.5-0.5.toml"
+    Path(__file__).resolve().parents[1]
+    / "protocols"
+    / "script"
+    / "examples"
+    / "asymmetric-0.5-0.5.toml"
 ).read_text(encoding="utf-8")

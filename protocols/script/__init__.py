@@ -28,6 +28,7 @@ state machine: readings in, actions out); for a Neware, :func:`step_limits` and
 or a mid-protocol setpoint is refused.
 """
 
+from cellguard.protocols.script._examples import example_names, example_path
 from cellguard.protocols.script._guard import StepLimitGuard
 from cellguard.protocols.script._host import (
     DEFAULT_TEMPERATURE_AUX,
@@ -121,6 +122,8 @@ __all__ = [
     "c_rate",
     "describe",
     "dry_run",
+    "example_names",
+    "example_path",
     "expected_length_s",
     "hours",
     "load_protocol_file",
