@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cellguard.daemon.analyze import run_analyze_cli
+from cellguard.daemon.check import run_check_cli
 from cellguard.daemon.config import Config, check_state_dir, load_config
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
@@ -171,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Guard every channel of CONFIG until SIGTERM/SIGINT. Exit 2 on a bad config.",
     )
     run.add_argument("config", type=Path, help="the TOML configuration file")
+
+    check_config = sub.add_parser(
+        "check",
+        help="validate a config as `run` would, starting nothing; --connect asks the instruments",
+        description=(
+            "Exit 0: it would run. Exit 2: refused, one line per problem naming the key "
+            "(or, with --connect, a channel the instrument lacks or a protocol beyond its "
+            "range). Exit 4 (--connect): an instrument could not be reached, one line each."
+        ),
+    )
+    check_config.add_argument("config", type=Path, help="the TOML configuration file")
+    check_config.add_argument(
+        "--connect",
+        action="store_true",
+        help="also ask each instrument (read-only) whether its channels exist and can "
+        "take the currents",
+    )
 
     status = sub.add_parser("status", help="the channels' states, from the daemon's state store")
     status.add_argument("config", type=Path, help="the daemon's TOML configuration file")
@@ -443,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "check":
+            return run_check_cli(args.config, connect=args.connect)
         if args.command == "status":
             config = load_config(args.config)
             if args.watch or args.count is not None:

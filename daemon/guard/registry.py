@@ -71,7 +71,8 @@ def _neware_specs(config: Config, instrument: str) -> list[ChannelSpec]:
     ]
 
 
-def _neware_connector(inst: NewareSettings) -> Callable[[], NewareClient]:
+def neware_connector(inst: NewareSettings) -> Callable[[], NewareClient]:
+    """A factory of fresh clients for a BTS server, logged in as the config says."""
     login: dict[str, str] = {}
     if inst.username is not None and inst.password is not None:
         login = {"username": inst.username.reveal(), "password": inst.password.reveal()}
@@ -83,7 +84,7 @@ def _neware(inst: InstrumentSettings, wiring: Wiring) -> InstrumentSupervisor:
     state_dir = wiring.config.daemon.state_dir
     return InstrumentSupervisor(
         inst.name,
-        _neware_connector(inst),
+        neware_connector(inst),
         _neware_specs(wiring.config, inst.name),
         wiring.queue,
         wiring.publisher,
