@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from rich.console import Console
-from rich.table import Table
 
 from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.check import run_check_cli
@@ -42,11 +40,11 @@ from cellguard.daemon.instance_lock import StateDirInUse
 from cellguard.daemon.plots import run_plot_cli
 from cellguard.daemon.redact import install_redaction
 from cellguard.daemon.replay import run_replay_cli
-from cellguard.daemon.service import serve, status_rows, watch_status
+from cellguard.daemon.service import serve
 from cellguard.daemon.simulate import serve_neware
 from cellguard.daemon.simulate_modbus import serve_modbus
 from cellguard.daemon.simulate_smu import CELL_PRESETS, serve_smu
-from cellguard.daemon.store import Store
+from cellguard.daemon.status import print_status, watch_status
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
 from cellguard.protocols.detectors import DetectorSettings
@@ -464,11 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return run_check_cli(args.config, connect=args.connect)
         if args.command == "status":
-            config = load_config(args.config)
+            config = load_config(args.config, secrets=False)  # local state only
             if args.watch or args.count is not None:
                 asyncio.run(watch_status(config, interval_s=args.interval, count=args.count))
             else:
-                asyncio.run(_print_status(config))
+                asyncio.run(print_status(config))
             return 0
         if args.command == "protocol":
             return _protocol_command(args)
@@ -675,17 +673,6 @@ async def _serve_until_signal(config: Config) -> None:
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises instead
             loop.add_signal_handler(sig, stop.set)
     await serve(config, stop=stop)
-
-
-async def _print_status(config: Config) -> None:
-    async with Store(config.daemon.state_dir) as store:
-        states = list((await store.load_channel_states()).values())
-    table = Table(title=f"cellguard status ({config.daemon.state_dir})")
-    for name in ("instrument", "channel", "state", "test", "last seq", "detail"):
-        table.add_column(name)
-    for row in status_rows(states):
-        table.add_row(*row)
-    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -509,8 +509,14 @@ def default_config(
 # ------------------------------------------------------------------ entry points
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the TOML file at ``path`` (a :class:`ConfigError` if refused)."""
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> Config:
+    """Read and validate the TOML file at ``path`` (a :class:`ConfigError` if refused).
+
+    ``secrets=False`` checks where each secret would come from but reads none (an empty
+    :class:`Secret`): for commands that never connect, such as ``cellguard status``.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -525,7 +531,9 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raise ConfigError(
             field=str(path), problem=f"must be UTF-8 text (byte {err.start} is not)"
         ) from err
-    return parse_config(text, source=str(path), env=env, base_dir=path.resolve().parent)
+    return parse_config(
+        text, source=str(path), env=env, base_dir=path.resolve().parent, secrets=secrets
+    )
 
 
 def parse_config(
@@ -534,6 +542,7 @@ def parse_config(
     source: str = "<config>",
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
+    secrets: bool = True,
 ) -> Config:
     """Validate configuration ``text``; ``source`` names it in errors and ``describe()``.
 
@@ -547,7 +556,7 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(field=source, problem=f"not valid TOML: {err}") from err
-    reader = _Reader(os.environ if env is None else env, base_dir or Path.cwd())
+    reader = _Reader(os.environ if env is None else env, base_dir or Path.cwd(), secrets=secrets)
     return reader.config(data, source)
 
 
@@ -833,10 +842,11 @@ _SECRET_NAMES = frozenset({"password", "token"})
 
 
 class _Reader:
-    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+    def __init__(self, env: Mapping[str, str], base_dir: Path, *, secrets: bool = True) -> None:
         self.env = env
         self.base_dir = base_dir
         self.warnings: list[str] = []
+        self.secrets = secrets  # False: where a secret comes from is checked, not read
 
     def path(self, text: str) -> Path:
         path = Path(text).expanduser()
@@ -930,6 +940,8 @@ class _Reader:
                     f"use {name}_env or {name}_file (chmod 600) instead"
                 )
             return Secret(value, "inline")
+        if not self.secrets:
+            return Secret("", f"{key} {value.strip()} (not read)")
         if key.endswith("_env"):
             variable = value.strip()
             found = self.env.get(variable)

@@ -104,3 +104,24 @@ def state_dir_lock(state_dir: Path) -> Iterator[StateDirLock]:
         yield lock
     finally:
         lock.release()
+
+
+def holder(state_dir: Path) -> str | None:
+    """Who holds the lock of ``state_dir`` ("PID 1234"), or None if no daemon runs there.
+
+    Reads only: a missing lock file means no daemon ever ran there, and none is created.
+    To ask the OS, the lock is tried and at once let go; a daemon starting in that very
+    instant is refused (exit 3) and restarted by its service manager.
+    """
+    path = state_dir / LOCK_FILENAME
+    try:
+        # "r+": no create, no truncate (the holder's PID stays); Windows locks need write.
+        handle = path.open("r+", encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except OSError:  # not ours to open: someone else's daemon, running or not
+        return _holder(path)
+    with handle:
+        if _try_lock(handle):
+            return None  # closing the handle lets go of the lock
+    return _holder(path)
