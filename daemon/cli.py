@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -310,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="measure halt latency, throughput, CPU and memory (needs a source checkout)",
+        help="measure halt latency, throughput, CPU and memory (a source checkout, "
+        "pip install -e '.[bench]')",
         description=(
             "Runs bench/run_bench.py of the checkout cellguard is installed from: 2,048 "
             "simulated channels at 1 Hz with faults, the driver against aurora-neware, "
@@ -655,6 +657,16 @@ def _bench(args: argparse.Namespace) -> int:
         print(
             "cellguard: error: `cellguard bench` needs a source checkout "
             f"(pip install -e .); no bench/run_bench.py next to {Path(__file__).parent}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        # The one bench dependency beyond cellguard's own: the client it is compared with.
+        importlib.import_module("aurora_neware")
+    except ImportError:
+        print(
+            "cellguard: error: `cellguard bench` compares against aurora-neware: "
+            "pip install -e '.[bench]'",
             file=sys.stderr,
         )
         return 2
