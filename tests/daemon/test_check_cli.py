@@ -341,3 +341,16 @@ def test_connect_refuses_a_protocol_beyond_the_source_meter_range(
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("cellguard: error: channels[0].protocol_file: ")
     assert "1050" in lines[0] or "1.05" in lines[0]
+
+
+def test_a_protocol_file_that_is_neither_a_file_nor_an_example_names_both(
+    tmp_path: Path,
+) -> None:
+    text = SMU_CONFIG.format(port="/dev/null", cell="symmetric", thin="", protocol="soak-60C")
+    out = cellguard("check", str(write(tmp_path, text)))
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("cellguard: error: channels[0].protocol_file: no file ")
+    assert str(tmp_path / "soak-60C") in lines[0]
+    assert "symmetric-60C-soak" in lines[0]
