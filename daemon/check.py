@@ -17,6 +17,12 @@ Exit codes (also in ``cellguard check --help``):
   is wrong, as ``cellguard run`` would say it, or what the instrument said;
 * 4: an instrument could not be reached (one line each, naming it): the file may
   be right and the instrument off, unplugged or its API disabled.
+
+When both happen, 2: the file needs changing whatever the network does.
+
+A Neware's current range is the configured ``current_range_ma`` (the BTS API does not
+report one): a run-mode protocol is checked against it when the file is read, as
+``run`` does; a source-meter reports its model, whose range the protocol must fit.
 """
 
 from __future__ import annotations

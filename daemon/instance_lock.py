@@ -111,7 +111,8 @@ def holder(state_dir: Path) -> str | None:
 
     Reads only: a missing lock file means no daemon ever ran there, and none is created.
     To ask the OS, the lock is tried and at once let go; a daemon starting in that very
-    instant is refused (exit 3) and restarted by its service manager.
+    instant is refused (exit 3) and restarted by its service manager. An OSError (no
+    permission to open the lock file) is raised: whether a daemon runs is then unknown.
     """
     path = state_dir / LOCK_FILENAME
     try:
@@ -119,8 +120,6 @@ def holder(state_dir: Path) -> str | None:
         handle = path.open("r+", encoding="ascii")
     except FileNotFoundError:
         return None
-    except OSError:  # not ours to open: someone else's daemon, running or not
-        return _holder(path)
     with handle:
         if _try_lock(handle):
             return None  # closing the handle lets go of the lock

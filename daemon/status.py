@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cellguard.daemon.config import ChannelSettings, Config
-from cellguard.daemon.instance_lock import holder
+from cellguard.daemon.instance_lock import LOCK_FILENAME, holder
 from cellguard.daemon.store import STORE_FILENAME, ChannelState, Store
 from cellguard.drivers.clock import Clock, WallClock
 
@@ -34,7 +34,10 @@ _DETAIL_CHARS = 80
 def daemon_line(config: Config) -> str:
     """ "daemon: running (PID 1234)" or "daemon: stopped", from the state_dir's lock."""
     state_dir = config.daemon.state_dir
-    held_by = holder(state_dir)
+    try:
+        held_by = holder(state_dir)
+    except OSError as err:  # e.g. an operator's account may not open the daemon's lock
+        return f"daemon: unknown (cannot open {state_dir / LOCK_FILENAME}: {err.strerror or err})"
     if held_by is None:
         return f"daemon: stopped (no cellguard holds {state_dir})"
     return f"daemon: running ({held_by})"
@@ -92,7 +95,7 @@ async def print_status(config: Config, console: Console | None = None) -> None:
         table.add_column(name)
     for row in status_rows(config, states):
         table.add_row(*row)
-    console.print(daemon_line(config))
+    console.print(daemon_line(config), markup=False, highlight=False)
     console.print(table)
 
 

@@ -176,3 +176,13 @@ def test_a_running_daemon_is_named_by_its_pid(
         assert f"daemon: running (PID {lock_holder})" in out
     # Asking did not take the lock from it, nor leave it taken.
     assert (with_states.parent / "state" / "cellguard.lock").read_text().strip() == str(lock_holder)
+
+
+def test_a_lock_file_it_cannot_open_makes_the_daemon_unknown_not_stopped(
+    with_states: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for an operator's account without access to the daemon's lock (tests run as
+    root, so a directory in the lock's place stands in for a permission error)."""
+    (with_states.parent / "state" / "cellguard.lock").mkdir()
+    out = _status(capsys, str(with_states))
+    assert out.splitlines()[0].startswith("daemon: unknown (cannot open ")
