@@ -103,8 +103,11 @@ def run_check_cli(path: Path, *, connect: bool) -> int:
         f"{path}: ok as `cellguard run` reads it: {len(config.instruments)} instrument(s), "
         f"{channels} channel(s), state in {config.daemon.state_dir}"
     )
-    # What run would log at start: where samples and alerts go, every channel's cell.
+    # What run would log at start: where samples and alerts go, every channel's cell,
+    # and what it would warn about (secrets written inline, ...).
     print(config.describe())
+    for warning in config.warnings:
+        print(f"warning: {warning}")
     if not connect:
         return EXIT_OK
     # pymodbus logs each failed connect itself; the finding below says it in one line.

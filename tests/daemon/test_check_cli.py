@@ -175,6 +175,17 @@ def test_a_refused_key_exits_2_with_one_line_naming_it(
     assert lines[0].startswith(f"cellguard: error: {key}: ")
 
 
+def test_what_run_would_warn_about_is_shown_and_still_passes(tmp_path: Path) -> None:
+    text = neware_config(free_port(), "1-1-3") + (
+        '\n[mqtt]\nhost = "127.0.0.1"\ntopic_prefix = "lab"\n'
+        'username = "cellguard"\npassword = "written-inline"\n'
+    )
+    out = cellguard("check", str(write(tmp_path, text)))
+    assert out.returncode == 0, out.stderr
+    assert "warning: mqtt.password: the MQTT password is written inline" in out.stdout
+    assert "written-inline" not in out.stdout
+
+
 def test_a_secret_run_would_miss_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
     text = neware_config(free_port(), "1-1-3") + (
         '\n[mqtt]\nhost = "127.0.0.1"\ntopic_prefix = "lab"\n'
