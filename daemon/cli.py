@@ -53,6 +53,7 @@ from cellguard.protocols.script import (
     InstrumentCapability,
     describe,
     dry_run,
+    example_path,
     load_protocol_file,
     to_step_file,
 )
@@ -204,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a protocol and show its compiled steps and expected length",
         description="Exit 2 with one line naming the step and the word at fault on errors.",
     )
-    check.add_argument("file", type=Path, help="the protocol TOML file")
+    check.add_argument(
+        "file", type=Path, help="the protocol TOML file, or a shipped example's name"
+    )
     check.add_argument(
         "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
     )
@@ -586,7 +589,10 @@ def _analytics_command(args: argparse.Namespace) -> int:
 def _protocol_command(args: argparse.Namespace) -> int:
     if args.protocol_command == "start":
         return asyncio.run(_start_remote(args))
-    script = load_protocol_file(args.file)
+    file = args.file
+    if not file.exists():  # a shipped example by its name, as a config may give it
+        file = example_path(str(file)) or file
+    script = load_protocol_file(file)
     limits = InstrumentLimits(current_range_ma=args.current_range_ma)
     if args.protocol_command == "check":
         if args.host_driven:

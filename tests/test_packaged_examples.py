@@ -6,6 +6,9 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
+import pytest
+
+from cellguard.daemon.cli import main
 from cellguard.protocols.script import example_names, example_path, load_protocol_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +34,11 @@ def test_each_example_is_found_by_its_name_and_parses() -> None:
     # Only a bare name is looked up; anything with a folder is a path.
     assert example_path("examples/asymmetric-0.5-0.5") is None
     assert example_path("no-such-example") is None
+
+
+def test_protocol_check_takes_a_shipped_example_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty folder: no file of that name
+    assert main(["protocol", "check", "--host-driven", "asymmetric-until-depletion"]) == 0
+    assert "asymmetric 0.5/0.5 until depletion" in capsys.readouterr().out
