@@ -42,6 +42,7 @@ from cellguard.daemon.config import (
     ModbusSettings,
     NewareSettings,
     SmuSettings,
+    check_state_dir,
     load_config,
 )
 from cellguard.daemon.guard.registry import (
@@ -89,6 +90,7 @@ class Finding:
 def validate(path: Path) -> Config:
     """What ``cellguard run`` checks before it starts anything (a ConfigError if refused)."""
     config = load_config(path)
+    check_state_dir(config.daemon.state_dir)  # as run: creatable and writable, not created
     # run builds one guard per instrument from the config next, which may refuse too;
     # built here unwired (no store, no broker), then dropped.
     build_guards(Wiring(config, asyncio.Queue(maxsize=1), LogPublisher(), WallClock(), None))

@@ -186,6 +186,16 @@ def test_what_run_would_warn_about_is_shown_and_still_passes(tmp_path: Path) -> 
     assert "written-inline" not in out.stdout
 
 
+def test_a_state_dir_run_could_not_make_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    text = neware_config(free_port(), "1-1-3").replace('"state"', '"a-file/state"')
+    out = cellguard("check", str(write(tmp_path, text)))
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("cellguard: error: daemon.state_dir: ")
+
+
 def test_a_secret_run_would_miss_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
     text = neware_config(free_port(), "1-1-3") + (
         '\n[mqtt]\nhost = "127.0.0.1"\ntopic_prefix = "lab"\n'
