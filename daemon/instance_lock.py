@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +21,11 @@ from cellguard.drivers.errors import CellguardError
 
 LOCK_FILENAME = "cellguard.lock"
 _WINDOWS_LOCK_OFFSET = 4096
+# A daemon holds its lock for its lifetime; `cellguard status` (holder()) holds it for
+# microseconds to ask the OS. A daemon starting in that instant tries again a few times
+# over ~0.2 s instead of exiting 3 and waiting for its service manager's restart.
+ACQUIRE_ATTEMPTS = 10
+ACQUIRE_RETRY_S = 0.02
 
 
 class StateDirInUse(CellguardError):
@@ -62,12 +68,19 @@ class StateDirLock:
         self.path = state_dir / LOCK_FILENAME
         self._handle: IO[str] | None = None
 
-    def acquire(self) -> None:
-        """Take the lock; raise StateDirInUse naming the holder if another process has it."""
+    def acquire(self, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Take the lock; raise StateDirInUse naming the holder if another process has it
+        (after :data:`ACQUIRE_ATTEMPTS` tries: a ``status`` probe lets go at once)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # "a+": never truncate before holding the lock (the holder's PID stays readable).
         handle = self.path.open("a+", encoding="ascii")
-        if not _try_lock(handle):
+        locked = _try_lock(handle)
+        for _ in range(ACQUIRE_ATTEMPTS - 1):
+            if locked:
+                break
+            sleep(ACQUIRE_RETRY_S)
+            locked = _try_lock(handle)
+        if not locked:
             handle.close()
             msg = (
                 f"state_dir {self.state_dir} is in use by another cellguard "
@@ -111,7 +124,7 @@ def holder(state_dir: Path) -> str | None:
 
     Reads only: a missing lock file means no daemon ever ran there, and none is created.
     To ask the OS, the lock is tried and at once let go; a daemon starting in that very
-    instant is refused (exit 3) and restarted by its service manager. An OSError (no
+    instant tries again (:meth:`StateDirLock.acquire`) and starts. An OSError (no
     permission to open the lock file) is raised: whether a daemon runs is then unknown.
     """
     path = state_dir / LOCK_FILENAME
