@@ -41,10 +41,13 @@ __all__ = [
     "ERROR_QUERY",
     "IDN_QUERY",
     "NO_ERROR",
+    "NO_VALUE",
     "OUTPUT_QUERY",
     "READING_ELEMENTS",
     "READ_QUERY",
     "RESET",
+    "SENSE_CONCURRENT",
+    "SENSE_VOLTAGE_AND_CURRENT",
     "Command",
     "Element",
     "ErrorEntry",
@@ -246,6 +249,15 @@ def cmd_compliance(measured: SourceFunction, limit: float) -> str:
 def cmd_output(on: bool) -> str:
     """``:OUTP ON`` or ``:OUTP OFF``."""
     return ":OUTP ON" if on else ":OUTP OFF"
+
+
+SENSE_CONCURRENT = ":SENS:FUNC:CONC ON"
+"""Measure several functions at once (the 2400's *RST default, stated anyway)."""
+SENSE_VOLTAGE_AND_CURRENT = ':SENS:FUNC "VOLT","CURR"'
+"""Measure voltage and current: a function left off reads 9.91E+37 (``NO_VALUE``), and
+after ``*RST`` a 2400 measures current only."""
+NO_VALUE = 9.91e37
+"""What a 2400 reports for an element it did not measure."""
 
 
 def cmd_format_elements(elements: Sequence[Element] = READING_ELEMENTS) -> str:

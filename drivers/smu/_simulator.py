@@ -46,8 +46,9 @@ from types import MappingProxyType
 from typing import Literal, cast
 
 from cellguard.drivers.clock import Clock
-from cellguard.drivers.errors import CellguardError, ConfigError, ProtocolViolation
+from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.sim import INTERPHASES, SimCell, SimCellSpec, SimFullCell, SimFullCellSpec
+from cellguard.drivers.smu._ports import PTY_PREFIX, pty_lines, pty_path, serial_lines
 from cellguard.drivers.smu._registers import (
     BUFFER_FULL_BIT,
     OPC_BIT,
@@ -57,6 +58,7 @@ from cellguard.drivers.smu._registers import (
 from cellguard.drivers.smu._scpi import (
     COMPLIANCE_BIT,
     ELEMENTS,
+    NO_VALUE,
     Command,
     Element,
     ErrorEntry,
@@ -79,7 +81,7 @@ from cellguard.drivers.smu._settings import (
     number,
     reply_number,
 )
-from cellguard.drivers.smu._transport import SerialLink, SerialSettings
+from cellguard.drivers.smu._transport import SerialSettings
 
 __all__ = [
     "DEFAULT_CELL",
@@ -154,9 +156,6 @@ for _name, _function in (("VOLT", "VOLT"), ("CURR", "CURR"), ("RES", "RES")):
 # How :SENS:FUNC? names them.
 _SENSE_REPLY = {"VOLT": '"VOLT:DC"', "CURR": '"CURR:DC"', "RES": '"RES"'}
 
-# The 2400's "no value": an element whose function is not measured, a resistance of
-# no current.
-NO_VALUE = 9.91e37
 # Bits of the status word (:FORM:ELEM STAT), from the 2400 manual's list.
 _STAT_FILTER = 1 << 1
 _STAT_FRONT = 1 << 2
@@ -702,40 +701,38 @@ class SmuSimulator:
 
     @contextlib.asynccontextmanager
     async def serve(self, port: str) -> AsyncIterator[str]:
-        """Answer on ``port``: a serial device path, or ``socket://HOST:PORT`` to listen on
-        TCP (port 0 = any free port). Yields where it serves."""
+        """Answer on ``port`` until the context ends; yields where it serves.
+
+        ``port`` is a serial device path (opened again whenever it is lost, see
+        :mod:`._ports`), ``pty:PATH`` for a pty of the simulator's own linked at ``PATH``
+        (hosts may open and close it any number of times), or ``socket://HOST:PORT`` to
+        listen on TCP (port 0 = any free port).
+        """
         if port.startswith("socket://"):
             async with self._serve_tcp(port) as where:
                 yield where
             return
         lines: asyncio.Queue[bytes] = asyncio.Queue()
-        splitter = LineSplitter()
-        lost = asyncio.Event()
 
-        def on_data(data: bytes) -> None:
+        def deliver(line: bytes) -> None:
+            self.lines_received += 1
+            lines.put_nowait(line)
+
+        if port.startswith(PTY_PREFIX):
+            link = pty_path(port)
+            where = str(link)
+            opened = pty_lines(link, deliver)
+        else:
+            where = port
+            opened = serial_lines(port, self.settings, deliver)
+        async with opened as write:
+            runner = asyncio.create_task(self._answer(lines, write), name=f"smu-sim {where}")
             try:
-                for line in splitter.feed(data):
-                    self.lines_received += 1
-                    lines.put_nowait(line)
-            except ProtocolViolation as err:
-                log.warning("SMU simulator on %s: %s", port, err)
-
-        def on_lost(exc: Exception | None) -> None:
-            if exc is not None:
-                log.warning("SMU simulator: lost %s: %s", port, exc)
-            lost.set()
-
-        link = await SerialLink.open(
-            port, on_data=on_data, on_lost=on_lost, settings=self.settings, timeout_s=10.0
-        )
-        runner = asyncio.create_task(self._answer(lines, link.write), name=f"smu-sim {port}")
-        try:
-            yield port
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-            await link.aclose()
+                yield where
+            finally:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
 
     async def _answer(self, lines: asyncio.Queue[bytes], write: Callable[[bytes], None]) -> None:
         """Answer lines in order, one at a time, as the instrument's parser does."""
