@@ -130,10 +130,12 @@ def _choice(default: str, *keywords: str) -> Setting:
     words = {k.upper(): _short(k) for k in keywords} | {_short(k): _short(k) for k in keywords}
 
     def parse(argument: str, _: str) -> str:
-        try:
-            return words[_word(argument).strip("\"'")]
-        except KeyError:
-            raise Refused(-224, "Illegal parameter value") from None
+        word = _word(argument).strip("\"'")
+        # SENSe[1], CALCulate[1]: the suffix 1 is optional, as in headers.
+        reply = words.get(word) or words.get(word.removesuffix("1"))
+        if reply is None:
+            raise Refused(-224, "Illegal parameter value")
+        return reply
 
     return Setting(_short(default), parse)
 
@@ -212,7 +214,7 @@ def _table() -> dict[str, Setting]:
         "ARM:OLIN": _integer(1, 4, 2),
         # reading buffer
         "TRAC:POIN": _integer(1, 2500, 100),
-        "TRAC:FEED": _choice("SENSe1", "SENSe1", "CALCulate1", "CALCulate2"),
+        "TRAC:FEED": _choice("SENSe", "SENSe", "CALCulate", "CALCulate2"),
         "TRAC:FEED:CONT": _choice("NEVer", "NEVer", "NEXT"),
         "FORM:DATA": _choice("ASCii", "ASCii"),  # binary transfers are not simulated
         # system, display, terminals

@@ -41,6 +41,7 @@ import functools
 import logging
 import math
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Literal, cast
@@ -239,6 +240,9 @@ class SmuSimulator:
         """Program lines received on the port (answered or still waiting while held)."""
         self.lines_served = 0
         """Program lines executed."""
+        self.commands_seen: Counter[str] = Counter()
+        """Commands executed without error, by canonical header (``?`` for a query):
+        which part of the 2400's command set a host program uses."""
         self._reset()
         # The power-on setup measures voltage and current at once, as a bench set up for
         # "source I, measure V" does (a 2400 powers on with a setup saved by :SYST:POS);
@@ -430,6 +434,7 @@ class SmuSimulator:
                 log.debug("SMU simulator: %s refused: %s", command.header, err)
                 self.status.push_error(err.entry)
                 break
+            self.commands_seen[command.header + ("?" if command.query else "")] += 1
             if reply is not None:
                 replies.append(reply)
         if not replies:
@@ -589,7 +594,8 @@ class SmuSimulator:
             case ("CONF:VOLT" | "CONF:CURR" | "CONF:RES", False):
                 self._configure(_SENSE_WORDS[header.partition(":")[2]])
             case ("CONF", True) | ("SENS:FUNC", True):
-                return ",".join(_SENSE_REPLY[f] for f in _SENSE_ORDER if f in self.sense_functions)
+                names = [_SENSE_REPLY[f] for f in _SENSE_ORDER if f in self.sense_functions]
+                return ",".join(names) or '""'  # none: an empty string, never an empty line
             case ("SENS:FUNC", False):
                 self._select_functions(self._function_list(argument))
             case ("SENS:FUNC:OFF", False):
