@@ -1,8 +1,22 @@
 """A simulated Keithley 2400 on a real serial line, with a simulated cell on its terminals.
 
-It answers the 2400's SCPI (the subset in :mod:`._scpi`) on a serial device (one end
-of a socat pty pair, a USB adapter) or, given ``socket://HOST:PORT``, on a TCP
-listener, so :class:`~cellguard.drivers.smu.SmuClient` runs unchanged against it.
+It answers the 2400's SCPI on a serial device (one end of a socat pty pair, a USB
+adapter, opened again whenever it goes away), on a pty of its own (``pty:PATH``) or,
+given ``socket://HOST:PORT``, on a TCP listener (see :mod:`._ports`), so
+:class:`~cellguard.drivers.smu.SmuClient` and other people's clients (PyMeasure's
+``Keithley2400``, LabVIEW-style programs) run unchanged against it.
+
+The command set is the one such programs use: ``:SOUR`` (function, level, range, mode,
+delay), ``:SENS`` (functions, concurrent, ranges, NPLC, compliance and its trip query,
+filter), ``:MEAS?``/``:CONF``/``:READ?``/``:INIT``/``:FETC?``, the trigger model's counts,
+delays and sources, ``:FORM:ELEM``, the reading buffer (``:TRAC``), ``:SYST`` (errors,
+beeper, line frequency, auto-zero, remote sense), ``:DISP:ENAB``, ``:ROUT:TERM``, the
+``:STAT`` registers and the IEEE 488.2 common commands (see :mod:`._registers`); plain
+stored settings are one table in :mod:`._settings`. A function that is not measured reads
+``+9.91E+37``; the status element carries the compliance (bit 3), measured-function,
+source-function, filter, terminal and remote-sense bits. ``:CONF``/``:MEAS?`` turn the
+output on, as the 2400 manual says. ``*RST`` leaves current as the only sense function;
+the simulator powers on measuring voltage and current too (a bench's saved setup).
 
 The cell (:mod:`cellguard.drivers.sim`) is brought up to the simulator's clock before
 every command, in steps of at most ``max_step_s``, so on a

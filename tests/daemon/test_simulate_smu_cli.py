@@ -227,7 +227,7 @@ def test_a_plain_pyserial_session_runs_the_common_2400_commands_with_no_scpi_err
             '-102,"Syntax error"',
             '0,"No error"',
         ]
-        assert int(event_status) & 32 and int(event_status) & 16  # command, execution error
+        assert int(event_status) & (32 | 16) == 32 | 16  # command, execution error
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
