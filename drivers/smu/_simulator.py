@@ -323,6 +323,18 @@ class SmuSimulator:
             remaining_s -= dt_s
         self._t_last_s = max(self._t_last_s, now_s)
 
+    def _settle(self) -> None:
+        """What the source puts out the moment a setting changes, before time moves on.
+
+        A source settles in microseconds: a reading right after ``:OUTP OFF`` shows 0 A,
+        right after ``:OUTP ON`` the set current, even on a clock that has not moved.
+        """
+        if not self.output_on:
+            self._current_a = 0.0
+            self._compliance = False
+        elif self.function == "CURR" and not self._compliance:
+            self._current_a = self.current_level_a
+
     def _step(self, dt_s: float) -> None:
         cell = self.cell
         compliance = False
@@ -448,6 +460,7 @@ class SmuSimulator:
                 log.debug("SMU simulator: %s refused: %s", command.header, err)
                 self.status.push_error(err.entry)
                 break
+            self._settle()
             self.commands_seen[command.header + ("?" if command.query else "")] += 1
             if reply is not None:
                 replies.append(reply)

@@ -269,3 +269,16 @@ def test_the_buffer_fills_and_says_so_in_the_status_byte() -> None:
     assert ask(sim, ":TRAC:POIN:ACT?;:TRAC:FEED:CONT?") == "+3;NEV"
     assert len((ask(sim, ":TRAC:DATA?") or "").split(",")) == 3 * 5
     assert sim.errors == ()
+
+
+def test_a_reading_right_after_a_source_change_shows_the_new_source() -> None:
+    """No time has to pass: the output settles in microseconds on a real 2400."""
+    clock = VirtualClock()
+    sim = SmuSimulator(clock, seed=1)
+    ask(sim, ":FORM:ELEM CURR;:SOUR:CURR:LEV 1e-3;:OUTP ON")
+    assert reading_fields(sim) == [pytest.approx(1e-3)]
+    clock.set(60.0)
+    ask(sim, ":SOUR:CURR:LEV 2e-3")
+    assert reading_fields(sim) == [pytest.approx(2e-3)]
+    ask(sim, ":OUTP OFF")
+    assert reading_fields(sim) == [0.0]
