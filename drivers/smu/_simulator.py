@@ -686,6 +686,8 @@ class SmuSimulator:
             case ("TRAC:CLE", False):
                 self.buffer.clear()
             case ("TRAC:DATA", True):
+                if not self.buffer:
+                    raise Refused(-230, "Data corrupt or stale")  # an empty line is no reply
                 return ",".join(self.buffer)
             case ("TRAC:POIN:ACT", True):
                 return f"{len(self.buffer):+d}"

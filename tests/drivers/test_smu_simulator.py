@@ -269,6 +269,9 @@ def test_the_buffer_fills_and_says_so_in_the_status_byte() -> None:
     assert ask(sim, ":TRAC:POIN:ACT?;:TRAC:FEED:CONT?") == "+3;NEV"
     assert len((ask(sim, ":TRAC:DATA?") or "").split(",")) == 3 * 5
     assert sim.errors == ()
+    ask(sim, ":TRAC:CLE")
+    assert ask(sim, ":TRAC:DATA?") is None  # never an empty line
+    assert ask(sim, ":SYST:ERR?") == '-230,"Data corrupt or stale"'
 
 
 def test_a_reading_right_after_a_source_change_shows_the_new_source() -> None:
