@@ -170,12 +170,19 @@ async def pty_lines(link: Path, deliver: Callable[[bytes], None]) -> AsyncIterat
             return
         feed(data)
 
+    dropping = [False]  # log the first reply dropped, not every one
+
     def write(data: bytes) -> None:
         try:
-            os.write(controller, data)
+            sent = os.write(controller, data)
         except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            dropping[0] = False
+        elif not dropping[0]:
+            dropping[0] = True
             # Nobody has read the line for a long while: a real UART drops bytes too.
-            log.info("SMU simulator: nobody reads %s; a reply was dropped", link)
+            log.info("SMU simulator: nobody reads %s; reply bytes dropped until it does", link)
 
     loop.add_reader(controller, on_readable)
     try:

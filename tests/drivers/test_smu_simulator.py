@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 import pytest
+import serial
 
 from cellguard.drivers.clock import VirtualClock
 from cellguard.drivers.errors import ConfigError
@@ -285,3 +290,34 @@ def test_a_reading_right_after_a_source_change_shows_the_new_source() -> None:
     assert reading_fields(sim) == [pytest.approx(2e-3)]
     ask(sim, ":OUTP OFF")
     assert reading_fields(sim) == [0.0]
+
+
+async def test_its_own_pty_drops_replies_nobody_reads_and_keeps_answering(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that writes queries and never reads fills the pty; the simulator drops
+    what does not fit (as a UART does) instead of blocking, and answers the next host."""
+    caplog.set_level(logging.INFO, logger="cellguard.drivers.smu._ports")
+    sim = SmuSimulator(VirtualClock())
+    queries = 3000  # ~250 kB of answers: more than a pty holds
+
+    def flood(port: str) -> None:
+        with serial.Serial(port, 9600, timeout=5) as host:
+            host.write(b"*IDN?\n" * queries)
+            host.flush()
+
+    def ask_fresh(port: str) -> bytes:
+        with serial.Serial(port, 9600, timeout=5) as host:
+            host.reset_input_buffer()  # what a careful host does after opening a port
+            host.write(b"*OPC?\n")
+            return host.read_until(b"\r")
+
+    async with sim.serve(f"pty:{tmp_path / 'k2400'}") as where:
+        await asyncio.to_thread(flood, where)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while sim.lines_served < queries:  # bounded wait for the simulator to catch up
+            assert loop.time() < deadline, sim.lines_served
+            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(ask_fresh, where) == b"1\r"
+    assert "reply bytes dropped" in caplog.text
