@@ -440,6 +440,7 @@ class SmuSimulator:
         ):
             self.values[header] = value
         self.output_on = True
+        self._settle()  # the reading that follows sees the output on
 
     # ------------------------------------------------------------ the brain
 

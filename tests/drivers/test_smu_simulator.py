@@ -166,9 +166,10 @@ def test_measure_configures_the_function_and_turns_the_output_on() -> None:
     ask(sim, "*RST;:SOUR:CURR 2e-3;:TRIG:COUN 3")
     assert len(reading_fields(sim)) == 3 * 5  # three readings of five elements
     assert not sim.output_on
-    voltage_v = reading_fields(sim, ":MEAS:VOLT?")[0]
+    voltage_v, current_a = reading_fields(sim, ":MEAS:VOLT?")[:2]
     assert sim.output_on
     assert voltage_v != 9.91e37
+    assert current_a == pytest.approx(2e-3)  # the output is on for the reading
     assert ask(sim, ":TRIG:COUN?") == "+1"
     assert sim.sense_functions == {"VOLT", "CURR"}
 
