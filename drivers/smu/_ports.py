@@ -15,8 +15,6 @@ or whether the cable was pulled for a while; the simulator must not either.
   (hosts clear their input buffer after opening a port for that reason).
 
 Both yield a function that writes a reply, and call ``deliver`` with each received line.
-:func:`tcp_lines` listens on TCP (a serial-to-Ethernet bridge's view), one host per
-connection, and answers each line with ``answer``.
 """
 
 from __future__ import annotations
@@ -26,15 +24,14 @@ import contextlib
 import logging
 import os
 import tty
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from cellguard.drivers.errors import CellguardError, ConfigError, ProtocolViolation
 from cellguard.drivers.smu._scpi import LineSplitter
 from cellguard.drivers.smu._transport import SerialLink, SerialSettings
 
-__all__ = ["PTY_PREFIX", "pty_lines", "pty_path", "serial_lines", "tcp_lines"]
+__all__ = ["PTY_PREFIX", "pty_lines", "pty_path", "serial_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -190,56 +187,3 @@ async def pty_lines(link: Path, deliver: Callable[[bytes], None]) -> AsyncIterat
     finally:
         loop.remove_reader(controller)
         _close_pty(link, controller, terminal, terminal_name)
-
-
-@contextlib.asynccontextmanager
-async def tcp_lines(
-    url: str, answer: Callable[[bytes], Awaitable[bytes | None]]
-) -> AsyncIterator[str]:
-    """Listen on ``socket://HOST:PORT`` (port 0 = any free port); yields the bound URL."""
-    parsed = urllib.parse.urlparse(url)
-    host = parsed.hostname or "127.0.0.1"
-    try:
-        tcp_port = parsed.port or 0
-    except ValueError as err:
-        raise ConfigError(field="port", problem=f"bad TCP port in {url!r}") from err
-    connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connections[task] = writer
-        splitter = LineSplitter()
-        try:
-            while data := await reader.read(4096):
-                for line in splitter.feed(data):
-                    reply = await answer(line)
-                    if reply is not None:
-                        writer.write(reply)
-                await writer.drain()
-        except (ConnectionError, CellguardError) as err:
-            log.info("SMU simulator: TCP connection ended: %s", err)
-        finally:
-            connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await asyncio.shield(writer.wait_closed())
-
-    try:
-        server = await asyncio.start_server(on_connect, host, tcp_port)
-    except OSError as err:
-        raise ConfigError(
-            field="port", problem=f"cannot listen on {host}:{tcp_port}: {err.strerror}"
-        ) from err
-    bound = server.sockets[0].getsockname()
-    try:
-        yield f"socket://{bound[0]}:{bound[1]}"
-    finally:
-        server.close()
-        # Aborting the sockets ends each handler at its next read (see the Neware
-        # simulator: cancelling them instead makes asyncio log errors).
-        for writer in list(connections.values()):
-            writer.transport.abort()
-        if connections:
-            await asyncio.gather(*connections, return_exceptions=True)
-        await server.wait_closed()

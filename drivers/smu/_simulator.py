@@ -54,6 +54,7 @@ import contextlib
 import functools
 import logging
 import math
+import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
@@ -62,13 +63,7 @@ from typing import Literal, cast
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.sim import INTERPHASES, SimCell, SimCellSpec, SimFullCell, SimFullCellSpec
-from cellguard.drivers.smu._ports import (
-    PTY_PREFIX,
-    pty_lines,
-    pty_path,
-    serial_lines,
-    tcp_lines,
-)
+from cellguard.drivers.smu._ports import PTY_PREFIX, pty_lines, pty_path, serial_lines
 from cellguard.drivers.smu._registers import (
     BUFFER_FULL_BIT,
     OPC_BIT,
@@ -83,6 +78,7 @@ from cellguard.drivers.smu._scpi import (
     Element,
     ErrorEntry,
     Identity,
+    LineSplitter,
     ScpiSyntaxError,
     format_bool,
     format_error,
@@ -749,7 +745,7 @@ class SmuSimulator:
         listen on TCP (port 0 = any free port).
         """
         if port.startswith("socket://"):
-            async with tcp_lines(port, self._answer_one) as where:
+            async with self._serve_tcp(port) as where:
                 yield where
             return
         lines: asyncio.Queue[bytes] = asyncio.Queue()
@@ -774,12 +770,6 @@ class SmuSimulator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
 
-    async def _answer_one(self, line: bytes) -> bytes | None:
-        """One line from a TCP connection: counted, held while :meth:`hold` says so, run."""
-        self.lines_received += 1
-        await self._gate.wait()
-        return self.handle_line(line)
-
     async def _answer(self, lines: asyncio.Queue[bytes], write: Callable[[bytes], None]) -> None:
         """Answer lines in order, one at a time, as the instrument's parser does."""
         while True:
@@ -791,3 +781,54 @@ class SmuSimulator:
                     write(reply)
                 except CellguardError as err:
                     log.info("SMU simulator: cannot answer: %s", err)
+
+    @contextlib.asynccontextmanager
+    async def _serve_tcp(self, url: str) -> AsyncIterator[str]:
+        parsed = urllib.parse.urlparse(url)
+        host = parsed.hostname or "127.0.0.1"
+        try:
+            tcp_port = parsed.port or 0
+        except ValueError as err:
+            raise ConfigError(field="port", problem=f"bad TCP port in {url!r}") from err
+        connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connections[task] = writer
+            splitter = LineSplitter()
+            try:
+                while data := await reader.read(4096):
+                    for line in splitter.feed(data):
+                        self.lines_received += 1
+                        await self._gate.wait()
+                        reply = self.handle_line(line)
+                        if reply is not None:
+                            writer.write(reply)
+                    await writer.drain()
+            except (ConnectionError, CellguardError) as err:
+                log.info("SMU simulator: TCP connection ended: %s", err)
+            finally:
+                connections.pop(task, None)
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await asyncio.shield(writer.wait_closed())
+
+        try:
+            server = await asyncio.start_server(on_connect, host, tcp_port)
+        except OSError as err:
+            raise ConfigError(
+                field="port", problem=f"cannot listen on {host}:{tcp_port}: {err.strerror}"
+            ) from err
+        bound = server.sockets[0].getsockname()
+        try:
+            yield f"socket://{bound[0]}:{bound[1]}"
+        finally:
+            server.close()
+            # Aborting the sockets ends each handler at its next read (see the Neware
+            # simulator: cancelling them instead makes asyncio log errors).
+            for writer in list(connections.values()):
+                writer.transport.abort()
+            if connections:
+                await asyncio.gather(*connections, return_exceptions=True)
+            await server.wait_closed()
