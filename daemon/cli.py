@@ -298,11 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Keithley 2400 source-measure unit with a simulated cell (SCPI on a serial line)",
         description=(
             "Answers the 2400's SCPI on a serial line: PORT is a device (e.g. one end of a "
-            "socat pty pair) or socket://HOST:PORT to listen on TCP. Exit 2 if PORT cannot "
-            "be opened."
+            "socat pty pair; opened again if it goes away), pty:PATH for a pty of its own "
+            "linked at PATH (hosts may close and reopen it), or socket://HOST:PORT to listen "
+            "on TCP. Exit 2 if PORT cannot be opened."
         ),
     )
-    smu.add_argument("--serial", required=True, metavar="PORT", help="device path or URL")
+    smu.add_argument(
+        "--serial", required=True, metavar="PORT", help="device path, pty:PATH or socket:// URL"
+    )
     smu.add_argument("--baudrate", type=_positive_int, default=9600, help="serial baud rate")
     smu.add_argument(
         "--speed", type=_positive_float, default=1.0, help="simulated seconds per wall second"

@@ -26,7 +26,11 @@ async def serve_smu(
     cell: str = DEFAULT_CELL,
     baudrate: int = 9600,
 ) -> None:
-    """Serve on ``port`` (device path or ``socket://HOST:PORT``) until SIGINT or SIGTERM.
+    """Serve on ``port`` until SIGINT or SIGTERM.
+
+    ``port`` is a device path (opened again whenever it goes away), ``pty:PATH`` (a pty
+    of the simulator's own, linked at ``PATH``, that hosts may close and reopen) or
+    ``socket://HOST:PORT``.
 
     Raises :class:`~cellguard.drivers.errors.ConfigError` for a bad cell or URL and
     :class:`~cellguard.drivers.errors.InstrumentConnectionError` for a port that cannot

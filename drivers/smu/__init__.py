@@ -9,6 +9,7 @@ from cellguard.drivers.smu._client import (
 )
 from cellguard.drivers.smu._scpi import (
     COMPLIANCE_BIT,
+    NO_VALUE,
     READING_ELEMENTS,
     Command,
     ErrorEntry,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_CELL",
     "DEFAULT_TIMEOUT_S",
     "KNOWN_MODELS",
+    "NO_VALUE",
     "READING_ELEMENTS",
     "SMU_CELL_PRESETS",
     "UNKNOWN_MODEL",

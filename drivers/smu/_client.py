@@ -44,9 +44,12 @@ from cellguard.drivers.galvanostat import GalvanostatInfo, Measurement, SourceMo
 from cellguard.drivers.smu._scpi import (
     ERROR_QUERY,
     IDN_QUERY,
+    NO_VALUE,
     OUTPUT_QUERY,
     READ_QUERY,
     READING_ELEMENTS,
+    SENSE_CONCURRENT,
+    SENSE_VOLTAGE_AND_CURRENT,
     ErrorEntry,
     Identity,
     LineSplitter,
@@ -408,11 +411,15 @@ class SmuClient:
                 "; ".join(map(str, stale)),
             )
         elements = cmd_format_elements(READING_ELEMENTS)
-        await self._send(elements, None, "connect")
+        setup = (elements, SENSE_CONCURRENT, SENSE_VOLTAGE_AND_CURRENT)
+        for command in setup:
+            await self._send(command, None, "connect")
         refused = await self._read_errors(None, "connect")
         if refused:
             raise CommandRefused(
-                command=elements, targets=[self.port], detail="; ".join(map(str, refused))
+                command="; ".join(setup),
+                targets=[self.port],
+                detail="; ".join(map(str, refused)),
             )
         self._output_on = parse_output_state(await self._query(OUTPUT_QUERY, _IS_BOOL))
         if not self._output_on:
@@ -526,6 +533,15 @@ class SmuClient:
         assert reading.t_s is not None
         assert reading.voltage_v is not None
         assert reading.current_a is not None
+        for name, value in (("VOLT", reading.voltage_v), ("CURR", reading.current_a)):
+            if value >= NO_VALUE:
+                # The function is off: someone sent *RST or :SENS:FUNC:OFF on this port
+                # since connect. Passing 9.91E+37 V on would look like a real reading.
+                msg = (
+                    f"the SMU on {self.port} did not measure {name} (it answered 9.91E+37): "
+                    f"its sense function {name} is off; reconnect to turn it on again"
+                )
+                raise ProtocolViolation(msg)
         return Measurement(
             t_s=reading.t_s,
             voltage_v=reading.voltage_v,

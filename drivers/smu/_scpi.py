@@ -14,8 +14,9 @@ Wire rules reproduced:
   in any case, with or without the leading colon, and with optional nodes
   (``:SOUR:CURR:LEV:IMM:AMPL``, ``:OUTP:STAT``, ``:SENS:VOLT:DC:PROT:LEV``); they are
   folded to one canonical short form, e.g. ``SOUR:CURR:LEV``.
-* Several commands may share a line, separated by ``;``; each is taken as rooted
-  (a simplification: SCPI's relative paths after ``;`` are not followed).
+* Several commands may share a line, separated by ``;`` (outside quoted strings, with
+  one allowed at the end); after a ``;`` a header without a leading colon continues
+  the path of the command before it, as SCPI's relative paths do.
 * ``:READ?`` answers the enabled elements in the 2400's fixed order VOLT, CURR, RES,
   TIME, STAT (whatever the order given to ``:FORM:ELEM``), each as ``%+.6E``; STAT is
   the status word, whose bit 3 (value 8) means the source is in compliance.
@@ -40,10 +41,13 @@ __all__ = [
     "ERROR_QUERY",
     "IDN_QUERY",
     "NO_ERROR",
+    "NO_VALUE",
     "OUTPUT_QUERY",
     "READING_ELEMENTS",
     "READ_QUERY",
     "RESET",
+    "SENSE_CONCURRENT",
+    "SENSE_VOLTAGE_AND_CURRENT",
     "Command",
     "Element",
     "ErrorEntry",
@@ -247,6 +251,15 @@ def cmd_output(on: bool) -> str:
     return ":OUTP ON" if on else ":OUTP OFF"
 
 
+SENSE_CONCURRENT = ":SENS:FUNC:CONC ON"
+"""Measure several functions at once (the 2400's *RST default, stated anyway)."""
+SENSE_VOLTAGE_AND_CURRENT = ':SENS:FUNC "VOLT","CURR"'
+"""Measure voltage and current: a function left off reads 9.91E+37 (``NO_VALUE``), and
+after ``*RST`` a 2400 measures current only."""
+NO_VALUE = 9.91e37
+"""What a 2400 reports for an element it did not measure."""
+
+
 def cmd_format_elements(elements: Sequence[Element] = READING_ELEMENTS) -> str:
     """``:FORM:ELEM VOLT,CURR,TIME,STAT``: which values ``:READ?`` answers."""
     unknown = [e for e in elements if e not in ELEMENTS]
@@ -395,38 +408,90 @@ class Command:
     argument: str = ""
 
 
-# Mnemonics of the subsystems this codec knows, long form with the short form in capitals.
+# Mnemonics of the 2400's command tree, long form with the short form in capitals. SCPI
+# takes either form, in any case, and nothing in between (``VOLTA`` is no mnemonic).
 _KEYWORDS = (
-    "SOURce",
-    "SENSe",
-    "FUNCtion",
-    "CURRent",
-    "VOLTage",
-    "MODE",
-    "LEVel",
-    "IMMediate",
-    "AMPLitude",
-    "RANGe",
-    "AUTO",
-    "PROTection",
-    "FORMat",
-    "ELEMents",
-    "DATA",
-    "OUTPut",
-    "STATe",
-    "READ",
+    # root subsystems
+    "ABORt",
+    "ARM",
+    "CALCulate",
+    "DISPlay",
     "FETCh",
-    "MEASure",
+    "FORMat",
     "INITiate",
+    "MEASure",
+    "OUTPut",
+    "READ",
+    "ROUTe",
+    "SENSe",
+    "SOURce",
+    "STATus",
     "SYSTem",
-    "ERRor",
-    "NEXT",
-    "TIME",
-    "RESet",
-    "DC",
-    "CONCurrent",
+    "TRACe",
+    "TRIGger",
+    "CONFigure",
+    # nodes below them
+    "ACTual",
+    "ALL",
+    "AMPLitude",
+    "AUTO",
+    "AVERage",
+    "AZERo",
     "BEEPer",
+    "CLEar",
+    "CODE",
+    "CONCurrent",
+    "CONDition",
+    "CONTrol",
+    "COUNt",
+    "CURRent",
+    "DATA",
+    "DC",
+    "DELay",
+    "ELEMents",
+    "ENABle",
+    "ERRor",
+    "EVENt",
+    "FEED",
+    "FREE",
+    "FUNCtion",
+    "ILINe",
+    "IMMediate",
+    "KEY",
+    "LAYer",
+    "LEVel",
+    "LFRequency",
+    "LOCal",
+    "MEASurement",
+    "MODE",
+    "NEXT",
+    "NPLCycles",
+    "OFF",
+    "OLINe",
+    "ON",
+    "OPERation",
+    "POINts",
+    "PRESet",
+    "PROTection",
+    "QUEStionable",
+    "QUEue",
+    "RANGe",
+    "REMote",
+    "RESet",
+    "RESistance",
     "RSENse",
+    "RWLock",
+    "SEQuence",
+    "SMODe",
+    "STATe",
+    "STATus",
+    "TCONtrol",
+    "TERMinals",
+    "TIME",
+    "TIMer",
+    "TRIPped",
+    "VERSion",
+    "VOLTage",
 )
 _MNEMONICS: dict[str, str] = {}
 for _kw in _KEYWORDS:
@@ -437,57 +502,97 @@ _COMMON_RE = re.compile(r"\*[A-Z]{2,4}")
 _MNEMONIC_RE = re.compile(r"([A-Z]+?)([0-9]*)")
 
 
+# Optional nodes: (node, the nodes it may follow; empty = anywhere). SCPI writes them in
+# brackets (``[:SOURce]:CURRent[:LEVel][:IMMediate][:AMPLitude]``); a 2400 takes a header
+# with or without them, so they are dropped before a header is looked up.
+_OPTIONAL_NODES: dict[str, frozenset[str]] = {
+    "IMM": frozenset(),
+    "AMPL": frozenset(),
+    "LEV": frozenset({"PROT"}),
+    "STAT": frozenset({"OUTP", "AZER", "AVER", "AUTO"}),
+    "NEXT": frozenset({"ERR", "QUE"}),
+    "DC": frozenset({"CURR", "VOLT"}),
+    "SEQ": frozenset({"TRIG", "ARM"}),
+    "LAY": frozenset({"TRIG", "ARM"}),
+    "ON": frozenset({"FUNC"}),
+    "MODE": frozenset({"FUNC"}),
+    "EVEN": frozenset({"MEAS", "OPER", "QUES"}),
+    "SENS": frozenset({"ELEM"}),
+}
+# A header may also leave out its root, [:SENSe] or [:SOURce]: which one is implied is
+# told by the node after CURR/VOLT (PROTection and NPLCycles belong to the sense side).
+_SENSE_ROOTS = frozenset({"FUNC", "RES", "AVER"})
+_SOURCE_ROOTS = frozenset({"DEL", "CLE"})
+_SENSE_AFTER_QUANTITY = frozenset({"PROT", "NPLC"})
+
+
 def _canonical(nodes: list[str]) -> str:
-    """Drop the optional nodes of this command set, and fill in the implied ``LEV``."""
+    """Drop the optional nodes of this command set, and fill in the implied root and ``LEV``."""
     kept: list[str] = []
     for node in nodes:
-        prev = kept[-1] if kept else ""
-        if node in ("IMM", "AMPL") or (node == "LEV" and prev == "PROT"):
-            continue
-        if (node == "STAT" and prev == "OUTP") or (node == "NEXT" and prev == "ERR"):
-            continue
-        if node == "DC" and prev in ("CURR", "VOLT"):
+        after = _OPTIONAL_NODES.get(node)
+        if after is not None and (not after or (kept and kept[-1] in after)):
             continue
         kept.append(node)
     if kept[:1] in (["CURR"], ["VOLT"]):
-        # [:SOURce] and [:SENSe] are both optional; PROTection is the sense side's.
-        kept.insert(0, "SENS" if kept[1:2] == ["PROT"] else "SOUR")
+        kept.insert(0, "SENS" if kept[1:2] and kept[1] in _SENSE_AFTER_QUANTITY else "SOUR")
+    elif kept[:1] and kept[0] in _SENSE_ROOTS:
+        kept.insert(0, "SENS")
+    elif kept[:1] and kept[0] in _SOURCE_ROOTS:
+        kept.insert(0, "SOUR")
     if kept in (["SOUR", "CURR"], ["SOUR", "VOLT"]):
         kept.append("LEV")  # :SOUR:CURR <A> is :SOUR:CURR:LEV:IMM:AMPL <A>
     return ":".join(kept)
 
 
-def _parse_one(text: str, line: bytes) -> Command:
-    text = text.strip()
-    if not text:
-        raise ScpiSyntaxError(-102, "Syntax error", line)
-    head, _, argument = text.partition(" ")
-    argument = argument.strip()
-    query = head.endswith("?")
-    if query:
-        head = head[:-1]
-    head = head.upper()
-    if head.startswith("*"):
-        if not _COMMON_RE.fullmatch(head):
-            raise ScpiSyntaxError(-113, "Undefined header", line)
-        return Command(head, query, argument)
-    nodes: list[str] = []
+def _nodes(head: str, path: list[str], line: bytes) -> list[str]:
+    """The short-form nodes of ``head``, relative to ``path`` unless it starts with a colon."""
+    rooted = head.startswith(":")
+    nodes = [] if rooted else list(path)
     for raw in head.removeprefix(":").split(":"):
         match = _MNEMONIC_RE.fullmatch(raw)
         if match is None or match.group(1) not in _MNEMONICS:
             raise ScpiSyntaxError(-113, "Undefined header", line)
-        # Numeric suffixes (SOUR1, SENS1) name the one channel a 2400 has.
+        # Numeric suffixes (SOUR1, SENS1, SEQ1) name the one channel or layer a 2400 has.
         if match.group(2) not in ("", "1"):
             raise ScpiSyntaxError(-114, "Header suffix out of range", line)
         nodes.append(_MNEMONICS[match.group(1)])
-    return Command(_canonical(nodes), query, argument)
+    return nodes
+
+
+def _split_commands(text: str, line: bytes) -> list[str]:
+    """``text`` cut at the semicolons outside quoted strings; a trailing one ends nothing."""
+    parts: list[str] = []
+    start = 0
+    quote = ""
+    for index, char in enumerate(text):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == ";":
+            parts.append(text[start:index])
+            start = index + 1
+    if quote:
+        raise ScpiSyntaxError(-150, "String data error", line)  # an unterminated string
+    last = text[start:]
+    # PyMeasure and many LabVIEW programs end messages with ";" (":TRAC:CLEAR;"); a 2400
+    # takes that, so only a missing command between two separators is a syntax error.
+    if last.strip() or not parts:
+        parts.append(last)
+    return parts
 
 
 def parse_program_line(line: bytes) -> list[Command]:
     """Every command of one program message line (``;`` separates several).
 
-    Raises :class:`ScpiSyntaxError` (a :class:`ProtocolViolation`) with the SCPI error
-    code for a line that is not ASCII (-102) or names an unknown header (-113).
+    After a ``;``, a header without a leading colon continues the path of the command
+    before it, as SCPI requires (``:SOUR:CURR:RANG 1;LEV 0.5`` sets ``SOUR:CURR:LEV``);
+    common commands (``*CLS``) leave the path as it was. Raises :class:`ScpiSyntaxError`
+    (a :class:`ProtocolViolation`) with the SCPI error code for a line that is not ASCII
+    or has an empty command (-102), an unterminated string (-150), an unknown header
+    (-113) or a channel suffix other than 1 (-114).
     """
     try:
         text = line.decode("ascii")
@@ -495,7 +600,25 @@ def parse_program_line(line: bytes) -> list[Command]:
         raise ScpiSyntaxError(-102, "Syntax error", line) from None
     if any(ord(c) < 0x20 and c != "\t" for c in text):
         raise ScpiSyntaxError(-102, "Syntax error", line)
-    return [_parse_one(part, line) for part in text.split(";")]
+    commands: list[Command] = []
+    path: list[str] = []
+    for part in _split_commands(text, line):
+        fields = part.strip().split(None, 1)
+        if not fields:
+            raise ScpiSyntaxError(-102, "Syntax error", line)
+        head = fields[0]
+        argument = fields[1].strip() if len(fields) > 1 else ""
+        query = head.endswith("?")
+        head = (head[:-1] if query else head).upper()
+        if head.startswith("*"):
+            if not _COMMON_RE.fullmatch(head):
+                raise ScpiSyntaxError(-113, "Undefined header", line)
+            commands.append(Command(head, query, argument))
+            continue
+        nodes = _nodes(head, path if commands else [], line)
+        path = nodes[:-1]
+        commands.append(Command(_canonical(nodes), query, argument))
+    return commands
 
 
 def format_reading(values: Iterable[float]) -> str:

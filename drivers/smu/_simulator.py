@@ -1,8 +1,22 @@
 """A simulated Keithley 2400 on a real serial line, with a simulated cell on its terminals.
 
-It answers the 2400's SCPI (the subset in :mod:`._scpi`) on a serial device (one end
-of a socat pty pair, a USB adapter) or, given ``socket://HOST:PORT``, on a TCP
-listener, so :class:`~cellguard.drivers.smu.SmuClient` runs unchanged against it.
+It answers the 2400's SCPI on a serial device (one end of a socat pty pair, a USB
+adapter, opened again whenever it goes away), on a pty of its own (``pty:PATH``) or,
+given ``socket://HOST:PORT``, on a TCP listener (see :mod:`._ports`), so
+:class:`~cellguard.drivers.smu.SmuClient` and other people's clients (PyMeasure's
+``Keithley2400``, LabVIEW-style programs) run unchanged against it.
+
+The command set is the one such programs use: ``:SOUR`` (function, level, range, mode,
+delay), ``:SENS`` (functions, concurrent, ranges, NPLC, compliance and its trip query,
+filter), ``:MEAS?``/``:CONF``/``:READ?``/``:INIT``/``:FETC?``, the trigger model's counts,
+delays and sources, ``:FORM:ELEM``, the reading buffer (``:TRAC``), ``:SYST`` (errors,
+beeper, line frequency, auto-zero, remote sense), ``:DISP:ENAB``, ``:ROUT:TERM``, the
+``:STAT`` registers and the IEEE 488.2 common commands (see :mod:`._registers`); plain
+stored settings are one table in :mod:`._settings`. A function that is not measured reads
+``+9.91E+37``; the status element carries the compliance (bit 3), measured-function,
+source-function, filter, terminal and remote-sense bits. ``:CONF``/``:MEAS?`` turn the
+output on, as the 2400 manual says. ``*RST`` leaves current as the only sense function;
+the simulator powers on measuring voltage and current too (a bench's saved setup).
 
 The cell (:mod:`cellguard.drivers.sim`) is brought up to the simulator's clock before
 every command, in steps of at most ``max_step_s``, so on a
@@ -41,17 +55,25 @@ import functools
 import logging
 import math
 import urllib.parse
-from collections import deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
+from typing import Literal, cast
 
 from cellguard.drivers.clock import Clock
-from cellguard.drivers.errors import CellguardError, ConfigError, ProtocolViolation
+from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.sim import INTERPHASES, SimCell, SimCellSpec, SimFullCell, SimFullCellSpec
+from cellguard.drivers.smu._ports import PTY_PREFIX, pty_lines, pty_path, serial_lines
+from cellguard.drivers.smu._registers import (
+    BUFFER_FULL_BIT,
+    OPC_BIT,
+    StatusRegisters,
+    StatusSystem,
+)
 from cellguard.drivers.smu._scpi import (
     COMPLIANCE_BIT,
     ELEMENTS,
-    NO_ERROR,
+    NO_VALUE,
     Command,
     Element,
     ErrorEntry,
@@ -63,10 +85,18 @@ from cellguard.drivers.smu._scpi import (
     format_identity,
     format_reading,
     format_reply_line,
-    parse_number,
     parse_program_line,
 )
-from cellguard.drivers.smu._transport import SerialLink, SerialSettings
+from cellguard.drivers.smu._settings import (
+    SETTINGS,
+    Refused,
+    boolean,
+    defaults,
+    format_value,
+    number,
+    reply_number,
+)
+from cellguard.drivers.smu._transport import SerialSettings
 
 __all__ = [
     "DEFAULT_CELL",
@@ -111,13 +141,13 @@ def make_cell(preset: str, seed: int) -> SimulatedCell:
     return factory(seed)
 
 
-# What a 2400 accepts (its largest ranges) and how big its error queue is.
+# What a 2400 accepts (its largest ranges).
 _MAX_CURRENT_A = 1.05
 _MAX_VOLTAGE_V = 210.0
 _MIN_VOLTAGE_PROT_V = 0.2
-_ERROR_QUEUE_LEN = 10
 _FIRMWARE = "C30   Mar 17 2006 09:29:29/A02  /K/J"
 _VENDOR = "KEITHLEY INSTRUMENTS INC."
+_SCPI_VERSION = "1996.0"
 
 _ELEMENT_WORDS: dict[str, Element] = {
     "VOLT": "VOLT",
@@ -130,38 +160,44 @@ _ELEMENT_WORDS: dict[str, Element] = {
     "STAT": "STAT",
     "STATUS": "STAT",
 }
-# The 2400's "no value" (what it reports for RES when no resistance can be computed).
-_NO_VALUE = 9.91e37
+SenseFunction = Literal["VOLT", "CURR", "RES"]
+_SENSE_ORDER: tuple[SenseFunction, ...] = ("VOLT", "CURR", "RES")
+_SENSE_WORDS: dict[str, SenseFunction] = {}
+for _name, _function in (("VOLT", "VOLT"), ("CURR", "CURR"), ("RES", "RES")):
+    for _word in {_name, {"VOLT": "VOLTAGE", "CURR": "CURRENT", "RES": "RESISTANCE"}[_name]}:
+        _SENSE_WORDS[_word] = _function  # type: ignore[assignment]
+        if _function != "RES":
+            _SENSE_WORDS[f"{_word}:DC"] = _function  # type: ignore[assignment]
+# How :SENS:FUNC? names them.
+_SENSE_REPLY = {"VOLT": '"VOLT:DC"', "CURR": '"CURR:DC"', "RES": '"RES"'}
 
-
-class _Refused(Exception):
-    """A command the instrument parsed but will not execute: one error-queue entry."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f'{code},"{message}"')
-        self.entry = ErrorEntry(code, message)
+# Bits of the status word (:FORM:ELEM STAT), from the 2400 manual's list.
+_STAT_FILTER = 1 << 1
+_STAT_FRONT = 1 << 2
+_STAT_V_MEAS = 1 << 11
+_STAT_I_MEAS = 1 << 12
+_STAT_R_MEAS = 1 << 13
+_STAT_V_SOURCE = 1 << 14
+_STAT_I_SOURCE = 1 << 15
+_STAT_REMOTE_SENSE = 1 << 22
+_MAX_READINGS = 2500
 
 
 def _on_off(argument: str) -> bool:
-    word = argument.strip().upper()
-    if word in ("ON", "1"):
-        return True
-    if word in ("OFF", "0"):
-        return False
-    if not word:
-        raise _Refused(-109, "Missing parameter")
-    raise _Refused(-224, "Illegal parameter value")
+    return boolean(argument)
 
 
 def _number(argument: str, low: float, high: float) -> float:
-    if not argument.strip():
-        raise _Refused(-109, "Missing parameter")
-    value = parse_number(argument)
-    if value is None:
-        raise _Refused(-104, "Data type error")
-    if not low <= value <= high:
-        raise _Refused(-222, "Parameter data out of range")
-    return value
+    return number(argument, low, high, 0.0 if low <= 0.0 <= high else low)
+
+
+def _no_argument(argument: str) -> None:
+    if argument:
+        raise Refused(-108, "Parameter not allowed")
+
+
+def _mask(argument: str) -> int:
+    return round(number(argument, 0, 255, 0))
 
 
 class SmuSimulator:
@@ -202,17 +238,30 @@ class SmuSimulator:
         garbled: no answer, ``-113`` in the error queue."""
         self._gate = asyncio.Event()
         self._gate.set()
-        self._errors: deque[ErrorEntry] = deque()
+        self.status = StatusRegisters()
+        """Error queue and status registers (not touched by ``*RST``, as on a 2400)."""
         self._t_last_s = clock.now_s()
         self._t0_s = self._t_last_s
         self._voltage_v = self._rest_voltage_v()
         self._current_a = 0.0
         self._compliance = False
+        self._last_readings: list[str] = []
+        self.sense_functions: set[SenseFunction] = set()
+        """Measured functions (``:SENS:FUNC``); the others read 9.91E+37."""
+        self.buffer: list[str] = []
+        """Readings stored by ``:TRAC:FEED:CONT NEXT``, oldest first."""
         self.lines_received = 0
         """Program lines received on the port (answered or still waiting while held)."""
         self.lines_served = 0
         """Program lines executed."""
+        self.commands_seen: Counter[str] = Counter()
+        """Commands executed without error, by canonical header (``?`` for a query):
+        which part of the 2400's command set a host program uses."""
         self._reset()
+        # The power-on setup measures voltage and current at once, as a bench set up for
+        # "source I, measure V" does (a 2400 powers on with a setup saved by :SYST:POS);
+        # *RST returns to the 2400's reset state, current only.
+        self.sense_functions = {"VOLT", "CURR"}
 
     # ------------------------------------------------------------ state
 
@@ -221,11 +270,14 @@ class SmuSimulator:
         self.function: str = "CURR"
         self.current_level_a = 0.0
         self.voltage_level_v = 0.0
-        self.current_range_a = _MAX_CURRENT_A
-        self.voltage_range_v = 21.0
         self.voltage_compliance_v = 21.0
         self.current_compliance_a = 105e-6
         self.elements: tuple[Element, ...] = ELEMENTS
+        self.values: dict[str, str] = defaults()
+        """Replies of the plain settings (see :mod:`._settings`), by canonical header."""
+        self.sense_functions = {"CURR"}
+        self.concurrent = True
+        self._compliance = False
 
     def _rest_voltage_v(self) -> float:
         cell = self.cell
@@ -249,7 +301,7 @@ class SmuSimulator:
     @property
     def errors(self) -> tuple[ErrorEntry, ...]:
         """The error queue, oldest first (what ``:SYST:ERR?`` would answer in turn)."""
-        return tuple(self._errors)
+        return self.status.errors
 
     def hold(self) -> None:
         """Stop answering: lines received from now on wait until :meth:`release`."""
@@ -258,12 +310,6 @@ class SmuSimulator:
     def release(self) -> None:
         """Answer again, starting with the lines that arrived while held, in order."""
         self._gate.set()
-
-    def _push_error(self, entry: ErrorEntry) -> None:
-        if len(self._errors) >= _ERROR_QUEUE_LEN:
-            self._errors[-1] = ErrorEntry(-350, "Queue overflow")
-            return
-        self._errors.append(entry)
 
     # ------------------------------------------------------------ physics
 
@@ -276,6 +322,18 @@ class SmuSimulator:
             self._step(dt_s)
             remaining_s -= dt_s
         self._t_last_s = max(self._t_last_s, now_s)
+
+    def _settle(self) -> None:
+        """What the source puts out the moment a setting changes, before time moves on.
+
+        A source settles in microseconds: a reading right after ``:OUTP OFF`` shows 0 A,
+        right after ``:OUTP ON`` the set current, even on a clock that has not moved.
+        """
+        if not self.output_on:
+            self._current_a = 0.0
+            self._compliance = False
+        elif self.function == "CURR" and not self._compliance:
+            self._current_a = self.current_level_a
 
     def _step(self, dt_s: float) -> None:
         cell = self.cell
@@ -309,16 +367,76 @@ class SmuSimulator:
         self._compliance = compliance
 
     def _reading(self) -> str:
+        """One reading of the enabled elements; an unmeasured function reads 9.91E+37."""
+        sense = self.sense_functions
         status = COMPLIANCE_BIT if self._compliance else 0
-        current_a = self._current_a
+        status |= _STAT_V_SOURCE if self.function == "VOLT" else _STAT_I_SOURCE
+        for function, bit in (
+            ("VOLT", _STAT_V_MEAS),
+            ("CURR", _STAT_I_MEAS),
+            ("RES", _STAT_R_MEAS),
+        ):
+            if function in sense:
+                status |= bit
+        if self.values["SENS:AVER"] == "1":
+            status |= _STAT_FILTER
+        if self.values["ROUT:TERM"] == "FRON":
+            status |= _STAT_FRONT
+        if self.values["SYST:RSEN"] == "1":
+            status |= _STAT_REMOTE_SENSE
+        voltage_v, current_a = self._voltage_v, self._current_a
+        # The sourced quantity is always in the reading (the source readback); the other
+        # one only when its sense function is on.
+        voltage_known = "VOLT" in sense or self.function == "VOLT"
+        current_known = "CURR" in sense or self.function == "CURR"
         values: dict[Element, float] = {
-            "VOLT": self._voltage_v,
-            "CURR": current_a,
-            "RES": self._voltage_v / current_a if current_a else _NO_VALUE,
+            "VOLT": voltage_v if voltage_known else NO_VALUE,
+            "CURR": current_a if current_known else NO_VALUE,
+            "RES": voltage_v / current_a if "RES" in sense and current_a else NO_VALUE,
             "TIME": self.clock.now_s() - self._t0_s,
             "STAT": float(status),
         }
         return format_reading(values[e] for e in ELEMENTS if e in self.elements)
+
+    def _initiate(self) -> None:
+        """``:INIT``: take arm count × trigger count readings, feeding the buffer if asked."""
+        count = round(
+            reply_number(self.values["TRIG:COUN"]) * reply_number(self.values["ARM:COUN"])
+        )
+        # Readings of one trigger sequence are taken at once: the simulator's time only
+        # moves with its clock, and no trigger delay is long next to a cell's changes.
+        self._last_readings = [self._reading() for _ in range(count)]
+        if self.values["TRAC:FEED:CONT"] == "NEXT":
+            points = round(reply_number(self.values["TRAC:POIN"]))
+            self.buffer.extend(self._last_readings[: points - len(self.buffer)])
+            if len(self.buffer) >= points:
+                self.values["TRAC:FEED:CONT"] = "NEV"
+                self.status.events["MEAS"] |= BUFFER_FULL_BIT
+
+    def _fetch(self) -> str:
+        if not self._last_readings:
+            raise Refused(-230, "Data corrupt or stale")
+        return ",".join(self._last_readings)
+
+    def _configure(self, function: SenseFunction | None) -> None:
+        """``:CONF:<function>``, the first half of ``:MEAS:<function>?``.
+
+        As the 2400 manual says: the function is selected, the trigger model set to one
+        immediate reading without delay, and the output turns on (at the programmed
+        source level, which is why a host should set the source before measuring).
+        """
+        if function is not None:
+            self._select_functions([function])
+        for header, value in (
+            ("TRIG:COUN", "+1"),
+            ("ARM:COUN", "+1"),
+            ("TRIG:DEL", format_value(0.0)),
+            ("TRIG:SOUR", "IMM"),
+            ("ARM:SOUR", "IMM"),
+        ):
+            self.values[header] = value
+        self.output_on = True
+        self._settle()  # the reading that follows sees the output on
 
     # ------------------------------------------------------------ the brain
 
@@ -330,19 +448,21 @@ class SmuSimulator:
             commands = parse_program_line(line)
         except ScpiSyntaxError as err:
             log.debug("SMU simulator: %s", err)
-            self._push_error(ErrorEntry(err.code, err.scpi_message))
+            self.status.push_error(ErrorEntry(err.code, err.scpi_message))
             return None
         replies: list[str] = []
         for command in commands:
             if command.query and command.header in self.drop_queries:
-                self._push_error(ErrorEntry(-113, "Undefined header"))
+                self.status.push_error(ErrorEntry(-113, "Undefined header"))
                 break
             try:
                 reply = self._execute(command)
-            except _Refused as err:
+            except Refused as err:
                 log.debug("SMU simulator: %s refused: %s", command.header, err)
-                self._push_error(err.entry)
+                self.status.push_error(err.entry)
                 break
+            self._settle()
+            self.commands_seen[command.header + ("?" if command.query else "")] += 1
             if reply is not None:
                 replies.append(reply)
         if not replies:
@@ -351,86 +471,252 @@ class SmuSimulator:
 
     def _execute(self, command: Command) -> str | None:
         header, query, argument = command.header, command.query, command.argument
+        if header.startswith("*"):
+            return self._common(header, query, argument)
+        if header.startswith(("SYST:ERR", "STAT:")):
+            return self._status_command(header, query, argument)
+        setting = SETTINGS.get(header)
+        if setting is None:
+            return self._instrument_command(header, query, argument)
+        if query:
+            # ":ARM:TIM? MAX" answers the value MAX stands for, without setting it.
+            return setting.parse(argument, self.values[header]) if argument else self.values[header]
+        value = setting.parse(argument, self.values[header])
+        if header in ("TRIG:COUN", "ARM:COUN"):
+            other = self.values["ARM:COUN" if header == "TRIG:COUN" else "TRIG:COUN"]
+            if reply_number(value) * reply_number(other) > _MAX_READINGS:
+                raise Refused(-221, "Settings conflict")  # arm × trigger count <= 2500
+        self.values[header] = value
+        for other_header in setting.also:
+            self.values[other_header] = value
+        for auto in setting.fixes:
+            self.values[auto] = "0"
+        return None
+
+    def _common(self, header: str, query: bool, argument: str) -> str | None:
+        """IEEE 488.2 common commands."""
+        status = self.status
         match (header, query):
             case ("*IDN", True):
                 return format_identity(self.identity)
-            case ("*RST", False):
-                self._reset()
-                self._compliance = False
+            case ("*ESR", True):
+                return str(status.read_event_status())
+            case ("*STB", True):
+                return str(status.status_byte())
+            case ("*ESE", True):
+                return str(status.event_enable)
+            case ("*ESE", False):
+                status.event_enable = _mask(argument)
                 return None
-            case ("*CLS", False):
-                self._errors.clear()
+            case ("*SRE", True):
+                return str(status.service_enable)
+            case ("*SRE", False):
+                status.service_enable = _mask(argument) & ~64  # bit 6 cannot be enabled
                 return None
             case ("*OPC", True):
-                return "1"
-            case ("SYST:ERR", True):
-                return format_error(self._errors.popleft() if self._errors else NO_ERROR)
+                _no_argument(argument)
+                return "1"  # every operation of the simulator is complete when it answers
+            case ("*TST", True):
+                return "0"  # self-test passed
+        _no_argument(argument)
+        match (header, query):
+            case ("*RST", False):
+                self._reset()
+            case ("*CLS", False):
+                status.clear()
+            case ("*OPC", False):
+                status.event_status |= OPC_BIT
+            case ("*WAI", False) | ("*TRG", False):
+                pass  # nothing is ever pending; no bus trigger is awaited
+            case _:
+                raise Refused(-113, "Undefined header")
+        return None
+
+    def _status_command(self, header: str, query: bool, argument: str) -> str | None:
+        """``:SYST:ERR...`` and the ``:STAT`` subsystem."""
+        status = self.status
+        match (header, query):
+            case ("SYST:ERR" | "STAT:QUE", True):
+                return format_error(status.next_error())
+            case ("SYST:ERR:ALL", True):
+                entries = [status.next_error()]
+                while entries[-1].code != 0:
+                    entries.append(status.next_error())
+                if len(entries) > 1:
+                    entries.pop()  # the "No error" that ends a non-empty queue
+                return ",".join(map(format_error, entries))
+            case ("SYST:ERR:COUN", True):
+                return f"{len(status.errors):+d}"
+            case ("SYST:ERR:CODE", True):
+                return f"{status.next_error().code:+d}"
+            case ("STAT:QUE:CLE", False):
+                _no_argument(argument)
+                status.clear_errors()
+                return None
+            case ("STAT:PRES", False):
+                _no_argument(argument)
+                status.preset()
+                return None
+        parts = header.split(":")
+        if len(parts) in (2, 3) and parts[1] in ("MEAS", "QUES", "OPER"):
+            system = cast("StatusSystem", parts[1])
+            match (parts[2:], query):
+                case ([], True):
+                    return str(status.read_event(system))
+                case (["ENAB"], True):
+                    return str(status.enables[system])
+                case (["ENAB"], False):
+                    status.enables[system] = round(number(argument, 0, 65535, 0))
+                    return None
+                case (["COND"], True):
+                    full = (
+                        system == "MEAS"
+                        and self.values["TRAC:FEED:CONT"] == "NEV"
+                        and bool(self.buffer)
+                        and len(self.buffer) >= round(reply_number(self.values["TRAC:POIN"]))
+                    )
+                    return str(BUFFER_FULL_BIT if full else 0)
+        raise Refused(-113, "Undefined header")
+
+    def _instrument_command(self, header: str, query: bool, argument: str) -> str | None:
+        """Commands that act on the source, the readings or the buffer."""
+        match (header, query):
             case ("SYST:TIME:RES", False):
                 self._t0_s = self.clock.now_s()
-                return None
+            case ("SYST:PRES", False):
+                self._reset()
+            case ("SYST:VERS", True):
+                return _SCPI_VERSION
+            case ("SYST:LOC" | "SYST:REM" | "SYST:RWL", False):
+                pass  # RS-232 front-panel lockout: nothing to simulate
+            case ("SYST:BEEP", False):
+                frequency, _, duration = argument.partition(",")
+                number(frequency, 65.0, 2e6, 65.0)
+                number(duration, 0.0, 7.9, 0.0)
             case ("OUTP", True):
                 return format_bool(self.output_on)
             case ("OUTP", False):
                 self.output_on = _on_off(argument)
                 if not self.output_on:
                     self._compliance = False
-                return None
-            case ("READ", True) | ("MEAS", True) | ("FETC", True):
-                return self._reading()
+            case ("SOUR:CLE", False):
+                self.output_on = False
+                self._compliance = False
+            case ("READ", True):
+                self._initiate()
+                return self._fetch()
+            case ("FETC", True):
+                return self._fetch()
             case ("INIT", False):
-                return None
+                self._initiate()
+            case ("ABOR" | "TRIG:CLE", False):
+                pass  # readings are taken at once: nothing is ever under way
+            case ("MEAS", True):
+                self._configure(None)
+                self._initiate()
+                return self._fetch()
+            case ("MEAS:VOLT" | "MEAS:CURR" | "MEAS:RES", True):
+                self._configure(_SENSE_WORDS[header.partition(":")[2]])
+                self._initiate()
+                return self._fetch()
+            case ("CONF:VOLT" | "CONF:CURR" | "CONF:RES", False):
+                self._configure(_SENSE_WORDS[header.partition(":")[2]])
+            case ("CONF", True) | ("SENS:FUNC", True):
+                names = [_SENSE_REPLY[f] for f in _SENSE_ORDER if f in self.sense_functions]
+                return ",".join(names) or '""'  # none: an empty string, never an empty line
+            case ("SENS:FUNC", False):
+                self._select_functions(self._function_list(argument))
+            case ("SENS:FUNC:OFF", False):
+                self.sense_functions -= set(self._function_list(argument))
+            case ("SENS:FUNC:ALL", False):
+                self.sense_functions = set(_SENSE_ORDER)
+                self.concurrent = True
+            case ("SENS:FUNC:OFF:ALL", False):
+                self.sense_functions = set()
+            case ("SENS:FUNC:CONC", True):
+                return format_bool(self.concurrent)
+            case ("SENS:FUNC:CONC", False):
+                self.concurrent = _on_off(argument)
+                if not self.concurrent and len(self.sense_functions) > 1:
+                    # One function stays: the first in the 2400's order.
+                    first = next(f for f in _SENSE_ORDER if f in self.sense_functions)
+                    self.sense_functions = {first}
             case ("FORM:ELEM", False):
                 self.elements = self._parse_elements(argument)
-                return None
             case ("FORM:ELEM", True):
                 return ",".join(self.elements)
             case ("SOUR:FUNC", False):
                 self._set_function(argument)
-                return None
             case ("SOUR:FUNC", True):
                 return self.function
             case ("SOUR:CURR:MODE" | "SOUR:VOLT:MODE", False):
                 if argument.strip().upper() not in ("FIX", "FIXED"):
-                    raise _Refused(-224, "Illegal parameter value")  # no sweeps or lists
-                return None
-            case ("SOUR:CURR:RANG", False):
-                self.current_range_a = _number(argument, -_MAX_CURRENT_A, _MAX_CURRENT_A)
-                return None
-            case ("SOUR:VOLT:RANG", False):
-                self.voltage_range_v = _number(argument, -_MAX_VOLTAGE_V, _MAX_VOLTAGE_V)
-                return None
-            case ("SOUR:CURR:RANG:AUTO" | "SOUR:VOLT:RANG:AUTO", False):
-                _on_off(argument)
-                return None
+                    raise Refused(-224, "Illegal parameter value")  # no sweeps or lists
+            case ("SOUR:CURR:MODE" | "SOUR:VOLT:MODE", True):
+                return "FIX"
             case ("SOUR:CURR:LEV", False):
                 self.current_level_a = _number(argument, -_MAX_CURRENT_A, _MAX_CURRENT_A)
-                return None
             case ("SOUR:CURR:LEV", True):
-                return f"{self.current_level_a:+.6E}"
+                return format_value(self.current_level_a)
             case ("SOUR:VOLT:LEV", False):
                 self.voltage_level_v = _number(argument, -_MAX_VOLTAGE_V, _MAX_VOLTAGE_V)
-                return None
             case ("SOUR:VOLT:LEV", True):
-                return f"{self.voltage_level_v:+.6E}"
+                return format_value(self.voltage_level_v)
             case ("SENS:VOLT:PROT", False):
-                self.voltage_compliance_v = _number(argument, _MIN_VOLTAGE_PROT_V, _MAX_VOLTAGE_V)
-                return None
+                limit_v = abs(_number(argument, -_MAX_VOLTAGE_V, _MAX_VOLTAGE_V))
+                if limit_v < _MIN_VOLTAGE_PROT_V:
+                    raise Refused(-222, "Parameter data out of range")
+                self.voltage_compliance_v = limit_v
             case ("SENS:VOLT:PROT", True):
-                return f"{self.voltage_compliance_v:+.6E}"
+                return format_value(self.voltage_compliance_v)
             case ("SENS:CURR:PROT", False):
-                self.current_compliance_a = _number(argument, 1e-9, _MAX_CURRENT_A)
-                return None
+                limit_a = abs(_number(argument, -_MAX_CURRENT_A, _MAX_CURRENT_A))
+                if limit_a < 1e-9:
+                    raise Refused(-222, "Parameter data out of range")
+                self.current_compliance_a = limit_a
             case ("SENS:CURR:PROT", True):
-                return f"{self.current_compliance_a:+.6E}"
-        raise _Refused(-113, "Undefined header")
+                return format_value(self.current_compliance_a)
+            case ("SENS:VOLT:PROT:TRIP", True):
+                return format_bool(self._compliance and self.function == "CURR")
+            case ("SENS:CURR:PROT:TRIP", True):
+                return format_bool(self._compliance and self.function == "VOLT")
+            case ("TRAC:CLE", False):
+                self.buffer.clear()
+            case ("TRAC:DATA", True):
+                if not self.buffer:
+                    raise Refused(-230, "Data corrupt or stale")  # an empty line is no reply
+                return ",".join(self.buffer)
+            case ("TRAC:POIN:ACT", True):
+                return f"{len(self.buffer):+d}"
+            case _:
+                raise Refused(-113, "Undefined header")
+        return None
+
+    def _function_list(self, argument: str) -> list[SenseFunction]:
+        """``"VOLT","CURR:DC"`` (quoted, single or double) → the functions named."""
+        words = [w.strip().strip("\"'").strip().upper() for w in argument.split(",")]
+        if not argument.strip():
+            raise Refused(-109, "Missing parameter")
+        try:
+            return [_SENSE_WORDS[w] for w in words]
+        except KeyError:
+            raise Refused(-224, "Illegal parameter value") from None
+
+    def _select_functions(self, functions: list[SenseFunction]) -> None:
+        if self.concurrent:
+            self.sense_functions |= set(functions)
+        elif len(functions) == 1:
+            self.sense_functions = {functions[0]}  # one at a time: it replaces the last
+        else:
+            raise Refused(-221, "Settings conflict")
 
     def _parse_elements(self, argument: str) -> tuple[Element, ...]:
         words = [w.strip().upper() for w in argument.split(",")]
         if not argument.strip():
-            raise _Refused(-109, "Missing parameter")
+            raise Refused(-109, "Missing parameter")
         chosen = {_ELEMENT_WORDS.get(w) for w in words}
         if None in chosen:
-            raise _Refused(-224, "Illegal parameter value")
+            raise Refused(-224, "Illegal parameter value")
         return tuple(e for e in ELEMENTS if e in chosen)
 
     def _set_function(self, argument: str) -> None:
@@ -440,51 +726,49 @@ class SmuSimulator:
         elif word in ("VOLT", "VOLTAGE"):
             if not isinstance(self.cell, SimFullCell):
                 # This cell model cannot say which current holds a voltage.
-                raise _Refused(-221, "Settings conflict")
+                raise Refused(-221, "Settings conflict")
             self.function = "VOLT"
         elif not word:
-            raise _Refused(-109, "Missing parameter")
+            raise Refused(-109, "Missing parameter")
         else:
-            raise _Refused(-224, "Illegal parameter value")
+            raise Refused(-224, "Illegal parameter value")
 
     # ------------------------------------------------------------ the port
 
     @contextlib.asynccontextmanager
     async def serve(self, port: str) -> AsyncIterator[str]:
-        """Answer on ``port``: a serial device path, or ``socket://HOST:PORT`` to listen on
-        TCP (port 0 = any free port). Yields where it serves."""
+        """Answer on ``port`` until the context ends; yields where it serves.
+
+        ``port`` is a serial device path (opened again whenever it is lost, see
+        :mod:`._ports`), ``pty:PATH`` for a pty of the simulator's own linked at ``PATH``
+        (hosts may open and close it any number of times), or ``socket://HOST:PORT`` to
+        listen on TCP (port 0 = any free port).
+        """
         if port.startswith("socket://"):
             async with self._serve_tcp(port) as where:
                 yield where
             return
         lines: asyncio.Queue[bytes] = asyncio.Queue()
-        splitter = LineSplitter()
-        lost = asyncio.Event()
 
-        def on_data(data: bytes) -> None:
+        def deliver(line: bytes) -> None:
+            self.lines_received += 1
+            lines.put_nowait(line)
+
+        if port.startswith(PTY_PREFIX):
+            link = pty_path(port)
+            where = str(link)
+            opened = pty_lines(link, deliver)
+        else:
+            where = port
+            opened = serial_lines(port, self.settings, deliver)
+        async with opened as write:
+            runner = asyncio.create_task(self._answer(lines, write), name=f"smu-sim {where}")
             try:
-                for line in splitter.feed(data):
-                    self.lines_received += 1
-                    lines.put_nowait(line)
-            except ProtocolViolation as err:
-                log.warning("SMU simulator on %s: %s", port, err)
-
-        def on_lost(exc: Exception | None) -> None:
-            if exc is not None:
-                log.warning("SMU simulator: lost %s: %s", port, exc)
-            lost.set()
-
-        link = await SerialLink.open(
-            port, on_data=on_data, on_lost=on_lost, settings=self.settings, timeout_s=10.0
-        )
-        runner = asyncio.create_task(self._answer(lines, link.write), name=f"smu-sim {port}")
-        try:
-            yield port
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-            await link.aclose()
+                yield where
+            finally:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
 
     async def _answer(self, lines: asyncio.Queue[bytes], write: Callable[[bytes], None]) -> None:
         """Answer lines in order, one at a time, as the instrument's parser does."""

@@ -492,3 +492,22 @@ async def test_over_a_tcp_serial_bridge_url(pty_pair: tuple[str, str]) -> None:
             assert (await client.measure()).current_a == pytest.approx(1e-3)
             await client.output_off()
             assert not simulator.output_on
+
+
+async def test_connect_turns_on_voltage_and_current_measurement(
+    pty_pair: tuple[str, str],
+) -> None:
+    """A 2400 after *RST measures current only; the client asks for voltage too, and a
+    reading of 9.91E+37 (a function turned off behind its back) is an error, not volts."""
+    clock = VirtualClock()
+    simulator = SmuSimulator(clock, seed=7)
+    simulator.handle_line(b"*RST")
+    async with simulator.serve(pty_pair[1]), SmuClient(pty_pair[0], timeout_s=2.0) as client:
+        assert simulator.sense_functions == {"VOLT", "CURR"}
+        await client.source_current(1e-3, compliance_v=5.0)
+        await clock.advance(60.0)
+        measured = await client.measure()
+        assert 0 < measured.voltage_v < 0.1
+        simulator.handle_line(b':SENS:FUNC:OFF "VOLT"')
+        with pytest.raises(ProtocolViolation, match=r"did not measure VOLT .*9\.91E\+37"):
+            await client.measure()

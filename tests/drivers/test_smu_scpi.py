@@ -298,3 +298,40 @@ def test_garbage_replies_raise_nothing_but_protocol_violation(data: bytes) -> No
 def test_identities_round_trip(vendor: str, model: str, serial: str, firmware: str) -> None:
     identity = Identity(vendor, model, serial, firmware.strip())
     assert parse_identity(format_identity(identity).encode()) == identity
+
+
+@pytest.mark.parametrize(
+    ("text", "headers"),
+    [
+        # SCPI relative paths: after ";" a header without a colon continues the path.
+        (b":SOUR:CURR:RANG 1;LEV 0.5", ["SOUR:CURR:RANG", "SOUR:CURR:LEV"]),
+        (b":SENS:VOLT:NPLC 1;*CLS;RANG 2", ["SENS:VOLT:NPLC", "*CLS", "SENS:VOLT:RANG"]),
+        # A trailing ";" (PyMeasure's ":TRAC:CLEAR;") ends nothing.
+        (b":TRAC:CLEAR;", ["TRAC:CLE"]),
+        # A ";" inside a quoted string is no separator.
+        (b":SENS:FUNC 'VOLT;CURR';:OUTP?", ["SENS:FUNC", "OUTP"]),
+        # Optional nodes and roots.
+        (b":TRIGger:SEQuence1:COUNt 5", ["TRIG:COUN"]),
+        (b":ARM:SEQ:LAY:COUN 2", ["ARM:COUN"]),
+        (b":SENS:FUNC:ON 'VOLT'", ["SENS:FUNC"]),
+        (b":FUNC 'VOLT'", ["SENS:FUNC"]),
+        (b":SOURce:FUNCtion:MODE CURR", ["SOUR:FUNC"]),
+        (b":VOLT:NPLC 1", ["SENS:VOLT:NPLC"]),
+        (b":STATus:MEASurement:EVENt?", ["STAT:MEAS"]),
+        (b":STAT:QUE:NEXT?", ["STAT:QUE"]),
+        (b":FORM:ELEM:SENS VOLT", ["FORM:ELEM"]),
+        (b":SYST:AZER:STAT ON", ["SYST:AZER"]),
+        (b":MEASure:VOLTage:DC?", ["MEAS:VOLT"]),
+        (b":syst:beep:stat off", ["SYST:BEEP:STAT"]),
+    ],
+)
+def test_paths_separators_and_optional_nodes_as_scpi_requires(
+    text: bytes, headers: list[str]
+) -> None:
+    assert [c.header for c in parse_program_line(text)] == headers
+
+
+def test_a_header_that_is_neither_short_nor_long_form_is_undefined() -> None:
+    with pytest.raises(ScpiSyntaxError) as info:
+        parse_program_line(b":SENS:VOLTA:RANG 2")
+    assert info.value.code == -113
