@@ -2,9 +2,17 @@
 
 A BTS step file is ``<root><config type="Step File" ...>`` with ``Head_Info``, a
 whole-test protection and record interval (``Whole_Prt``), and ``Step_Info`` holding
-``Step1..StepN``. Inside the XML the instrument's units rule: voltage in 0.1 mV,
-current in mA, time in ms, capacity in mAs. The model here uses readable units with
-the unit in every name, and converts only at the XML boundary.
+``Step1..StepN``. Each step may carry, after its ``<Limit>``, its own ``<Protect>``
+(voltage and current bounds judged during that step only) and ``<Record>`` (its own
+record interval), as files saved by BTS 8 clients do. Current protection is signed:
+``Upper`` bounds the charging current, ``Lower`` the discharging one (negative).
+Inside the XML the instrument's units rule: voltage in 0.1 mV, current in mA, time in
+ms, capacity in mAs. The model here uses readable units with the unit in every name,
+and converts only at the XML boundary.
+
+Files saved by the BTS client may declare ``encoding="GB2312"`` (and carry Chinese
+remarks); :func:`parse_step_file` decodes the declared encoding itself, since the XML
+parser underneath handles no multi-byte encoding but UTF-8/16.
 
 The BTS server reads a step file from a path on its own disk when told to ``start``;
 the simulated CT-4008 parses the same XML with :func:`parse_step_file`.
@@ -12,8 +20,10 @@ the simulated CT-4008 parses the same XML with :func:`parse_step_file`.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import math
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -28,6 +38,15 @@ _MAS_PER_MAH = 3600.0
 
 CLIENT_VERSION = "BTS Client 8.0.0.478(2024.06.24)(R3)"
 
+# Sanity bounds on what a step file may hold. They are ours, far beyond any real cell
+# test, and there so that a typo (a 300-digit time, 10^12 repeats) is refused with a
+# message instead of being written as a number no instrument can hold.
+MAX_TIME_S = 10 * 365 * 24 * 3600.0  # ten years
+MAX_CURRENT_MA = 1_000_000.0  # 1 kA: beyond any cycler channel
+MAX_VOLTAGE_V = 1000.0
+MAX_CAPACITY_MAH = 1_000_000_000.0  # 1 MAh
+MAX_CYCLE_COUNT = 65_535  # the largest count a 16-bit loop counter holds
+
 
 class StepType(enum.IntEnum):
     """Step type codes as BTS 8 writes them in ``Step_Type``."""
@@ -39,6 +58,7 @@ class StepType(enum.IntEnum):
     CYCLE = 5
     END = 6
     CCCV_CHARGE = 7
+    PAUSE = 13  # the channel pauses here until the operator continues it
     CV_DISCHARGE = 19
 
     @property
@@ -55,7 +75,101 @@ _WIRE_NAMES = {
     StepType.CYCLE: "cycle",
     StepType.END: "end",
     StepType.CCCV_CHARGE: "cccv",
+    StepType.PAUSE: "pause",
     StepType.CV_DISCHARGE: "cvd",
+}
+
+
+@dataclass(frozen=True)
+class Protection:
+    """Protection bounds: the channel trips into ``protect`` beyond these.
+
+    The whole test's (``StepFile.protection``) or one step's (``Step.protection``).
+    Currents are signed, charge positive: the channel trips above
+    ``current_upper_ma`` or below ``current_lower_ma`` (a discharge bound is negative,
+    e.g. ``-0.432``).
+    """
+
+    voltage_upper_v: float | None = None
+    voltage_lower_v: float | None = None
+    current_upper_ma: float | None = None
+    current_lower_ma: float | None = None
+    delay_s: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when no bound is set (nothing to write, nothing to judge)."""
+        return all(getattr(self, name) is None for name in _PROTECTION_FIELDS)
+
+    def check(self, where: str) -> None:
+        """Refuse bounds the instrument could not hold, naming ``where`` and the field."""
+        for name in _PROTECTION_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                raise ConfigError(field=f"{where}.{name}", problem="must be a finite number")
+            bound = _BOUNDS[name]
+            if abs(value) > bound.limit:
+                raise ConfigError(field=f"{where}.{name}", problem=bound.problem(value))
+        for low, high in (
+            ("voltage_lower_v", "voltage_upper_v"),
+            ("current_lower_ma", "current_upper_ma"),
+        ):
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and not low_value < high_value:
+                raise ConfigError(
+                    field=f"{where}.{low}",
+                    problem=f"{low_value:g} must be below {high}={high_value:g}",
+                )
+
+    def tripped(self, voltage_v: float, current_a: float) -> bool:
+        """Whether a sample at ``voltage_v`` and (signed) ``current_a`` trips these bounds."""
+        current_ma = current_a * 1000.0
+        upper_v, lower_v = self.voltage_upper_v, self.voltage_lower_v
+        upper_ma, lower_ma = self.current_upper_ma, self.current_lower_ma
+        return (
+            (upper_v is not None and voltage_v >= upper_v)
+            or (lower_v is not None and voltage_v <= lower_v)
+            or (upper_ma is not None and current_ma > upper_ma)
+            or (lower_ma is not None and current_ma < lower_ma)
+        )
+
+
+_PROTECTION_FIELDS = (
+    "voltage_upper_v",
+    "voltage_lower_v",
+    "current_upper_ma",
+    "current_lower_ma",
+    "delay_s",
+)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    limit: float
+    unit: str
+
+    def problem(self, value: float) -> str:
+        return (
+            f"{value:.6g} {self.unit} is beyond the bound; allowed: "
+            f"at most {_fmt(self.limit)} {self.unit} in magnitude"
+        )
+
+
+_BOUNDS = {
+    "time_s": _Bound(MAX_TIME_S, "s"),
+    "delay_s": _Bound(MAX_TIME_S, "s"),
+    "record_interval_s": _Bound(MAX_TIME_S, "s"),
+    "capacity_mah": _Bound(MAX_CAPACITY_MAH, "mAh"),
+    "current_ma": _Bound(MAX_CURRENT_MA, "mA"),
+    "stop_current_ma": _Bound(MAX_CURRENT_MA, "mA"),
+    "current_upper_ma": _Bound(MAX_CURRENT_MA, "mA"),
+    "current_lower_ma": _Bound(MAX_CURRENT_MA, "mA"),
+    "voltage_v": _Bound(MAX_VOLTAGE_V, "V"),
+    "stop_voltage_v": _Bound(MAX_VOLTAGE_V, "V"),
+    "voltage_upper_v": _Bound(MAX_VOLTAGE_V, "V"),
+    "voltage_lower_v": _Bound(MAX_VOLTAGE_V, "V"),
 }
 
 
@@ -64,7 +178,10 @@ class Step:
     """One step. Limits that are ``None`` are absent from the file.
 
     ``current_ma`` is the set-point magnitude (always >= 0); the direction comes from
-    the step type, as in BTS. A step ends at the first limit reached.
+    the step type, as in BTS. A step ends at the first limit reached. ``protection``
+    is judged during this step only (on top of the whole test's), and
+    ``record_interval_s`` replaces the whole test's record interval during it. A PAUSE
+    step holds the channel paused until the operator continues it.
     """
 
     step_type: StepType
@@ -76,17 +193,14 @@ class Step:
     stop_current_ma: float | None = None
     loop_start_step: int | None = None  # CYCLE: 1-based step to jump back to
     cycle_count: int | None = None  # CYCLE: how many times the loop body runs
+    protection: Protection | None = None
+    record_interval_s: float | None = None
 
-
-@dataclass(frozen=True)
-class Protection:
-    """Whole-test protection: the channel trips into ``protect`` beyond these."""
-
-    voltage_upper_v: float | None = None
-    voltage_lower_v: float | None = None
-    current_upper_ma: float | None = None
-    current_lower_ma: float | None = None
-    delay_s: float | None = None
+    def __post_init__(self) -> None:
+        # An empty <Protect> and none at all mean the same: keep one spelling, so a
+        # parsed file compares equal to the model it was written from.
+        if self.protection is not None and self.protection.empty:
+            object.__setattr__(self, "protection", None)
 
 
 @dataclass(frozen=True)
@@ -101,21 +215,51 @@ class StepFile:
 
     def __post_init__(self) -> None:
         validate_steps(self.steps)
-        interval = self.record_interval_s
-        if interval is not None and not (math.isfinite(interval) and interval > 0):
-            raise ConfigError(field="record_interval_s", problem="must be > 0 seconds")
+        _check_interval(self.record_interval_s, "record_interval_s")
         # A non-finite limit would be rendered as "nan"/"inf", which the instrument
         # (and parse_step_file) refuses: catch it while the field can still be named.
-        for name in (
-            "voltage_upper_v",
-            "voltage_lower_v",
-            "current_upper_ma",
-            "current_lower_ma",
-            "delay_s",
-        ):
-            value = getattr(self.protection, name)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(field=f"protection.{name}", problem="must be a finite number")
+        self.protection.check("protection")
+
+
+def _check_interval(interval_s: float | None, where: str) -> None:
+    if interval_s is None:
+        return
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise ConfigError(field=where, problem="must be > 0 seconds")
+    if interval_s > MAX_TIME_S:
+        raise ConfigError(field=where, problem=_BOUNDS["record_interval_s"].problem(interval_s))
+
+
+def check_step_bounds(step: Step, where: str) -> None:
+    """Refuse numbers beyond what a step file may hold, naming ``where`` and the field
+    and saying the bound (a typo like a 300-digit time, 10^12 repeats)."""
+    for name in ("time_s", "capacity_mah", "current_ma"):
+        value = getattr(step, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(field=f"{where}.{name}", problem="must be a finite number >= 0")
+    for name in ("voltage_v", "stop_voltage_v", "stop_current_ma"):
+        value = getattr(step, name)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(field=f"{where}.{name}", problem="must be a finite number")
+    for name in (
+        "time_s",
+        "capacity_mah",
+        "current_ma",
+        "voltage_v",
+        "stop_voltage_v",
+        "stop_current_ma",
+    ):
+        value = getattr(step, name)
+        if value is not None and abs(value) > _BOUNDS[name].limit:
+            raise ConfigError(field=f"{where}.{name}", problem=_BOUNDS[name].problem(value))
+    if step.cycle_count is not None and step.cycle_count > MAX_CYCLE_COUNT:
+        raise ConfigError(
+            field=f"{where}.cycle_count",
+            problem=f"{step.cycle_count} is beyond the bound; allowed: 1 to {MAX_CYCLE_COUNT}",
+        )
+    if step.protection is not None:
+        step.protection.check(f"{where}.protection")
+    _check_interval(step.record_interval_s, f"{where}.record_interval_s")
 
 
 def validate_steps(steps: tuple[Step, ...]) -> None:
@@ -163,14 +307,7 @@ def validate_steps(steps: tuple[Step, ...]) -> None:
             case StepType.END:
                 if index != len(steps):
                     raise ConfigError(field=where, problem="END may only be the last step")
-        for name in ("time_s", "capacity_mah", "current_ma"):
-            value = getattr(step, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(field=f"{where}.{name}", problem="must be a finite number >= 0")
-        for name in ("voltage_v", "stop_voltage_v", "stop_current_ma"):
-            value = getattr(step, name)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(field=f"{where}.{name}", problem="must be a finite number")
+        check_step_bounds(step, where)
 
 
 def _fmt(value: float) -> str:
@@ -181,6 +318,29 @@ def _fmt(value: float) -> str:
 
 def _value(parent: ET.Element, tag: str, value: float) -> None:
     ET.SubElement(parent, tag, Value=_fmt(value))
+
+
+def _render_protection(parent: ET.Element, prot: Protection) -> None:
+    """``<Protect><Main><Volt><Upper/><Lower/></Volt><Curr>...`` under ``parent``."""
+    protect_main = ET.SubElement(ET.SubElement(parent, "Protect"), "Main")
+    volt = ET.SubElement(protect_main, "Volt")
+    if prot.voltage_upper_v is not None:
+        _value(volt, "Upper", prot.voltage_upper_v * _VOLT_UNITS_PER_V)
+    if prot.voltage_lower_v is not None:
+        _value(volt, "Lower", prot.voltage_lower_v * _VOLT_UNITS_PER_V)
+    curr = ET.SubElement(protect_main, "Curr")
+    if prot.current_upper_ma is not None:
+        _value(curr, "Upper", prot.current_upper_ma)
+    if prot.current_lower_ma is not None:
+        _value(curr, "Lower", prot.current_lower_ma)
+    if prot.delay_s is not None:
+        _value(protect_main, "Delay_Time", prot.delay_s * _MS_PER_S)
+
+
+def _render_record(parent: ET.Element, interval_s: float | None) -> None:
+    record_main = ET.SubElement(ET.SubElement(parent, "Record"), "Main")
+    if interval_s is not None:
+        _value(record_main, "Time", interval_s * _MS_PER_S)
 
 
 def render_step_file(step_file: StepFile, *, date: str = "20260101000000", guid: str = "") -> str:
@@ -204,23 +364,8 @@ def render_step_file(step_file: StepFile, *, date: str = "20260101000000", guid:
     ET.SubElement(head, "RateType", Value="103")
 
     whole = ET.SubElement(config, "Whole_Prt")
-    protect_main = ET.SubElement(ET.SubElement(whole, "Protect"), "Main")
-    prot = step_file.protection
-    volt = ET.SubElement(protect_main, "Volt")
-    if prot.voltage_upper_v is not None:
-        _value(volt, "Upper", prot.voltage_upper_v * _VOLT_UNITS_PER_V)
-    if prot.voltage_lower_v is not None:
-        _value(volt, "Lower", prot.voltage_lower_v * _VOLT_UNITS_PER_V)
-    curr = ET.SubElement(protect_main, "Curr")
-    if prot.current_upper_ma is not None:
-        _value(curr, "Upper", prot.current_upper_ma)
-    if prot.current_lower_ma is not None:
-        _value(curr, "Lower", prot.current_lower_ma)
-    if prot.delay_s is not None:
-        _value(protect_main, "Delay_Time", prot.delay_s * _MS_PER_S)
-    record_main = ET.SubElement(ET.SubElement(whole, "Record"), "Main")
-    if step_file.record_interval_s is not None:
-        _value(record_main, "Time", step_file.record_interval_s * _MS_PER_S)
+    _render_protection(whole, step_file.protection)
+    _render_record(whole, step_file.record_interval_s)
 
     info = ET.SubElement(config, "Step_Info", Num=str(len(step_file.steps)))
     for step_id, step in enumerate(step_file.steps, start=1):
@@ -248,6 +393,10 @@ def render_step_file(step_file: StepFile, *, date: str = "20260101000000", guid:
             _value(main, "Stop_Volt", step.stop_voltage_v * _VOLT_UNITS_PER_V)
         if step.stop_current_ma is not None:
             _value(main, "Stop_Curr", step.stop_current_ma)
+        if step.protection is not None:
+            _render_protection(element, step.protection)
+        if step.record_interval_s is not None:
+            _render_record(element, step.record_interval_s)
     ET.SubElement(ET.SubElement(config, "SMBUS"), "SMBUS_Info", Num="0", AdjacentInterval="0")
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
@@ -269,6 +418,19 @@ def _read(parent: ET.Element | None, path: str, scale: float, where: str) -> flo
     return number / scale
 
 
+def _read_protection(parent: ET.Element, where: str) -> Protection:
+    """The ``<Protect>`` under a step or ``Whole_Prt`` (empty when absent)."""
+    protect = parent.find("Protect/Main")
+    where = f"{where}/Protect"
+    return Protection(
+        voltage_upper_v=_read(protect, "Volt/Upper", _VOLT_UNITS_PER_V, where),
+        voltage_lower_v=_read(protect, "Volt/Lower", _VOLT_UNITS_PER_V, where),
+        current_upper_ma=_read(protect, "Curr/Upper", 1.0, where),
+        current_lower_ma=_read(protect, "Curr/Lower", 1.0, where),
+        delay_s=_read(protect, "Delay_Time", _MS_PER_S, where),
+    )
+
+
 def _read_int(parent: ET.Element | None, path: str, where: str) -> int | None:
     # int() would silently truncate "2.5" cycles to 2: refuse what is not whole.
     number = _read(parent, path, 1.0, where)
@@ -281,12 +443,53 @@ def _read_int(parent: ET.Element | None, path: str, where: str) -> int | None:
     return int(number)
 
 
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+# GB2312 as declared by the BTS client: Windows writes its superset GBK (code page
+# 936) under that name, and GB18030 decodes both; a strict GB2312 decoder would refuse
+# the characters GBK added.
+_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030"}
+
+
+def _decode(data: bytes) -> str:
+    """The file's text, decoded as its BOM or XML declaration says (UTF-8 otherwise)."""
+    for bom, bom_encoding in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            encoding = bom_encoding
+            break
+    else:
+        declared = _DECLARED_ENCODING.match(data.lstrip())
+        encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+    try:
+        codec = codecs.lookup(_SUPERSETS.get(encoding.lower(), encoding)).name
+    except LookupError:
+        raise ConfigError(
+            field="step file",
+            problem=f"unknown encoding {encoding!r} in the XML declaration; allowed: "
+            "UTF-8, UTF-16, GB2312/GBK or another encoding Python knows",
+        ) from None
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            field="step file",
+            problem=f"not valid {encoding} text at byte {err.start}: "
+            "save it again from the BTS client, or declare the encoding it is in",
+        ) from err
+
+
 def parse_step_file(text: str | bytes) -> StepFile:
     """Parse BTS 8 step-file XML into a :class:`StepFile`.
 
-    Raises :class:`ConfigError` naming the element for anything the instrument would
+    Bytes are decoded as the XML declaration says (a BTS client saves
+    ``encoding="GB2312"``), text is taken as it is. Raises :class:`ConfigError` naming the element for anything the instrument would
     refuse: malformed XML, unknown step types, missing or non-numeric limits.
     """
+    if isinstance(text, bytes):
+        text = _decode(text)
     try:
         root = SafeET.fromstring(text)
     except Exception as err:  # defusedxml raises several unrelated types
@@ -326,16 +529,14 @@ def parse_step_file(text: str | bytes) -> StepFile:
                 stop_current_ma=_read(main, "Stop_Curr", 1.0, where),
                 loop_start_step=loop_start,
                 cycle_count=cycles,
+                protection=_read_protection(element, where),
+                record_interval_s=_read(
+                    element.find("Record/Main"), "Time", _MS_PER_S, f"{where}/Record"
+                ),
             )
         )
-    protect = config.find("Whole_Prt/Protect/Main")
-    protection = Protection(
-        voltage_upper_v=_read(protect, "Volt/Upper", _VOLT_UNITS_PER_V, "Whole_Prt/Protect"),
-        voltage_lower_v=_read(protect, "Volt/Lower", _VOLT_UNITS_PER_V, "Whole_Prt/Protect"),
-        current_upper_ma=_read(protect, "Curr/Upper", 1.0, "Whole_Prt/Protect"),
-        current_lower_ma=_read(protect, "Curr/Lower", 1.0, "Whole_Prt/Protect"),
-        delay_s=_read(protect, "Delay_Time", _MS_PER_S, "Whole_Prt/Protect"),
-    )
+    whole = config.find("Whole_Prt")
+    protection = _read_protection(whole, "Whole_Prt") if whole is not None else Protection()
     record = config.find("Whole_Prt/Record/Main")
     head = config.find("Head_Info")
     creator = head.find("Creator") if head is not None else None

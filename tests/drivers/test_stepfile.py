@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,8 @@ def _steps(draw: st.DrawFn) -> tuple[Step, ...]:
             "stop_voltage_v": draw(st.none() | _volts),
             "stop_current_ma": draw(st.none() | _milliamps),
         }
+        optional["protection"] = draw(st.none() | _protections())
+        optional["record_interval_s"] = draw(st.none() | _seconds)
         if step_type in (StepType.CC_CHARGE, StepType.CC_DISCHARGE):
             optional["current_ma"] = draw(_milliamps)
             optional["time_s"] = draw(_seconds)
@@ -66,19 +69,38 @@ def _steps(draw: st.DrawFn) -> tuple[Step, ...]:
     return (*steps, Step(StepType.END))
 
 
-_protections = st.builds(
-    Protection,
-    voltage_upper_v=st.none() | _volts,
-    voltage_lower_v=st.none() | _volts,
-    current_upper_ma=st.none() | _milliamps,
-    current_lower_ma=st.none() | _milliamps,
-    delay_s=st.none() | _seconds,
-)
+_signed_milliamps = st.integers(-100_000_000, 100_000_000).map(lambda n: n / 1e6)
+
+
+@st.composite
+def _bounds(draw: st.DrawFn, values: st.SearchStrategy[float]) -> tuple[float | None, ...]:
+    """(lower, upper): either may be absent; when both are there, lower < upper."""
+    low, high = draw(st.none() | values), draw(st.none() | values)
+    if low is not None and high is not None:
+        if low == high:
+            return (None, high)
+        low, high = min(low, high), max(low, high)
+    return (low, high)
+
+
+@st.composite
+def _protections(draw: st.DrawFn) -> Protection:
+    # Signed, as BTS writes them: a discharge bound below zero is a normal lower bound.
+    volt_low, volt_high = draw(_bounds(_volts))
+    curr_low, curr_high = draw(_bounds(_signed_milliamps))
+    return Protection(
+        voltage_upper_v=volt_high,
+        voltage_lower_v=volt_low,
+        current_upper_ma=curr_high,
+        current_lower_ma=curr_low,
+        delay_s=draw(st.none() | _seconds),
+    )
+
 
 _step_files = st.builds(
     StepFile,
     steps=_steps(),
-    protection=_protections,
+    protection=_protections(),
     record_interval_s=st.none() | _seconds,
     creator=_text,
     remark=_text,
@@ -307,3 +329,171 @@ def test_step_types_have_the_short_names_the_server_reports() -> None:
     assert StepType.CC_DISCHARGE.wire_name == "dc"
     assert StepType.REST.wire_name == "rest"
     assert {t.wire_name for t in StepType} >= {"cv", "cycle", "end", "cccv", "cvd"}
+
+
+# ---------------------------------------------------------------- files as BTS saves them
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "neware-stepfiles"
+BTS_SAVED = FIXTURES / "li-li-pause-per-step-protect.xml"
+
+
+def test_a_gb2312_file_as_a_bts_client_saves_it_is_read_with_its_chinese_text() -> None:
+    """GB2312 declared and used (bytes beyond ASCII): decoded, not refused."""
+    data = BTS_SAVED.read_bytes()
+    assert data.startswith(b'<?xml version="1.0" encoding="GB2312"?>')
+    step_file = parse_step_file(data)
+    assert step_file.creator == "管理员"
+    assert step_file.remark.startswith("锂金属对称电池 Li|Li，0.5 mA/cm2")
+    assert [s.step_type for s in step_file.steps] == [
+        StepType.REST,
+        StepType.CC_CHARGE,
+        StepType.PAUSE,
+        StepType.CC_DISCHARGE,
+        StepType.CYCLE,
+        StepType.END,
+    ]
+
+
+def test_a_bts_saved_file_keeps_each_steps_protection_and_record_interval() -> None:
+    step_file = parse_step_file(BTS_SAVED.read_bytes())
+    rest, strip, pause, plate = step_file.steps[:4]
+    assert strip.protection == Protection(
+        voltage_upper_v=1.0, voltage_lower_v=-1.0, current_upper_ma=0.45, current_lower_ma=-0.45
+    )
+    assert strip.record_interval_s == 30.0
+    assert plate.protection == Protection(voltage_upper_v=1.0, voltage_lower_v=-1.0)
+    assert plate.record_interval_s == 10.0
+    assert rest.protection is None and rest.record_interval_s is None
+    assert pause.protection is None and pause.time_s is None
+    # Whole-test current protection is signed: the discharge bound is negative.
+    assert step_file.protection == Protection(
+        voltage_upper_v=5.0,
+        voltage_lower_v=-5.0,
+        current_upper_ma=0.5,
+        current_lower_ma=-0.5,
+        delay_s=0.0,
+    )
+    assert step_file.record_interval_s == 60.0
+
+
+def test_gbk_characters_in_a_file_declared_gb2312_are_decoded() -> None:
+    """Windows writes GBK under the name GB2312; 堃 is GBK only."""
+    text = _xml(_REST.format(n=1) + _END.format(n=2)).replace("UTF-8", "GB2312")
+    text = text.replace(
+        "<Step_Info>", '<Head_Info><Remark Value="王堃 测试"/></Head_Info><Step_Info>'
+    )
+    assert parse_step_file(text.encode("gbk")).remark == "王堃 测试"
+
+
+def test_a_utf8_file_with_chinese_text_is_still_read_as_utf8() -> None:
+    step_file = StepFile(steps=(Step(StepType.END),), remark="锂金属")
+    assert parse_step_file(render_step_file(step_file).encode("utf-8")).remark == "锂金属"
+
+
+def test_bytes_not_valid_in_the_declared_encoding_are_refused_naming_the_byte() -> None:
+    data = _xml(_REST.format(n=1) + _END.format(n=2)).encode("ascii")
+    data = data.replace(
+        b"<Step_Info>", b'<Head_Info><Remark Value="\xff\xff"/></Head_Info><Step_Info>'
+    )
+    with pytest.raises(ConfigError, match=r"step file: not valid UTF-8 text at byte \d+"):
+        parse_step_file(data)
+
+
+def test_an_unknown_declared_encoding_is_refused_naming_it() -> None:
+    data = _xml(_REST.format(n=1) + _END.format(n=2)).replace("UTF-8", "KLINGON-8")
+    with pytest.raises(ConfigError, match="unknown encoding 'KLINGON-8'"):
+        parse_step_file(data.encode("ascii"))
+
+
+def test_step_type_13_is_a_pause_step_the_server_reports_as_pause() -> None:
+    pause = '<Step1 Step_ID="1" Step_Type="13"/>'
+    step_file = parse_step_file(_xml(pause + _END.format(n=2)))
+    assert step_file.steps[0] == Step(StepType.PAUSE)
+    assert StepType.PAUSE.wire_name == "pause"
+
+
+def test_each_steps_protection_and_record_interval_are_written_after_its_limit() -> None:
+    step_file = StepFile(
+        steps=(
+            Step(
+                StepType.CC_DISCHARGE,
+                current_ma=0.3927,
+                time_s=3600.0,
+                protection=Protection(
+                    voltage_upper_v=0.5, voltage_lower_v=-0.5, current_lower_ma=-0.45
+                ),
+                record_interval_s=30.0,
+            ),
+            Step(StepType.END),
+        ),
+        protection=Protection(current_upper_ma=0.6, current_lower_ma=-0.6),
+    )
+    root = ET.fromstring(render_step_file(step_file))
+    step = root.find("config/Step_Info/Step1")
+    assert step is not None
+    assert [child.tag for child in step] == ["Limit", "Protect", "Record"]
+    assert _value(root, "config/Step_Info/Step1/Protect/Main/Volt/Upper") == "5000"
+    assert _value(root, "config/Step_Info/Step1/Protect/Main/Volt/Lower") == "-5000"
+    assert _value(root, "config/Step_Info/Step1/Protect/Main/Curr/Lower") == "-0.45"
+    assert _value(root, "config/Step_Info/Step1/Record/Main/Time") == "30000"
+    assert _value(root, "config/Whole_Prt/Protect/Main/Curr/Upper") == "0.6"
+    assert _value(root, "config/Whole_Prt/Protect/Main/Curr/Lower") == "-0.6"
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "bound"),
+    [
+        (Step(StepType.REST, time_s=float("1" * 300)), "step 1.time_s", "at most 315360000 s"),
+        (
+            Step(StepType.CC_CHARGE, current_ma=1e9, time_s=1.0),
+            "step 1.current_ma",
+            "at most 1000000 mA",
+        ),
+        (
+            Step(StepType.CC_CHARGE, current_ma=1.0, capacity_mah=1e300),
+            "step 1.capacity_mah",
+            "at most 1000000000 mAh",
+        ),
+        (
+            Step(StepType.REST, time_s=1.0, record_interval_s=1e12),
+            "step 1.record_interval_s",
+            "at most 315360000 s",
+        ),
+        (
+            Step(StepType.REST, time_s=1.0, protection=Protection(voltage_upper_v=1e6)),
+            "step 1.protection.voltage_upper_v",
+            "at most 1000 V",
+        ),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_field_and_the_bound(
+    step: Step, field: str, bound: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        StepFile(steps=(step, Step(StepType.END)))
+    assert info.value.field == field
+    assert bound in info.value.problem
+
+
+def test_absurd_repeat_counts_are_refused_naming_the_bound() -> None:
+    steps = (
+        Step(StepType.REST, time_s=1.0),
+        Step(StepType.CYCLE, loop_start_step=1, cycle_count=10**12),
+        Step(StepType.END),
+    )
+    with pytest.raises(ConfigError, match=r"step 2\.cycle_count: .*allowed: 1 to 65535"):
+        StepFile(steps=steps)
+
+
+def test_a_300_digit_time_in_a_file_is_refused_naming_the_step() -> None:
+    rest = _REST.format(n=1).replace('"1000"', '"' + "9" * 300 + '"')
+    with pytest.raises(ConfigError, match=r"step 1\.time_s: .* at most 315360000 s"):
+        parse_step_file(_xml(rest + _END.format(n=2)))
+
+
+def test_protection_bounds_the_wrong_way_round_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"protection\.current_lower_ma: 0\.5 must be below"):
+        StepFile(
+            steps=(Step(StepType.END),),
+            protection=Protection(current_upper_ma=0.45, current_lower_ma=0.5),
+        )
