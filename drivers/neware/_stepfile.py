@@ -443,7 +443,7 @@ def _read_int(parent: ET.Element | None, path: str, where: str) -> int | None:
     return int(number)
 
 
-_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_DECLARED_ENCODING = re.compile(rb"^<\?xml[^>]*?\sencoding\s*=\s*[\"']([\w.-]+)[\"']")
 # GB2312 as declared by the BTS client: Windows writes its superset GBK (code page
 # 936) under that name, and GB18030 decodes both; a strict GB2312 decoder would refuse
 # the characters GBK added.
@@ -485,8 +485,9 @@ def parse_step_file(text: str | bytes) -> StepFile:
     """Parse BTS 8 step-file XML into a :class:`StepFile`.
 
     Bytes are decoded as the XML declaration says (a BTS client saves
-    ``encoding="GB2312"``), text is taken as it is. Raises :class:`ConfigError` naming the element for anything the instrument would
-    refuse: malformed XML, unknown step types, missing or non-numeric limits.
+    ``encoding="GB2312"``), text is taken as it is. Raises :class:`ConfigError` naming
+    the element for anything the instrument would refuse: malformed XML, undecodable
+    text, unknown step types, missing or non-numeric limits, numbers beyond the bounds.
     """
     if isinstance(text, bytes):
         text = _decode(text)

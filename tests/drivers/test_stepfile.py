@@ -363,8 +363,8 @@ def test_a_bts_saved_file_keeps_each_steps_protection_and_record_interval() -> N
     assert strip.record_interval_s == 30.0
     assert plate.protection == Protection(voltage_upper_v=1.0, voltage_lower_v=-1.0)
     assert plate.record_interval_s == 10.0
-    assert rest.protection is None and rest.record_interval_s is None
-    assert pause.protection is None and pause.time_s is None
+    assert (rest.protection, rest.record_interval_s) == (None, None)
+    assert (pause.protection, pause.time_s) == (None, None)
     # Whole-test current protection is signed: the discharge bound is negative.
     assert step_file.protection == Protection(
         voltage_upper_v=5.0,
