@@ -2,9 +2,11 @@
 
 The channel behaves as the instrument does: it runs steps in order with their limits
 (time, capacity, cut-off voltage), loops at a CYCLE step, records a sample every
-record interval into its own history (``download`` reads it by position), clamps the
-voltage to the instrument's range, trips into ``protect`` at the whole-test
-protection limits, and rests at open circuit when stopped.
+record interval (a step's own, else the whole test's) into its own history
+(``download`` reads it by position), clamps the voltage to the instrument's range,
+trips into ``protect`` at the whole-test protection limits and at the running step's
+own, pauses at a PAUSE step until :meth:`SimChannel.resume` (the server's
+``continue``/``cancelpause``), and rests at open circuit when stopped.
 
 CV steps (CV charge, CV discharge, CC-CV charge) run only on a cell that can say which
 current holds a voltage (``current_for_voltage``, e.g. ``SimFullCell``): each
@@ -50,7 +52,7 @@ _EPS_S = 1e-9
 
 _CV_TYPES = (StepType.CV_CHARGE, StepType.CV_DISCHARGE, StepType.CCCV_CHARGE)
 
-_STEP_NAMES = ("cc", "dc", "cv", "rest", "cycle", "end", "cccv", "cvd")
+_STEP_NAMES = ("cc", "dc", "cv", "rest", "cycle", "end", "cccv", "cvd", "pause")
 _STEP_CODE = {name: i for i, name in enumerate(_STEP_NAMES)}
 
 
@@ -221,15 +223,34 @@ class SimChannel:
         return True
 
     def resume(self, now_s: float) -> bool:
-        """Resume a paused test where it stopped; the pause does not count as step time."""
+        """Resume a paused test where it stopped; the pause does not count as step time.
+
+        At a PAUSE step the test goes on with the step after it. This is what the
+        server's ``continue`` and ``cancelpause`` do; False if nothing is paused.
+        """
         self.advance_to(now_s)
         if self.workstatus != "pause":
             return False
+        self.workstatus = "working"
+        if self._program is not None and self._current_step().step_type is StepType.PAUSE:
+            if self._last_record_t_s != self._t_s:
+                self._record()  # the pause step's last point, at its end
+            self._next_record_s = self._t_s
+            self._next_step()
+            return True
         paused_s = self._t_s - self._paused_at_s
         self._step_start_s += paused_s
         self._next_record_s = self._t_s
-        self.workstatus = "working"
         return True
+
+    def _current_step(self) -> Step:
+        assert self._program is not None
+        return self._program.steps[self._step_index]
+
+    def _record_interval_s(self, step: Step) -> float:
+        assert self._program is not None
+        own = step.record_interval_s
+        return own or self._program.record_interval_s or _DEFAULT_RECORD_S
 
     # ------------------------------------------------------------ time
 
@@ -261,10 +282,10 @@ class SimChannel:
         program = self._program
         assert program is not None
         assert self.cell is not None
-        record_s = program.record_interval_s or _DEFAULT_RECORD_S
         protection = program.protection
         while self._t_s < t_s - _EPS_S and self.workstatus == "working":
             step = program.steps[self._step_index]
+            record_s = self._record_interval_s(step)
             if step.step_type in _CV_TYPES:
                 current_a, dt_s = self._cv_interval(step, t_s)
             else:
@@ -280,10 +301,8 @@ class SimChannel:
             self._step_capacity_ah += abs(current_a) * dt_s / 3600.0
             self._step_energy_wh += abs(voltage_v * current_a) * dt_s / 3600.0
 
-            if (
-                protection.voltage_upper_v is not None and voltage_v >= protection.voltage_upper_v
-            ) or (
-                protection.voltage_lower_v is not None and voltage_v <= protection.voltage_lower_v
+            if protection.tripped(voltage_v, current_a) or (
+                step.protection is not None and step.protection.tripped(voltage_v, current_a)
             ):
                 self._record()
                 self._end_test("protect", LOG_PROTECT)
@@ -380,6 +399,11 @@ class SimChannel:
                     index += 1
                 continue
             break
+        before_s = self._record_interval_s(steps[self._step_index])
+        after_s = self._record_interval_s(step)
+        if after_s != before_s:
+            # A step with its own record interval starts its own record grid.
+            self._next_record_s = self._t_s + after_s
         self._step_index = index
         self._step_start_s = self._t_s
         self._step_capacity_ah = 0.0
@@ -388,6 +412,13 @@ class SimChannel:
         self._layer_start_seq = len(self._history) + 1
         self._layer_start_v = self._voltage_v
         self._layer_start_a = self._step_current_a(step)
+        if step.step_type is StepType.PAUSE:
+            # The channel stops its current and waits for the operator, reporting
+            # "pause" as after an operator's pause; resume() goes on after this step.
+            self._current_a = 0.0
+            self._record()
+            self.workstatus = "pause"
+            self._paused_at_s = self._t_s
 
     def _next_step(self) -> None:
         self._close_layer()
