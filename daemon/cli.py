@@ -56,6 +56,7 @@ from cellguard.protocols.script import (
     example_path,
     load_protocol_file,
     to_step_file,
+    unexpressed,
 )
 from cellguard.protocols.script import Protocol as ScriptProtocol
 from cellguard.protocols.script._model import format_duration
@@ -607,6 +608,9 @@ def _protocol_command(args: argparse.Namespace) -> int:
             print(describe(script, limits))
         return 0
     write_step_file(args.output, to_step_file(script, limits))
+    # What the file cannot hold and cellguard enforces: said loudly, never dropped.
+    for warning in unexpressed(script):
+        print(f"cellguard: WARNING: {warning}", file=sys.stderr)
     print(f"wrote {args.output} ({args.format})")
     return 0
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cellguard.drivers.errors import ConfigError
@@ -190,7 +192,9 @@ class GalvanostaticCycling:
             protection=Protection(
                 voltage_upper_v=float(self.voltage_limit_v),
                 voltage_lower_v=-float(self.voltage_limit_v),
+                # Signed, as BTS reads it: the lower bound guards the discharge.
                 current_upper_ma=CURRENT_PROTECTION_FACTOR * self.current_ma,
+                current_lower_ma=-CURRENT_PROTECTION_FACTOR * self.current_ma,
             ),
             record_interval_s=float(self.record_interval_s),
             remark=(
@@ -202,15 +206,24 @@ class GalvanostaticCycling:
         )
 
 
+STEP_FILE_MODE = 0o644
+"""Mode of a written step file: the BTS service reads it under its own account."""
+
+
 def write_step_file(path: str | os.PathLike[str], step_file: StepFile) -> Path:
     """Write ``step_file`` as BTS 8 XML (UTF-8) to ``path`` atomically; return the path.
 
-    The text goes to a temporary file in the same directory, then replaces ``path`` in
-    one step, so the BTS server never reads a half-written file.
+    The file gets a fresh ``Guid`` (a UUID, as BTS gives every file) and today's
+    ``date`` (local time, as the BTS PC writes it), and mode 0644. The text goes to a
+    temporary file in the same directory, then replaces ``path`` in one step, so the
+    BTS server never reads a half-written file.
     Raises :class:`ConfigError` (field ``path``) if the file cannot be written.
     """
     target = Path(path)
-    data = render_step_file(step_file).encode("utf-8")
+    text = render_step_file(
+        step_file, date=datetime.now().strftime("%Y%m%d%H%M%S"), guid=str(uuid.uuid4())
+    )
+    data = text.encode("utf-8")
     tmp_name: str | None = None
     try:
         with tempfile.NamedTemporaryFile(
@@ -219,6 +232,9 @@ def write_step_file(path: str | os.PathLike[str], step_file: StepFile) -> Path:
             tmp_name = tmp.name
             tmp.write(data)
             tmp.flush()
+            # A temporary file is created 0600: the BTS service, running under
+            # another account, could not read it.
+            os.chmod(tmp_name, STEP_FILE_MODE)
             os.fsync(tmp.fileno())
         os.replace(tmp_name, target)
     except OSError as err:

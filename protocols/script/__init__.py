@@ -89,6 +89,7 @@ from cellguard.protocols.script._neware import (
     prestart_setpoints,
     step_limits,
     to_step_file,
+    unexpressed,
 )
 from cellguard.protocols.script._text import (
     load_protocol_file,
@@ -139,6 +140,7 @@ __all__ = [
     "parse_step",
     "seconds",
     "to_step_file",
+    "unexpressed",
     "volts",
 ]
 

@@ -6,18 +6,27 @@ CV_DISCHARGE after a negative current), Repeat → CYCLE looping back to its fir
 Currents and capacities become absolute (mA, mAh) through the cell's area or capacity.
 Whole-test limits become the file's protection; without a current limit, the
 protection is :data:`~cellguard.protocols.CURRENT_PROTECTION_FACTOR` times the largest
-set-point, as for the galvanostatic protocol.
+set-point, as for the galvanostatic protocol. Current protection is signed, as BTS
+reads it: ``Current below 2 mA`` is ``Upper`` +2 mA and ``Lower`` -2 mA.
 
-What a BTS step file cannot hold stays with the daemon or is refused, never invented:
+Every limit is written, none dropped:
 
-- a **goto** (conditional jump): refused, naming the step; it runs host-driven only;
-- **per-step limits**: the file carries only the whole-test protection, so
-  :func:`step_limits` hands them to the daemon, keyed by the compiled BTS step id, to
-  judge on the live stream;
+- **per-step limits** go into the step's own ``<Protect>`` (the instrument trips the
+  channel itself), and :func:`step_limits` also hands them to the daemon, keyed by the
+  compiled BTS step id, to judge on the live stream;
+- numbers beyond what a step file may hold (a 300-digit time, 10^12 repeats) are
+  refused naming the step and the bound; currents beyond the channel's range by
+  :meth:`Protocol.validate`.
+
+What a BTS step file cannot hold is refused naming the step, or written with a
+warning and enforced by the daemon:
+
+- a **goto** (conditional jump): refused; it runs host-driven only;
 - **temperature setpoints** before the first current step (and in no Repeat):
   :func:`prestart_setpoints` returns them for the daemon to apply (and wait for) before
-  it starts the file; they take no BTS step, so later steps are renumbered. Any other
-  setpoint is refused (host-driven only).
+  it starts the file, and :func:`unexpressed` words the warning for a file started by
+  hand; they take no BTS step, so later steps are renumbered. Any other setpoint is
+  refused (host-driven only).
 """
 
 from __future__ import annotations
@@ -25,7 +34,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cellguard.drivers.errors import ConfigError
-from cellguard.drivers.neware._stepfile import Protection, StepFile, StepType
+from cellguard.drivers.neware._stepfile import (
+    MAX_CYCLE_COUNT,
+    Protection,
+    StepFile,
+    StepType,
+    check_step_bounds,
+)
 from cellguard.drivers.neware._stepfile import Step as BtsStep
 from cellguard.protocols.galvanostatic import CURRENT_PROTECTION_FACTOR, InstrumentLimits
 from cellguard.protocols.script._model import (
@@ -34,6 +49,7 @@ from cellguard.protocols.script._model import (
     InstrumentCapability,
     Limit,
     Protocol,
+    Repeat,
     Rest,
     SetTemperature,
     VoltageBetween,
@@ -41,6 +57,7 @@ from cellguard.protocols.script._model import (
     format_duration,
     step_label,
 )
+from cellguard.protocols.script._model import Step as ScriptStep
 
 _S_PER_H = 3600.0
 _HOST_ONLY = "runs host-driven only (a SCPI source-meter or Modbus supply through HostRun)"
@@ -103,12 +120,28 @@ def prestart_setpoints(protocol: Protocol) -> tuple[SetTemperature, ...]:
     )
 
 
+def unexpressed(protocol: Protocol) -> tuple[str, ...]:
+    """Warnings, one per step, for what the compiled file does not hold and the daemon
+    enforces instead (a pre-start chamber setpoint): a file started by hand from the
+    BTS software runs without it. Refuses like :func:`bts_step_ids`."""
+    bts_step_ids(protocol)
+    prestart = _prestart_numbers(protocol)
+    return tuple(
+        f"{step_label(number, step)} is not in the step file: cellguard sets the chamber "
+        "before it starts the file (mode = run); started by hand from the BTS software, "
+        "the test runs without it"
+        for number, step in enumerate(protocol.steps, start=1)
+        if number in prestart
+    )
+
+
 def step_limits(protocol: Protocol) -> Mapping[int, tuple[Limit, ...]]:
     """Per-step limits keyed by compiled BTS step id, for the daemon to judge live.
 
-    A BTS step file holds only the whole-test protection; a sample of BTS step ``k``
-    (``step_id`` in the records) is outside its step's window when it is at or beyond a
-    voltage edge, or above the current (converted with the cell's area or capacity).
+    The step file holds them too (each step's ``<Protect>``); the daemon judges them as
+    well: a sample of BTS step ``k`` (``step_id`` in the records) is outside its step's
+    window when it is at or beyond a voltage edge, or above the current (converted
+    with the cell's area or capacity).
     """
     ids = bts_step_ids(protocol)
     return {
@@ -118,53 +151,89 @@ def step_limits(protocol: Protocol) -> Mapping[int, tuple[Limit, ...]]:
     }
 
 
-def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
-    cell = protocol.cell
-    ids = bts_step_ids(protocol)
-    out: list[BtsStep] = []
-    last_current: _CurrentStep | None = None
-    for step in protocol.steps:
-        if isinstance(step, SetTemperature):
-            continue  # a pre-start action of the daemon (bts_step_ids refused the rest)
-        if isinstance(step, Rest):
-            out.append(BtsStep(StepType.REST, time_s=step.duration.value))
-        elif isinstance(step, _CurrentStep):
-            out.append(
-                BtsStep(
-                    StepType.CC_CHARGE if step.positive else StepType.CC_DISCHARGE,
-                    current_ma=cell.current_ma(step.current),
-                    time_s=None if step.duration is None else step.duration.value,
-                    capacity_mah=None
-                    if step.capacity is None
-                    else cell.capacity_mah_of(step.capacity),
-                    stop_voltage_v=None if step.until is None else step.until.value,
-                )
-            )
-            last_current = step
-        elif isinstance(step, HoldVoltage):
-            negative = last_current is not None and not last_current.positive
-            out.append(
-                BtsStep(
-                    StepType.CV_DISCHARGE if negative else StepType.CV_CHARGE,
-                    # A CV step's current is its ceiling: the CC step before it (CC-CV).
-                    current_ma=None
-                    if last_current is None
-                    else cell.current_ma(last_current.current),
-                    voltage_v=step.voltage.value,
-                    time_s=None if step.duration is None else step.duration.value,
-                    stop_current_ma=None
-                    if step.until_current is None
-                    else cell.current_ma(step.until_current),
-                )
-            )
+def _window(protocol: Protocol, limits: tuple[Limit, ...]) -> Protection | None:
+    """A step's own limits as its ``<Protect>``: the tightest of each, current signed."""
+    upper_v: float | None = None
+    lower_v: float | None = None
+    current_ma: float | None = None
+    for limit in limits:
+        if isinstance(limit, VoltageBetween):
+            upper_v = limit.high.value if upper_v is None else min(upper_v, limit.high.value)
+            lower_v = limit.low.value if lower_v is None else max(lower_v, limit.low.value)
         else:
-            out.append(
-                BtsStep(
-                    StepType.CYCLE, loop_start_step=ids[step.first_step], cycle_count=step.times
-                )
-            )
+            value = protocol.cell.current_ma(limit.current)
+            current_ma = value if current_ma is None else min(current_ma, value)
+    if upper_v is None and current_ma is None:
+        return None
+    return Protection(
+        voltage_upper_v=upper_v,
+        voltage_lower_v=lower_v,
+        current_upper_ma=current_ma,
+        current_lower_ma=None if current_ma is None else -current_ma,
+    )
+
+
+def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
+    out: list[BtsStep] = []
+    for number, step in enumerate(protocol.steps, start=1):
+        compiled = _compile_step(protocol, number, step)
+        if compiled is not None:
+            # Named by the script's own step, not by the BTS step it became.
+            check_step_bounds(compiled, step_label(number, step))
+            out.append(compiled)
     out.append(BtsStep(StepType.END))
     return tuple(out)
+
+
+def _last_current_before(protocol: Protocol, number: int) -> _CurrentStep | None:
+    for step in reversed(protocol.steps[: number - 1]):
+        if isinstance(step, _CurrentStep):
+            return step
+    return None
+
+
+def _compile_step(protocol: Protocol, number: int, step: ScriptStep) -> BtsStep | None:
+    cell = protocol.cell
+    if isinstance(step, SetTemperature):
+        return None  # a pre-start action of the daemon (bts_step_ids refused the rest)
+    if isinstance(step, Rest):
+        return BtsStep(
+            StepType.REST,
+            time_s=step.duration.value,
+            protection=_window(protocol, step.limits),
+        )
+    if isinstance(step, _CurrentStep):
+        return BtsStep(
+            StepType.CC_CHARGE if step.positive else StepType.CC_DISCHARGE,
+            current_ma=cell.current_ma(step.current),
+            time_s=None if step.duration is None else step.duration.value,
+            capacity_mah=None if step.capacity is None else cell.capacity_mah_of(step.capacity),
+            stop_voltage_v=None if step.until is None else step.until.value,
+            protection=_window(protocol, step.limits),
+        )
+    if isinstance(step, HoldVoltage):
+        last_current = _last_current_before(protocol, number)
+        negative = last_current is not None and not last_current.positive
+        return BtsStep(
+            StepType.CV_DISCHARGE if negative else StepType.CV_CHARGE,
+            # A CV step's current is its ceiling: the CC step before it (CC-CV).
+            current_ma=None if last_current is None else cell.current_ma(last_current.current),
+            voltage_v=step.voltage.value,
+            time_s=None if step.duration is None else step.duration.value,
+            stop_current_ma=None
+            if step.until_current is None
+            else cell.current_ma(step.until_current),
+            protection=_window(protocol, step.limits),
+        )
+    assert isinstance(step, Repeat)
+    if step.times > MAX_CYCLE_COUNT:
+        raise ConfigError(
+            field=step_label(number, step),
+            problem=f"{step.times} repeats are beyond what a step file holds; allowed: "
+            f"1 to {MAX_CYCLE_COUNT} (nest two Repeats for more)",
+        )
+    ids = bts_step_ids(protocol)
+    return BtsStep(StepType.CYCLE, loop_start_step=ids[step.first_step], cycle_count=step.times)
 
 
 def _protection(protocol: Protocol, steps: tuple[BtsStep, ...]) -> Protection:
@@ -182,7 +251,12 @@ def _protection(protocol: Protocol, steps: tuple[BtsStep, ...]) -> Protection:
         set_points = [s.current_ma for s in steps if s.current_ma is not None]
         if set_points:
             current_ma = CURRENT_PROTECTION_FACTOR * max(set_points)
-    return Protection(voltage_upper_v=upper_v, voltage_lower_v=lower_v, current_upper_ma=current_ma)
+    return Protection(
+        voltage_upper_v=upper_v,
+        voltage_lower_v=lower_v,
+        current_upper_ma=current_ma,
+        current_lower_ma=None if current_ma is None else -current_ma,
+    )
 
 
 def to_step_file(

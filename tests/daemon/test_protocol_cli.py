@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import stat
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from shared import EXAMPLE_PROTOCOL
 
 from cellguard.daemon.cli import main
-from cellguard.drivers.neware import StepType, parse_step_file
+from cellguard.drivers.neware import Protection, StepType, parse_step_file
 
 EXAMPLE = EXAMPLE_PROTOCOL
 
@@ -104,3 +108,120 @@ def test_host_driven_check_refuses_a_current_beyond_the_range(
     err = capsys.readouterr().err
     assert "0.3927 mA" in err
     assert "at most 0.1 mA" in err
+
+
+# ---------------------------------------------------------------- every limit written
+
+WINDOWS = """
+[cell]
+type = "symmetric"
+diameter_mm = 10
+thick_li_um = 100
+
+[protocol]
+name = "windows"
+record_every = "10 s"
+limits = ["Voltage between -5 V and 5 V", "Current below 2 mA"]
+steps = [
+  "Rest for 10 min within -0.1 V and 0.1 V",
+  "Strip at 0.5 mA/cm2 for 1 h within -1 V and 1 V within 0.45 mA",
+  "Plate at 0.5 mA/cm2 for 1 h within -0.8 V and 0.9 V",
+  "Repeat steps 2-3 10 times",
+]
+"""
+
+
+def _compile(tmp_path: Path, text: str, *extra: str) -> tuple[int, Path]:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    out = tmp_path / "p.xml"
+    code = main(
+        ["protocol", "compile", str(path), "--format", "neware-xml", "-o", str(out), *extra]
+    )
+    return code, out
+
+
+def test_compile_writes_each_steps_limits_into_its_own_protect(tmp_path: Path) -> None:
+    """Per-step windows were judged by the daemon only; now the file holds them too."""
+    code, out = _compile(tmp_path, WINDOWS)
+    assert code == 0
+    rest, strip, plate, _, _ = parse_step_file(out.read_bytes()).steps
+    assert rest.protection == Protection(voltage_upper_v=0.1, voltage_lower_v=-0.1)
+    assert strip.protection == Protection(
+        voltage_upper_v=1.0, voltage_lower_v=-1.0, current_upper_ma=0.45, current_lower_ma=-0.45
+    )
+    assert plate.protection == Protection(voltage_upper_v=0.9, voltage_lower_v=-0.8)
+
+
+def test_compile_writes_the_whole_test_current_protection_signed(tmp_path: Path) -> None:
+    """``Current below 2 mA`` bounds the charge at +2 mA and the discharge at -2 mA."""
+    code, out = _compile(tmp_path, WINDOWS)
+    assert code == 0
+    protection = parse_step_file(out.read_bytes()).protection
+    assert (protection.current_upper_ma, protection.current_lower_ma) == (2.0, -2.0)
+
+
+def test_compile_gives_each_file_a_uuid_guid_and_todays_date(tmp_path: Path) -> None:
+    code, out = _compile(tmp_path, WINDOWS)
+    assert code == 0
+    first = ET.fromstring(out.read_bytes()).find("config")
+    assert first is not None
+    assert uuid.UUID(first.get("Guid", "")).version == 4
+    assert first.get("date", "")[:8] in {
+        day.strftime("%Y%m%d") for day in (date.today() - timedelta(days=1), date.today())
+    }
+    _compile(tmp_path, WINDOWS)
+    second = ET.fromstring(out.read_bytes()).find("config")
+    assert second is not None
+    assert second.get("Guid") != first.get("Guid")
+
+
+def test_the_compiled_file_is_readable_by_the_bts_services_account(tmp_path: Path) -> None:
+    code, out = _compile(tmp_path, WINDOWS)
+    assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "bound"),
+    [
+        (
+            ("Rest for 10 min", "Rest for " + "9" * 300 + " s"),
+            "step 1 'Rest for",
+            "at most 315360000 s",
+        ),
+        (("10 times", f"{10**12} times"), "step 4 'Repeat steps 2-3", "allowed: 1 to 65535"),
+        # Beyond the channel's range (refused before this branch too; here for the set).
+        (("Strip at 0.5 mA/cm2", "Strip at 10 mA/cm2"), "step 2 'Strip", "allows at most 5 mA"),
+    ],
+)
+def test_compile_refuses_absurd_values_naming_the_step_and_the_bound(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: tuple[str, str],
+    field: str,
+    bound: str,
+) -> None:
+    extra = ("--current-range-ma", "5") if "5 mA" in bound else ()
+    code, out = _compile(tmp_path, WINDOWS.replace(*edit, 1), *extra)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert field in err[0]
+    assert bound in err[0]
+    assert not out.exists()
+
+
+def test_compile_warns_loudly_about_a_setpoint_the_file_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pre-start chamber setpoint is not in the file: written with a warning naming the
+    step (cellguard applies it in run mode), never dropped silently."""
+    text = WINDOWS.replace("steps = [\n", 'steps = [\n  "Set temperature to 25 °C",\n')
+    text = text.replace("Repeat steps 2-3", "Repeat steps 3-4")
+    code, out = _compile(tmp_path, text)
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err
+    assert "step 1 'Set temperature to 25 °C' is not in the step file" in err
+    assert parse_step_file(out.read_bytes()).steps[0].step_type is StepType.REST

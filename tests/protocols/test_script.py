@@ -77,6 +77,7 @@ date="20260101000000" Guid="golden">
           </Volt>
           <Curr>
             <Upper Value="0.431969" />
+            <Lower Value="-0.431969" />
           </Curr>
         </Main>
       </Protect>
