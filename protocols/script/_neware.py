@@ -174,9 +174,10 @@ def _window(protocol: Protocol, limits: tuple[Limit, ...]) -> Protection | None:
 
 
 def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
+    ids = bts_step_ids(protocol)  # refuses first what a step file cannot run
     out: list[BtsStep] = []
     for number, step in enumerate(protocol.steps, start=1):
-        compiled = _compile_step(protocol, number, step)
+        compiled = _compile_step(protocol, ids, number, step)
         if compiled is not None:
             # Named by the script's own step, not by the BTS step it became.
             check_step_bounds(compiled, step_label(number, step))
@@ -192,7 +193,9 @@ def _last_current_before(protocol: Protocol, number: int) -> _CurrentStep | None
     return None
 
 
-def _compile_step(protocol: Protocol, number: int, step: ScriptStep) -> BtsStep | None:
+def _compile_step(
+    protocol: Protocol, ids: Mapping[int, int], number: int, step: ScriptStep
+) -> BtsStep | None:
     cell = protocol.cell
     if isinstance(step, SetTemperature):
         return None  # a pre-start action of the daemon (bts_step_ids refused the rest)
@@ -232,7 +235,6 @@ def _compile_step(protocol: Protocol, number: int, step: ScriptStep) -> BtsStep 
             problem=f"{step.times} repeats are beyond what a step file holds; allowed: "
             f"1 to {MAX_CYCLE_COUNT} (nest two Repeats for more)",
         )
-    ids = bts_step_ids(protocol)
     return BtsStep(StepType.CYCLE, loop_start_step=ids[step.first_step], cycle_count=step.times)
 
 

@@ -483,9 +483,10 @@ steps = [
 
 
 async def test_a_scripts_step_window_is_judged_on_the_neware_and_halts(tmp_path: Path) -> None:
-    """A BTS step file has no per-step protection: the script's window on the plating
-    step (4 mV, under this cell's ~12 mV) halts the channel from the step id of the
-    samples, while the strip step, outside any window, runs."""
+    """The script's window on the plating step (4 mV, under this cell's ~12 mV) halts
+    the channel from the step id of the samples, while the strip step, outside any
+    window, runs. The compiled file carries the window as the step's own protection
+    too, so the instrument trips the channel to ``protect`` itself."""
     clock = VirtualClock()
     sim = _simulator(clock)
     recorder = Recorder()
@@ -517,7 +518,7 @@ async def test_a_scripts_step_window_is_judged_on_the_neware_and_halts(tmp_path:
     assert halt is not None
     assert (halt.kind, halt.subkind) == ("limit", "step")
     assert "step 2" in halt.detail
-    assert sim.channels[healthy].workstatus == "stop"
+    assert sim.channels[healthy].workstatus == "protect"
 
 
 async def test_a_channel_paused_for_three_hours_mid_half_cycle_is_not_halted_after(
