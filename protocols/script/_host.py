@@ -213,6 +213,7 @@ class _Plan:
     band_c: float | None = None
     timeout_s: float | None = None
     repeat: Repeat | None = None
+    record_s: float | None = None  # the step's own record interval, else the protocol's
 
 
 def _windows(
@@ -295,6 +296,7 @@ def _plan(
             duration_s=step.duration.value,
             windows=windows,
             jump=jump,
+            record_s=_record_s(step),
         )
     if isinstance(step, HoldVoltage):
         # A CV step's ceiling is the CC step before it (CC-CV), as on the Neware.
@@ -311,6 +313,7 @@ def _plan(
             else cell.current_ma(step.until_current) / 1000,
             windows=windows,
             jump=jump,
+            record_s=_record_s(step),
         )
     current_a = cell.current_ma(step.current) / 1000
     return _Plan(
@@ -322,7 +325,12 @@ def _plan(
         until_v=None if step.until is None else step.until.value,
         windows=windows,
         jump=jump,
+        record_s=_record_s(step),
     )
+
+
+def _record_s(step: Rest | HoldVoltage | _CurrentStep) -> float | None:
+    return None if step.record_every is None else step.record_every.value
 
 
 def _finite(name: str, value: float) -> float:
@@ -528,7 +536,7 @@ class HostRun:
         if not self._started or self._finished is not None:
             return None
         plan = self._plans[self._index]
-        wait_s = self._record_s
+        wait_s = plan.record_s or self._record_s
         left = self._time_left_s(plan)
         if left is not None:
             wait_s = min(wait_s, max(left, _EPS_S))

@@ -433,10 +433,19 @@ class Goto:
         return f"then goto {target} if {self.condition}"
 
 
-def _extras_text(limits: tuple[Limit, ...], goto: Goto | None) -> str:
-    """Per-step limits and the goto as protocol text (empty when there are none)."""
+def _extras_text(
+    limits: tuple[Limit, ...], goto: Goto | None, record_every: Quantity | None = None
+) -> str:
+    """Per-step limits, record interval and goto as protocol text (empty without)."""
     text = "".join(f" {limit.as_step_window()}" for limit in limits)
+    if record_every is not None:
+        text += f" record every {record_every}"
     return text + (f", {goto}" if goto is not None else "")
+
+
+def _check_record_every(where: str, record_every: Quantity | None) -> None:
+    if record_every is not None:
+        _require(where, "'record every'", record_every, ("time",))
 
 
 def _check_extras(
@@ -491,6 +500,8 @@ class _CurrentStep:
     """The step's own safety window, judged on every sample of this step only."""
     goto: Goto | None = field(default=None, kw_only=True)
     """Where to jump, on a condition, when the step ends (host-driven only)."""
+    record_every: Quantity | None = field(default=None, kw_only=True)
+    """This step's own record interval (else the protocol's ``record_every``)."""
 
     verb: ClassVar[str] = ""
     positive: ClassVar[bool] = True
@@ -506,7 +517,7 @@ class _CurrentStep:
         if self.until is not None:
             ends.append(f"until {self.until}")
         text = f"{self.verb} at {self.current} " + " or ".join(ends)
-        return text + _extras_text(self.limits, self.goto)
+        return text + _extras_text(self.limits, self.goto, self.record_every)
 
     def check(self, where: str) -> None:
         """Refuse wrong units or a missing end condition; ``where`` names the step."""
@@ -525,6 +536,7 @@ class _CurrentStep:
             )
         limits = _check_extras(where, self.limits, self.goto, self.until)
         object.__setattr__(self, "limits", limits)
+        _check_record_every(where, self.record_every)
 
 
 @dataclass(frozen=True)
@@ -576,6 +588,8 @@ class HoldVoltage:
     """The step's own safety window, judged on every sample of this step only."""
     goto: Goto | None = field(default=None, kw_only=True)
     """Where to jump, on a condition, when the step ends (host-driven only)."""
+    record_every: Quantity | None = field(default=None, kw_only=True)
+    """This step's own record interval (else the protocol's ``record_every``)."""
 
     @property
     def text(self) -> str:
@@ -587,7 +601,8 @@ class HoldVoltage:
             ends.append(f"until {self.until_current}")
         if self.duration is not None:
             ends.append(f"for {self.duration}")
-        return f"Hold at {self.voltage} " + " or ".join(ends) + _extras_text(self.limits, self.goto)
+        extras = _extras_text(self.limits, self.goto, self.record_every)
+        return f"Hold at {self.voltage} " + " or ".join(ends) + extras
 
     def check(self, where: str) -> None:
         """Refuse wrong units or a missing end condition."""
@@ -602,6 +617,7 @@ class HoldVoltage:
             )
         limits = _check_extras(where, self.limits, self.goto, self.voltage)
         object.__setattr__(self, "limits", limits)
+        _check_record_every(where, self.record_every)
 
 
 @dataclass(frozen=True)
@@ -614,18 +630,21 @@ class Rest:
     """The step's own safety window (e.g. a short seen at open circuit)."""
     goto: Goto | None = field(default=None, kw_only=True)
     """Where to jump, on a condition, when the rest ends (host-driven only)."""
+    record_every: Quantity | None = field(default=None, kw_only=True)
+    """This step's own record interval (else the protocol's ``record_every``)."""
 
     @property
     def text(self) -> str:
         """The step as it would be written in a protocol file."""
         if self.source is not None:
             return self.source
-        return f"Rest for {self.duration}" + _extras_text(self.limits, self.goto)
+        return f"Rest for {self.duration}" + _extras_text(self.limits, self.goto, self.record_every)
 
     def check(self, where: str) -> None:
         """Refuse a rest that is not a time."""
         _require(where, "a rest", self.duration, ("time",))
         object.__setattr__(self, "limits", _check_extras(where, self.limits, self.goto))
+        _check_record_every(where, self.record_every)
 
 
 DEFAULT_SOAK_TIMEOUT_S = 4 * 3600.0
@@ -1057,7 +1076,15 @@ class Protocol:
     def _validate_extras(
         self, step: _CurrentStep | HoldVoltage | Rest, cap: InstrumentCapability, where: str
     ) -> None:
-        """Per-step windows and goto thresholds must be reachable on this instrument."""
+        """Per-step windows and goto thresholds must be reachable on this instrument, and
+        a step's own record interval no faster than it records."""
+        if step.record_every is not None and step.record_every.value < cap.min_record_interval_s:
+            raise ConfigError(
+                field=where,
+                problem=f"record every {step.record_every} is shorter than the {cap.name}'s "
+                f"fastest recording; at least {format_duration(cap.min_record_interval_s)} "
+                "is allowed",
+            )
         for limit in step.limits:
             if isinstance(limit, VoltageBetween):
                 for q in (limit.low, limit.high):

@@ -173,6 +173,10 @@ def _window(protocol: Protocol, limits: tuple[Limit, ...]) -> Protection | None:
     )
 
 
+def _record_s(step: Rest | HoldVoltage | _CurrentStep) -> float | None:
+    return None if step.record_every is None else step.record_every.value
+
+
 def _compile_steps(protocol: Protocol) -> tuple[BtsStep, ...]:
     ids = bts_step_ids(protocol)  # refuses first what a step file cannot run
     out: list[BtsStep] = []
@@ -204,6 +208,7 @@ def _compile_step(
             StepType.REST,
             time_s=step.duration.value,
             protection=_window(protocol, step.limits),
+            record_interval_s=_record_s(step),
         )
     if isinstance(step, _CurrentStep):
         return BtsStep(
@@ -213,6 +218,7 @@ def _compile_step(
             capacity_mah=None if step.capacity is None else cell.capacity_mah_of(step.capacity),
             stop_voltage_v=None if step.until is None else step.until.value,
             protection=_window(protocol, step.limits),
+            record_interval_s=_record_s(step),
         )
     if isinstance(step, HoldVoltage):
         last_current = _last_current_before(protocol, number)
@@ -227,6 +233,7 @@ def _compile_step(
             if step.until_current is None
             else cell.current_ma(step.until_current),
             protection=_window(protocol, step.limits),
+            record_interval_s=_record_s(step),
         )
     assert isinstance(step, Repeat)
     if step.times > MAX_CYCLE_COUNT:

@@ -10,11 +10,11 @@ Steps read like PyBaMM experiment strings, with areal units::
     Repeat steps 2-3 500 times
     Set temperature to 60 °C and wait until within 1 °C for at most 2 h
 
-A Strip/Plate/Charge/Discharge, Hold or Rest step may end with its own safety window
-and a conditional jump (host-driven runs only), in this order::
+A Strip/Plate/Charge/Discharge, Hold or Rest step may end with its own safety window,
+its own record interval and a conditional jump (host-driven runs only), in this order::
 
     Strip at 0.5 mA/cm2 for 0.5 mAh/cm2 within -1 V and 1 V
-    Hold at 4.2 V until C/20 within 2 mA
+    Hold at 4.2 V until C/20 within 2 mA record every 1 s
     Strip at 0.5 mA/cm2 for 0.5 mAh/cm2 or until 1 V, then goto step 5 if voltage above 1 V
     Discharge at C/2 until 2.5 V, then goto step 1 if capacity reached 1.6 mAh
 
@@ -235,7 +235,7 @@ def _current_step(verb: str, words: _Words, source: str) -> Step:
     keyword = "for"
     while True:
         word = words.peek()
-        if ends and (word is None or word.lower() == "within"):
+        if ends and (word is None or word.lower() in _EXTRA_WORDS):
             break
         carried = False
         if ends and word is not None and word.lower() in ("or", "and"):
@@ -273,7 +273,7 @@ def _current_step(verb: str, words: _Words, source: str) -> Step:
         "charge": Charge,
         "discharge": Discharge,
     }
-    limits = _within(words)
+    limits, record_every = _within(words)
     return cls[verb.lower()](
         current,
         duration=ends.get("duration"),
@@ -281,17 +281,32 @@ def _current_step(verb: str, words: _Words, source: str) -> Step:
         until=ends.get("until"),
         source=source,
         limits=limits,
+        record_every=record_every,
     )
 
 
-def _within(words: _Words) -> tuple[Limit, ...]:
-    """``within <V> and <V>`` (a voltage window) and/or ``within <current>``, to the end."""
+_EXTRA_WORDS = ("within", "record")
+
+
+def _within(words: _Words) -> tuple[tuple[Limit, ...], Quantity | None]:
+    """``within <V> and <V>`` (a voltage window) and/or ``within <current>``, then
+    ``record every <time>``, to the end: (the windows, the step's record interval)."""
     limits: list[Limit] = []
+    record_every: Quantity | None = None
     while (word := words.peek()) is not None:
-        if word.lower() != "within":
+        if word.lower() == "record" and record_every is None:
+            words.pos += 1
+            words.keyword("every", "'record'")
+            record_every = words.quantity("a time")
+            if record_every.kind != "time":
+                msg = f"'record every' needs a time (s, min, h), got {record_every}"
+                raise _Syntax(msg)
+            continue
+        if word.lower() != "within" or record_every is not None:
             msg = (
-                f"unexpected {word!r} after the end of the step; allowed there: "
-                "'within <V> and <V>', 'within <current>', ', then goto step N if ...'"
+                f"unexpected {word!r} after the end of the step; allowed there, in this "
+                "order: 'within <V> and <V>', 'within <current>', 'record every <time>', "
+                "', then goto step N if ...'"
             )
             raise _Syntax(msg)
         words.pos += 1
@@ -311,7 +326,7 @@ def _within(words: _Words) -> tuple[Limit, ...]:
                 f"(within 2 mA), got {first} (a {first.kind})"
             )
             raise _Syntax(msg)
-    return tuple(limits)
+    return tuple(limits), record_every
 
 
 def _goto(text: str) -> Goto:
@@ -385,7 +400,7 @@ def _hold(words: _Words, source: str) -> HoldVoltage:
     after = "the voltage"
     while True:
         word = words.peek()
-        if (until or duration) and (word is None or word.lower() == "within"):
+        if (until or duration) and (word is None or word.lower() in _EXTRA_WORDS):
             break
         if (until or duration) and word is not None and word.lower() in ("or", "and"):
             words.pos += 1
@@ -401,9 +416,14 @@ def _hold(words: _Words, source: str) -> HoldVoltage:
         else:
             duration = words.quantity("a time")
             after = str(duration)
-    limits = _within(words)
+    limits, record_every = _within(words)
     return HoldVoltage(
-        voltage, until_current=until, duration=duration, source=source, limits=limits
+        voltage,
+        until_current=until,
+        duration=duration,
+        source=source,
+        limits=limits,
+        record_every=record_every,
     )
 
 
@@ -443,7 +463,8 @@ def _step(words: _Words, source: str) -> Step:
         case "rest":
             words.keyword("for", "'Rest'")
             duration = words.quantity("a time")
-            step: Step = Rest(duration, source=source, limits=_within(words))
+            limits, record_every = _within(words)
+            step: Step = Rest(duration, source=source, limits=limits, record_every=record_every)
         case "set":
             step = _set_temperature(words, source)
         case "strip" | "plate" | "charge" | "discharge":

@@ -225,3 +225,58 @@ def test_compile_warns_loudly_about_a_setpoint_the_file_cannot_hold(
     assert "WARNING" in err
     assert "step 1 'Set temperature to 25 °C' is not in the step file" in err
     assert parse_step_file(out.read_bytes()).steps[0].step_type is StepType.REST
+
+
+# ---------------------------------------------------------------- per-step record interval
+
+
+def test_compile_writes_a_steps_own_record_interval_into_its_record(tmp_path: Path) -> None:
+    """``record every 1 s`` on the strip: its ``<Record>`` holds 1 s, the others none
+    (they log at the protocol's 10 s)."""
+    text = WINDOWS.replace("within 0.45 mA", "within 0.45 mA record every 1 s")
+    code, out = _compile(tmp_path, text)
+    assert code == 0
+    step_file = parse_step_file(out.read_bytes())
+    assert [s.record_interval_s for s in step_file.steps[:3]] == [None, 1.0, None]
+    assert step_file.record_interval_s == 10.0
+
+
+def test_host_driven_runs_sample_a_step_at_its_own_record_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same file run host-driven: the dry run samples the strip every second."""
+    path = tmp_path / "p.toml"
+    path.write_text(WINDOWS)
+    assert main(["protocol", "check", str(path), "--host-driven"]) == 0
+    before = capsys.readouterr().out
+    path.write_text(WINDOWS.replace("within 0.45 mA", "within 0.45 mA record every 1 s"))
+    assert main(["protocol", "check", str(path), "--host-driven"]) == 0
+    after = capsys.readouterr().out
+
+    def samples(out: str) -> int:
+        return int(out.rsplit(" samples", 1)[0].rsplit(" ", 1)[1])
+
+    # Ten 1 h strips at 1 s instead of 10 s: 9 × 3600 more samples each, about.
+    assert samples(after) - samples(before) == pytest.approx(10 * 3240, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("record every 5 mA", "'record every' needs a time"),
+        ("record every 0.5 s", "at least 1 s is allowed"),
+        ("record every 5 s within -1 V and 1 V", "unexpected 'within'"),
+    ],
+)
+def test_a_bad_step_record_interval_is_refused_naming_the_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, message: str
+) -> None:
+    text = WINDOWS.replace(
+        "Plate at 0.5 mA/cm2 for 1 h within -0.8 V and 0.9 V", f"Plate at 0.5 mA/cm2 for 1 h {edit}"
+    )
+    code, out = _compile(tmp_path, text)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "step 3 'Plate at 0.5 mA/cm2 for 1 h" in err
+    assert message in err
+    assert not out.exists()

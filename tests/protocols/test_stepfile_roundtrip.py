@@ -27,6 +27,7 @@ from cellguard.protocols.script import (
     Strip,
     VoltageBetween,
     ma,
+    parse_step,
     seconds,
     to_step_file,
     volts,
@@ -55,12 +56,18 @@ def _protocols(draw: st.DrawFn) -> Protocol:
     steps: list[ScriptStep] = []
     for kind in draw(st.lists(st.sampled_from(["rest", "strip", "plate"]), min_size=1, max_size=6)):
         limits = draw(_window())
+        record = draw(st.none() | st.integers(1, 600).map(seconds))
         if kind == "rest":
-            steps.append(Rest(seconds(draw(_time_s)), limits=limits))
+            steps.append(Rest(seconds(draw(_time_s)), limits=limits, record_every=record))
         else:
             verb = Strip if kind == "strip" else Plate
             steps.append(
-                verb(ma(draw(_current_ma)), duration=seconds(draw(_time_s)), limits=limits)
+                verb(
+                    ma(draw(_current_ma)),
+                    duration=seconds(draw(_time_s)),
+                    limits=limits,
+                    record_every=record,
+                )
             )
     if draw(st.booleans()):
         first = draw(st.integers(1, len(steps)))
@@ -112,6 +119,8 @@ def test_compile_then_parse_gives_back_the_same_steps_and_every_limit(protocol: 
         )
         if not isinstance(script_step, Rest):
             assert step.current_ma == pytest.approx(script_step.current.value, abs=1e-6)
+        record = script_step.record_every
+        assert step.record_interval_s == (None if record is None else record.value)
         expected = _expected(protocol, script_step.limits)
         assert _numbers(step.protection) == pytest.approx(_numbers(expected), abs=1e-6)
     whole = _expected(protocol, tuple(protocol.limits))
@@ -123,3 +132,11 @@ def test_compile_then_parse_gives_back_the_same_steps_and_every_limit(protocol: 
             whole = replace(whole, current_upper_ma=backstop_ma, current_lower_ma=-backstop_ma)
     assert _numbers(parsed.protection) == pytest.approx(_numbers(whole), abs=1e-6)
     assert parsed.record_interval_s == protocol.record_every.value
+
+
+@settings(max_examples=60, deadline=None)
+@given(_protocols())
+def test_each_step_written_as_text_reads_back_the_same(protocol: Protocol) -> None:
+    """Windows and a step's own record interval survive the text form too."""
+    for number, step in enumerate(protocol.steps, start=1):
+        assert parse_step(step.text, number) == step
