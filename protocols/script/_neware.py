@@ -418,6 +418,8 @@ def describe(
             detail += "; step limits: " + ", ".join(
                 _window_text(protocol, limit) for limit in windows[number]
             )
+        if step.record_interval_s is not None:
+            detail += f"; record every {format_duration(step.record_interval_s)}"
         lines.append(f"{number:>4}  {name:<13} {detail}".rstrip())
     total_s, exact = expected_length_s(step_file)
     prefix = "" if exact else "at least "

@@ -230,7 +230,9 @@ def test_compile_warns_loudly_about_a_setpoint_the_file_cannot_hold(
 # ---------------------------------------------------------------- per-step record interval
 
 
-def test_compile_writes_a_steps_own_record_interval_into_its_record(tmp_path: Path) -> None:
+def test_compile_writes_a_steps_own_record_interval_into_its_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``record every 1 s`` on the strip: its ``<Record>`` holds 1 s, the others none
     (they log at the protocol's 10 s)."""
     text = WINDOWS.replace("within 0.45 mA", "within 0.45 mA record every 1 s")
@@ -239,6 +241,9 @@ def test_compile_writes_a_steps_own_record_interval_into_its_record(tmp_path: Pa
     step_file = parse_step_file(out.read_bytes())
     assert [s.record_interval_s for s in step_file.steps[:3]] == [None, 1.0, None]
     assert step_file.record_interval_s == 10.0
+    assert main(["protocol", "check", str(tmp_path / "p.toml")]) == 0
+    strip_line = next(line for line in capsys.readouterr().out.splitlines() if "CC_CHARGE" in line)
+    assert strip_line.endswith("; record every 1 s")
 
 
 def test_host_driven_runs_sample_a_step_at_its_own_record_interval(
