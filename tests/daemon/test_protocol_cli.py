@@ -5,16 +5,28 @@ from __future__ import annotations
 import stat
 import uuid
 import xml.etree.ElementTree as ET
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from shared import EXAMPLE_PROTOCOL
 
 from cellguard.daemon.cli import main
-from cellguard.drivers.neware import Protection, StepType, parse_step_file
+from cellguard.drivers import VirtualClock
+from cellguard.drivers.neware import (
+    ChannelId,
+    NewareClient,
+    NewareSimulator,
+    Protection,
+    StepType,
+    parse_step_file,
+)
+from cellguard.drivers.neware._simulator import CellSlot
+from cellguard.drivers.sim import SimCellSpec
 
 EXAMPLE = EXAMPLE_PROTOCOL
+CH = ChannelId(1, 1, 1)
 
 
 def test_check_shows_absolute_currents_and_the_expected_length(
@@ -285,3 +297,29 @@ def test_a_bad_step_record_interval_is_refused_naming_the_step(
     assert "step 3 'Plate at 0.5 mA/cm2 for 1 h" in err
     assert message in err
     assert not out.exists()
+
+
+async def test_a_compiled_file_runs_its_step_limits_and_record_intervals_on_the_simulator(
+    tmp_path: Path,
+) -> None:
+    """End to end over TCP: the strip logs at its own 5 s; the plating step's own 2 mV
+    window (under the cell's overpotential) trips the channel to protect at once."""
+    text = WINDOWS.replace("within 0.45 mA", "within 0.45 mA record every 5 s").replace(
+        "within -0.8 V and 0.9 V", "within -0.002 V and 0.002 V"
+    )
+    code, out = _compile(tmp_path, text)
+    assert code == 0
+    clock = VirtualClock()
+    slot = CellSlot(SimCellSpec(interphase="SEI", never_short=True))
+    sim = NewareSimulator(clock, cells={CH: slot}, epoch=datetime(2026, 1, 5, 9))
+    async with sim.serve() as (host, port), NewareClient(host, port) as client:
+        await client.start([(CH, "cell", str(out))])
+        clock.set(600 + 3000.0)
+        assert (await client.get_status([CH]))[CH] == "working"
+        clock.set(600 + 3600 + 120.0)
+        assert (await client.get_status([CH]))[CH] == "protect"
+        records = (await client.download(CH, 1, 1000)).records
+    strip_s = [r.test_time_ms / 1000 for r in records if r.step_id == 2]
+    assert {round(b - a, 3) for a, b in pairwise(strip_s[:-1])} == {5.0}
+    assert records[-1].step_id == 3
+    assert records[-1].test_time_ms <= (600 + 3600 + 10) * 1000
