@@ -307,6 +307,16 @@ def validate_steps(steps: tuple[Step, ...]) -> None:
             case StepType.END:
                 if index != len(steps):
                     raise ConfigError(field=where, problem="END may only be the last step")
+        if step.step_type in (StepType.CYCLE, StepType.END):
+            # A control step takes no time: the file has no place for these, and a
+            # limit written nowhere would be a limit dropped silently.
+            for name in ("protection", "record_interval_s"):
+                if getattr(step, name) is not None:
+                    raise ConfigError(
+                        field=f"{where}.{name}",
+                        problem=f"a {step.step_type.name} step cannot hold one; "
+                        "put it on the steps that run",
+                    )
         check_step_bounds(step, where)
 
 

@@ -497,3 +497,18 @@ def test_protection_bounds_the_wrong_way_round_are_refused() -> None:
             steps=(Step(StepType.END),),
             protection=Protection(current_upper_ma=0.45, current_lower_ma=0.5),
         )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"protection": Protection(voltage_upper_v=1.0)}, {"record_interval_s": 1.0}],
+)
+def test_a_loop_step_refuses_a_limit_the_file_has_no_place_for(extra: dict[str, Any]) -> None:
+    """Written nowhere, it would be dropped silently."""
+    steps = (
+        Step(StepType.REST, time_s=1.0),
+        Step(StepType.CYCLE, loop_start_step=1, cycle_count=2, **extra),
+        Step(StepType.END),
+    )
+    with pytest.raises(ConfigError, match=r"step 2\.\w+: a CYCLE step cannot hold one"):
+        StepFile(steps=steps)
