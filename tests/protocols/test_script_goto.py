@@ -48,7 +48,7 @@ from cellguard.protocols.script import (
 )
 from cellguard.protocols.script.library import asymmetric_cycling, symmetric_cycling
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "protocols" / "script" / "examples"
 SYM = CellSpec("symmetric", diameter_mm=10, thick_li_um=100)
 AREA = math.pi * 0.5**2
 
