@@ -760,6 +760,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             if runtime.state == "idle":
                 continue
             while True:
+                first = runtime.next_seq
                 got = await self._download_slice(client, runtime)
                 if got is None:
                     continue  # a bad record was skipped: go on after it
@@ -775,8 +776,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                     if not await self._recorded(client, runtime, rec):
                         break
                     taken += 1
+                if taken == len(reply.records) and reply.skipped:
+                    await self._skipped(runtime, first, reply)
                 # The position is saved once the sink has the samples (samples_stored).
-                if taken < asked:
+                if taken < len(reply.records) or runtime.next_seq < first + asked:
                     break
 
     async def _download_slice(
@@ -805,6 +808,20 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             log.error("%s %s: %s", self.name, channel, detail)  # noqa: TRY400 (said in detail)
             await self._emit(runtime, GuardEvent("skipped", detail=detail))
             return None
+
+    async def _skipped(self, runtime: ChannelRuntime, first: int, reply: DownloadReply) -> None:
+        """Records the driver could not read: alerted once each, and passed over."""
+        for skip in reply.skipped:
+            seq = skip.seq_id if skip.seq_id is not None else first + skip.position - 1
+            if seq < first:
+                continue  # before the slice asked for: not this slice's to report
+            runtime.next_seq = max(runtime.next_seq, seq + 1)
+            detail = (
+                f"recorded record {seq} of test {runtime.test_id or '?'} could not be read "
+                f"({skip.reason}); skipped, the records after it are stored and judged"
+            )
+            log.error("%s %s: %s", self.name, runtime.spec.channel, detail)
+            await self._emit(runtime, GuardEvent("skipped", detail=detail))
 
     async def _new_run(self, runtime: ChannelRuntime, test_id: int) -> None:
         """A new test on the channel (a new test id, records from 1): a new run.
@@ -875,8 +892,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         # Counted the moment it is queued: a halt judged on this very sample may lose
         # the link, and a queued sample must never be fetched (and stored) again by
         # this run. A restart resumes from stored_seq instead: what was only queued
-        # died with the process.
-        runtime.next_seq += 1
+        # died with the process. The position is the record's seqid, not a count: a
+        # record left out (unreadable) or sent twice never shifts the next one.
+        runtime.next_seq = rec.seq_id + 1
         runtime.test_start_unix_s = wall_unix_s - t_s
         runtime.samples += 1
         if runtime.halt is None:
