@@ -723,11 +723,13 @@ def decode_request(frame_bytes: bytes | str) -> Request:
 
 
 def _named_channels(root: Element) -> tuple[ChannelAddress, ...]:
+    """The channels the items of ``<list>`` name, or elements beside ``<cmd>`` (``reset``
+    names its channel that way); items that name no whole channel are passed over."""
     node = root.find("list")
-    if node is None:
-        return ()
+    candidates = list(node) if node is not None else []
+    candidates += [e for e in root if e.tag not in ("cmd", "list")]
     out = []
-    for element in node:
+    for element in candidates:
         if {"devid", "subdevid", "chlid"} <= element.attrib.keys():
             reader = _Reader(element, f"<{element.tag}>")
             out.append(

@@ -331,6 +331,11 @@ class NewareSimulator:
                 return each(lambda ch: False)
             case "resetalarm" | "chl_ctrl" | "reset":
                 return each(lambda ch: True)
+            case "broadcaststop" if not channels:
+                # A whole device is named (devtype and devid only): every test on it stops.
+                for channel in self._channels.values():
+                    channel.stop(now_s)
+                return OtherReply(cmd, result="ok")
             case "broadcaststop":
                 return each(lambda ch: ch.stop(now_s))
             case "goto" | "parallel":
