@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -282,3 +284,67 @@ def test_a_server_option_outside_its_choices_is_refused_naming_it(
 ) -> None:
     with pytest.raises(ConfigError, match=field):
         NewareSimulator(VirtualClock(), **options)  # type: ignore[arg-type]
+
+
+# ================================================================ the CLI
+
+
+_CLI = (sys.executable, "-m", "cellguard.daemon.cli")
+
+
+@asynccontextmanager
+async def _cli(*flags: str) -> AsyncIterator[tuple[str, int]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cellguard.daemon.cli",
+        "simulate",
+        "neware",
+        "--port",
+        "0",
+        "--speed",
+        "600",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            banner = (await proc.stdout.readline()).decode()
+        port = int(banner.split(" on ")[1].split(",")[0].rsplit(":", 1)[1])
+        yield banner, port
+    finally:
+        proc.terminate()
+        await proc.communicate()
+
+
+async def test_simulate_neware_serves_a_2025_server_when_asked(tmp_path: Path) -> None:
+    """`cellguard simulate neware --download-units mA --first-cycle-id 0`: the driver
+    finds mA and converts; cycles come from 0."""
+    async with (
+        _cli("--download-units", "mA", "--first-cycle-id", "0") as (banner, port),
+        NewareClient("127.0.0.1", port) as client,
+    ):
+        assert "download in mA, cycles from 0" in banner
+        await client.start([("1-1-1", "cli", str(_step_file(tmp_path)))])
+        page = await client.download("1-1-1", 1, 100)
+        async with asyncio.timeout(30):
+            while not any(r.current_a for r in page.records):  # polls the running test
+                page = await client.download("1-1-1", 1, 100)
+    assert page.units == "mA"
+    assert min(r.cycle_id for r in page.records) == 0
+    charging = [r.current_a for r in page.records if r.current_a]
+    assert charging == pytest.approx([0.5e-3 * 0.785] * len(charging))
+
+
+def test_simulate_neware_refuses_a_unit_it_does_not_know() -> None:
+    done = subprocess.run(
+        [*_CLI, "simulate", "neware", "--download-units", "Ah"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--download-units" in done.stderr
+    assert "'A', 'mA'" in done.stderr
