@@ -440,7 +440,8 @@ class NewareClient:
         """Work status of each channel (``working``, ``stop``, ``finish``, ...).
 
         ``channels`` defaults to every channel of the server. Replies are matched by
-        position, because the real server reports ``subdevid`` 1 for every channel.
+        position, because some servers sometimes report a wrong ``subdevid`` (one said 10
+        for unit 2): the address asked for is the one the answer is about.
         """
         addresses = self._resolve(channels, default_all=True)
         reply = await self._call(GetChlStatus(addresses), StatusReply)

@@ -3,7 +3,8 @@
 Units follow the wire (they are the instrument's), with the unit in every name:
 ``inquire`` reports volts, amperes, ampere-hours, watt-hours and seconds; ``download``
 records report volts, amperes, ampere-hours, watt-hours, test time in milliseconds and
-the local wall-clock time of the sample.
+the local wall-clock time of the sample. (A 2025 server sends ``download`` in mA, mAh
+and mWh; the client converts, and says so in :attr:`DownloadReply.units`.)
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ unreadable record is reported with its position and the page goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
+from cellguard.daemon.records import SampleRecord
 from cellguard.drivers import ProtocolViolation, VirtualClock
 from cellguard.drivers.neware import (
     ChannelId,
@@ -27,7 +30,9 @@ from cellguard.drivers.neware import (
     NewareSimulator,
     Request,
 )
+from cellguard.drivers.neware._simulator import CellSlot
 from cellguard.drivers.neware._units import beyond_range, judge_units
+from cellguard.drivers.sim import SimCellSpec
 from cellguard.protocols import Cell, GalvanostaticCycling, write_step_file
 
 EPOCH = datetime(2026, 1, 5, 9, 0, 0)
@@ -227,3 +232,67 @@ async def test_an_unreadable_record_is_reported_with_its_position_and_skipped(
     assert "'volt' is not finite" in page.skipped[0].reason
     assert "'cap' is missing" in page.skipped[1].reason
     assert "position 3 of the page (seqid 3) skipped" in caplog.text
+
+
+# ================================================================ through the guard
+
+
+class _Silent:
+    """A publisher and state store that keep nothing."""
+
+    async def publish_event(self, event: object) -> None:
+        pass
+
+    async def publish_status(self, tags: object, status: object) -> None:
+        pass
+
+    def save_state(self, tags: object, state: str, last_seq: int, detail: str) -> None:
+        pass
+
+    def load_state(self, instrument: str, channel: str) -> None:
+        return None
+
+
+async def test_the_guard_stores_a_2025_servers_samples_in_amperes(tmp_path: Path) -> None:
+    """End to end: a mA server, the supervisor in run mode; every recorded sample it
+    queues carries amperes and ampere-hours (read as A they would be 1000× too large)."""
+    clock = VirtualClock()
+    sim = NewareSimulator(
+        clock,
+        cells={CH: CellSlot(SimCellSpec("SEI", never_short=True))},
+        epoch=EPOCH,
+        download_units="mA",
+    )
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=100_000)
+    protocol = GalvanostaticCycling(Cell.symmetric(AREA_CM2), cycles=10)
+    async with sim.serve() as (_, port):
+        sup = InstrumentSupervisor(
+            "ct4008",
+            lambda: NewareClient("127.0.0.1", port, timeout_s=5.0),
+            [ChannelSpec(CH, "symmetric", "SEI", "run", protocol)],
+            queue,  # type: ignore[arg-type]
+            _Silent(),  # type: ignore[arg-type]
+            clock=clock,
+            poll_interval_s=60.0,
+            download_interval_s=600.0,
+            state=_Silent(),  # type: ignore[arg-type]
+            step_file_dir=tmp_path,
+        )
+        task = asyncio.create_task(sup.run())
+        try:
+            await clock.wait_until_sleeping(task)
+            for _ in range(3 * 60):  # three hours, a poll a minute
+                await clock.advance(60.0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    recorded = [
+        s
+        for s in (queue.get_nowait() for _ in range(queue.qsize()))
+        if isinstance(s, SampleRecord) and s.source == "recorded"
+    ]
+    assert len(recorded) > 100
+    assert sup.channels[CH].state == "running"  # no halt on a 1000× voltage-current mix-up
+    currents = [abs(s.current_a) for s in recorded if s.current_a]
+    assert currents == pytest.approx([CURRENT_A] * len(currents))
+    assert max(s.capacity_mah for s in recorded) <= CURRENT_A * 1000 * 2.0 + 1e-9

@@ -93,6 +93,16 @@ __all__ = [
 _RUNNING = ("working", "pause")
 
 
+def _programmed_a(runtime: ChannelRuntime) -> float | None:
+    """The current the daemon's own protocol programs on the channel, A (None: monitored).
+
+    It tells the driver whether a server's ``download`` is in A or mA when the channel
+    has no live current to compare (a rest, a pause, a restart after the test ended).
+    """
+    protocol = runtime.spec.protocol
+    return None if protocol is None else protocol.current_a
+
+
 def step_kind_of(step_type: str | None) -> StepKind | None:
     """The detectors' step kind of a BTS step type (``cc``, ``rest``...); None if absent."""
     return None if step_type is None else neware_step_kind(step_type)
@@ -221,6 +231,8 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         return self._connect()
 
     async def _open(self, link: NewareClient) -> None:
+        # A help in telling a server's mA downloads from A ones (a value beyond the range).
+        link.current_range_a = self._limits.current_range_ma / 1000.0
         await link.connect()
 
     async def _close(self, link: NewareClient) -> None:
@@ -431,7 +443,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         if not resumed or last < 1 or runtime.recorded.samples > 0:
             return
         tail = await client.download(
-            runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+            runtime.spec.channel,
+            max(1, last - DOWNLOAD_PAGE + 1),
+            DOWNLOAD_PAGE,
+            programmed_current_a=_programmed_a(runtime),
         )
         records = [r for r in tail.records if r.seq_id <= last]
         if len(records) >= 2:
@@ -443,7 +458,12 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             first = last - wanted + 1
             while first < records[0].seq_id:
                 start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
-                page = await client.download(runtime.spec.channel, start, records[0].seq_id - start)
+                page = await client.download(
+                    runtime.spec.channel,
+                    start,
+                    records[0].seq_id - start,
+                    programmed_current_a=_programmed_a(runtime),
+                )
                 records = [*page.records, *records]
                 if not page.records:
                     break
@@ -791,8 +811,11 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         with an alert, so it never holds up the rows after it or the other channels."""
         channel = runtime.spec.channel
         asked = 1 if runtime.next_seq < runtime.one_by_one_until else DOWNLOAD_SLICE
+        programmed_a = _programmed_a(runtime)
         try:
-            return await client.download(channel, runtime.next_seq, asked), asked
+            return await client.download(
+                channel, runtime.next_seq, asked, programmed_current_a=programmed_a
+            ), asked
         except ProtocolViolation as err:
             if not client.connected:
                 raise  # out of step: the link is gone, not a record
