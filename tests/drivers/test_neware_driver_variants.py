@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from shared import NEWARE_API_FIXTURES
 
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.records import SampleRecord
@@ -29,6 +30,7 @@ from cellguard.drivers.neware import (
     NewareClient,
     NewareSimulator,
     Request,
+    decode_reply,
 )
 from cellguard.drivers.neware._simulator import CellSlot
 from cellguard.drivers.neware._units import beyond_range, judge_units
@@ -296,3 +298,19 @@ async def test_the_guard_stores_a_2025_servers_samples_in_amperes(tmp_path: Path
     currents = [abs(s.current_a) for s in recorded if s.current_a]
     assert currents == pytest.approx([CURRENT_A] * len(currents))
     assert max(s.capacity_mah for s in recorded) <= CURRENT_A * 1000 * 2.0 + 1e-9
+
+
+def test_a_2025_devinfo_with_client_dev_and_xwj_elements_decodes() -> None:
+    """A 2025 server adds <client> and, under <server>, <dev>/<xwj> (realworld.md)."""
+    raw = (NEWARE_API_FIXTURES / "get_devinfo_response.xml").read_bytes()
+    richer = raw.replace(
+        b'    <server ip="127.0.0.1" port="3306" />',
+        b'    <server ip="127.0.0.1" port="3306" version="8.0.0.520" devCount="1">\r\n'
+        b'      <dev ip="127.0.0.1" devid="21" zwjVersion="1.2" xwjCount="2">\r\n'
+        b'        <xwj subdevid="1" /><xwj subdevid="2" />\r\n'
+        b"      </dev>\r\n"
+        b"    </server>",
+    ).replace(b"  <serverip", b'  <client version="2025.3.17" />\r\n  <serverip')
+    assert richer.count(b"<xwj") == 2
+    assert b"<client" in richer
+    assert decode_reply(richer) == decode_reply(raw)
