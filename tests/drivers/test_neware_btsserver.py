@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from xml.etree.ElementTree import fromstring
 
 import pytest
 from shared import NEWARE_API_FIXTURES
@@ -20,12 +21,25 @@ from shared import NEWARE_API_FIXTURES
 from cellguard.drivers import ConfigError, VirtualClock
 from cellguard.drivers.neware import (
     ChannelId,
+    ClearFlag,
+    Connect,
+    Download,
+    DownloadLog,
     DownloadStepLayer,
+    GetChlStatus,
+    GetDevInfo,
+    Inquire,
+    InquireDf,
+    Light,
     NewareClient,
     NewareSimulator,
     OtherReply,
+    Request,
     RequestSplitter,
+    Start,
+    StartItem,
     StepLayerReply,
+    Stop,
     decode_reply,
     encode_reply,
 )
@@ -348,3 +362,56 @@ def test_simulate_neware_refuses_a_unit_it_does_not_know() -> None:
     assert done.returncode == 2
     assert "--download-units" in done.stderr
     assert "'A', 'mA'" in done.stderr
+
+
+# ================================================================ against the recordings
+
+
+def _vocabulary(raw: bytes) -> dict[str, set[tuple[str, ...]]]:
+    """Each element name of a reply with the attribute lists (in order) it carries."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for element in fromstring(raw.removesuffix(TERMINATOR)).iter():
+        out.setdefault(element.tag, set()).add(tuple(element.attrib))
+    return out
+
+
+def _recorded_session(tmp_path: Path) -> dict[str, bytes]:
+    """The simulator's reply to each request a recorded fixture answers (devid 21)."""
+    clock = VirtualClock()
+    sim = NewareSimulator(clock, units=2, devid=21, epoch=EPOCH)
+    every = tuple(c.address for c in sim.channels.values())
+    one = every[0]
+    step_file = str(_step_file(tmp_path))
+    replies = {"start": sim.respond(Start((StartItem(one, "x", step_file),)))}
+    clock.set(3 * 3600.0)  # a few steps done: every reply has items
+    requests: dict[str, Request] = {
+        "connect": Connect(),
+        "getdevinfo": GetDevInfo(),
+        "getchlstatus": GetChlStatus(every),
+        "inquire": Inquire(every),
+        "inquiredf": InquireDf(every),
+        "download": Download(one, 1, 10),
+        "downloadlog": DownloadLog(one),
+        "downloadStepLayer": DownloadStepLayer(one),
+        "light": Light((one,)),
+        "stop": Stop((one,)),
+        "clearflag": ClearFlag((one,)),
+    }
+    replies |= {name: sim.respond(request) for name, request in requests.items()}
+    return replies
+
+
+def test_every_reply_uses_the_recorded_servers_elements_and_attributes(tmp_path: Path) -> None:
+    """Element names, attribute names and their order as the recorded BTS 8 server
+    writes them, reply kind by reply kind."""
+    recorded: dict[str, dict[str, set[tuple[str, ...]]]] = {}
+    for path in NEWARE_API_FIXTURES.glob("*.xml"):
+        raw = path.read_bytes()
+        cmd = _cmd(raw).removesuffix("_resp").replace("donwload", "download")
+        for tag, attrs in _vocabulary(raw).items():
+            recorded.setdefault(cmd, {}).setdefault(tag, set()).update(attrs)
+    for cmd, reply in _recorded_session(tmp_path).items():
+        ours = _vocabulary(reply)
+        assert ours.keys() == recorded[cmd].keys(), cmd
+        for tag, attrs in ours.items():
+            assert attrs <= recorded[cmd][tag], (cmd, tag, attrs - recorded[cmd][tag])
