@@ -639,9 +639,9 @@ class NewareClient:
         units = judge_units(currents, programmed_current_a)
         basis = "the programmed current"
         if units is None:
-            live = (await self.inquire(channel))[channel]
-            units = judge_units(currents, live.current_a)
-            basis = f"the live inquire current ({live.current_a:g} A)"
+            live_a = await self._live_current_a(channel)
+            units = judge_units(currents, live_a)
+            basis = f"the live inquire current ({live_a} A)"
         if units is None and self.current_range_a and beyond_range(currents, self.current_range_a):
             units = "mA"
             basis = f"the current range ({self.current_range_a:g} A)"
@@ -669,6 +669,20 @@ class NewareClient:
             "; converted to A/Ah/Wh" if units == "mA" else "",
         )
         return units
+
+    async def _live_current_a(self, channel: ChannelId) -> float | None:
+        """The channel's live current, A; None if the server's inquire says nothing usable.
+
+        A malformed inquire must not fail the download it only helps to read (a caller
+        would take the page for unreadable); a lost link still raises.
+        """
+        try:
+            return (await self.inquire(channel))[channel].current_a
+        except ProtocolViolation as err:
+            if not self.connected:
+                raise
+            _log.info("download units of %s: inquire gave no current (%s)", channel, err)
+            return None
 
     async def download_log(self, channel: ChannelArg, test_id: int = 0) -> DownloadLogReply:
         """The event log (log codes with wall-clock times) of a test; 0 = latest test."""
@@ -720,6 +734,11 @@ def _in_seq_order(
     A server that repeats a record (or sends one from before ``start_pos``) must not
     make a caller counting records skip the next one: positions come from seqids.
     """
+    if records and records[0].seq_id == start_pos:
+        # The usual page, seqids from start_pos one by one: checked at C speed.
+        seq_ids = [r.seq_id for r in records]
+        if seq_ids == list(range(start_pos, start_pos + len(records))):
+            return tuple(records)
     seen: dict[int, DownloadRecord] = {}
     for record in records:
         if record.seq_id >= start_pos:

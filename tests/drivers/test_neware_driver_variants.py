@@ -314,3 +314,23 @@ def test_a_2025_devinfo_with_client_dev_and_xwj_elements_decodes() -> None:
     assert richer.count(b"<xwj") == 2
     assert b"<client" in richer
     assert decode_reply(richer) == decode_reply(raw)
+
+
+def _inquire_without_current(request: Request, reply: bytes) -> bytes:
+    if isinstance(request, Inquire):
+        return re.sub(rb' current="[^"]*"', b"", reply)
+    return reply
+
+
+async def test_a_broken_inquire_does_not_make_the_page_unreadable(tmp_path: Path) -> None:
+    """The inquire only helps to judge the unit: without it the page is still read
+    (and the unit left open), and the link stays up."""
+    async with running(tmp_path, _inquire_without_current, download_units="mA") as (
+        client,
+        _,
+        _,
+    ):
+        page = await client.download(CH, 1, 10)
+        assert client.connected
+    assert len(page.records) == 10
+    assert CH not in client.download_units

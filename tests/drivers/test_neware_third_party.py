@@ -334,11 +334,17 @@ AURORA_CALLS = [
 ]
 
 
-async def test_every_aurora_neware_call_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("termination", ["\n\n#\r\n", "#\r\n"], ids=["its own", "#CRLF"])
+async def test_every_aurora_neware_call_works(tmp_path: Path, termination: str) -> None:
+    """As published (</bts>\n\n#\r\n), and sending </bts>#\r\n as the API document
+    has it (aurora then also reads up to #\r\n, which a reply ends with too)."""
     step_file = _step_file(tmp_path)
     tally = _Tally()
     async with _simulator() as (_, clock, port):
         api = NewareAPI("127.0.0.1", port)
+        api.termination = termination
+        # A reply that never comes fails the test instead of blocking its thread.
+        api.neware_socket.settimeout(REPLY_TIMEOUT_S)
         await asyncio.to_thread(_aurora_first_half, api, tally, step_file)
         clock.set(3600.0)  # an hour of the test recorded
         await asyncio.to_thread(_aurora_second_half, api, tally)
