@@ -271,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="largest current a channel can source or sink, mA",
     )
+    neware.add_argument(
+        "--download-units",
+        choices=("A", "mA"),
+        default="A",
+        help="download current/capacity/energy in A/Ah/Wh (recorded server) or "
+        "mA/mAh/mWh (a 2025 server)",
+    )
+    neware.add_argument(
+        "--first-cycle-id",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="the first cycleid in download (some servers count from 0)",
+    )
     modbus = sim_sub.add_parser(
         "modbus",
         help="a cycler (id 1), a temperature chamber (2) and a pressure cell (3) over Modbus",
@@ -513,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     speed=args.speed,
                     seed=args.seed,
                     current_range_ma=args.current_range_ma,
+                    download_units=args.download_units,
+                    first_cycle_id=args.first_cycle_id,
                 )
             )
             return 0

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from cellguard.drivers.clock import ScaledClock
-from cellguard.drivers.neware import NewareSimulator
+from cellguard.drivers.neware import DownloadUnits, NewareSimulator
 
 # How often the simulation is brought up to the present even when nobody asks, so a
 # long quiet spell at a high speed-up never costs one huge burst of work later.
@@ -24,11 +24,24 @@ async def serve_neware(
     speed: float,
     seed: int,
     current_range_ma: float,
+    download_units: DownloadUnits = "A",
+    first_cycle_id: int = 1,
 ) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM.
+
+    ``download_units`` and ``first_cycle_id`` choose which server version to be: the
+    recorded one (A/Ah/Wh, cycles from 1) or a 2025 one (mA/mAh/mWh, and some number
+    ``download`` cycles from 0).
+    """
     clock = ScaledClock(speed)
     simulator = NewareSimulator(
-        clock, units=units, devid=devid, seed=seed, current_range_ma=current_range_ma
+        clock,
+        units=units,
+        devid=devid,
+        seed=seed,
+        current_range_ma=current_range_ma,
+        download_units=download_units,
+        first_cycle_id=first_cycle_id,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -39,7 +52,8 @@ async def serve_neware(
         channels = ", ".join(str(c) for c in simulator.channels)
         print(
             f"Simulated Neware CT-4008 (BTS 8 API) on {bound_host}:{bound_port}, "
-            f"{units} unit(s), speed ×{speed:g}, seed {seed}\nchannels: {channels}",
+            f"{units} unit(s), speed ×{speed:g}, seed {seed}, download in {download_units}, "
+            f"cycles from {first_cycle_id}\nchannels: {channels}",
             flush=True,
         )
         while not stop.is_set():

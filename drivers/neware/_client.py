@@ -12,11 +12,12 @@ next request. Reconnecting is the caller's policy; the client is reusable after
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import groupby
+from itertools import groupby, pairwise
 from types import TracebackType
 from typing import Protocol, Self, TypeAlias, TypeVar, assert_never
 
@@ -43,8 +44,10 @@ from cellguard.drivers.neware._messages import (
     Download,
     DownloadLog,
     DownloadLogReply,
+    DownloadRecord,
     DownloadReply,
     DownloadStepLayer,
+    DownloadUnits,
     GetChlStatus,
     GetDevInfo,
     Inquire,
@@ -53,6 +56,8 @@ from cellguard.drivers.neware._messages import (
     InquireRecord,
     InquireReply,
     Light,
+    OtherCommand,
+    OtherReply,
     Pause,
     Reply,
     Request,
@@ -63,6 +68,7 @@ from cellguard.drivers.neware._messages import (
     Stop,
 )
 from cellguard.drivers.neware._transport import TcpTransport
+from cellguard.drivers.neware._units import beyond_range, judge_units, to_amperes
 
 __all__ = ["DEFAULT_TIMEOUT_S", "NewareClient", "WireTap"]
 
@@ -111,6 +117,8 @@ def _reply_cmd(reply: Reply) -> str:
             return "donwloadlog_resp"
         case StepLayerReply():
             return "downloadStepLayer_resp"
+        case OtherReply(cmd=cmd):
+            return f"{cmd}_resp"
     assert_never(reply)
 
 
@@ -171,6 +179,11 @@ class NewareClient:
         self._addresses: dict[ChannelId, ChannelAddress] = {}
         self.tap: WireTap | None = None
         """Optional timestamps at the wire (see :class:`WireTap`); ``None``: off."""
+        self.current_range_a: float | None = None
+        """The channels' current range, A, if known: a help in judging download units."""
+        self.download_units: dict[ChannelId, DownloadUnits] = {}
+        """Per channel, the unit its ``download`` was found in (``"A"`` or ``"mA"``)."""
+        self._units_unsure: set[ChannelId] = set()  # warned once until judged
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "closed"
@@ -325,11 +338,37 @@ class NewareClient:
         async with self._lock:
             return await self._exchange(req, timeout_s)
 
-    async def _call(self, req: Request, reply_type: type[_R]) -> _R:
-        reply = await self.request(req)
-        # request() already checked the <cmd>, and each <cmd> decodes to one type.
-        assert isinstance(reply, reply_type), reply
-        return reply
+    async def _call(
+        self,
+        req: Request,
+        reply_type: type[_R],
+        about: tuple[ChannelAddress, ...] | None = None,
+    ) -> _R:
+        """Request ``req``; with ``about``, a reply about any other channel is refused.
+
+        Such a reply is not data: most likely it is a late answer to an earlier
+        request, so the link is closed (replies are out of step) and
+        :class:`ProtocolViolation` raised.
+        """
+        async with self._lock:
+            reply = await self._exchange(req, self.timeout_s)
+            # _exchange() already checked the <cmd>, and each <cmd> decodes to one type.
+            assert isinstance(reply, reply_type), reply
+            if about is not None:
+                strangers = _strangers(reply, about)
+                if strangers:
+                    cmd = reply_name(req)
+                    why = (
+                        f"{cmd} about {', '.join(strangers)}, which the request did not "
+                        f"name (asked: {_describe_channels(a.channel for a in about)})"
+                    )
+                    await self._lose_link(why)
+                    msg = (
+                        f"the BTS server at {self._where} answered with a {why}; not taken "
+                        "as data, and the connection was closed because replies are out of step"
+                    )
+                    raise ProtocolViolation(msg)
+            return reply
 
     async def _exchange(self, req: Request, timeout_s: float) -> Reply:
         """One request/reply round trip; the caller holds the lock."""
@@ -401,7 +440,8 @@ class NewareClient:
         """Work status of each channel (``working``, ``stop``, ``finish``, ...).
 
         ``channels`` defaults to every channel of the server. Replies are matched by
-        position, because the real server reports ``subdevid`` 1 for every channel.
+        position, because some servers sometimes report a wrong ``subdevid`` (one said 10
+        for unit 2): the address asked for is the one the answer is about.
         """
         addresses = self._resolve(channels, default_all=True)
         reply = await self._call(GetChlStatus(addresses), StatusReply)
@@ -426,7 +466,7 @@ class NewareClient:
         ``channels`` defaults to every channel of the server.
         """
         addresses = self._resolve(channels, default_all=True)
-        reply = await self._call(Inquire(addresses), InquireReply)
+        reply = await self._call(Inquire(addresses), InquireReply, addresses)
         return _by_channel("inquire", addresses, reply.items)
 
     async def inquire_df(
@@ -437,7 +477,7 @@ class NewareClient:
         ``channels`` defaults to every channel of the server.
         """
         addresses = self._resolve(channels, default_all=True)
-        reply = await self._call(InquireDf(addresses), InquireDfReply)
+        reply = await self._call(InquireDf(addresses), InquireDfReply, addresses)
         return _by_channel("inquiredf", addresses, reply.items)
 
     async def start(
@@ -507,7 +547,7 @@ class NewareClient:
         req: Start | Stop | ClearFlag | Light | Pause | Continue,
         addresses: tuple[ChannelAddress, ...],
     ) -> None:
-        reply = await self._call(req, CommandReply)
+        reply = await self._call(req, CommandReply, addresses)
         name = reply.command
         answered = {r.address.channel for r in reply.items}
         # A channel the server did not answer for is not known to have obeyed; for a
@@ -530,29 +570,130 @@ class NewareClient:
             _describe_channels(a.channel for a in addresses),
         )
 
+    async def command(
+        self, cmd: str, channels: Iterable[ChannelArg] | ChannelArg | None = None
+    ) -> OtherReply:
+        """Send a command without a typed helper (``getpause``, ``goto``, ...) as is.
+
+        ``channels`` are listed in its ``<list>`` (none: no list). The reply's items
+        say ok or false per channel; a reply without a list carries one ``result``.
+        """
+        addresses = () if channels is None else self._resolve(channels, default_all=False)
+        return await self._call(OtherCommand(cmd, addresses), OtherReply, addresses or None)
+
     async def download(
-        self, channel: ChannelArg, start_pos: int, count: int, test_id: int = 0
+        self,
+        channel: ChannelArg,
+        start_pos: int,
+        count: int,
+        test_id: int = 0,
+        *,
+        programmed_current_a: float | None = None,
     ) -> DownloadReply:
         """Recorded samples of a test: ``count`` records from seqid ``start_pos``.
 
         ``test_id`` 0 means the channel's latest test. Records carry V, A, Ah, Wh, the
-        test time in ms and the local wall-clock time.
+        test time in ms and the local wall-clock time, whatever unit the server used:
+        the unit (A/Ah/Wh or mA/mAh/mWh) is judged against ``programmed_current_a``
+        (the step file's current, if known) or the live ``inquire`` current, logged,
+        kept in :attr:`download_units` and given in the reply's ``units``.
+
+        Records come in seqid order from ``start_pos``, each once (a repeated record is
+        dropped, so counting positions never skips one). A record that cannot be read
+        is left out and listed in ``skipped`` with its position; the others are kept.
+        A reply about another channel raises :class:`ProtocolViolation` (link closed).
         """
         if start_pos < 0:
             raise ConfigError(field="start_pos", problem=f"must be 0 or more, got {start_pos}")
         if count < 1:
             raise ConfigError(field="count", problem=f"must be 1 or more, got {count}")
-        req = Download(self.address(channel), start_pos, count, test_id)
-        return await self._call(req, DownloadReply)
+        address = self.address(channel)
+        req = Download(address, start_pos, count, test_id)
+        reply = await self._call(req, DownloadReply, (address,))
+        for skip in reply.skipped:
+            seq = f"seqid {skip.seq_id}" if skip.seq_id is not None else "seqid unreadable"
+            _log.warning(
+                "download %s from %d: record at position %d of the page (%s) skipped: %s",
+                address.channel,
+                start_pos,
+                skip.position,
+                seq,
+                skip.reason,
+            )
+        records = _in_seq_order(address.channel, start_pos, reply.records)
+        units = await self._download_units(address.channel, records, programmed_current_a)
+        return dataclasses.replace(reply, records=to_amperes(records, units), units=units)
+
+    async def _download_units(
+        self,
+        channel: ChannelId,
+        records: Sequence[DownloadRecord],
+        programmed_current_a: float | None,
+    ) -> DownloadUnits:
+        known = self.download_units.get(channel)
+        if known is not None:
+            return known
+        currents = [r.current_a for r in records]
+        if not any(currents):
+            return "A"  # no current in the page: nothing the unit could scale
+        units = judge_units(currents, programmed_current_a)
+        basis = "the programmed current"
+        if units is None:
+            live_a = await self._live_current_a(channel)
+            units = judge_units(currents, live_a)
+            basis = f"the live inquire current ({live_a} A)"
+        if units is None and self.current_range_a and beyond_range(currents, self.current_range_a):
+            units = "mA"
+            basis = f"the current range ({self.current_range_a:g} A)"
+        if units is None:
+            if channel not in self._units_unsure:
+                self._units_unsure.add(channel)
+                _log.warning(
+                    "download %s on BTS server %s: cannot tell yet whether current, capacity "
+                    "and energy are in A/Ah/Wh or mA/mAh/mWh (no live or programmed current "
+                    "to compare); read as A/Ah/Wh, as the API document gives them, until one is",
+                    channel,
+                    self._where,
+                )
+            return "A"
+        self._units_unsure.discard(channel)
+        self.download_units[channel] = units
+        names = "A/Ah/Wh" if units == "A" else "mA/mAh/mWh"
+        _log.warning(
+            "download %s on BTS server %s reports current, capacity and energy in %s "
+            "(found against %s)%s",
+            channel,
+            self._where,
+            names,
+            basis,
+            "; converted to A/Ah/Wh" if units == "mA" else "",
+        )
+        return units
+
+    async def _live_current_a(self, channel: ChannelId) -> float | None:
+        """The channel's live current, A; None if the server's inquire says nothing usable.
+
+        A malformed inquire must not fail the download it only helps to read (a caller
+        would take the page for unreadable); a lost link still raises.
+        """
+        try:
+            return (await self.inquire(channel))[channel].current_a
+        except ProtocolViolation as err:
+            if not self.connected:
+                raise
+            _log.info("download units of %s: inquire gave no current (%s)", channel, err)
+            return None
 
     async def download_log(self, channel: ChannelArg, test_id: int = 0) -> DownloadLogReply:
         """The event log (log codes with wall-clock times) of a test; 0 = latest test."""
-        return await self._call(DownloadLog(self.address(channel), test_id), DownloadLogReply)
+        address = self.address(channel)
+        return await self._call(DownloadLog(address, test_id), DownloadLogReply, (address,))
 
     async def download_step_layer(self, channel: ChannelArg, test_id: int = 0) -> StepLayerReply:
         """Per-step summary of a test (ms, V, A, Ah, Wh per step); 0 = latest test."""
-        req = DownloadStepLayer(self.address(channel), test_id)
-        return await self._call(req, StepLayerReply)
+        address = self.address(channel)
+        req = DownloadStepLayer(address, test_id)
+        return await self._call(req, StepLayerReply, (address,))
 
 
 _Item = TypeVar("_Item", InquireRecord, DataCount)
@@ -568,3 +709,48 @@ def _by_channel(
         msg = f"{cmd}: the reply has no item for {', '.join(missing)}"
         raise ProtocolViolation(msg)
     return {a.channel: got[a.channel] for a in addresses}
+
+
+def _strangers(reply: Reply, asked: tuple[ChannelAddress, ...]) -> list[str]:
+    """The channels ``reply`` is about that ``asked`` does not name."""
+    named = {a.channel for a in asked}
+    match reply:
+        case DownloadReply(address=a) | DownloadLogReply(address=a) | StepLayerReply(address=a):
+            about = [a.channel]
+        case InquireReply(items) | InquireDfReply(items):
+            about = [item.address.channel for item in items]
+        case CommandReply(items=results) | OtherReply(items=results):
+            about = [r.address.channel for r in results]
+        case _:
+            about = []
+    return sorted({str(c) for c in about if c not in named})
+
+
+def _in_seq_order(
+    channel: ChannelId, start_pos: int, records: Sequence[DownloadRecord]
+) -> tuple[DownloadRecord, ...]:
+    """Each record once, from ``start_pos`` on, in seqid order.
+
+    A server that repeats a record (or sends one from before ``start_pos``) must not
+    make a caller counting records skip the next one: positions come from seqids.
+    """
+    if records and records[0].seq_id == start_pos:
+        # The usual page, seqids from start_pos one by one: checked at C speed.
+        seq_ids = [r.seq_id for r in records]
+        if seq_ids == list(range(start_pos, start_pos + len(records))):
+            return tuple(records)
+    seen: dict[int, DownloadRecord] = {}
+    for record in records:
+        if record.seq_id >= start_pos:
+            seen.setdefault(record.seq_id, record)
+    if len(seen) != len(records):
+        _log.warning(
+            "download %s from %d: %d repeated or earlier record(s) dropped",
+            channel,
+            start_pos,
+            len(records) - len(seen),
+        )
+    ordered = tuple(seen.values())
+    if any(a.seq_id > b.seq_id for a, b in pairwise(ordered)):
+        ordered = tuple(sorted(ordered, key=lambda r: r.seq_id))
+    return ordered

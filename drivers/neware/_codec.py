@@ -2,11 +2,13 @@
 
 No sockets and no awaits here, so every rule is testable (and fuzzable) on plain
 bytes. Requests and replies are ``<?xml ...?><bts version="1.0">...</bts>`` documents;
-on the wire every frame ends with ``\\n\\n#\\r\\n``. Replies are encoded the way the
-real server writes them, quirks included: CRLF line ends, two-space indentation, the
-misspelt ``donwload_resp`` and ``donwloadlog_resp``, and (in ``getchlstatus``) a
-``subdevid`` that is always reported as 1. The decoder accepts both spellings and
-never trusts ``count`` attributes (the real server gets them wrong).
+replies end with ``\\n\\n#\\r\\n``. Requests end with ``#\\r\\n`` (the API document) or,
+as public clients send them, ``\\n\\n#\\r\\n``, ``</bts>#\\r\\n`` or ``</bts>\\r\\n#\\r\\n``: a
+real server answers all of them, and so does :class:`RequestSplitter`. Replies are
+encoded the way the real server writes them, quirks included: CRLF line ends,
+two-space indentation, the misspelt ``donwload_resp`` and ``donwloadlog_resp``. The
+decoder accepts both spellings and never trusts ``count`` attributes (the real server
+gets them wrong).
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ from cellguard.drivers.neware._messages import (
     InquireReply,
     Light,
     LogRecord,
+    OtherCommand,
+    OtherReply,
     Pause,
     Reply,
     Request,
+    SkippedRecord,
     Start,
     StartItem,
     StatusReply,
@@ -62,6 +67,10 @@ from cellguard.drivers.neware._messages import (
 )
 
 TERMINATOR = b"\n\n#\r\n"
+# The end of a request as the BTS API document (v1.19) gives it; every request
+# framing a real server accepts ends with it.
+REQUEST_END = b"#\r\n"
+_BTS_CLOSE = b"</bts>"
 # A download of 1000 records is ~250 kB; anything this large without a terminator is
 # not a BTS frame, and buffering it further would only eat memory.
 DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
@@ -129,6 +138,56 @@ class FrameSplitter:
             size = len(self._buffer)
             self._buffer.clear()
             msg = f"no frame terminator within {size} bytes (limit {self._max_frame_bytes})"
+            raise ProtocolViolation(msg)
+        return frames
+
+
+class RequestSplitter:
+    """Cuts a client's byte stream into requests, in every framing real servers accept.
+
+    A request ends at a ``#\\r\\n`` that follows its ``</bts>`` (whitespace between them
+    allowed): ``#\\r\\n``, ``\\n\\n#\\r\\n``, ``</bts>#\\r\\n`` and ``</bts>\\r\\n#\\r\\n`` all
+    end one. A ``#\\r\\n`` inside the document (in a barcode, say) does not. Frames come
+    out without the terminator and without the whitespace before it. Past
+    ``max_frame_bytes`` without an end, :class:`ProtocolViolation`.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_frame_bytes = max_frame_bytes
+        self._search_from = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received that do not yet form a whole request."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every request now complete."""
+        self._buffer += data
+        frames: list[bytes] = []
+        start = 0
+        while True:
+            end = self._buffer.find(REQUEST_END, max(start, self._search_from))
+            if end < 0:
+                break
+            body = bytes(self._buffer[start:end]).rstrip(b" \t\r\n")
+            if body.endswith(_BTS_CLOSE):
+                frames.append(body)
+                start = end + len(REQUEST_END)
+                self._search_from = start
+            else:
+                self._search_from = end + 1  # a '#\r\n' inside the document
+        if start:
+            del self._buffer[:start]
+            self._search_from -= start
+        # Only where a terminator could newly appear is searched at the next feed.
+        self._search_from = max(self._search_from, len(self._buffer) - len(REQUEST_END) + 1, 0)
+        if len(self._buffer) > self._max_frame_bytes:
+            size = len(self._buffer)
+            self._buffer.clear()
+            self._search_from = 0
+            msg = f"no request terminator within {size} bytes (limit {self._max_frame_bytes})"
             raise ProtocolViolation(msg)
         return frames
 
@@ -594,7 +653,20 @@ def _request_body(request: Request) -> str:
                 f"<cmd>downloadStepLayer</cmd><downloadStepLayer "
                 f'{_channel_attrs(address, ip=False)} testid="{test_id}" />'
             )
+        case OtherCommand(cmd, channels):
+            body = f"<cmd>{escape(cmd)}</cmd>"
+            if channels:
+                body += _channel_list(_xml_name(cmd), channels, "", "true")
+            return body
     assert_never(request)
+
+
+_XML_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _xml_name(cmd: str) -> str:
+    """``cmd`` as an element name, or ``item`` when it cannot be one."""
+    return cmd if _XML_NAME_RE.fullmatch(cmd) else "item"
 
 
 def decode_request(frame_bytes: bytes | str) -> Request:
@@ -645,8 +717,29 @@ def decode_request(frame_bytes: bytes | str) -> Request:
         case "downloadStepLayer":
             r = _single(root, "downloadStepLayer", cmd)
             return DownloadStepLayer(r.address(), r.int("testid", 0))
-    msg = f"unknown request command {cmd!r}"
-    raise ProtocolViolation(msg)
+    # Any other command, known to real servers or not, is answered: its channels are
+    # whatever items of its list name one.
+    return OtherCommand(cmd, _named_channels(root))
+
+
+def _named_channels(root: Element) -> tuple[ChannelAddress, ...]:
+    """The channels the items of ``<list>`` name, or elements beside ``<cmd>`` (``reset``
+    names its channel that way); items that name no whole channel are passed over."""
+    node = root.find("list")
+    candidates = list(node) if node is not None else []
+    candidates += [e for e in root if e.tag not in ("cmd", "list")]
+    out = []
+    for element in candidates:
+        if {"devid", "subdevid", "chlid"} <= element.attrib.keys():
+            reader = _Reader(element, f"<{element.tag}>")
+            out.append(
+                ChannelAddress(
+                    ChannelId(reader.int("devid"), reader.int("subdevid"), reader.int("chlid")),
+                    reader.int("devtype", 0),
+                    element.get("ip", "127.0.0.1"),
+                )
+            )
+    return tuple(out)
 
 
 def _single(root: Element, tag: str, cmd: str) -> _Reader:
@@ -679,6 +772,8 @@ def _decode_start(root: Element) -> Start:
 
 def reply_name(request: Request) -> str:
     """The ``<cmd>`` a reply to ``request`` carries, as the real server spells it."""
+    if isinstance(request, OtherCommand):
+        return f"{request.cmd}_resp"
     return _REPLY_NAMES[_request_cmd(request)]
 
 
@@ -699,6 +794,8 @@ def _request_cmd(request: Request) -> str:
         DownloadLog: "downloadlog",
         DownloadStepLayer: "downloadStepLayer",
     }
+    if isinstance(request, OtherCommand):
+        return request.cmd
     return names[type(request)]
 
 
@@ -740,14 +837,15 @@ def _reply_lines(reply: Reply) -> list[str]:
             lines.append("</middle>")
             return lines
         case StatusReply(items):
-            # The real server reports subdevid 1 whatever was asked: clients must
-            # match status replies to requests by position.
+            # The recorded server reports each unit's own subdevid (some servers
+            # sometimes report a wrong one: clients map by the address they asked for).
             return [
                 "  <cmd>getchlstatus_resp</cmd>",
                 *_list_lines(
                     [
                         f'    <status ip={_attr(s.address.ip)} devtype="{s.address.devtype}" '
-                        f'devid="{s.address.channel.devid}" subdevid="1" '
+                        f'devid="{s.address.channel.devid}" '
+                        f'subdevid="{s.address.channel.subdevid}" '
                         f'chlid="{s.address.channel.chlid}" reservepause="{s.reserve_pause}">'
                         f"{escape(s.status)}</status>"
                         for s in items
@@ -800,6 +898,22 @@ def _reply_lines(reply: Reply) -> list[str]:
                 f'  <downloadStepLayer {_channel_attrs(address, ip=False)} testid="{test_id}" />',
                 *_list_lines([_step_layer_line(r) for r in records]),
             ]
+        case OtherReply(cmd, items, result, error):
+            lines = [f"  <cmd>{escape(cmd)}_resp</cmd>"]
+            if items:
+                tag = _xml_name(cmd)
+                lines += _list_lines(
+                    [
+                        f"    <{tag} {_channel_attrs(r.address)}>"
+                        f"{'ok' if r.ok else 'false'}</{tag}>"
+                        for r in items
+                    ]
+                )
+            if result is not None or not items:
+                lines.append(f"  <result>{escape(result or 'false')}</result>")
+            if error:
+                lines.append(f"  <error>{escape(error)}</error>")
+            return lines
     assert_never(reply)
 
 
@@ -911,7 +1025,7 @@ def _decode_reply_checked(frame_bytes: bytes) -> Reply:
                 head.int("testid"),
                 head.int("startpos"),
                 head.int("count"),
-                _items(root, cmd, "data", _download_record, fast=_download_record_fast),
+                *_download_items(root, cmd),
             )
         case "donwloadlog_resp":
             head = _single(root, "download", cmd)
@@ -923,8 +1037,54 @@ def _decode_reply_checked(frame_bytes: bytes) -> Reply:
             return StepLayerReply(
                 head.address(), head.int("testid"), _items(root, cmd, "data", _step_layer_record)
             )
+    if cmd.endswith("_resp") and len(cmd) > len("_resp"):
+        return _decode_other(root, cmd.removesuffix("_resp"))
     msg = f"unknown reply command {cmd!r}"
     raise ProtocolViolation(msg)
+
+
+def _decode_other(root: Element, name: str) -> OtherReply:
+    items: tuple[CommandResult, ...] = ()
+    if root.find("list") is not None:
+        items = _items(root, f"{name}_resp", _xml_name(name), _command_result)
+    result = root.findtext("result")
+    error = root.findtext("error")
+    return OtherReply(
+        name,
+        items,
+        None if result is None else result.strip(),
+        None if error is None else error.strip(),
+    )
+
+
+def _download_items(
+    root: Element, cmd: str
+) -> tuple[tuple[DownloadRecord, ...], tuple[SkippedRecord, ...]]:
+    """The records of a page, and the items that could not be read (with where and why).
+
+    One unreadable record (``volt="nan"``, a missing attribute) must not cost the page:
+    it is reported and the rest are kept.
+    """
+    records: list[DownloadRecord] = []
+    skipped: list[SkippedRecord] = []
+    for index, element in enumerate(_list_items(root, cmd), start=1):
+        try:
+            records.append(_download_item(element, cmd, index))
+        except ProtocolViolation as err:
+            raw_seq = element.get("seqid", "")
+            seq_id = int(raw_seq) if _digits(raw_seq) else None
+            skipped.append(SkippedRecord(index, seq_id, str(err)))
+    return tuple(records), tuple(skipped)
+
+
+def _download_item(element: Element, cmd: str, index: int) -> DownloadRecord:
+    if element.tag != "data":
+        msg = f"{cmd}: item {index} is <{element.tag}>, expected <data>"
+        raise ProtocolViolation(msg)
+    try:
+        return _download_record_fast(element.attrib)
+    except (KeyError, ValueError, OverflowError):
+        return _download_record(_Reader(element, f"{cmd} <data> #{index}"))
 
 
 def _decode_devinfo(root: Element) -> DevInfoReply:

@@ -3,7 +3,8 @@
 Units follow the wire (they are the instrument's), with the unit in every name:
 ``inquire`` reports volts, amperes, ampere-hours, watt-hours and seconds; ``download``
 records report volts, amperes, ampere-hours, watt-hours, test time in milliseconds and
-the local wall-clock time of the sample.
+the local wall-clock time of the sample. (A 2025 server sends ``download`` in mA, mAh
+and mWh; the client converts, and says so in :attr:`DownloadReply.units`.)
 """
 
 from __future__ import annotations
@@ -155,6 +156,32 @@ class DownloadStepLayer:
     test_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class OtherCommand:
+    """Any command beyond the basics, known (``getpause``, ``goto``...) or not.
+
+    ``channels`` are the addresses its ``<list>`` names (empty when it names none);
+    a real server answers every such command, with ok, false or an error.
+    """
+
+    cmd: str
+    channels: tuple[ChannelAddress, ...] = ()
+
+
+# Commands a real BTS 8 server knows beyond those with their own message type.
+EXTRA_COMMANDS: tuple[str, ...] = (
+    "getpause",
+    "cancelpause",
+    "resetalarm",
+    "goto",
+    "broadcaststop",
+    "chl_ctrl",
+    "parallel",
+    "getparallel",
+    "reset",
+)
+
+
 Request = (
     Connect
     | GetDevInfo
@@ -170,6 +197,7 @@ Request = (
     | Download
     | DownloadLog
     | DownloadStepLayer
+    | OtherCommand
 )
 
 # ---------------------------------------------------------------- replies
@@ -279,12 +307,38 @@ class DownloadRecord(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """A ``<data>`` item of a download page that could not be read, and why.
+
+    ``position`` is its place in the page (1 = first item); ``seq_id`` its seqid when
+    that much was readable.
+    """
+
+    position: int
+    seq_id: int | None
+    reason: str
+
+
+DownloadUnits = Literal["A", "mA"]
+
+
+@dataclass(frozen=True, slots=True)
 class DownloadReply:
+    """A page of recorded samples.
+
+    ``units`` says what the server's ``curr``/``cap``/``eng`` were in: ``"A"`` (A, Ah,
+    Wh: the recorded fixtures) or ``"mA"`` (mA, mAh, mWh: a 2025 server). The client
+    converts the records to A/Ah/Wh and says here which unit it found. ``skipped``
+    lists the items that could not be decoded (the others are in ``records``).
+    """
+
     address: ChannelAddress
     test_id: int
     start_pos: int
     count: int
     records: tuple[DownloadRecord, ...]
+    skipped: tuple[SkippedRecord, ...] = ()
+    units: DownloadUnits = "A"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +380,20 @@ class StepLayerReply:
     records: tuple[StepLayerRecord, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OtherReply:
+    """The reply to an :class:`OtherCommand`: per-channel results, or one result.
+
+    ``result`` is ``"ok"``, ``"false"`` or ``"error"`` when the reply has no list;
+    ``error`` says why, when the server says.
+    """
+
+    cmd: str
+    items: tuple[CommandResult, ...] = ()
+    result: str | None = None
+    error: str | None = None
+
+
 Reply = (
     ConnectReply
     | DevInfoReply
@@ -336,4 +404,5 @@ Reply = (
     | DownloadReply
     | DownloadLogReply
     | StepLayerReply
+    | OtherReply
 )

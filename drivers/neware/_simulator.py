@@ -6,6 +6,10 @@ type 27), a ±5 V range and a configurable current range; each channel holds a
 simulated Li cell (:mod:`cellguard.drivers.sim`). The step file named in ``start``
 is read from the server's own disk, as the real BTS server does.
 
+Options reproduce what differs between server versions (see ``realworld.md``):
+``download_units="mA"`` reports ``download`` current, capacity and energy in mA, mAh
+and mWh as a 2025 server does; ``first_cycle_id=0`` numbers ``download`` cycles from 0.
+
 Simulated time comes from a :class:`~cellguard.drivers.clock.Clock`: a virtual clock
 for tests and the demo (deterministic), a scaled wall clock when served to others.
 """
@@ -15,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -24,7 +29,7 @@ from typing import assert_never
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.neware._codec import (
-    FrameSplitter,
+    RequestSplitter,
     decode_request,
     encode_download_reply,
     encode_reply,
@@ -46,8 +51,10 @@ from cellguard.drivers.neware._messages import (
     Download,
     DownloadLog,
     DownloadLogReply,
+    DownloadRecord,
     DownloadReply,
     DownloadStepLayer,
+    DownloadUnits,
     GetChlStatus,
     GetDevInfo,
     Inquire,
@@ -56,10 +63,13 @@ from cellguard.drivers.neware._messages import (
     InquireReply,
     Light,
     LogRecord,
+    OtherCommand,
+    OtherReply,
     Pause,
     Reply,
     Request,
     Start,
+    StartItem,
     StatusReply,
     StepLayerReply,
     Stop,
@@ -74,6 +84,8 @@ CHANNELS_PER_UNIT = 8
 DEFAULT_PORT = 502
 # Largest ``download`` answered in one reply; the real server pages at 1000 too.
 MAX_DOWNLOAD_COUNT = 1000
+DOWNLOAD_UNITS: tuple[str, ...] = ("A", "mA")
+_CMD_RE = re.compile(rb"<cmd>\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*</cmd>")
 
 
 @dataclass(frozen=True)
@@ -116,9 +128,22 @@ class NewareSimulator:
         ip: str = "127.0.0.1",
         login: tuple[str, str] | None = None,
         wall_zone: tzinfo | None = None,
+        download_units: DownloadUnits = "A",
+        first_cycle_id: int = 1,
     ) -> None:
         """``epoch``: the wall time of clock zero; with ``wall_zone`` (the BTS PC's
         zone) a UTC instant (naive: UTC), and ``atime`` is that zone's local time."""
+        if download_units not in DOWNLOAD_UNITS:
+            raise ConfigError(
+                field="download_units",
+                problem=f"must be 'A' (A/Ah/Wh) or 'mA' (mA/mAh/mWh), got {download_units!r}",
+            )
+        if first_cycle_id not in (0, 1):
+            raise ConfigError(
+                field="first_cycle_id", problem=f"must be 0 or 1, got {first_cycle_id!r}"
+            )
+        self.download_units: DownloadUnits = download_units
+        self.first_cycle_id = first_cycle_id
         if units < 1:
             raise ConfigError(field="units", problem="must be >= 1 (8 channels each)")
         if not current_range_ma > 0:
@@ -229,13 +254,7 @@ class NewareSimulator:
                     )
                 )
             case Start(items):
-                results = []
-                for item in items:
-                    ok = self._has(item.address) and self._start(
-                        self._find(item.address), item.barcode, item.step_file_path
-                    )
-                    results.append(CommandResult(item.address, ok))
-                return CommandReply("start", tuple(results))
+                return CommandReply("start", self._start_batch(items))
             case Stop(channels):
                 now_s = self.clock.now_s()
                 return CommandReply(
@@ -281,7 +300,8 @@ class NewareSimulator:
             case Download(address, start_pos, count):
                 channel = self._find(address)
                 records = channel.download(start_pos, min(count, MAX_DOWNLOAD_COUNT))
-                return DownloadReply(address, channel.test_id, start_pos, count, records)
+                served = tuple(self._as_served(r) for r in records)
+                return DownloadReply(address, channel.test_id, start_pos, count, served)
             case DownloadLog(address):
                 channel = self._find(address)
                 return DownloadLogReply(
@@ -292,7 +312,75 @@ class NewareSimulator:
             case DownloadStepLayer(address):
                 channel = self._find(address)
                 return StepLayerReply(address, channel.test_id, channel.step_layers())
+            case OtherCommand(cmd, channels):
+                return self._other(cmd, channels)
         assert_never(request)
+
+    def _other(self, cmd: str, channels: tuple[ChannelAddress, ...]) -> OtherReply:
+        """Commands beyond the basics: answered as a real server would, never silence."""
+        now_s = self.clock.now_s()
+        known = [a for a in channels if self._has(a)]
+
+        def each(ok: Callable[[SimChannel], bool]) -> OtherReply:
+            return OtherReply(
+                cmd,
+                tuple(CommandResult(a, self._has(a) and ok(self._find(a))) for a in channels),
+                result=None if channels else "false",
+            )
+
+        match cmd:
+            case "getpause":
+                # A pause reserved or in force: only the latter exists here.
+                return each(lambda ch: ch.workstatus == "pause")
+            case "cancelpause":
+                # Nothing is reserved on a simulated channel, so there is nothing to cancel.
+                return each(lambda ch: False)
+            case "resetalarm" | "chl_ctrl" | "reset":
+                return each(lambda ch: True)
+            case "broadcaststop" if not channels:
+                # A whole device is named (devtype and devid only): every test on it stops.
+                for channel in self._channels.values():
+                    channel.stop(now_s)
+                return OtherReply(cmd, result="ok")
+            case "broadcaststop":
+                return each(lambda ch: ch.stop(now_s))
+            case "goto" | "parallel":
+                # Jumping steps and paralleling channels are refused, not pretended.
+                log.info("BTS simulator: %s refused for %d channel(s)", cmd, len(known))
+                return each(lambda ch: False)
+            case "getparallel":
+                return each(lambda ch: False)  # no channel runs in parallel here
+        return OtherReply(cmd, result="error", error=f"unknown command {cmd!r}")
+
+    def _start_batch(self, items: tuple[StartItem, ...]) -> tuple[CommandResult, ...]:
+        """Start each item; the channels started by one ``start`` share one ``testid``."""
+        results = [
+            CommandResult(
+                item.address,
+                self._has(item.address)
+                and self._start(self._find(item.address), item.barcode, item.step_file_path),
+            )
+            for item in items
+        ]
+        started = [self._find(r.address) for r in results if r.ok]
+        if started:
+            # Above every started channel's own ids, so each channel's ids still grow.
+            shared = max(ch.test_id for ch in started)
+            for channel in started:
+                channel.test_id = shared
+        return tuple(results)
+
+    def _as_served(self, record: DownloadRecord) -> DownloadRecord:
+        """A recorded sample in this server's ``download`` units and cycle numbering."""
+        if self.download_units == "A" and self.first_cycle_id == 1:
+            return record
+        scale = 1000.0 if self.download_units == "mA" else 1.0
+        return record._replace(
+            cycle_id=record.cycle_id - 1 + self.first_cycle_id,
+            current_a=record.current_a * scale,
+            capacity_ah=record.capacity_ah * scale,
+            energy_wh=record.energy_wh * scale,
+        )
 
     def respond(self, request: Request) -> bytes:
         """The reply frame to ``request``: ``encode_reply(handle(request))``, byte for byte.
@@ -301,7 +389,8 @@ class NewareSimulator:
         recorded sample is encoded once), so serving history costs a join, not a
         formatting of every record for every request.
         """
-        if isinstance(request, Download) and self._has(request.address):
+        plain = self.download_units == "A" and self.first_cycle_id == 1
+        if isinstance(request, Download) and self._has(request.address) and plain:
             self.requests_served += 1
             channel = self._find(request.address)
             channel.advance_to(self.clock.now_s())
@@ -375,7 +464,7 @@ class NewareSimulator:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        splitter = FrameSplitter()
+        splitter = RequestSplitter()
         peer = writer.get_extra_info("peername")
         try:
             while data := await reader.read(65536):
@@ -383,9 +472,9 @@ class NewareSimulator:
                     try:
                         reply = self.respond(decode_request(frame_bytes))
                     except CellguardError as err:
-                        # The real server drops requests it cannot parse; say why here.
+                        # Never silence: a client waiting for its reply gets an error.
                         log.warning("BTS simulator: bad request from %s: %s", peer, err)
-                        continue
+                        reply = encode_reply(_error_reply(frame_bytes, str(err)))
                     writer.write(reply)
                 await writer.drain()
         except (ConnectionError, CellguardError) as err:
@@ -394,6 +483,13 @@ class NewareSimulator:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await asyncio.shield(writer.wait_closed())
+
+
+def _error_reply(frame_bytes: bytes, why: str) -> OtherReply:
+    """The answer to a request that cannot be read, named after its ``<cmd>`` if any."""
+    match = _CMD_RE.search(frame_bytes)
+    cmd = match.group(1).decode("ascii") if match else "error"
+    return OtherReply(cmd, result="error", error=why)
 
 
 def _addresses(request: Request) -> tuple[ChannelAddress, ...]:
@@ -412,6 +508,7 @@ def _addresses(request: Request) -> tuple[ChannelAddress, ...]:
             | Continue(channels)
             | ClearFlag(channels)
             | Light(channels)
+            | OtherCommand(_, channels)
         ):
             return channels
         case Download(address) | DownloadLog(address) | DownloadStepLayer(address):

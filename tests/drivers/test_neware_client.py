@@ -296,15 +296,14 @@ async def test_start_accepted_sends_barcode_and_step_file() -> None:
         assert sent.backup_dir == r"D:\b"
 
 
-async def test_start_refused_names_exactly_the_channel_the_server_refused() -> None:
-    """The recorded refusal names 21-1-2; the asked-for 21-1-4 got no answer at all."""
+async def test_a_start_reply_about_another_channel_is_an_error_not_a_refusal() -> None:
+    """The recorded refusal names 21-1-2 where 21-1-4 was asked: not data about 21-1-4
+    (nor a refusal of a channel nobody started), but replies out of step: the link is
+    closed so that no later reply is taken for the wrong request."""
     async with connected() as (client, _):
-        with pytest.raises(CommandRefused) as info:
+        with pytest.raises(ProtocolViolation, match=r"start_resp about 21-1-2.*asked: 21-1-4"):
             await client.start([("21-1-4", "cell-04", r"C:\steps\cycling.xml")])
-        assert info.value.command == "start"
-        assert info.value.targets == ["21-1-2"]
-        assert "no answer for 21-1-4" in str(info.value)
-        assert client.connected  # a refusal is an answer: the link is fine
+        assert not client.connected
 
 
 async def test_stop_confirmed_for_one_and_for_two_channels() -> None:
@@ -362,8 +361,12 @@ async def test_download_downloadlog_and_step_layer_return_the_recorded_data() ->
         assert isinstance(data, DownloadReply)
         assert data.records[0].seq_id == 219576
         assert data.records[0].test_time_ms == 36070000
-        sent = server.requests[-1]
-        assert isinstance(sent, Download)
+        # The channel's live current is 0 (finished): nothing to judge the unit by, so
+        # the page is read in the API document's A/Ah/Wh and no unit is settled yet.
+        assert data.units == "A"
+        assert data.records[0].current_a == pytest.approx(-0.000295051460852847)
+        assert ch("21-1-1") not in client.download_units
+        sent = next(r for r in reversed(server.requests) if isinstance(r, Download))
         assert (sent.start_pos, sent.count, sent.test_id) == (219576, 1000, 0)
         log = await client.download_log("21-1-1", test_id=143)
         assert [r.log_code for r in log.records][:2] == [100000, 100215]

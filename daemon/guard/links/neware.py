@@ -94,6 +94,16 @@ __all__ = [
 _RUNNING = ("working", "pause")
 
 
+def _programmed_a(runtime: ChannelRuntime) -> float | None:
+    """The current the daemon's own protocol programs on the channel, A (None: monitored).
+
+    It tells the driver whether a server's ``download`` is in A or mA when the channel
+    has no live current to compare (a rest, a pause, a restart after the test ended).
+    """
+    protocol = runtime.spec.protocol
+    return None if protocol is None else protocol.current_a
+
+
 def step_kind_of(step_type: str | None) -> StepKind | None:
     """The detectors' step kind of a BTS step type (``cc``, ``rest``...); None if absent."""
     return None if step_type is None else neware_step_kind(step_type)
@@ -228,6 +238,8 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         return self._connect()
 
     async def _open(self, link: NewareClient) -> None:
+        # A help in telling a server's mA downloads from A ones (a value beyond the range).
+        link.current_range_a = self._limits.current_range_ma / 1000.0
         await link.connect()
 
     async def _close(self, link: NewareClient) -> None:
@@ -438,7 +450,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         if not resumed or last < 1 or runtime.recorded.samples > 0:
             return
         tail = await client.download(
-            runtime.spec.channel, max(1, last - DOWNLOAD_PAGE + 1), DOWNLOAD_PAGE
+            runtime.spec.channel,
+            max(1, last - DOWNLOAD_PAGE + 1),
+            DOWNLOAD_PAGE,
+            programmed_current_a=_programmed_a(runtime),
         )
         records = [r for r in tail.records if r.seq_id <= last]
         if len(records) >= 2:
@@ -450,7 +465,12 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             first = last - wanted + 1
             while first < records[0].seq_id:
                 start = max(first, records[0].seq_id - DOWNLOAD_PAGE)
-                page = await client.download(runtime.spec.channel, start, records[0].seq_id - start)
+                page = await client.download(
+                    runtime.spec.channel,
+                    start,
+                    records[0].seq_id - start,
+                    programmed_current_a=_programmed_a(runtime),
+                )
                 records = [*page.records, *records]
                 if not page.records:
                     break
@@ -773,6 +793,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             if runtime.state == "idle":
                 continue
             while True:
+                first = runtime.next_seq
                 got = await self._download_slice(client, runtime)
                 if got is None:
                     continue  # a bad record was skipped: go on after it
@@ -788,8 +809,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                     if not await self._recorded(client, runtime, rec):
                         break
                     taken += 1
+                if taken == len(reply.records) and reply.skipped:
+                    await self._skipped(runtime, first, reply)
                 # The position is saved once the sink has the samples (samples_stored).
-                if taken < asked:
+                if taken < len(reply.records) or runtime.next_seq < first + asked:
                     break
 
     async def _download_slice(
@@ -801,8 +824,11 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         with an alert, so it never holds up the rows after it or the other channels."""
         channel = runtime.spec.channel
         asked = 1 if runtime.next_seq < runtime.one_by_one_until else DOWNLOAD_SLICE
+        programmed_a = _programmed_a(runtime)
         try:
-            return await client.download(channel, runtime.next_seq, asked), asked
+            return await client.download(
+                channel, runtime.next_seq, asked, programmed_current_a=programmed_a
+            ), asked
         except ProtocolViolation as err:
             if not client.connected:
                 raise  # out of step: the link is gone, not a record
@@ -818,6 +844,20 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             log.error("%s %s: %s", self.name, channel, detail)  # noqa: TRY400 (said in detail)
             await self._emit(runtime, GuardEvent("skipped", detail=detail))
             return None
+
+    async def _skipped(self, runtime: ChannelRuntime, first: int, reply: DownloadReply) -> None:
+        """Records the driver could not read: alerted once each, and passed over."""
+        for skip in reply.skipped:
+            seq = skip.seq_id if skip.seq_id is not None else first + skip.position - 1
+            if seq < first:
+                continue  # before the slice asked for: not this slice's to report
+            runtime.next_seq = max(runtime.next_seq, seq + 1)
+            detail = (
+                f"recorded record {seq} of test {runtime.test_id or '?'} could not be read "
+                f"({skip.reason}); skipped, the records after it are stored and judged"
+            )
+            log.error("%s %s: %s", self.name, runtime.spec.channel, detail)
+            await self._emit(runtime, GuardEvent("skipped", detail=detail))
 
     async def _new_run(self, runtime: ChannelRuntime, test_id: int) -> None:
         """A new test on the channel (a new test id, records from 1): a new run.
@@ -894,8 +934,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         # Counted the moment it is queued: a halt judged on this very sample may lose
         # the link, and a queued sample must never be fetched (and stored) again by
         # this run. A restart resumes from stored_seq instead: what was only queued
-        # died with the process.
-        runtime.next_seq += 1
+        # died with the process. The position is the record's seqid, not a count: a
+        # record left out (unreadable) or sent twice never shifts the next one.
+        runtime.next_seq = rec.seq_id + 1
         runtime.dating.keep(wall_unix_s, rec.test_time_ms)
         runtime.test_start_unix_s = wall_unix_s - t_s
         runtime.samples += 1
