@@ -1451,7 +1451,8 @@ class _Reader:
                 "areal_capacity_mah_cm2",
                 "an areal capacity per half cycle in mAh cm⁻² > 0 (standard: 0.5)",
             ),
-            "cycles": t.integer("cycles", 1, 10_000_000, " (whole cycles)"),
+            # A Neware step file repeats at most 65,535 times (15 years of 1 h half cycles).
+            "cycles": t.integer("cycles", 1, 65_535, " (whole cycles)"),
         }
         for key, allowed in (
             ("record_interval_s", "a time in s > 0 (e.g. 60)"),

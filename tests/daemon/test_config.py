@@ -596,7 +596,13 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
         (
             "cycles = 1000",
             "cycles = 1.5",
-            "channels[1].protocol.cycles: must be an integer 1..10000000 (whole cycles), got 1.5",
+            "channels[1].protocol.cycles: must be an integer 1..65535 (whole cycles), got 1.5",
+        ),
+        (
+            # More than a step file can repeat: refused at load, not when the channel starts.
+            "cycles = 1000",
+            "cycles = 100000",
+            "channels[1].protocol.cycles: must be an integer 1..65535 (whole cycles), got 100000",
         ),
     ],
 )
