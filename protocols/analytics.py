@@ -33,6 +33,9 @@ Definitions (units in every name):
   direction the cell depleted in). Every mAh cm⁻² cycled lost ``1 − CE`` of itself.
   The method's resolution is the last, partial stripping: ``Q_thin`` counts it as
   lost, so CE comes out low by at most ``(charge per half cycle) / Q_stripped``.
+  CE is bounded to ``[0, 1]``: a cell that depleted before ``Q_thin`` was stripped from
+  it did not hold the Li stated (a thinner foil, Li lost before the test, a test joined
+  late), and its CE is undefined (``None``), not negative.
 """
 
 from __future__ import annotations
@@ -204,14 +207,16 @@ class Analysis:
 def coulombic_efficiency(
     settings: AnalyticsSettings, failure: FailureSummary | None
 ) -> float | None:
-    """Average Li Coulombic efficiency implied by a depletion (see the module doc)."""
+    """Average Li Coulombic efficiency implied by a depletion (see the module doc), in
+    ``[0, 1]``; None when undefined (not asymmetric, no depletion, no thin electrode, or
+    less than the thin electrode's Li stripped before it depleted)."""
     q_thin = settings.thin_li_mah_cm2
     if (
         settings.cell != "asymmetric"
         or failure is None
         or failure.kind != "depletion"
         or q_thin is None
-        or failure.stripped_mah_cm2 <= 0
+        or failure.stripped_mah_cm2 < q_thin
     ):
         return None
     return 1.0 - q_thin / failure.stripped_mah_cm2
