@@ -50,16 +50,18 @@ from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
 from cellguard.protocols.detectors import DetectorSettings
 from cellguard.protocols.script import (
+    DEFAULT_CE,
     InstrumentCapability,
     describe,
     dry_run,
     example_path,
+    format_hours,
     load_protocol_file,
+    preflight,
     to_step_file,
     unexpressed,
 )
 from cellguard.protocols.script import Protocol as ScriptProtocol
-from cellguard.protocols.script._model import format_duration
 
 log = logging.getLogger("cellguard")
 
@@ -90,6 +92,11 @@ def _positive_float(text: str) -> float:
 
 def _positive_int(text: str) -> int:
     return int(_argument(text, int, lambda v: v >= 1, "a whole number", ">= 1"))
+
+
+def _fraction(text: str) -> float:
+    ok = lambda v: 0 < v <= 1  # noqa: E731
+    return float(_argument(text, float, ok, "a fraction", "a fraction in (0, 1], e.g. 0.99"))
 
 
 def _volts(text: str) -> float:
@@ -211,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
+    )
+    check.add_argument(
+        "--ce",
+        type=_fraction,
+        default=DEFAULT_CE,
+        help=f"Li Coulombic efficiency assumed for the pre-flight (default {DEFAULT_CE:g}): "
+        "an asymmetric cell's thin electrode is forecast to run out at it",
     )
     check.add_argument(
         "--host-driven",
@@ -606,6 +620,8 @@ def _protocol_command(args: argparse.Namespace) -> int:
             print(_describe_host(script, host))
         else:
             print(describe(script, limits))
+        for line in preflight(script, args.ce).lines():
+            print(line)
         return 0
     write_step_file(args.output, to_step_file(script, limits))
     # What the file cannot hold and cellguard enforces: said loudly, never dropped.
@@ -628,7 +644,7 @@ def _describe_host(script: ScriptProtocol, limits: InstrumentCapability) -> str:
         lines.append(line)
     ended = run.finished.detail if run.finished is not None else "cut short (too long to run)"
     lines.append(
-        f"dry run on an ideal cell: {format_duration(run.length_s)}, {run.cycles} cycle(s), "
+        f"dry run on an ideal cell: {format_hours(run.length_s)}, {run.cycles} cycle(s), "
         f"{run.samples} samples; {ended}"
     )
     return "\n".join(lines)
