@@ -40,6 +40,7 @@ from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.gc_policy import collect_after_poll, freeze_steady_heap
 from cellguard.daemon.guard.links.wall_time import RecordDating
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.guard.status import StatusPacer
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import (
@@ -147,6 +148,13 @@ class ChannelRuntime:
     # Recorded records before this position are fetched one at a time (a bad one is near).
     one_by_one_until: int = 0
     base_settings: DetectorSettings | None = None  # the detectors of a new run
+    status_pacer: StatusPacer = field(default_factory=StatusPacer)
+
+    @property
+    def needs_test_id(self) -> bool:
+        """A test runs whose id is not known and nothing of it was fetched yet (a
+        restart's saved position is matched to its test at connect instead)."""
+        return not self.test_id and self.next_seq == 1
 
     def to(self, state: ChannelState) -> None:
         """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
@@ -677,31 +685,69 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         self.polls += 1
         if halted:
             await self._report_halts([r for r, _ in halted])
+        await self._learn_new_test_ids(
+            client, [r for r, rec in seen if rec.workstatus in _RUNNING and r.needs_test_id]
+        )
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
-            if record.workstatus != "working":
-                continue
-            runtime.cycle = record.cycle_id
-            runtime.test_time_s = record.total_time_s
-            if math.isnan(runtime.test_start_unix_s):
-                runtime.test_start_unix_s = time.time() - record.total_time_s
-            self._offer(
-                SampleRecord(
-                    runtime.tags,
-                    runtime.test_start_unix_s + record.total_time_s,
-                    record.total_time_s,
-                    record.voltage_v,
-                    record.current_a,
-                    record.capacity_ah * 1000.0,
-                    record.energy_wh * 1000.0,
-                    record.step_id or 0,
-                    record.cycle_id,
-                    0,
-                    "live",
-                )
-            )
+            if record.workstatus == "working":
+                self._offer_live(runtime, record)
+            await self._publish_status(runtime, record)
         for runtime, verdict in warns:
             await self._warn(runtime, verdict)
+
+    async def _learn_new_test_ids(
+        self, client: NewareClient, runtimes: Sequence[ChannelRuntime]
+    ) -> None:
+        """The test id of tests just started or joined, before their first live sample
+        is queued: without it that sample (and every one until the first download, up
+        to ``download_interval_s`` later) would be stored under no test at all."""
+        if not runtimes:
+            return
+        counts = await client.inquire_df([r.spec.channel for r in runtimes])
+        for runtime in runtimes:
+            held = counts.get(runtime.spec.channel)
+            if held is not None and held.test_id:
+                runtime.test_id = held.test_id
+                runtime.tags = dataclasses.replace(runtime.tags, test_id=str(held.test_id))
+
+    async def _publish_status(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        """The channel's retained status, kept current at a bounded rate (StatusPacer)."""
+        now_s = self._clock.now_s()
+        pacer = runtime.status_pacer
+        if pacer.due(now_s, runtime.state, record.workstatus, record.cycle_id):
+            body = pacer.status(
+                now_s,
+                runtime.state,
+                record.workstatus,
+                record.cycle_id,
+                test_time_s=record.total_time_s,
+                time_unix_s=time.time(),
+            )
+            await self._publisher.publish_status(runtime.tags, body)
+
+    def _offer_live(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        """Queue a working channel's live value as a sample."""
+        runtime.status_pacer.sample_seen(self._clock.now_s())
+        runtime.cycle = record.cycle_id
+        runtime.test_time_s = record.total_time_s
+        if math.isnan(runtime.test_start_unix_s):
+            runtime.test_start_unix_s = time.time() - record.total_time_s
+        self._offer(
+            SampleRecord(
+                runtime.tags,
+                runtime.test_start_unix_s + record.total_time_s,
+                record.total_time_s,
+                record.voltage_v,
+                record.current_a,
+                record.capacity_ah * 1000.0,
+                record.energy_wh * 1000.0,
+                record.step_id or 0,
+                record.cycle_id,
+                0,
+                "live",
+            )
+        )
 
     async def _inquire(
         self, client: NewareClient, channels: Sequence[ChannelId]
@@ -760,9 +806,6 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                 "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
             )
             await self._event(runtime, kind, detail=f"the instrument reports {status}")
-        await self._publisher.publish_status(
-            runtime.tags, {"state": runtime.state, "workstatus": status, "cycle": record.cycle_id}
-        )
 
     # ------------------------------------------------------------ recorded stream
 
