@@ -375,8 +375,9 @@ class ChannelSettings:
     mode: ChannelMode
     cell: CellSettings
     detector: DetectorSettings  # defaults for the cell type with the overrides applied
-    protocol: GalvanostaticCycling | None = None  # set exactly when mode == "run" (Neware)
-    # Host-driven channels: the protocol script cellguard runs (mode "run"), the
+    protocol: GalvanostaticCycling | None = None  # mode == "run" on a Neware, or script
+    # Host-driven channels (and Neware ones with protocol_file): the protocol script
+    # cellguard runs (mode "run"); host-driven ones: the
     # modbus-aux instruments whose readings join the channel's samples, and the bands
     # those readings must stay in.
     protocol_file: Path | None = None
@@ -1268,20 +1269,24 @@ class _Reader:
         driver = (kinds or {}).get(instrument, "neware")
         if driver in HOST_DRIVERS:
             return self._host_channel(t, instrument, channel, mode, cell, kinds or {})
-        for key in ("protocol_file", "aux", "aux_limits"):
+        for key in ("aux", "aux_limits"):
             if t.has(key):
                 _fail(t.key(key), f"only for host-driven instruments ({', '.join(HOST_DRIVERS)})")
         protocol_table = t.table("protocol", _PROTOCOL_KEYS, "what cellguard runs")
         protocol: GalvanostaticCycling | None = None
-        if mode == "run":
+        # A Neware channel runs either the built-in galvanostatic protocol or a protocol
+        # script, compiled to a BTS step file when the daemon starts it.
+        protocol_file, script = self._neware_script(t, mode, protocol_table is not None)
+        if mode == "run" and script is None:
             if protocol_table is None:
                 _fail(
                     t.key("protocol"),
                     'required for mode = "run": protocol = { kind = "galvanostatic", '
-                    "current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., cycles = ... }",
+                    "current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., cycles = ... }"
+                    ' or protocol_file = "run.toml" (a protocol script)',
                 )
             protocol = self.protocol(protocol_table, cell)
-        elif protocol_table is not None:
+        elif mode != "run" and protocol_table is not None:
             _fail(
                 t.key("protocol"),
                 'only for mode = "run"; in mode = "monitor" the cycler runs its own step file',
@@ -1295,7 +1300,25 @@ class _Reader:
             cell=cell,
             detector=detector,
             protocol=protocol,
+            protocol_file=protocol_file,
+            script=script,
         )
+
+    def _neware_script(
+        self, t: _Table, mode: str, has_protocol: bool
+    ) -> tuple[Path | None, ScriptProtocol | None]:
+        """``protocol_file`` of a Neware channel: the script, loaded and checked."""
+        if not t.has("protocol_file"):
+            return None, None
+        if mode != "run":
+            _fail(t.key("protocol_file"), 'only for mode = "run"')
+        if has_protocol:
+            _fail(t.key("protocol_file"), "give protocol or protocol_file, not both")
+        path = self.path(t.string("protocol_file", "a protocol script (TOML)"))
+        try:
+            return path, load_protocol_file(path)
+        except ConfigError as err:
+            raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
 
     def _host_channel(
         self,

@@ -118,6 +118,23 @@ class ChannelSpec:
     protocol: GalvanostaticCycling | None = None
     detector: DetectorSettings | None = None
     barcode: str = ""
+    script: ScriptProtocol | None = None  # run mode: a protocol script instead of protocol
+
+    @property
+    def runs_protocol(self) -> bool:
+        """A run-mode channel with something to run."""
+        return self.mode == "run" and (self.protocol is not None or self.script is not None)
+
+    def step_file(self, limits: InstrumentLimits) -> StepFile:
+        """The BTS step file of the channel's protocol (raises if it does not fit)."""
+        if self.script is not None:
+            if prestart_setpoints(self.script):
+                # A Neware channel has no chamber of its own to set.
+                msg = "it sets a chamber before it starts; a Neware channel has none"
+                raise CellguardError(msg)
+            return script_to_step_file(self.script, limits)
+        assert self.protocol is not None
+        return self.protocol.to_step_file(limits)
 
 
 @dataclass
@@ -213,6 +230,11 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             )
             runtime.base_settings = settings
             runtime.dating = RecordDating(timezone)
+            if spec.mode == "run" and spec.script is not None and step_limits(spec.script):
+                # The step file holds only the whole-test protection: the script's
+                # per-step windows are judged here, on both streams, by the step id.
+                runtime.live = StepLimitGuard(runtime.live, spec.script)
+                runtime.recorded = StepLimitGuard(runtime.recorded, spec.script)
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
@@ -332,9 +354,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             have = sorted(present, key=lambda c: (c.devid, c.subdevid, c.chlid))
             listed = f"{have[0]} .. {have[-1]}" if have else "none"
             return f"the instrument has no channel {spec.channel} (it has {listed})"
-        if spec.mode == "run" and spec.protocol is not None:
+        if spec.runs_protocol:
             try:
-                spec.protocol.to_step_file(self._limits)
+                spec.step_file(self._limits)
             except CellguardError as err:
                 return f"its protocol does not fit the channel: {err}"
         return None
@@ -365,7 +387,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         to_start = []
         for runtime in self.channels.values():
             spec = runtime.spec
-            if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+            if not spec.runs_protocol or runtime.state not in ("idle",):
                 continue
             if runtime.start_withheld and not operator:
                 continue
@@ -375,7 +397,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             self._step_file_dir.mkdir(parents=True, exist_ok=True)
             path = write_step_file(
                 self._step_file_dir / f"{self.name}-{spec.channel}.xml",
-                spec.protocol.to_step_file(self._limits),
+                spec.step_file(self._limits),
             )
             barcode = spec.barcode or f"cellguard-{self.name}-{spec.channel}"
             to_start.append((spec.channel, barcode, str(path)))
@@ -577,7 +599,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         script = self._scripts.pop(runtime.spec.channel, None)
         if script is not None:
             return await self._start_script(client, runtime, *script)
-        if runtime.spec.mode != "run" or runtime.spec.protocol is None:
+        if not runtime.spec.runs_protocol:
             return False, "only run-mode channels are started by cellguard"
         if runtime.state in ("running", "halting"):
             return False, "the channel is already running"
@@ -587,6 +609,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
+        script = runtime.spec.script
+        if script is not None and step_limits(script):
+            runtime.live = StepLimitGuard(runtime.live, script)
+            runtime.recorded = StepLimitGuard(runtime.recorded, script)
         runtime.test_start_unix_s = math.nan
         runtime.dating.reset()
         await self._start_run_mode(client, operator=True)
