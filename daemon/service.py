@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config
+from cellguard.daemon.control import serve_control
 from cellguard.daemon.guard import gc_policy, priority
 from cellguard.daemon.guard.links.host import HostSupervisor
 from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
@@ -65,6 +66,7 @@ class Daemon:
     recorder: Recorder | None = None
     clock: Clock = field(default_factory=WallClock)
     lock: StateDirLock | None = None  # one daemon per state_dir
+    control_ready: asyncio.Event = field(default_factory=asyncio.Event)  # local commands
 
     def __post_init__(self) -> None:
         if self.recorder is None:
@@ -297,6 +299,16 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
             tg.create_task(host.run(), name=f"instrument {host.name}") for host in daemon.hosts
         )
         front.append(tg.create_task(_serve_commands(daemon), name="commands"))
+        front.append(
+            tg.create_task(
+                serve_control(
+                    daemon.config.daemon.state_dir,
+                    lambda command: _execute(daemon, command),
+                    ready=daemon.control_ready,
+                ),
+                name="local control",
+            )
+        )
         daemon.instrument_tasks = dict(
             zip(
                 [s.name for s in daemon.supervisors] + [h.name for h in daemon.hosts],
