@@ -609,10 +609,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
-        script = runtime.spec.script
-        if script is not None and step_limits(script):
-            runtime.live = StepLimitGuard(runtime.live, script)
-            runtime.recorded = StepLimitGuard(runtime.recorded, script)
+        own = runtime.spec.script
+        if own is not None and step_limits(own):
+            runtime.live = StepLimitGuard(runtime.live, own)
+            runtime.recorded = StepLimitGuard(runtime.recorded, own)
         runtime.test_start_unix_s = math.nan
         runtime.dating.reset()
         await self._start_run_mode(client, operator=True)
