@@ -21,6 +21,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+from shared import EXAMPLE_PROTOCOL
 
 from cellguard.daemon.config import parse_config
 from cellguard.daemon.guard.status import STATUS_REFRESH_S
@@ -29,7 +30,8 @@ from cellguard.daemon.service import started_daemon
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.neware import ChannelId, NewareSimulator
 from cellguard.drivers.neware._simulator import CellSlot
-from cellguard.drivers.sim import SimCellSpec
+from cellguard.drivers.sim import SimCell, SimCellSpec
+from cellguard.drivers.smu import SmuSimulator
 
 WAIT_S = 20.0
 INSTRUMENT = "ct4008-fr"
@@ -205,3 +207,53 @@ async def test_command_result_names_the_action_also_when_the_command_is_refused(
     assert result["request_id"] == "r-1"
     assert "unknown key" in result["detail"]
     assert result["action"] == "stop"
+
+
+async def test_a_host_driven_channel_keeps_a_current_retained_status(
+    tmp_path: Path, pty_pair: tuple[str, str], mosquitto: Broker
+) -> None:
+    """A source-meter channel (cellguard is its sequencer) had no status at all."""
+    host_end, instrument_end = pty_pair
+    clock = VirtualClock()
+    smu = SmuSimulator(clock, cell=SimCell(SimCellSpec("SEI", never_short=True), seed=3), seed=3)
+    protocol = tmp_path / "run.toml"
+    protocol.write_text(
+        EXAMPLE_PROTOCOL.replace("asymmetric", "symmetric").replace("thin_li_um = 20", "")
+    )
+    config = parse_config(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ntopic_prefix = "{PREFIX}"\n'
+        f'username = "cellguard"\npassword = "{PASSWORDS["cellguard"]}"\n'
+        f'[[instruments]]\nname = "smu-a"\ndriver = "smu"\nserial_port = "{host_end}"\n'
+        '[[channels]]\ninstrument = "smu-a"\nchannel = "1"\nmode = "run"\n'
+        'cell = { type = "symmetric", area_cm2 = 0.785, thick_li_um = 100 }\n'
+        f'protocol_file = "{protocol}"\n'
+    )
+    hours = 3.0
+    recent_s = hours * 3600 - STATUS_REFRESH_S - 60.0
+    async with (
+        smu.serve(instrument_end),
+        aiomqtt.Client(
+            "127.0.0.1", mosquitto.port, username="operator", password=PASSWORDS["operator"]
+        ) as operator,
+    ):
+        await operator.subscribe(f"{PREFIX}/status/smu-a/1", qos=1)
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks["smu-a"])
+            for _ in range(round(hours * 60)):
+                await clock.advance(60.0)
+            statuses = []
+            async with asyncio.timeout(WAIT_S):
+                async for message in operator.messages:
+                    assert isinstance(message.payload, bytes)
+                    statuses.append(json.loads(message.payload))
+                    if statuses[-1]["test_time_s"] >= recent_s:
+                        break
+    last = statuses[-1]
+    assert last["state"] == "running"
+    assert last["workstatus"] == "working"
+    # 10 min rest, then 2 h cycles: 2 h 50 min in is cycle 2.
+    assert last["cycle"] == 2
+    assert last["last_sample_age_s"] is not None
+    assert 0 <= last["last_sample_age_s"] <= 60.0
+    assert len(statuses) <= hours * 3600 / STATUS_REFRESH_S + 5
