@@ -46,7 +46,13 @@ from cellguard.protocols.cells import Cell
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
 from cellguard.protocols.galvanostatic import GalvanostaticCycling, InstrumentLimits
 from cellguard.protocols.script import Protocol as ScriptProtocol
-from cellguard.protocols.script import example_names, example_path, load_protocol_file
+from cellguard.protocols.script import (
+    example_names,
+    example_path,
+    load_protocol_file,
+    prestart_setpoints,
+)
+from cellguard.protocols.script import to_step_file as script_to_step_file
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 ChannelMode = Literal["monitor", "run"]
@@ -1314,9 +1320,21 @@ class _Reader:
             _fail(t.key("protocol_file"), 'only for mode = "run"')
         if has_protocol:
             _fail(t.key("protocol_file"), "give protocol or protocol_file, not both")
-        path = self.path(t.string("protocol_file", "a protocol script (TOML)"))
+        return self.script_file(t)
+
+    def script_file(self, t: _Table) -> tuple[Path, ScriptProtocol]:
+        """The channel's ``protocol_file``: a file, or a shipped example's name."""
+        protocol_file = self.protocol_path(
+            t.string("protocol_file", "a protocol script (TOML) or a shipped example's name")
+        )
+        if not protocol_file.exists():
+            _fail(
+                t.key("protocol_file"),
+                f"no file {protocol_file} (a path is relative to the config's folder); "
+                f"or name a shipped example: {', '.join(example_names())}",
+            )
         try:
-            return path, load_protocol_file(path)
+            return protocol_file, load_protocol_file(protocol_file)
         except ConfigError as err:
             raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
 
@@ -1337,19 +1355,7 @@ class _Reader:
         protocol_file: Path | None = None
         script: ScriptProtocol | None = None
         if t.has("protocol_file"):
-            protocol_file = self.protocol_path(
-                t.string("protocol_file", "a protocol script (TOML) or a shipped example's name")
-            )
-            if not protocol_file.exists():
-                _fail(
-                    t.key("protocol_file"),
-                    f"no file {protocol_file} (a path is relative to the config's folder); "
-                    f"or name a shipped example: {', '.join(example_names())}",
-                )
-            try:
-                script = load_protocol_file(protocol_file)
-            except ConfigError as err:
-                raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
+            protocol_file, script = self.script_file(t)
         if mode == "run" and script is None:
             _fail(t.key("protocol_file"), 'required for mode = "run": the protocol script to run')
         aux: list[str] = []
@@ -1608,16 +1614,30 @@ def _check_ranges(
     by_name = {inst.name: inst for inst in instruments}
     for index, ch in enumerate(channels):
         inst = by_name[ch.instrument]
-        if ch.protocol is None or not isinstance(inst, NewareSettings):
+        if not isinstance(inst, NewareSettings):
             continue
         limits = InstrumentLimits(
             current_range_ma=inst.current_range_ma,
             voltage_range_v=inst.voltage_range_v,
             name=f"instrument {inst.name!r} (current_range_ma = {inst.current_range_ma:g})",
         )
+        if ch.script is not None:
+            _check_neware_script(ch.script, limits, f"channels[{index}].protocol_file")
+        if ch.protocol is None:
+            continue
         try:
             ch.protocol.check_limits(limits)
         except ConfigError as err:
             raise ConfigError(
                 field=f"channels[{index}].protocol.{err.field}", problem=err.problem
             ) from err
+
+
+def _check_neware_script(script: ScriptProtocol, limits: InstrumentLimits, key: str) -> None:
+    """A script on a Neware channel compiles to a step file for its instrument."""
+    if prestart_setpoints(script):
+        _fail(key, "it sets a chamber before it starts; a Neware channel has no chamber")
+    try:
+        script_to_step_file(script, limits)
+    except ConfigError as err:
+        raise ConfigError(field=key, problem=str(err)) from err

@@ -90,3 +90,22 @@ def test_a_neware_channel_needs_exactly_one_protocol_and_a_readable_script(
         parse_config(_config(tmp_path, 5020, extra), base_dir=tmp_path)
     assert message in str(refused.value)
     assert "channels[0]" in str(refused.value)
+
+
+def test_a_script_the_neware_cannot_run_is_refused_at_load_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    """A goto runs host-driven only: refused when the config is read (exit 2 at
+    ``cellguard run``), not left to an unguarded channel at connect."""
+    script = tmp_path / "goto.toml"
+    script.write_text(
+        EXAMPLE_PROTOCOL.replace(
+            '"Strip at 0.5 mA/cm2 for 0.5 mAh/cm2",',
+            '"Strip at 0.5 mA/cm2 for 0.5 mAh/cm2 or until 1 V, then goto step 4 if '
+            'voltage above 1 V",',
+        )
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(_config(tmp_path, 5020, f'protocol_file = "{script}"\n'), base_dir=tmp_path)
+    assert refused.value.field == "channels[0].protocol_file"
+    assert "goto" in str(refused.value)
