@@ -32,6 +32,7 @@ from cellguard.drivers.neware import ChannelId, NewareSimulator
 from cellguard.drivers.neware._simulator import CellSlot
 from cellguard.drivers.sim import SimCell, SimCellSpec
 from cellguard.drivers.smu import SmuSimulator
+from cellguard.protocols import Cell, GalvanostaticCycling
 
 WAIT_S = 20.0
 INSTRUMENT = "ct4008-fr"
@@ -257,3 +258,35 @@ async def test_a_host_driven_channel_keeps_a_current_retained_status(
     assert last["last_sample_age_s"] is not None
     assert 0 <= last["last_sample_age_s"] <= 60.0
     assert len(statuses) <= hours * 3600 / STATUS_REFRESH_S + 5
+
+
+async def test_live_samples_of_a_test_started_by_hand_carry_its_new_id(tmp_path: Path) -> None:
+    """A researcher stops the test in the BTS software and starts another on the same
+    channel: from its first live sample on it is stored as the new test (and guarded
+    as a new run), not under the old id until the next download 10 min later."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    poll_s = 60.0
+    async with sim.serve() as (_, port):
+        config = parse_config(_config(tmp_path / "state", port, poll_s))
+        async with started_daemon(config, clock=clock) as daemon:
+            await clock.wait_until_sleeping(daemon.instrument_tasks[INSTRUMENT])
+            await _drive(clock, 31 * poll_s / 3600, poll_s)  # downloads at 0, 10, 20, 30 min
+            channel = sim.channels[CHANNEL]
+            assert channel.stop(clock.now_s())
+            await _drive(clock, 2 * poll_s / 3600, poll_s)
+            program = GalvanostaticCycling(Cell.symmetric(0.785), cycles=5).to_step_file()
+            assert channel.start(program, "by-hand", clock.now_s(), datetime(2026, 4, 1, 9))
+            await _drive(clock, 3 * poll_s / 3600, poll_s)  # no download before 40 min
+            runtime = daemon.supervisor(INSTRUMENT).channels[CHANNEL]
+            assert runtime.state == "running"
+            assert runtime.test_id == 2
+        async with started_daemon(config, clock=clock) as daemon:
+            samples = await daemon.store.query_samples(INSTRUMENT, str(CHANNEL))
+            starts = await daemon.store.query_events(INSTRUMENT, str(CHANNEL), kind="start")
+    live_ids = [s.tags.test_id for s in samples if s.source == "live"]
+    # The three polls after the start, all of them; the 31 or 32 before the stop.
+    assert live_ids.count("2") == 3
+    assert 31 <= live_ids.count("1") <= 32
+    assert len(live_ids) == live_ids.count("1") + 3
+    assert any("test 2 started on the instrument" in e.detail for e in starts)

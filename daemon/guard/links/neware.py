@@ -168,10 +168,14 @@ class ChannelRuntime:
     status_pacer: StatusPacer = field(default_factory=StatusPacer)
 
     @property
-    def needs_test_id(self) -> bool:
-        """A test runs whose id is not known and nothing of it was fetched yet (a
-        restart's saved position is matched to its test at connect instead)."""
-        return not self.test_id and self.next_seq == 1
+    def test_id_unsure(self) -> bool:
+        """Whether the test now running may not be the one the tags name: nothing of it
+        was fetched yet and its id is unknown (a restart's saved position is matched to
+        its test at connect instead), or the channel runs again after it had ended (a
+        new test started on the instrument, or a resume)."""
+        if not self.test_id:
+            return self.next_seq == 1
+        return bool(self.last_workstatus) and self.last_workstatus not in _RUNNING
 
     def to(self, state: ChannelState) -> None:
         """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
@@ -712,7 +716,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         if halted:
             await self._report_halts([r for r, _ in halted])
         await self._learn_new_test_ids(
-            client, [r for r, rec in seen if rec.workstatus in _RUNNING and r.needs_test_id]
+            client, [r for r, rec in seen if rec.workstatus in _RUNNING and r.test_id_unsure]
         )
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
@@ -725,15 +729,22 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
     async def _learn_new_test_ids(
         self, client: NewareClient, runtimes: Sequence[ChannelRuntime]
     ) -> None:
-        """The test id of tests just started or joined, before their first live sample
-        is queued: without it that sample (and every one until the first download, up
-        to ``download_interval_s`` later) would be stored under no test at all."""
+        """The test id of tests just started, joined or started anew, before their first
+        live sample is queued: without it that sample (and every one until the next
+        download, up to ``download_interval_s`` later) would be stored under no test
+        at all, or under the test before."""
         if not runtimes:
             return
         counts = await client.inquire_df([r.spec.channel for r in runtimes])
         for runtime in runtimes:
             held = counts.get(runtime.spec.channel)
-            if held is not None and held.test_id:
+            if held is None or not held.test_id or held.test_id == runtime.test_id:
+                continue
+            if runtime.test_id:
+                # Another test than the one that ended: guarded as a new run now, not
+                # at the next download.
+                await self._new_run(runtime, held.test_id)
+            else:
                 runtime.test_id = held.test_id
                 runtime.tags = dataclasses.replace(runtime.tags, test_id=str(held.test_id))
 
