@@ -100,6 +100,7 @@ class _Channel:
     analyzer: CycleAnalyzer
     unix_offset_s: float = 0.0  # time_unix_s − test_time_s of the latest sample
     pending: _Pending | None = None
+    booked_until_s: float = -math.inf  # test time analysed before a restart
 
 
 class AnalyticsTap:
@@ -112,11 +113,39 @@ class AnalyticsTap:
     def __init__(self, settings: Mapping[ChannelKey, AnalyticsSettings] | None = None) -> None:
         self._settings = dict(settings or {})
         self._channels: dict[_TestKey, _Channel] = {}
+        self._asked: set[_TestKey] = set()
 
     def channel(self, tags: ChannelTags) -> CycleAnalyzer | None:
         """The analyzer of a channel's test, if it has seen samples."""
         ch = self._channels.get((tags.instrument, tags.channel, tags.test_id))
         return None if ch is None else ch.analyzer
+
+    def tests_to_resume(self, samples: Sequence[SampleRecord]) -> list[ChannelTags]:
+        """The tests of ``samples`` this tap has not seen in this process yet, each named
+        once: their stored cycles (a daemon before a restart analysed them) are to be
+        handed to :meth:`resume` before the batch is fed."""
+        out: list[ChannelTags] = []
+        for sample in samples:
+            tags = sample.tags
+            key = (tags.instrument, tags.channel, tags.test_id)
+            if sample.source != "recorded" or not tags.test_id or key in self._asked:
+                continue
+            self._asked.add(key)
+            if key not in self._channels:
+                out.append(tags)
+        return out
+
+    def resume(self, tags: ChannelTags, last: CycleRow) -> None:
+        """Number on from ``last``, the newest stored cycle of the test of ``tags``:
+        a restart must not begin again at cycle 1 with nothing cycled. A test whose
+        stored rows already carry its failure gets no more rows."""
+        ch = self._get(tags)
+        ch.unix_offset_s = last.time_unix_s - last.test_time_s
+        complete = last.cycle if last.complete else last.cycle - 1
+        ch.analyzer.resume(max(complete, 0), last.capacity_mah_cm2, last.test_time_s)
+        ch.booked_until_s = last.test_time_s
+        if last.failure:
+            ch.analyzer.fail(last.failure, last.test_time_s)
 
     def feed(
         self, samples: Sequence[SampleRecord], events: Sequence[EventRecord]
@@ -128,7 +157,8 @@ class AnalyticsTap:
                 continue
             ch = self._get(sample.tags)
             ch.unix_offset_s = sample.time_unix_s - sample.test_time_s
-            if ch.analyzer.failed:
+            # A sample fetched again after a restart, inside cycles already stored.
+            if ch.analyzer.failed or sample.test_time_s <= ch.booked_until_s:
                 continue
             closed = ch.analyzer.feed(
                 sample.test_time_s, sample.voltage_v, sample.current_a, sample.step

@@ -187,4 +187,13 @@ def _print(console: Console, result: FileAnalysis, *, area_given: bool) -> None:
             highlight=False,
         )
     elif s.cell == "asymmetric" and failure is not None and failure.kind == "depletion":
-        console.print("  --thin-li-um gives the average Coulombic efficiency", highlight=False)
+        if s.thin_li_mah_cm2 is None:
+            console.print("  --thin-li-um gives the average Coulombic efficiency", highlight=False)
+        else:
+            # CE = 1 − Q_thin/Q_stripped would be negative: the electrode held less Li.
+            console.print(
+                f"  no Coulombic efficiency: it depleted after {failure.stripped_mah_cm2:.3f} "
+                f"mAh/cm² stripped, less than the {s.thin_li_mah_cm2:.3f} mAh/cm² of "
+                "--thin-li-um (a thinner electrode, or Li lost before the test?)",
+                highlight=False,
+            )

@@ -35,6 +35,7 @@ import aiomqtt
 from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.check import run_check_cli
 from cellguard.daemon.config import Config, check_state_dir, load_config
+from cellguard.daemon.control import ControlError, control_socket_path, send_command
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
@@ -50,16 +51,18 @@ from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.protocols import InstrumentLimits, write_step_file
 from cellguard.protocols.detectors import DetectorSettings
 from cellguard.protocols.script import (
+    DEFAULT_CE,
     InstrumentCapability,
     describe,
     dry_run,
     example_path,
+    format_hours,
     load_protocol_file,
+    preflight,
     to_step_file,
     unexpressed,
 )
 from cellguard.protocols.script import Protocol as ScriptProtocol
-from cellguard.protocols.script._model import format_duration
 
 log = logging.getLogger("cellguard")
 
@@ -90,6 +93,11 @@ def _positive_float(text: str) -> float:
 
 def _positive_int(text: str) -> int:
     return int(_argument(text, int, lambda v: v >= 1, "a whole number", ">= 1"))
+
+
+def _fraction(text: str) -> float:
+    ok = lambda v: 0 < v <= 1  # noqa: E731
+    return float(_argument(text, float, ok, "a fraction", "a fraction in (0, 1], e.g. 0.99"))
 
 
 def _volts(text: str) -> float:
@@ -213,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--current-range-ma", type=_positive_float, default=10.0, help="instrument range, mA"
     )
     check.add_argument(
+        "--ce",
+        type=_fraction,
+        default=DEFAULT_CE,
+        help=f"Li Coulombic efficiency assumed for the pre-flight (default {DEFAULT_CE:g}): "
+        "an asymmetric cell's thin electrode is forecast to run out at it",
+    )
+    check.add_argument(
         "--host-driven",
         action="store_true",
         help="check it for a host-driven instrument (source-meter, Modbus supply): gotos "
@@ -230,11 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = proto_sub.add_parser(
         "start",
-        help="start a protocol on a channel of the running daemon (through MQTT)",
+        help="start a protocol on a channel of the running daemon (local, or through MQTT)",
         description=(
-            "Validates FILE here, sends it on the daemon's MQTT command topic as the operator "
-            "user, and prints the daemon's answer. Exit 2 if it was refused."
+            "Validates FILE here and sends it to the daemon: on this machine through its "
+            "local control socket in state_dir (as the daemon's user, no broker needed), "
+            "else on its MQTT command topic as the operator user; prints the daemon's "
+            "answer. Exit 2 if it was refused, 1 if the daemon or the broker could not be "
+            "reached (one line says which)."
         ),
+    )
+    start.add_argument(
+        "--via",
+        choices=("auto", "local", "mqtt"),
+        default="auto",
+        help="auto (default): the local control socket if the daemon serves one here, else MQTT",
     )
     start.add_argument("config", type=Path, help="the daemon's TOML configuration file")
     start.add_argument("instrument", help="instrument name from the config")
@@ -622,6 +646,8 @@ def _protocol_command(args: argparse.Namespace) -> int:
             print(_describe_host(script, host))
         else:
             print(describe(script, limits))
+        for line in preflight(script, args.ce).lines():
+            print(line)
         return 0
     write_step_file(args.output, to_step_file(script, limits))
     # What the file cannot hold and cellguard enforces: said loudly, never dropped.
@@ -644,7 +670,7 @@ def _describe_host(script: ScriptProtocol, limits: InstrumentCapability) -> str:
         lines.append(line)
     ended = run.finished.detail if run.finished is not None else "cut short (too long to run)"
     lines.append(
-        f"dry run on an ideal cell: {format_duration(run.length_s)}, {run.cycles} cycle(s), "
+        f"dry run on an ideal cell: {format_hours(run.length_s)}, {run.cycles} cycle(s), "
         f"{run.samples} samples; {ended}"
     )
     return "\n".join(lines)
@@ -653,30 +679,64 @@ def _describe_host(script: ScriptProtocol, limits: InstrumentCapability) -> str:
 async def _start_remote(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     load_protocol_file(args.file)  # refuse a bad script here, before anything is sent
+    state_dir = config.daemon.state_dir
+    via = args.via
+    if via == "auto":
+        local = control_socket_path(state_dir).exists() or config.mqtt is None
+        via = "local" if local else "mqtt"
+    request_id = uuid.uuid4().hex
+    body = {"action": "start", "request_id": request_id, "protocol": args.file.read_text()}
+    try:
+        if via == "local":
+            answer = await send_command(
+                state_dir, args.instrument, args.channel, body, timeout_s=args.timeout_s
+            )
+        else:
+            answer = await _start_over_mqtt(args, config, body)
+    except ControlError as err:
+        print(f"cellguard: error: {err}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    print(f"{args.instrument} {args.channel}: {answer.get('detail')}")
+    return 0 if answer.get("ok") else 2
+
+
+async def _start_over_mqtt(
+    args: argparse.Namespace, config: Config, body: dict[str, Any]
+) -> dict[str, Any]:
     if config.mqtt is None:
-        msg = "this daemon has no [mqtt]: start the protocol through its config (mode = run)"
+        msg = "this daemon has no [mqtt]: use --via local on the daemon's machine"
         raise ConfigError(field="mqtt", problem=msg)
     password = os.environ.get(args.password_env)
     if password is None:
         raise ConfigError(field="--password-env", problem=f"${args.password_env} is not set")
     mq = config.mqtt
-    request_id = uuid.uuid4().hex
-    body = {"action": "start", "request_id": request_id, "protocol": args.file.read_text()}
     result_topic = f"{mq.topic_prefix}/command_result/{args.instrument}/{args.channel}"
-    async with aiomqtt.Client(
-        mq.host, mq.port, username=args.username, password=password, timeout=args.timeout_s
-    ) as client:
-        await client.subscribe(result_topic, qos=1)
-        await client.publish(
-            f"{mq.topic_prefix}/command/{args.instrument}/{args.channel}", json.dumps(body), qos=1
+    try:
+        async with aiomqtt.Client(
+            mq.host, mq.port, username=args.username, password=password, timeout=args.timeout_s
+        ) as client:
+            await client.subscribe(result_topic, qos=1)
+            await client.publish(
+                f"{mq.topic_prefix}/command/{args.instrument}/{args.channel}",
+                json.dumps(body),
+                qos=1,
+            )
+            async with asyncio.timeout(args.timeout_s):
+                async for message in client.messages:
+                    answer = json.loads(bytes(message.payload))
+                    if answer.get("request_id") == body["request_id"]:
+                        return dict(answer)
+    except TimeoutError:
+        msg = f"no answer from the daemon through MQTT within {args.timeout_s:g} s: is it running?"
+        raise ControlError(msg) from None
+    except (aiomqtt.MqttError, OSError) as err:
+        msg = (
+            f"the MQTT broker at {mq.host}:{mq.port} could not be reached ({err}); on the "
+            "daemon's machine --via local needs no broker"
         )
-        async with asyncio.timeout(args.timeout_s):
-            async for message in client.messages:
-                answer = json.loads(bytes(message.payload))
-                if answer.get("request_id") == request_id:
-                    break
-    print(f"{args.instrument} {args.channel}: {answer.get('detail')}")
-    return 0 if answer.get("ok") else 2
+        raise ControlError(msg) from None
+    msg = "the MQTT connection ended before the daemon answered"
+    raise ControlError(msg)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -46,7 +46,13 @@ from cellguard.protocols.cells import Cell
 from cellguard.protocols.detectors import CellProfile, DetectorSettings
 from cellguard.protocols.galvanostatic import GalvanostaticCycling, InstrumentLimits
 from cellguard.protocols.script import Protocol as ScriptProtocol
-from cellguard.protocols.script import example_names, example_path, load_protocol_file
+from cellguard.protocols.script import (
+    example_names,
+    example_path,
+    load_protocol_file,
+    prestart_setpoints,
+)
+from cellguard.protocols.script import to_step_file as script_to_step_file
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 ChannelMode = Literal["monitor", "run"]
@@ -375,8 +381,9 @@ class ChannelSettings:
     mode: ChannelMode
     cell: CellSettings
     detector: DetectorSettings  # defaults for the cell type with the overrides applied
-    protocol: GalvanostaticCycling | None = None  # set exactly when mode == "run" (Neware)
-    # Host-driven channels: the protocol script cellguard runs (mode "run"), the
+    protocol: GalvanostaticCycling | None = None  # mode == "run" on a Neware, or script
+    # Host-driven channels (and Neware ones with protocol_file): the protocol script
+    # cellguard runs (mode "run"); host-driven ones: the
     # modbus-aux instruments whose readings join the channel's samples, and the bands
     # those readings must stay in.
     protocol_file: Path | None = None
@@ -1268,20 +1275,24 @@ class _Reader:
         driver = (kinds or {}).get(instrument, "neware")
         if driver in HOST_DRIVERS:
             return self._host_channel(t, instrument, channel, mode, cell, kinds or {})
-        for key in ("protocol_file", "aux", "aux_limits"):
+        for key in ("aux", "aux_limits"):
             if t.has(key):
                 _fail(t.key(key), f"only for host-driven instruments ({', '.join(HOST_DRIVERS)})")
         protocol_table = t.table("protocol", _PROTOCOL_KEYS, "what cellguard runs")
         protocol: GalvanostaticCycling | None = None
-        if mode == "run":
+        # A Neware channel runs either the built-in galvanostatic protocol or a protocol
+        # script, compiled to a BTS step file when the daemon starts it.
+        protocol_file, script = self._neware_script(t, mode, protocol_table is not None)
+        if mode == "run" and script is None:
             if protocol_table is None:
                 _fail(
                     t.key("protocol"),
                     'required for mode = "run": protocol = { kind = "galvanostatic", '
-                    "current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., cycles = ... }",
+                    "current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., cycles = ... }"
+                    ' or protocol_file = "run.toml" (a protocol script)',
                 )
             protocol = self.protocol(protocol_table, cell)
-        elif protocol_table is not None:
+        elif mode != "run" and protocol_table is not None:
             _fail(
                 t.key("protocol"),
                 'only for mode = "run"; in mode = "monitor" the cycler runs its own step file',
@@ -1295,7 +1306,37 @@ class _Reader:
             cell=cell,
             detector=detector,
             protocol=protocol,
+            protocol_file=protocol_file,
+            script=script,
         )
+
+    def _neware_script(
+        self, t: _Table, mode: str, has_protocol: bool
+    ) -> tuple[Path | None, ScriptProtocol | None]:
+        """``protocol_file`` of a Neware channel: the script, loaded and checked."""
+        if not t.has("protocol_file"):
+            return None, None
+        if mode != "run":
+            _fail(t.key("protocol_file"), 'only for mode = "run"')
+        if has_protocol:
+            _fail(t.key("protocol_file"), "give protocol or protocol_file, not both")
+        return self.script_file(t)
+
+    def script_file(self, t: _Table) -> tuple[Path, ScriptProtocol]:
+        """The channel's ``protocol_file``: a file, or a shipped example's name."""
+        protocol_file = self.protocol_path(
+            t.string("protocol_file", "a protocol script (TOML) or a shipped example's name")
+        )
+        if not protocol_file.exists():
+            _fail(
+                t.key("protocol_file"),
+                f"no file {protocol_file} (a path is relative to the config's folder); "
+                f"or name a shipped example: {', '.join(example_names())}",
+            )
+        try:
+            return protocol_file, load_protocol_file(protocol_file)
+        except ConfigError as err:
+            raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
 
     def _host_channel(
         self,
@@ -1314,19 +1355,7 @@ class _Reader:
         protocol_file: Path | None = None
         script: ScriptProtocol | None = None
         if t.has("protocol_file"):
-            protocol_file = self.protocol_path(
-                t.string("protocol_file", "a protocol script (TOML) or a shipped example's name")
-            )
-            if not protocol_file.exists():
-                _fail(
-                    t.key("protocol_file"),
-                    f"no file {protocol_file} (a path is relative to the config's folder); "
-                    f"or name a shipped example: {', '.join(example_names())}",
-                )
-            try:
-                script = load_protocol_file(protocol_file)
-            except ConfigError as err:
-                raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
+            protocol_file, script = self.script_file(t)
         if mode == "run" and script is None:
             _fail(t.key("protocol_file"), 'required for mode = "run": the protocol script to run')
         aux: list[str] = []
@@ -1586,16 +1615,30 @@ def _check_ranges(
     by_name = {inst.name: inst for inst in instruments}
     for index, ch in enumerate(channels):
         inst = by_name[ch.instrument]
-        if ch.protocol is None or not isinstance(inst, NewareSettings):
+        if not isinstance(inst, NewareSettings):
             continue
         limits = InstrumentLimits(
             current_range_ma=inst.current_range_ma,
             voltage_range_v=inst.voltage_range_v,
             name=f"instrument {inst.name!r} (current_range_ma = {inst.current_range_ma:g})",
         )
+        if ch.script is not None:
+            _check_neware_script(ch.script, limits, f"channels[{index}].protocol_file")
+        if ch.protocol is None:
+            continue
         try:
             ch.protocol.check_limits(limits)
         except ConfigError as err:
             raise ConfigError(
                 field=f"channels[{index}].protocol.{err.field}", problem=err.problem
             ) from err
+
+
+def _check_neware_script(script: ScriptProtocol, limits: InstrumentLimits, key: str) -> None:
+    """A script on a Neware channel compiles to a step file for its instrument."""
+    if prestart_setpoints(script):
+        _fail(key, "it sets a chamber before it starts; a Neware channel has no chamber")
+    try:
+        script_to_step_file(script, limits)
+    except ConfigError as err:
+        raise ConfigError(field=key, problem=str(err)) from err

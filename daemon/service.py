@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config
+from cellguard.daemon.control import serve_control
 from cellguard.daemon.guard import gc_policy, priority
 from cellguard.daemon.guard.links.host import HostSupervisor
 from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
@@ -65,6 +66,7 @@ class Daemon:
     recorder: Recorder | None = None
     clock: Clock = field(default_factory=WallClock)
     lock: StateDirLock | None = None  # one daemon per state_dir
+    control_ready: asyncio.Event = field(default_factory=asyncio.Event)  # local commands
 
     def __post_init__(self) -> None:
         if self.recorder is None:
@@ -126,11 +128,46 @@ class Daemon:
         for host in self.hosts:
             host.records_stored(samples, events)
         try:
-            rows = self.tap.feed(samples, events)
+            earlier = await self._resume_analytics(samples)
+            rows = self.tap.feed(earlier + samples, events)
         except Exception:  # analytics must never stop the samples reaching the sink
             log.exception("the analytics tap failed on a batch; its cycles are missing")
             return
         await self.store_cycles(rows)
+
+    async def _resume_analytics(self, samples: list[SampleRecord]) -> list[SampleRecord]:
+        """Tests the tap meets for the first time go on from their stored cycles: the
+        cycle numbers and the capacity continue across a restart of the daemon.
+
+        Returns the stored samples between the last stored cycle and this batch (the
+        half cycle a restart cut), to be fed first. Only the SQLite store holds them:
+        with InfluxDB as the sample sink that half cycle is booked from the samples
+        after the restart, its charge counted from the last cycle's end.
+        """
+        earlier: list[SampleRecord] = []
+        for tags in self.tap.tests_to_resume(samples):
+            stored = await self.store.query_cycles(
+                tags.instrument, tags.channel, test_id=tags.test_id, limit=1
+            )
+            if not stored:
+                continue
+            last = stored[-1]
+            self.tap.resume(tags, last)
+            if self.influx is not None:
+                continue
+            first_s = min(
+                s.test_time_s for s in samples if s.tags == tags and s.source == "recorded"
+            )
+            earlier += [
+                s
+                for s in await self.store.query_samples(
+                    tags.instrument, tags.channel, since_unix_s=last.time_unix_s
+                )
+                if s.source == "recorded"
+                and s.tags.test_id == tags.test_id
+                and last.test_time_s < s.test_time_s < first_s
+            ]
+        return earlier
 
     async def _store(self, samples: list[SampleRecord], events: list[EventRecord]) -> None:
         if self.influx is not None:
@@ -262,6 +299,16 @@ async def run_daemon(daemon: Daemon, *, stop: asyncio.Event) -> None:
             tg.create_task(host.run(), name=f"instrument {host.name}") for host in daemon.hosts
         )
         front.append(tg.create_task(_serve_commands(daemon), name="commands"))
+        front.append(
+            tg.create_task(
+                serve_control(
+                    daemon.config.daemon.state_dir,
+                    lambda command: _execute(daemon, command),
+                    ready=daemon.control_ready,
+                ),
+                name="local control",
+            )
+        )
         daemon.instrument_tasks = dict(
             zip(
                 [s.name for s in daemon.supervisors] + [h.name for h in daemon.hosts],

@@ -33,6 +33,9 @@ Definitions (units in every name):
   direction the cell depleted in). Every mAh cm⁻² cycled lost ``1 − CE`` of itself.
   The method's resolution is the last, partial stripping: ``Q_thin`` counts it as
   lost, so CE comes out low by at most ``(charge per half cycle) / Q_stripped``.
+  CE is bounded to ``[0, 1]``: a cell that depleted before ``Q_thin`` was stripped from
+  it did not hold the Li stated (a thinner foil, Li lost before the test, a test joined
+  late), and its CE is undefined (``None``), not negative.
 """
 
 from __future__ import annotations
@@ -204,14 +207,16 @@ class Analysis:
 def coulombic_efficiency(
     settings: AnalyticsSettings, failure: FailureSummary | None
 ) -> float | None:
-    """Average Li Coulombic efficiency implied by a depletion (see the module doc)."""
+    """Average Li Coulombic efficiency implied by a depletion (see the module doc), in
+    ``[0, 1]``; None when undefined (not asymmetric, no depletion, no thin electrode, or
+    less than the thin electrode's Li stripped before it depleted)."""
     q_thin = settings.thin_li_mah_cm2
     if (
         settings.cell != "asymmetric"
         or failure is None
         or failure.kind != "depletion"
         or q_thin is None
-        or failure.stripped_mah_cm2 <= 0
+        or failure.stripped_mah_cm2 < q_thin
     ):
         return None
     return 1.0 - q_thin / failure.stripped_mah_cm2
@@ -243,6 +248,21 @@ class _Books:
         self._inv_area = 1.0 / (settings.area_cm2 * _AS_PER_MAH)
         self._capacity_mah_cm2 = 0.0
         self._by_direction_mah_cm2 = {1: 0.0, -1: 0.0}
+        # Half cycles and complete cycles booked before a restart (see CycleAnalyzer.resume).
+        self.halves_before = 0
+        self.complete_before = 0
+
+    def resume(self, cycles: int, capacity_mah_cm2: float) -> None:
+        """Go on after ``cycles`` complete cycles and ``capacity_mah_cm2`` cycled.
+
+        Stored cycles keep no split by direction: it is taken as even, which is exact
+        for equal half cycles (the standard protocol) and what a CE after a restart
+        rests on.
+        """
+        self.halves_before = 2 * cycles
+        self.complete_before = cycles
+        self._capacity_mah_cm2 = capacity_mah_cm2
+        self._by_direction_mah_cm2 = {1: capacity_mah_cm2 / 2, -1: capacity_mah_cm2 / 2}
 
     def half(
         self,
@@ -262,7 +282,7 @@ class _Books:
         self._by_direction_mah_cm2[direction] += charge_mah_cm2
         halves = self.analysis.half_cycles
         record = HalfCycleRecord(
-            index=len(halves) + 1,
+            index=self.halves_before + len(halves) + 1,
             direction=direction,
             start_s=float(t_s[0]),
             end_s=float(t_s[-1]),
@@ -301,7 +321,7 @@ class _Books:
     def fail(
         self, kind: str, subkind: str, t_s: float, direction: int, detail: str, index: int
     ) -> FailureSummary:
-        complete = sum(1 for c in self.analysis.cycles if c.complete)
+        complete = self.complete_before + sum(1 for c in self.analysis.cycles if c.complete)
         failure = FailureSummary(
             kind=kind,
             subkind=subkind,
@@ -378,6 +398,18 @@ class CycleAnalyzer:
                     verdict.kind, verdict.subkind, verdict.t_s, verdict.detail, self._index
                 )
         return closed
+
+    def resume(self, cycles: int, capacity_mah_cm2: float, end_s: float) -> None:
+        """Continue a test analysed before a restart: ``cycles`` complete cycles were
+        booked, ``capacity_mah_cm2`` cycled, the last of them ending at test time
+        ``end_s``. Call before the first :meth:`feed`; the next half cycle found is
+        the first of cycle ``cycles + 1``, and its charge is counted from ``end_s``
+        (the current of a sample holds since the previous one)."""
+        if self._index >= 0:
+            msg = "resume() must come before the first sample"
+            raise ConfigError(field="resume", problem=msg)
+        self._books.resume(cycles, capacity_mah_cm2)
+        self._prev_t_s = end_s
 
     def fail(
         self, kind: str, t_s: float, *, subkind: str = "", detail: str = ""

@@ -65,6 +65,7 @@ def _neware_specs(config: Config, instrument: str) -> list[ChannelSpec]:
             mode=ch.mode,
             protocol=ch.protocol,
             detector=ch.detector,
+            script=ch.script,
         )
         for ch in config.channels_of(instrument)
         if isinstance(ch.channel, ChannelId)  # a Neware channel id (host-driven: "1")

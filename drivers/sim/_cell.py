@@ -6,6 +6,13 @@ run is cut into steps: the charge moved is exactly ``current × dt``, the Li los
 closed form of cell time, and every relaxation is an exact exponential over the step.
 Only the instrument noise is drawn per call; the random events of a soft short come
 from a separate stream, so they happen at the same cell times for any ``dt_s``.
+
+A cell's time starts with its first current, not when the object is built: a simulator
+builds every cell when it starts, possibly days before a test is started on a channel,
+while a lab assembles a cell just before its test. Before that the cell is on the
+shelf: open circuit, no interphase growth, no Li consumed (a 20 µm MII-2 electrode left
+to age from the simulator's start was empty 100 h later, so the first stripping of a
+test started then depleted it within minutes).
 """
 
 from __future__ import annotations
@@ -148,6 +155,7 @@ class SimCell:
         "_events",
         "_gauss",
         "_hard_s",
+        "_in_use",
         "_inv_area_cm2",
         "_li_c",
         "_li_w",
@@ -196,6 +204,7 @@ class SimCell:
         self._dep_tau_s = model.depletion_tau_s
 
         self._t_s = 0.0
+        self._in_use = False
         self._li_w = spec.li_working_um * LI_MAH_CM2_PER_UM
         self._li_c = spec.li_counter_um * LI_MAH_CM2_PER_UM
         self._loss = 0.0
@@ -234,7 +243,7 @@ class SimCell:
 
     @property
     def t_s(self) -> float:
-        """Cell time (s) since construction."""
+        """Cell time (s) since the first current (0 while the cell is on the shelf)."""
         return self._t_s
 
     @property
@@ -288,6 +297,11 @@ class SimCell:
         """
         if not dt_s > 0:
             raise ConfigError(field="dt_s", problem=f"must be > 0 s, got {dt_s!r}")
+        if not self._in_use:
+            if current_a == 0.0:
+                # On the shelf (see the module doc): the cell does not age yet.
+                return self._gauss(0.0, self._noise_v) if self._noise_v > 0 else 0.0
+            self._in_use = True
         model = self._model
         t0_s = self._t_s
         t1_s = t0_s + dt_s

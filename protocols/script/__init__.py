@@ -144,6 +144,12 @@ __all__ = [
     "volts",
 ]
 
+from cellguard.protocols.script._preflight import (
+    DEFAULT_CE,
+    Preflight,
+    format_hours,
+    preflight,
+)
 from cellguard.protocols.script.library import (
     CCD_LEVELS_MA_CM2,
     LibraryProtocol,
@@ -179,6 +185,7 @@ __all__ += [
     "prestart_setpoints",
     "step_limits",
 ]
+__all__ += ["DEFAULT_CE", "Preflight", "format_hours", "preflight"]
 __all__ += [
     "CCD_LEVELS_MA_CM2",
     "LibraryProtocol",

@@ -58,6 +58,7 @@ from cellguard.protocols.script._model import (
     step_label,
 )
 from cellguard.protocols.script._model import Step as ScriptStep
+from cellguard.protocols.script._preflight import format_hours
 
 _S_PER_H = 3600.0
 _HOST_ONLY = "runs host-driven only (a SCPI source-meter or Modbus supply through HostRun)"
@@ -337,11 +338,8 @@ def _window_text(protocol: Protocol, limit: Limit) -> str:
 
 
 def _length_text(total_s: float) -> str:
-    hours_ = total_s / _S_PER_H
-    text = f"{hours_:.4g} h"
-    if hours_ >= 48:
-        text += f" ({hours_ / 24:.3g} days)"
-    return text
+    # One unit family with the pre-flight's lines (h, and d from two days on).
+    return format_hours(total_s)
 
 
 def describe(

@@ -110,3 +110,20 @@ def test_the_text_report_names_total_and_stripped_capacity_apart(
     assert failing == pytest.approx(total / 2, abs=0.5)  # one direction of two
     assert f"1 − Q_thin / Q_stripped = 1 − 4.100 / {failing:.3f} mAh/cm²" in out
     assert "plated" not in summary
+
+
+def test_a_depletion_before_the_stated_thin_li_was_stripped_gives_no_negative_ce(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 20 µm cell analysed as if its thin electrode were 100 µm (20.5 mAh cm⁻²): it
+    depleted after ~13 mAh cm⁻² stripped, so 1 − 20.5/13 would be a CE of −57 %."""
+    path = simulated_file(tmp_path / "MII-1_asymmetric_20um.csv", "MII-1", 20.0, 70.0)
+    argv = ["analyze", str(path), "--cell", "asymmetric", "--thin-li-um", "100"]
+    assert main([*argv, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["failure"]["kind"] == "depletion"
+    assert body["average_coulombic_efficiency"] is None
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no Coulombic efficiency: it depleted after" in out
+    assert "less than the 20.500 mAh/cm² of --thin-li-um" in out

@@ -702,7 +702,7 @@ def test_type_errors_name_the_key_and_what_is_allowed(old: str, new: str, expect
             {"mode": '"run"'},
             'channels[0].protocol: required for mode = "run": protocol = { kind = '
             '"galvanostatic", current_density_ma_cm2 = ..., areal_capacity_mah_cm2 = ..., '
-            "cycles = ... }",
+            'cycles = ... } or protocol_file = "run.toml" (a protocol script)',
             id="run-without-protocol",
         ),
         pytest.param(

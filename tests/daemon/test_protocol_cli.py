@@ -107,7 +107,7 @@ def test_a_goto_is_refused_for_the_neware_and_checked_host_driven(
     out = capsys.readouterr().out
     assert "[0.3927 mA]" in out
     # 50 cycles of 2 h plus the 10 min rest, on an ideal cell that never depletes.
-    assert "6010 min, 50 cycle(s)" in out
+    assert "100.2 h (4.174 d), 50 cycle(s)" in out  # one unit family: h, and d
     assert "all steps done" in out
 
 
@@ -323,3 +323,86 @@ async def test_a_compiled_file_runs_its_step_limits_and_record_intervals_on_the_
     assert {round(b - a, 3) for a, b in pairwise(strip_s[:-1])} == {5.0}
     assert records[-1].step_id == 3
     assert records[-1].test_time_ms <= (600 + 3600 + 10) * 1000
+
+
+# ---------------------------------------------------------------- pre-flight (issue 17 item 5)
+
+
+def _asymmetric(tmp_path: Path, cycles: int) -> Path:
+    path = tmp_path / f"asym-{cycles}.toml"
+    path.write_text(EXAMPLE.replace("500 times", f"{cycles} times", 1))
+    return path
+
+
+def test_check_warns_that_the_thin_electrode_runs_out_before_the_protocol_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 µm Li holds 4.1 mAh cm⁻²; at CE 99 % each 0.5 mAh cm⁻² cycle loses 0.005 of it,
+    so the strip of cycle 722 finds 0.495 left: it runs out 0.99 h into that strip,
+    at 10 min + 721 × 2 h + 0.99 h = 1443.2 h (60.13 d), before 1000 cycles end."""
+    assert main(["protocol", "check", str(_asymmetric(tmp_path, 1000))]) == 0
+    out = capsys.readouterr().out
+    assert "assumed Li CE of 99 %" in out
+    warnings = [line for line in out.splitlines() if line.startswith("WARNING:")]
+    assert len(warnings) == 1
+    assert "runs out in cycle 722 at 1443 h (60.13 d)" in warnings[0]
+    assert "before the protocol's end at 2000 h (83.34 d)" in warnings[0]
+
+
+def test_check_says_the_thin_electrode_lasts_and_the_stated_ce_changes_the_forecast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _asymmetric(tmp_path, 500)
+    assert main(["protocol", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4.1 mAh/cm2 of Li lasts the protocol" in out
+    assert "WARNING" not in out
+    # At 98 % a cycle loses 0.01 mAh cm⁻²: the strip of cycle 362 finds 0.49 left.
+    assert main(["protocol", "check", str(path), "--ce", "0.98"]) == 0
+    out = capsys.readouterr().out
+    assert "assumed Li CE of 98 %" in out
+    assert "WARNING: the thin electrode (4.1 mAh/cm2) runs out in cycle 362" in out
+
+
+def test_check_refuses_a_ce_that_is_not_a_fraction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["protocol", "check", str(_asymmetric(tmp_path, 5)), "--ce", "99"])
+    assert exited.value.code == 2
+    assert "--ce: must be a fraction in (0, 1]" in capsys.readouterr().err
+
+
+def test_check_flags_an_absurd_length_in_hours_and_days(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo'd repeat count: 60,000 cycles of 2 h are 13.7 years (a step file holds
+    at most 65,535 repeats)."""
+    assert main(["protocol", "check", str(_asymmetric(tmp_path, 60_000))]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "WARNING: the protocol runs 120,000 h (5000 d), longer than a year: check the "
+        "repeat counts" in out
+    )
+
+
+def test_check_states_lengths_in_one_unit_family(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every length the check sums up is in h (and d beside it), never min or days."""
+    path = tmp_path / "goto.toml"
+    path.write_text(GOTO)
+    for argv in (
+        ["protocol", "check", str(_asymmetric(tmp_path, 1000))],
+        ["protocol", "check", str(path), "--host-driven"],
+    ):
+        assert main(argv) == 0
+        summary = [
+            line
+            for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("expected length", "dry run", "pre-flight", "WARNING"))
+        ]
+        assert any(" h" in line for line in summary)
+        for line in summary:
+            assert " min" not in line
+            assert " days" not in line

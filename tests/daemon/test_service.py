@@ -352,6 +352,8 @@ async def test_cellguard_protocol_start_reaches_the_running_daemon(
                 "ct4008-e2e",
                 "1-1-2",
                 str(protocol),
+                "--via",
+                "mqtt",  # the daemon serves a local control socket here too
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={**os.environ, "CELLGUARD_OPERATOR_PASSWORD": PASSWORDS["operator"]},

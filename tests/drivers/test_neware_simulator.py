@@ -268,3 +268,25 @@ def test_the_simulator_refuses_impossible_configurations() -> None:
     with pytest.raises(ValueError, match="cells"):
         NewareSimulator(clock, units=1, cells={ChannelId(1, 2, 1): CellSlot(SimCellSpec())})
     _ = InstrumentLimits()
+
+
+async def test_a_test_started_days_after_the_simulator_finds_a_fresh_cell(tmp_path: Path) -> None:
+    """Issue 17 item 11: an asymmetric 1 mA cm⁻² channel went to ``protect`` right after
+    its start and was halted as a depletion after 0.075 mAh cm⁻². The simulator had
+    aged every cell from its own start: the 20 µm MII-2 electrode was empty before the
+    test began. A cell ages from its first current, as one assembled for its test."""
+    clock = VirtualClock()
+    sim = NewareSimulator(clock, seed=1, epoch=EPOCH)  # demo layout: 1-1-4 MII-2 100|20
+    cell = Cell.asymmetric(AREA_CM2, li_thin_um=20.0)
+    protocol = GalvanostaticCycling(cell, current_density_ma_cm2=1.0, cycles=20)
+    path = write_step_file(tmp_path / "p.xml", protocol.to_step_file())
+    idle_s = 100 * 3600.0
+    async with sim.serve() as (host, port), NewareClient(host, port) as client:
+        clock.set(idle_s)
+        assert (await client.inquire(["1-1-4"]))[ChannelId(1, 1, 4)].workstatus == "finish"
+        await client.start([("1-1-4", "asym-1mA", str(path))])
+        clock.set(idle_s + 4 * 3600.0)  # four 1 mA cm⁻² cycles
+        live = (await client.inquire(["1-1-4"]))[ChannelId(1, 1, 4)]
+        records = (await client.download("1-1-4", 1, 1000)).records
+    assert live.workstatus == "working"
+    assert max(abs(r.voltage_v) for r in records) < 0.2  # ~30 mV, far from the ±5 V range

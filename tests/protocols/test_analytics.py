@@ -24,8 +24,10 @@ from cellguard.protocols.analytics import (
     PAPER_AREA_CM2,
     AnalyticsSettings,
     CycleAnalyzer,
+    FailureSummary,
     analyze_arrays,
     analyze_stream,
+    coulombic_efficiency,
 )
 from cellguard.protocols.detectors import DetectorSettings
 from cellguard.protocols.units import LI_MAH_CM2_PER_UM
@@ -246,3 +248,32 @@ def test_bad_settings_name_the_field(kwargs: dict[str, object], field: str) -> N
     with pytest.raises(ConfigError) as err:
         AnalyticsSettings(**kwargs)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def _depletion(stripped_mah_cm2: float) -> FailureSummary:
+    return FailureSummary("depletion", "range", 270.0, 0, stripped_mah_cm2, stripped_mah_cm2)
+
+
+def test_a_cell_depleted_before_its_thin_electrode_was_stripped_has_no_coulombic_efficiency() -> (
+    None
+):
+    """Issue 17 item 11: 0.075 mAh cm⁻² stripped from a stated 20 µm (4.1 mAh cm⁻²)
+    electrode stored CE = 1 − 4.1/0.075 = −53.67. Such a cell did not hold the Li
+    stated: its CE is undefined (None), never negative."""
+    settings_ = AnalyticsSettings(cell="asymmetric", thin_li_um=20.0)
+    assert coulombic_efficiency(settings_, _depletion(0.075)) is None
+    assert coulombic_efficiency(settings_, _depletion(4.0)) is None
+    assert coulombic_efficiency(settings_, _depletion(4.1)) == pytest.approx(0.0, abs=1e-12)
+    assert coulombic_efficiency(settings_, _depletion(41.0)) == pytest.approx(0.9)
+
+
+@given(
+    thin_li_um=st.floats(1.0, 200.0),
+    stripped_mah_cm2=st.floats(1e-6, 1e6, allow_nan=False, allow_infinity=False),
+)
+def test_coulombic_efficiency_is_none_or_within_0_and_1(
+    thin_li_um: float, stripped_mah_cm2: float
+) -> None:
+    settings_ = AnalyticsSettings(cell="asymmetric", thin_li_um=thin_li_um)
+    ce = coulombic_efficiency(settings_, _depletion(stripped_mah_cm2))
+    assert ce is None or 0.0 <= ce <= 1.0

@@ -43,6 +43,7 @@ from cellguard.daemon.guard import (
 )
 from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.guard.status import StatusPacer
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError, InstrumentConnectionError
@@ -295,6 +296,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         self.last_aux: dict[str, float] = {}
         self._run: _Run | None = None
         self.host = HostState()
+        self._status = StatusPacer()
         if state is not None:
             saved = state.load_state(name, spec.channel)
             if saved is not None:
@@ -415,6 +417,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
                 await self._halt_attempt(gal)
             await self._run_commands(link)
             self._working()
+            await self._publish_status()
             run = self._run
             if run is None or run.due_s is None:
                 self._outbox.flush()
@@ -461,6 +464,7 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         self.host.seq += 1
         self.host.test_time_s = t_s
         self.samples += 1
+        self._status.sample_seen(self._clock.now_s())
         sample = SampleRecord(
             self.tags,
             time_unix_s=self.host.test_start_unix_s + t_s,
@@ -479,6 +483,25 @@ class HostSupervisor(InstrumentGuard[_HostLink, str]):
         # sample; the halt path saves it first thing): judging never waits for JSON.
         self._journal(sample)
         self._outbox.flush()
+
+    async def _publish_status(self) -> None:
+        """The retained status, kept current at a bounded rate (see StatusPacer); the
+        host is the channel's sequencer, so "workstatus" says whether a run is on."""
+        run = self._run
+        running = run is not None and run.machine.finished is None
+        workstatus = "working" if running else "idle"
+        cycle = run.machine.cycle if run is not None else 0
+        now_s = self._clock.now_s()
+        if self._status.due(now_s, self.host.state, workstatus, cycle):
+            body = self._status.status(
+                now_s,
+                self.host.state,
+                workstatus,
+                cycle,
+                test_time_s=self.host.test_time_s,
+                time_unix_s=time.time(),
+            )
+            await self._publisher.publish_status(self.tags, body)
 
     async def _read_aux(self, aux: Mapping[str, AuxSource]) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -40,6 +40,7 @@ from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.gc_policy import collect_after_poll, freeze_steady_heap
 from cellguard.daemon.guard.links.wall_time import RecordDating
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.daemon.guard.status import StatusPacer
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import (
@@ -127,6 +128,23 @@ class ChannelSpec:
     protocol: GalvanostaticCycling | None = None
     detector: DetectorSettings | None = None
     barcode: str = ""
+    script: ScriptProtocol | None = None  # run mode: a protocol script instead of protocol
+
+    @property
+    def runs_protocol(self) -> bool:
+        """A run-mode channel with something to run."""
+        return self.mode == "run" and (self.protocol is not None or self.script is not None)
+
+    def step_file(self, limits: InstrumentLimits) -> StepFile:
+        """The BTS step file of the channel's protocol (raises if it does not fit)."""
+        if self.script is not None:
+            if prestart_setpoints(self.script):
+                # A Neware channel has no chamber of its own to set.
+                msg = "it sets a chamber before it starts; a Neware channel has none"
+                raise CellguardError(msg)
+            return script_to_step_file(self.script, limits)
+        assert self.protocol is not None
+        return self.protocol.to_step_file(limits)
 
 
 @dataclass
@@ -157,6 +175,17 @@ class ChannelRuntime:
     # Recorded records before this position are fetched one at a time (a bad one is near).
     one_by_one_until: int = 0
     base_settings: DetectorSettings | None = None  # the detectors of a new run
+    status_pacer: StatusPacer = field(default_factory=StatusPacer)
+
+    @property
+    def test_id_unsure(self) -> bool:
+        """Whether the test now running may not be the one the tags name: nothing of it
+        was fetched yet and its id is unknown (a restart's saved position is matched to
+        its test at connect instead), or the channel runs again after it had ended (a
+        new test started on the instrument, or a resume)."""
+        if not self.test_id:
+            return self.next_seq == 1
+        return bool(self.last_workstatus) and self.last_workstatus not in _RUNNING
 
     def to(self, state: ChannelState) -> None:
         """Move to ``state`` if the guard's table allows it (else IllegalTransition)."""
@@ -215,6 +244,11 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             )
             runtime.base_settings = settings
             runtime.dating = RecordDating(timezone)
+            if spec.mode == "run" and spec.script is not None and step_limits(spec.script):
+                # The step file holds only the whole-test protection: the script's
+                # per-step windows are judged here, on both streams, by the step id.
+                runtime.live = StepLimitGuard(runtime.live, spec.script)
+                runtime.recorded = StepLimitGuard(runtime.recorded, spec.script)
             if state is not None:
                 saved = state.load_state(name, str(spec.channel))
                 if saved is not None:
@@ -336,9 +370,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             have = sorted(present, key=lambda c: (c.devid, c.subdevid, c.chlid))
             listed = f"{have[0]} .. {have[-1]}" if have else "none"
             return f"the instrument has no channel {spec.channel} (it has {listed})"
-        if spec.mode == "run" and spec.protocol is not None:
+        if spec.runs_protocol:
             try:
-                spec.protocol.to_step_file(self._limits)
+                spec.step_file(self._limits)
             except CellguardError as err:
                 return f"its protocol does not fit the channel: {err}"
         return None
@@ -369,7 +403,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         to_start = []
         for runtime in self.channels.values():
             spec = runtime.spec
-            if spec.mode != "run" or runtime.state not in ("idle",) or spec.protocol is None:
+            if not spec.runs_protocol or runtime.state not in ("idle",):
                 continue
             if runtime.start_withheld and not operator:
                 continue
@@ -379,7 +413,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             self._step_file_dir.mkdir(parents=True, exist_ok=True)
             path = write_step_file(
                 self._step_file_dir / f"{self.name}-{spec.channel}.xml",
-                spec.protocol.to_step_file(self._limits),
+                spec.step_file(self._limits),
             )
             barcode = spec.barcode or f"cellguard-{self.name}-{spec.channel}"
             to_start.append((spec.channel, barcode, str(path)))
@@ -589,7 +623,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         script = self._scripts.pop(runtime.spec.channel, None)
         if script is not None:
             return await self._start_script(client, runtime, *script)
-        if runtime.spec.mode != "run" or runtime.spec.protocol is None:
+        if not runtime.spec.runs_protocol:
             return False, "only run-mode channels are started by cellguard"
         if runtime.state in ("running", "halting"):
             return False, "the channel is already running"
@@ -599,6 +633,10 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         settings = runtime.live.settings
         runtime.live = make_detector(settings)
         runtime.recorded = make_detector(settings)
+        own = runtime.spec.script
+        if own is not None and step_limits(own):
+            runtime.live = StepLimitGuard(runtime.live, own)
+            runtime.recorded = StepLimitGuard(runtime.recorded, own)
         runtime.test_start_unix_s = math.nan
         runtime.dating.reset()
         await self._start_run_mode(client, operator=True)
@@ -697,31 +735,76 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         self.polls += 1
         if halted:
             await self._report_halts([r for r, _ in halted])
+        await self._learn_new_test_ids(
+            client, [r for r, rec in seen if rec.workstatus in _RUNNING and r.test_id_unsure]
+        )
         for runtime, record in seen:
             await self._track_workstatus(runtime, record)
-            if record.workstatus != "working":
-                continue
-            runtime.cycle = record.cycle_id
-            runtime.test_time_s = record.total_time_s
-            if math.isnan(runtime.test_start_unix_s):
-                runtime.test_start_unix_s = time.time() - record.total_time_s
-            self._offer(
-                SampleRecord(
-                    runtime.tags,
-                    runtime.test_start_unix_s + record.total_time_s,
-                    record.total_time_s,
-                    record.voltage_v,
-                    record.current_a,
-                    record.capacity_ah * 1000.0,
-                    record.energy_wh * 1000.0,
-                    record.step_id or 0,
-                    record.cycle_id,
-                    0,
-                    "live",
-                )
-            )
+            if record.workstatus == "working":
+                self._offer_live(runtime, record)
+            await self._publish_status(runtime, record)
         for runtime, verdict in warns:
             await self._warn(runtime, verdict)
+
+    async def _learn_new_test_ids(
+        self, client: NewareClient, runtimes: Sequence[ChannelRuntime]
+    ) -> None:
+        """The test id of tests just started, joined or started anew, before their first
+        live sample is queued: without it that sample (and every one until the next
+        download, up to ``download_interval_s`` later) would be stored under no test
+        at all, or under the test before."""
+        if not runtimes:
+            return
+        counts = await client.inquire_df([r.spec.channel for r in runtimes])
+        for runtime in runtimes:
+            held = counts.get(runtime.spec.channel)
+            if held is None or not held.test_id or held.test_id == runtime.test_id:
+                continue
+            if runtime.test_id:
+                # Another test than the one that ended: guarded as a new run now, not
+                # at the next download.
+                await self._new_run(runtime, held.test_id)
+            else:
+                runtime.test_id = held.test_id
+                runtime.tags = dataclasses.replace(runtime.tags, test_id=str(held.test_id))
+
+    async def _publish_status(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        """The channel's retained status, kept current at a bounded rate (StatusPacer)."""
+        now_s = self._clock.now_s()
+        pacer = runtime.status_pacer
+        if pacer.due(now_s, runtime.state, record.workstatus, record.cycle_id):
+            body = pacer.status(
+                now_s,
+                runtime.state,
+                record.workstatus,
+                record.cycle_id,
+                test_time_s=record.total_time_s,
+                time_unix_s=time.time(),
+            )
+            await self._publisher.publish_status(runtime.tags, body)
+
+    def _offer_live(self, runtime: ChannelRuntime, record: InquireRecord) -> None:
+        """Queue a working channel's live value as a sample."""
+        runtime.status_pacer.sample_seen(self._clock.now_s())
+        runtime.cycle = record.cycle_id
+        runtime.test_time_s = record.total_time_s
+        if math.isnan(runtime.test_start_unix_s):
+            runtime.test_start_unix_s = time.time() - record.total_time_s
+        self._offer(
+            SampleRecord(
+                runtime.tags,
+                runtime.test_start_unix_s + record.total_time_s,
+                record.total_time_s,
+                record.voltage_v,
+                record.current_a,
+                record.capacity_ah * 1000.0,
+                record.energy_wh * 1000.0,
+                record.step_id or 0,
+                record.cycle_id,
+                0,
+                "live",
+            )
+        )
 
     async def _inquire(
         self, client: NewareClient, channels: Sequence[ChannelId]
@@ -780,9 +863,6 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                 "protect" if status == "protect" else ("finish" if status == "finish" else "stop")
             )
             await self._event(runtime, kind, detail=f"the instrument reports {status}")
-        await self._publisher.publish_status(
-            runtime.tags, {"state": runtime.state, "workstatus": status, "cycle": record.cycle_id}
-        )
 
     # ------------------------------------------------------------ recorded stream
 
