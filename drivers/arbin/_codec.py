@@ -1,0 +1,533 @@
+"""Sans-IO codec of Arbin's CTI: bytes in, typed messages out, and back.
+
+No sockets and no awaits: every rule is testable and fuzzable on plain bytes. The
+layouts are those of Arbin's documents (see :mod:`._messages`). Two quirks of the
+wire, both documented by Arbin and both seen in the example messages:
+
+* ``m_dwLen`` counts the bytes after the 12-byte head in a *request*, but the whole
+  frame in a *feedback*; so a splitter must know which side of the link it is on.
+* the checksum is the sum of every byte before it, kept to 16 bits.
+
+Anything that does not follow the layout raises :class:`MalformedFrame`, which names
+the field that is wrong; a value the caller gives that does not fit a field (a name
+too long, a channel out of range) raises :class:`~cellguard.drivers.errors.ConfigError`
+naming that field.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal
+
+from cellguard.drivers.arbin._messages import (
+    AUX_KINDS,
+    TOKEN,
+    AssignSchedule,
+    BmsValue,
+    ChannelReading,
+    ChannelsInfoFeedback,
+    Command,
+    CommandFeedback,
+    Feedback,
+    GetChannelsInfo,
+    Login,
+    LoginFeedback,
+    Request,
+    SetMetaVariable,
+    SmbValue,
+    StartSchedule,
+    StopSchedule,
+    UnknownRequest,
+)
+from cellguard.drivers.errors import ConfigError, ProtocolViolation
+
+HEAD_BYTES = 12  # token + length
+CODE_BYTES = 8  # command code + extension
+CHECKSUM_BYTES = 2
+MIN_FRAME_BYTES = HEAD_BYTES + CODE_BYTES + CHECKSUM_BYTES
+# A login feedback carries a picture of the cycler; nothing else is larger than a
+# channel-info feedback of a few thousand channels (~2 kB each). Past this it is not
+# a CTI frame, and buffering it would only eat memory.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+# A feedback of 128 bytes answers assign, start, stop and set-MV.
+COMMAND_FEEDBACK_BYTES = 128
+_RESERVED_FEEDBACK = 101
+# The fixed part of one channel in a channel-info feedback (no aux, BMS or SMB values).
+_MIN_READING_BYTES = 1753
+
+Side = Literal["request", "feedback"]
+
+
+class MalformedFrame(ProtocolViolation):
+    """A CTI frame that does not follow Arbin's layout; ``field`` says where."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"malformed CTI frame: {field}: {problem}")
+
+
+def checksum(data: bytes | bytearray) -> int:
+    """The CTI checksum of ``data``: the sum of its bytes, kept to 16 bits."""
+    return sum(data) & 0xFFFF
+
+
+# ------------------------------------------------------------------ framing
+
+
+def frame_length(head: bytes | bytearray, side: Side) -> int:
+    """The whole frame's length from its first 12 bytes (token checked)."""
+    if len(head) < HEAD_BYTES:
+        raise MalformedFrame("header", f"{len(head)} bytes, a frame starts with {HEAD_BYTES}")
+    token, length = struct.unpack_from("<QI", head)
+    if token != TOKEN:
+        raise MalformedFrame("token", f"0x{token:016x}, must be 0x{TOKEN:016x}")
+    total = length + HEAD_BYTES if side == "request" else length
+    if not MIN_FRAME_BYTES <= total <= MAX_FRAME_BYTES:
+        raise MalformedFrame(
+            "length",
+            f"{length} gives a {total}-byte {side}; allowed {MIN_FRAME_BYTES}..{MAX_FRAME_BYTES}",
+        )
+    return total
+
+
+class FrameSplitter:
+    """Cuts a byte stream into whole CTI frames (partial ones are kept for later).
+
+    ``side`` is what the stream carries: ``"feedback"`` on a client, ``"request"`` on
+    a server. A bad token or length raises :class:`MalformedFrame`: the stream cannot
+    be resynchronised after that (CTI has no frame delimiter), so the link must go.
+    """
+
+    def __init__(self, side: Side) -> None:
+        self.side: Side = side
+        self._buffer = bytearray()
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames: list[bytes] = []
+        while len(self._buffer) >= HEAD_BYTES:
+            try:
+                total = frame_length(self._buffer, self.side)
+            except MalformedFrame:
+                self._buffer.clear()
+                raise
+            if len(self._buffer) < total:
+                break
+            frames.append(bytes(self._buffer[:total]))
+            del self._buffer[:total]
+        return frames
+
+
+# ------------------------------------------------------------------ reading
+
+
+class _Reader:
+    """Reads fields in order; a field past the end names itself in the error."""
+
+    def __init__(self, frame: bytes, end: int) -> None:
+        self._frame = frame
+        self._end = end
+        self.pos = HEAD_BYTES + CODE_BYTES
+
+    def _take(self, size: int, field: str) -> bytes:
+        if self.pos + size > self._end:
+            raise MalformedFrame(
+                field, f"needs {size} bytes at byte {self.pos}, the frame ends at {self._end}"
+            )
+        chunk = self._frame[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def unpack(self, fmt: str, field: str) -> tuple[int | float, ...]:
+        return struct.unpack("<" + fmt, self._take(struct.calcsize("<" + fmt), field))
+
+    def int_(self, fmt: str, field: str) -> int:
+        value = self.unpack(fmt, field)[0]
+        assert isinstance(value, int)
+        return value
+
+    def float_(self, fmt: str, field: str) -> float:
+        return float(self.unpack(fmt, field)[0])
+
+    def raw(self, size: int, field: str) -> bytes:
+        return self._take(size, field)
+
+    def wide(self, chars: int, field: str) -> str:
+        """A ``wchar_t[chars]`` field: UTF-16-LE up to the first zero character."""
+        data = self._take(2 * chars, field)
+        units = [data[i : i + 2] for i in range(0, len(data), 2)]
+        if b"\0\0" in units:
+            data = b"".join(units[: units.index(b"\0\0")])
+        try:
+            return data.decode("utf-16-le")
+        except UnicodeDecodeError as err:
+            raise MalformedFrame(field, f"not UTF-16 text ({err.reason})") from err
+
+    def narrow(self, size: int, field: str) -> str:
+        """A ``BYTE[size]`` text field up to its first zero byte (8-bit, UTF-8)."""
+        data = self._take(size, field).split(b"\0", 1)[0]
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise MalformedFrame(field, f"not UTF-8 text ({err.reason})") from err
+
+    def cstring(self, field: str) -> bytes:
+        """A zero-terminated byte string of any length (BMS and SMB units)."""
+        end = self._frame.find(b"\0", self.pos, self._end)
+        if end < 0:
+            raise MalformedFrame(field, "no terminating zero before the end of the frame")
+        value = self._frame[self.pos : end]
+        self.pos = end + 1
+        return value
+
+    def done(self, what: str) -> None:
+        if self.pos != self._end:
+            raise MalformedFrame(
+                "length", f"{self._end - self.pos} bytes left over after the {what}"
+            )
+
+
+def _open(frame: bytes, side: Side) -> tuple[int, _Reader]:
+    """Check head, length and checksum; the command code and a reader of the fields."""
+    total = frame_length(frame[:HEAD_BYTES], side)
+    if total != len(frame):
+        raise MalformedFrame("length", f"says {total} bytes, the frame has {len(frame)}")
+    code, extend = struct.unpack_from("<II", frame, HEAD_BYTES)
+    if extend != 0:
+        raise MalformedFrame("command_extend", f"0x{extend:08x}, must be 0")
+    end = total - CHECKSUM_BYTES
+    (declared,) = struct.unpack_from("<H", frame, end)
+    computed = checksum(frame[:end])
+    if declared != computed:
+        raise MalformedFrame("checksum", f"0x{declared:04x}, the bytes sum to 0x{computed:04x}")
+    return code, _Reader(frame, end)
+
+
+def decode_request(frame: bytes) -> Request:
+    """One whole request frame (as a server receives it) into its message."""
+    code, r = _open(frame, "request")
+    message: Request
+    if code == Command.LOGIN:
+        message = Login(r.narrow(32, "username"), r.narrow(32, "password"))
+    elif code == Command.GET_CHANNELS_INFO:
+        message = GetChannelsInfo(
+            r.int_("h", "channel"), r.int_("h", "selection"), r.int_("I", "aux_options")
+        )
+        r.raw(32, "reserved")
+    elif code == Command.ASSIGN_SCHEDULE:
+        channel = r.int_("i", "channel")
+        all_channels = r.int_("B", "all_channels")
+        schedule = r.wide(200, "schedule")
+        capacity_ah = r.float_("f", "capacity_ah")
+        barcode = r.wide(72, "barcode")
+        mv = tuple(float(v) for v in r.unpack("16f", "meta_variables"))
+        r.raw(32, "reserved")
+        message = AssignSchedule(channel, schedule, bool(all_channels), capacity_ah, barcode, mv)
+    elif code == Command.START_SCHEDULE:
+        test_name = r.wide(72, "test_name")
+        count = r.int_("I", "channel_count")
+        if count > (MAX_FRAME_BYTES // 2):
+            raise MalformedFrame("channel_count", f"{count} channels cannot fit in a frame")
+        channels = tuple(int(c) for c in r.unpack(f"{count}H", "channels"))
+        message = StartSchedule(test_name, channels)
+    elif code == Command.STOP_SCHEDULE:
+        channel = r.int_("I", "channel")
+        all_channels = r.int_("B", "all_channels")
+        r.raw(101, "reserved")
+        message = StopSchedule(channel, bool(all_channels))
+    elif code == Command.SET_META_VARIABLE:
+        channel = r.int_("I", "channel")
+        mv_type = r.int_("i", "mv_type")
+        meta_code = r.int_("i", "meta_code")
+        r.raw(16, "reserved_1")
+        value_type = r.int_("i", "value_type")
+        value = r.float_("f", "value")
+        r.raw(16, "reserved_2")
+        message = SetMetaVariable(channel, meta_code, value, mv_type, value_type)
+    else:
+        return UnknownRequest(code, r.raw(len(frame) - CHECKSUM_BYTES - r.pos, "payload"))
+    r.done(type(message).__name__)
+    return message
+
+
+def _channel_reading(r: _Reader, n: int) -> ChannelReading:
+    p = f"channels[{n}]."
+    channel = r.int_("I", p + "channel")
+    status = r.int_("h", p + "status")
+    comm_failure = r.int_("B", p + "comm_failure")
+    texts = (
+        r.wide(200, p + "schedule"),
+        r.wide(72, p + "test_name"),
+        r.narrow(100, p + "exit_condition"),
+        r.narrow(64, p + "step_and_cycle"),
+        r.wide(72, p + "barcode"),
+        r.wide(200, p + "can_config"),
+        r.wide(200, p + "smb_config"),
+    )
+    master = r.int_("H", p + "master_channel")
+    test_time_s, step_time_s = (float(v) for v in r.unpack("2d", p + "times"))
+    values = tuple(float(v) for v in r.unpack("12f", p + "values"))
+    counts = tuple(int(c) for c in r.unpack("14H", p + "counts"))
+    aux = tuple(
+        tuple(
+            (r.float_("f", f"{p}aux_{kind}[{i}]"), r.float_("f", f"{p}aux_{kind}_dt[{i}]"))
+            for i in range(count)
+        )
+        for kind, count in zip(AUX_KINDS, counts[:12], strict=True)
+    )
+    bms = tuple(
+        BmsValue(
+            r.int_("I", f"{p}bms[{i}].index"),
+            r.float_("d", f"{p}bms[{i}].value"),
+            r.cstring(f"{p}bms[{i}].unit"),
+        )
+        for i in range(counts[12])
+    )
+    smb: list[SmbValue] = []
+    for i in range(counts[13]):
+        index = r.int_("I", f"{p}smb[{i}].index")
+        kind = r.int_("I", f"{p}smb[{i}].type")
+        if kind == 0:
+            value, text = r.float_("d", f"{p}smb[{i}].value"), b""
+        elif kind == 1:
+            value, text = 0.0, r.cstring(f"{p}smb[{i}].text")
+        else:
+            raise MalformedFrame(f"{p}smb[{i}].type", f"{kind}, must be 0 (number) or 1 (text)")
+        smb.append(SmbValue(index, kind, value, text, r.cstring(f"{p}smb[{i}].unit")))
+    return ChannelReading(
+        channel,
+        status,
+        comm_failure,
+        *texts,
+        master,
+        test_time_s,
+        step_time_s,
+        *values,
+        aux=aux,
+        bms=bms,
+        smb=tuple(smb),
+    )
+
+
+def decode_feedback(frame: bytes) -> Feedback:
+    """One whole feedback frame (as a client receives it) into its message."""
+    code, r = _open(frame, "feedback")
+    message: Feedback
+    if code == Command.LOGIN_FEEDBACK:
+        result = r.int_("I", "result")
+        ip = r.raw(4, "ip_address")
+        serial = r.narrow(16, "serial_number")
+        note = r.narrow(256, "note")
+        wide = [r.wide(n, name) for name, n in _LOGIN_WIDE]
+        numbers = [r.int_("I", name) for name in _LOGIN_NUMBERS]
+        picture = r.raw(numbers[-1], "picture")
+        message = LoginFeedback(result, ip, serial, note, *wide, *numbers[:-1], picture)
+    elif code == Command.CHANNELS_INFO_FEEDBACK:
+        count = r.int_("I", "channel_count")
+        if count * _MIN_READING_BYTES > len(frame):
+            raise MalformedFrame("channel_count", f"{count} channels cannot fit in the frame")
+        message = ChannelsInfoFeedback(tuple(_channel_reading(r, n) for n in range(count)))
+    elif len(frame) == COMMAND_FEEDBACK_BYTES:
+        # Assign, start, stop, set-MV share one layout (and so does our answer to an
+        # unknown command); the code says which it answers.
+        channel = r.int_("i", "channel")
+        result = r.int_("B", "result")
+        r.raw(_RESERVED_FEEDBACK, "reserved")
+        message = CommandFeedback(code, channel, result)
+    else:
+        raise MalformedFrame("command", f"unknown feedback code 0x{code:08x} ({len(frame)} bytes)")
+    r.done(type(message).__name__)
+    return message
+
+
+_LOGIN_WIDE = (
+    ("nickname", 1024),
+    ("location", 1024),
+    ("emergency_contact", 1024),
+    ("other_comments", 1024),
+    ("email", 64),
+    ("call", 16),
+)
+_LOGIN_NUMBERS = (
+    "itac",
+    "version",
+    "allow_control",
+    "channel_count",
+    "user_type",
+    "picture_length",
+)
+
+
+# ------------------------------------------------------------------ writing
+
+
+class _Writer:
+    """Packs fields in order; a value that does not fit names its field."""
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+
+    def pack(self, fmt: str, field: str, *values: int | float) -> None:
+        try:
+            self.body += struct.pack("<" + fmt, *values)
+        except (struct.error, OverflowError) as err:
+            raise ConfigError(field=field, problem=f"{values!r} does not fit ({err})") from err
+
+    def wide(self, text: str, chars: int, field: str) -> None:
+        data = text.encode("utf-16-le", errors="strict")
+        if len(data) > 2 * chars:
+            problem = f"at most {chars} UTF-16 code units, got {len(data) // 2}"
+            raise ConfigError(field=field, problem=problem)
+        self.body += data.ljust(2 * chars, b"\0")
+
+    def narrow(self, text: str, size: int, field: str) -> None:
+        data = text.encode("utf-8")
+        if len(data) > size or b"\0" in data:
+            raise ConfigError(field=field, problem=f"at most {size} bytes of text, no zero byte")
+        self.body += data.ljust(size, b"\0")
+
+    def raw(self, data: bytes, field: str, size: int | None = None) -> None:
+        if size is not None and len(data) != size:
+            raise ConfigError(field=field, problem=f"must be {size} bytes, got {len(data)}")
+        self.body += data
+
+    def zeros(self, size: int) -> None:
+        self.body += bytes(size)
+
+    def cstring(self, data: bytes, field: str) -> None:
+        if b"\0" in data:
+            raise ConfigError(field=field, problem="may not hold a zero byte")
+        self.body += data + b"\0"
+
+
+def _frame(code: int, body: bytes | bytearray, side: Side) -> bytes:
+    total = HEAD_BYTES + CODE_BYTES + len(body) + CHECKSUM_BYTES
+    length = total - HEAD_BYTES if side == "request" else total
+    frame = struct.pack("<QIII", TOKEN, length, code, 0) + body
+    return frame + struct.pack("<H", checksum(frame))
+
+
+def encode_request(message: Request) -> bytes:
+    """The frame a client sends for ``message``."""
+    w = _Writer()
+    match message:
+        case Login():
+            w.narrow(message.username, 32, "username")
+            w.narrow(message.password, 32, "password")
+            code = Command.LOGIN
+        case GetChannelsInfo():
+            w.pack("hhI", "channel", message.channel, message.selection, message.aux_options)
+            w.zeros(32)
+            code = Command.GET_CHANNELS_INFO
+        case AssignSchedule():
+            w.pack("iB", "channel", message.channel, int(message.all_channels))
+            w.wide(message.schedule, 200, "schedule")
+            w.pack("f", "capacity_ah", message.capacity_ah)
+            w.wide(message.barcode, 72, "barcode")
+            if len(message.meta_variables) != 16:
+                raise ConfigError(field="meta_variables", problem="must be 16 values (MV_UD1..16)")
+            w.pack("16f", "meta_variables", *message.meta_variables)
+            w.zeros(32)
+            code = Command.ASSIGN_SCHEDULE
+        case StartSchedule():
+            w.wide(message.test_name, 72, "test_name")
+            w.pack("I", "channels", len(message.channels))
+            w.pack(f"{len(message.channels)}H", "channels", *message.channels)
+            code = Command.START_SCHEDULE
+        case StopSchedule():
+            w.pack("IB", "channel", message.channel, int(message.all_channels))
+            w.zeros(101)
+            code = Command.STOP_SCHEDULE
+        case SetMetaVariable():
+            w.pack("Iii", "channel", message.channel, message.mv_type, message.meta_code)
+            w.zeros(16)
+            w.pack("if", "value", message.value_type, message.value)
+            w.zeros(16)
+            code = Command.SET_META_VARIABLE
+        case UnknownRequest():
+            w.raw(message.payload, "payload")
+            return _frame(message.command_code, w.body, "request")
+    return _frame(code, w.body, "request")
+
+
+def encode_feedback(message: Feedback) -> bytes:
+    """The frame a server sends for ``message``."""
+    w = _Writer()
+    match message:
+        case LoginFeedback():
+            w.pack("I", "result", message.result)
+            w.raw(message.ip_address, "ip_address", 4)
+            w.narrow(message.serial_number, 16, "serial_number")
+            w.narrow(message.note, 256, "note")
+            for name, chars in _LOGIN_WIDE:
+                w.wide(getattr(message, name), chars, name)
+            w.pack(
+                "6I",
+                "login numbers",
+                message.itac,
+                message.version,
+                message.allow_control,
+                message.channel_count,
+                message.user_type,
+                len(message.picture),
+            )
+            w.raw(message.picture, "picture")
+            return _frame(Command.LOGIN_FEEDBACK, w.body, "feedback")
+        case ChannelsInfoFeedback():
+            w.pack("I", "channel_count", len(message.channels))
+            for n, reading in enumerate(message.channels):
+                _write_reading(w, reading, f"channels[{n}].")
+            return _frame(Command.CHANNELS_INFO_FEEDBACK, w.body, "feedback")
+        case CommandFeedback():
+            w.pack("iB", "channel", message.channel, message.result)
+            w.zeros(_RESERVED_FEEDBACK)
+            return _frame(message.command_code, w.body, "feedback")
+
+
+def _write_reading(w: _Writer, c: ChannelReading, p: str) -> None:
+    w.pack("IhB", p + "channel", c.channel, c.status, c.comm_failure)
+    w.wide(c.schedule, 200, p + "schedule")
+    w.wide(c.test_name, 72, p + "test_name")
+    w.narrow(c.exit_condition, 100, p + "exit_condition")
+    w.narrow(c.step_and_cycle, 64, p + "step_and_cycle")
+    w.wide(c.barcode, 72, p + "barcode")
+    w.wide(c.can_config, 200, p + "can_config")
+    w.wide(c.smb_config, 200, p + "smb_config")
+    w.pack("H2d", p + "master_channel", c.master_channel, c.test_time_s, c.step_time_s)
+    w.pack(
+        "12f",
+        p + "values",
+        c.voltage_v,
+        c.current_a,
+        c.power_w,
+        c.charge_capacity_ah,
+        c.discharge_capacity_ah,
+        c.charge_energy_wh,
+        c.discharge_energy_wh,
+        c.internal_resistance_ohm,
+        c.dvdt_v_per_s,
+        c.acr_ohm,
+        c.aci_ohm,
+        c.aci_phase_deg,
+    )
+    if len(c.aux) != len(AUX_KINDS):
+        raise ConfigError(field=p + "aux", problem=f"must hold {len(AUX_KINDS)} kinds")
+    w.pack("14H", p + "counts", *(len(a) for a in c.aux), len(c.bms), len(c.smb))
+    for kind, values in zip(AUX_KINDS, c.aux, strict=True):
+        for value, dt_value in values:
+            w.pack("2f", f"{p}aux_{kind}", value, dt_value)
+    for i, bms in enumerate(c.bms):
+        w.pack("Id", f"{p}bms[{i}]", bms.index, bms.value)
+        w.cstring(bms.unit, f"{p}bms[{i}].unit")
+    for i, smb in enumerate(c.smb):
+        w.pack("II", f"{p}smb[{i}]", smb.index, smb.kind)
+        if smb.kind == 0:
+            w.pack("d", f"{p}smb[{i}].value", smb.value)
+        else:
+            w.cstring(smb.text, f"{p}smb[{i}].text")
+        w.cstring(smb.unit, f"{p}smb[{i}].unit")
