@@ -1,5 +1,6 @@
 """Arbin CTI (MITS Pro's Console Third-party Interface): codec, client and a simulator."""
 
+from cellguard.drivers.arbin._client import DEFAULT_TIMEOUT_S, ArbinClient
 from cellguard.drivers.arbin._codec import (
     FrameSplitter,
     MalformedFrame,
@@ -44,13 +45,19 @@ __all__ = [
     "ALL_CHANNELS",
     "ASSIGN_RESULTS",
     "AUX_KINDS",
+    "BUILTIN_SCHEDULES",
+    "DEFAULT_PASSWORD",
     "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_USERNAME",
     "LOGIN_RESULTS",
     "META_CODES",
     "RUNNING_STATUSES",
     "SET_MV_RESULTS",
     "START_RESULTS",
     "STOP_RESULTS",
+    "ArbinClient",
+    "ArbinSimulator",
     "AssignSchedule",
     "BmsValue",
     "ChannelReading",
@@ -58,6 +65,7 @@ __all__ = [
     "ChannelsInfoFeedback",
     "Command",
     "CommandFeedback",
+    "CtiTransport",
     "Feedback",
     "FrameSplitter",
     "GetChannelsInfo",
@@ -66,6 +74,7 @@ __all__ = [
     "MalformedFrame",
     "Request",
     "SetMetaVariable",
+    "SimArbinChannel",
     "SmbValue",
     "StartSchedule",
     "StopSchedule",
@@ -77,3 +86,11 @@ __all__ = [
     "encode_request",
     "feedback_code",
 ]
+from cellguard.drivers.arbin._simulator import (
+    BUILTIN_SCHEDULES,
+    DEFAULT_PASSWORD,
+    DEFAULT_USERNAME,
+    ArbinSimulator,
+    SimArbinChannel,
+)
+from cellguard.drivers.arbin._transport import CtiTransport

@@ -17,7 +17,7 @@ naming that field.
 from __future__ import annotations
 
 import struct
-from typing import Literal
+from typing import Any, Literal, assert_never, cast
 
 from cellguard.drivers.arbin._messages import (
     AUX_KINDS,
@@ -78,15 +78,18 @@ def checksum(data: bytes | bytearray) -> int:
 def frame_length(head: bytes | bytearray, side: Side) -> int:
     """The whole frame's length from its first 12 bytes (token checked)."""
     if len(head) < HEAD_BYTES:
-        raise MalformedFrame("header", f"{len(head)} bytes, a frame starts with {HEAD_BYTES}")
-    token, length = struct.unpack_from("<QI", head)
+        raise MalformedFrame(
+            field="header", problem=f"{len(head)} bytes, a frame starts with {HEAD_BYTES}"
+        )
+    token, length = cast(tuple[int, int], struct.unpack_from("<QI", head))
     if token != TOKEN:
-        raise MalformedFrame("token", f"0x{token:016x}, must be 0x{TOKEN:016x}")
+        raise MalformedFrame(field="token", problem=f"0x{token:016x}, must be 0x{TOKEN:016x}")
     total = length + HEAD_BYTES if side == "request" else length
     if not MIN_FRAME_BYTES <= total <= MAX_FRAME_BYTES:
         raise MalformedFrame(
-            "length",
-            f"{length} gives a {total}-byte {side}; allowed {MIN_FRAME_BYTES}..{MAX_FRAME_BYTES}",
+            field="length",
+            problem=f"{length} gives a {total}-byte {side}; "
+            f"allowed {MIN_FRAME_BYTES}..{MAX_FRAME_BYTES}",
         )
     return total
 
@@ -188,7 +191,7 @@ class _Reader:
     def done(self, what: str) -> None:
         if self.pos != self._end:
             raise MalformedFrame(
-                "length", f"{self._end - self.pos} bytes left over after the {what}"
+                field="length", problem=f"{self._end - self.pos} bytes left over after the {what}"
             )
 
 
@@ -196,15 +199,19 @@ def _open(frame: bytes, side: Side) -> tuple[int, _Reader]:
     """Check head, length and checksum; the command code and a reader of the fields."""
     total = frame_length(frame[:HEAD_BYTES], side)
     if total != len(frame):
-        raise MalformedFrame("length", f"says {total} bytes, the frame has {len(frame)}")
+        raise MalformedFrame(
+            field="length", problem=f"says {total} bytes, the frame has {len(frame)}"
+        )
     code, extend = struct.unpack_from("<II", frame, HEAD_BYTES)
     if extend != 0:
-        raise MalformedFrame("command_extend", f"0x{extend:08x}, must be 0")
+        raise MalformedFrame(field="command_extend", problem=f"0x{extend:08x}, must be 0")
     end = total - CHECKSUM_BYTES
     (declared,) = struct.unpack_from("<H", frame, end)
     computed = checksum(frame[:end])
     if declared != computed:
-        raise MalformedFrame("checksum", f"0x{declared:04x}, the bytes sum to 0x{computed:04x}")
+        raise MalformedFrame(
+            field="checksum", problem=f"0x{declared:04x}, the bytes sum to 0x{computed:04x}"
+        )
     return code, _Reader(frame, end)
 
 
@@ -232,7 +239,9 @@ def decode_request(frame: bytes) -> Request:
         test_name = r.wide(72, "test_name")
         count = r.int_("I", "channel_count")
         if count > (MAX_FRAME_BYTES // 2):
-            raise MalformedFrame("channel_count", f"{count} channels cannot fit in a frame")
+            raise MalformedFrame(
+                field="channel_count", problem=f"{count} channels cannot fit in a frame"
+            )
         channels = tuple(int(c) for c in r.unpack(f"{count}H", "channels"))
         message = StartSchedule(test_name, channels)
     elif code == Command.STOP_SCHEDULE:
@@ -260,18 +269,21 @@ def _channel_reading(r: _Reader, n: int) -> ChannelReading:
     channel = r.int_("I", p + "channel")
     status = r.int_("h", p + "status")
     comm_failure = r.int_("B", p + "comm_failure")
-    texts = (
-        r.wide(200, p + "schedule"),
-        r.wide(72, p + "test_name"),
-        r.narrow(100, p + "exit_condition"),
-        r.narrow(64, p + "step_and_cycle"),
-        r.wide(72, p + "barcode"),
-        r.wide(200, p + "can_config"),
-        r.wide(200, p + "smb_config"),
-    )
+    # Any: the fields are of several types; the dataclass checks them by name.
+    texts: dict[str, Any] = {
+        "schedule": r.wide(200, p + "schedule"),
+        "test_name": r.wide(72, p + "test_name"),
+        "exit_condition": r.narrow(100, p + "exit_condition"),
+        "step_and_cycle": r.narrow(64, p + "step_and_cycle"),
+        "barcode": r.wide(72, p + "barcode"),
+        "can_config": r.wide(200, p + "can_config"),
+        "smb_config": r.wide(200, p + "smb_config"),
+    }
     master = r.int_("H", p + "master_channel")
     test_time_s, step_time_s = (float(v) for v in r.unpack("2d", p + "times"))
-    values = tuple(float(v) for v in r.unpack("12f", p + "values"))
+    values: dict[str, Any] = dict(
+        zip(_READING_FLOATS, (float(v) for v in r.unpack("12f", p + "values")), strict=True)
+    )
     counts = tuple(int(c) for c in r.unpack("14H", p + "counts"))
     aux = tuple(
         tuple(
@@ -297,20 +309,22 @@ def _channel_reading(r: _Reader, n: int) -> ChannelReading:
         elif kind == 1:
             value, text = 0.0, r.cstring(f"{p}smb[{i}].text")
         else:
-            raise MalformedFrame(f"{p}smb[{i}].type", f"{kind}, must be 0 (number) or 1 (text)")
+            raise MalformedFrame(
+                field=f"{p}smb[{i}].type", problem=f"{kind}, must be 0 (number) or 1 (text)"
+            )
         smb.append(SmbValue(index, kind, value, text, r.cstring(f"{p}smb[{i}].unit")))
     return ChannelReading(
-        channel,
-        status,
-        comm_failure,
-        *texts,
-        master,
-        test_time_s,
-        step_time_s,
-        *values,
+        channel=channel,
+        status=status,
+        comm_failure=comm_failure,
+        master_channel=master,
+        test_time_s=test_time_s,
+        step_time_s=step_time_s,
         aux=aux,
         bms=bms,
         smb=tuple(smb),
+        **texts,
+        **values,
     )
 
 
@@ -323,14 +337,16 @@ def decode_feedback(frame: bytes) -> Feedback:
         ip = r.raw(4, "ip_address")
         serial = r.narrow(16, "serial_number")
         note = r.narrow(256, "note")
-        wide = [r.wide(n, name) for name, n in _LOGIN_WIDE]
-        numbers = [r.int_("I", name) for name in _LOGIN_NUMBERS]
-        picture = r.raw(numbers[-1], "picture")
-        message = LoginFeedback(result, ip, serial, note, *wide, *numbers[:-1], picture)
+        wide: dict[str, Any] = {name: r.wide(n, name) for name, n in _LOGIN_WIDE}
+        numbers: dict[str, Any] = {name: r.int_("I", name) for name in _LOGIN_NUMBERS}
+        picture = r.raw(numbers.pop("picture_length"), "picture")
+        message = LoginFeedback(result, ip, serial, note, picture=picture, **wide, **numbers)
     elif code == Command.CHANNELS_INFO_FEEDBACK:
         count = r.int_("I", "channel_count")
         if count * _MIN_READING_BYTES > len(frame):
-            raise MalformedFrame("channel_count", f"{count} channels cannot fit in the frame")
+            raise MalformedFrame(
+                field="channel_count", problem=f"{count} channels cannot fit in the frame"
+            )
         message = ChannelsInfoFeedback(tuple(_channel_reading(r, n) for n in range(count)))
     elif len(frame) == COMMAND_FEEDBACK_BYTES:
         # Assign, start, stop, set-MV share one layout (and so does our answer to an
@@ -340,7 +356,9 @@ def decode_feedback(frame: bytes) -> Feedback:
         r.raw(_RESERVED_FEEDBACK, "reserved")
         message = CommandFeedback(code, channel, result)
     else:
-        raise MalformedFrame("command", f"unknown feedback code 0x{code:08x} ({len(frame)} bytes)")
+        raise MalformedFrame(
+            field="command", problem=f"unknown feedback code 0x{code:08x} ({len(frame)} bytes)"
+        )
     r.done(type(message).__name__)
     return message
 
@@ -360,6 +378,20 @@ _LOGIN_NUMBERS = (
     "channel_count",
     "user_type",
     "picture_length",
+)
+_READING_FLOATS = (
+    "voltage_v",
+    "current_a",
+    "power_w",
+    "charge_capacity_ah",
+    "discharge_capacity_ah",
+    "charge_energy_wh",
+    "discharge_energy_wh",
+    "internal_resistance_ohm",
+    "dvdt_v_per_s",
+    "acr_ohm",
+    "aci_ohm",
+    "aci_phase_deg",
 )
 
 
@@ -487,6 +519,7 @@ def encode_feedback(message: Feedback) -> bytes:
             w.pack("iB", "channel", message.channel, message.result)
             w.zeros(_RESERVED_FEEDBACK)
             return _frame(message.command_code, w.body, "feedback")
+    assert_never(message)
 
 
 def _write_reading(w: _Writer, c: ChannelReading, p: str) -> None:
@@ -499,22 +532,7 @@ def _write_reading(w: _Writer, c: ChannelReading, p: str) -> None:
     w.wide(c.can_config, 200, p + "can_config")
     w.wide(c.smb_config, 200, p + "smb_config")
     w.pack("H2d", p + "master_channel", c.master_channel, c.test_time_s, c.step_time_s)
-    w.pack(
-        "12f",
-        p + "values",
-        c.voltage_v,
-        c.current_a,
-        c.power_w,
-        c.charge_capacity_ah,
-        c.discharge_capacity_ah,
-        c.charge_energy_wh,
-        c.discharge_energy_wh,
-        c.internal_resistance_ohm,
-        c.dvdt_v_per_s,
-        c.acr_ohm,
-        c.aci_ohm,
-        c.aci_phase_deg,
-    )
+    w.pack("12f", p + "values", *(getattr(c, name) for name in _READING_FLOATS))
     if len(c.aux) != len(AUX_KINDS):
         raise ConfigError(field=p + "aux", problem=f"must hold {len(AUX_KINDS)} kinds")
     w.pack("14H", p + "counts", *(len(a) for a in c.aux), len(c.bms), len(c.smb))

@@ -1,0 +1,317 @@
+"""Async client of Arbin's CTI: log in, read channels, assign, start, stop, set MVs.
+
+One request at a time (CTI has no request ids: a feedback can only be matched to the
+request it follows, by its command code and channel). A timeout, a lost link or a
+cancellation in the middle of a request closes the connection, so that a late
+feedback is never taken for the next request's. Reconnecting is the caller's policy;
+the client is reusable after :meth:`ArbinClient.connect`.
+
+Channels are 0-based here, as on the wire (``channel_index``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from types import TracebackType
+from typing import Self
+
+from cellguard.drivers.arbin._codec import FrameSplitter, decode_feedback, encode_request
+from cellguard.drivers.arbin._messages import (
+    ALL_CHANNELS,
+    ASSIGN_RESULTS,
+    LOGIN_RESULTS,
+    META_CODES,
+    SET_MV_RESULTS,
+    START_RESULTS,
+    STOP_RESULTS,
+    AssignSchedule,
+    ChannelReading,
+    ChannelsInfoFeedback,
+    Command,
+    CommandFeedback,
+    Feedback,
+    GetChannelsInfo,
+    Login,
+    LoginFeedback,
+    Request,
+    SetMetaVariable,
+    StartSchedule,
+    StopSchedule,
+    UnknownRequest,
+    feedback_code,
+)
+from cellguard.drivers.arbin._transport import CtiTransport
+from cellguard.drivers.errors import (
+    CommandRefused,
+    ConfigError,
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    ProtocolViolation,
+)
+
+__all__ = ["DEFAULT_TIMEOUT_S", "ArbinClient"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+"""Seconds to wait for a connection or a feedback (Arbin recommends 10 s)."""
+
+
+class ArbinClient:
+    """One CTI connection to MITS Pro (or a simulator of it)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str,
+        password: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ConfigError(field="timeout_s", problem=f"must be > 0 seconds, got {timeout_s}")
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self._username = username
+        self._password = password
+        self._where = f"{host}:{port}"
+        self._transport: CtiTransport | None = None
+        self._splitter = FrameSplitter("feedback")
+        self._frames: deque[bytes] = deque()
+        self._lock = asyncio.Lock()
+        self.login: LoginFeedback | None = None
+
+    # ------------------------------------------------------------ connection
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self._transport.closed
+
+    @property
+    def channel_count(self) -> int:
+        """Channels of the cycler, as the login feedback said (0 before connect)."""
+        return self.login.channel_count if self.login is not None else 0
+
+    async def connect(self) -> LoginFeedback:
+        """Open the link and log in (closing any previous link first).
+
+        Raises :class:`InstrumentConnectionError` if the server cannot be reached and
+        :class:`CommandRefused` if it refuses the login.
+        """
+        async with self._lock:
+            await self._drop_link()
+            self._transport = await CtiTransport.open(self.host, self.port, self.timeout_s)
+            try:
+                feedback = await self._exchange(Login(self._username, self._password))
+            except BaseException:
+                await self._drop_link()
+                raise
+            assert isinstance(feedback, LoginFeedback)  # _exchange checked the code
+            if not feedback.ok:
+                await self._drop_link()
+                detail = LOGIN_RESULTS.get(feedback.result, f"result {feedback.result}")
+                raise CommandRefused(
+                    command="login",
+                    targets=[self._where],
+                    detail=f"{detail}; check the CTI user name ({self._username!r}) and password "
+                    "registered in MITS Pro",
+                )
+            self.login = feedback
+        _log.info(
+            "logged in to Arbin CTI %s: serial %s, %d channels",
+            self._where,
+            feedback.serial_number or "?",
+            feedback.channel_count,
+        )
+        return feedback
+
+    async def aclose(self) -> None:
+        """Close the link; safe twice; a request in flight fails as a lost link."""
+        await self._drop_link()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _drop_link(self) -> None:
+        transport, self._transport = self._transport, None
+        # Bytes of the old link must never be read as feedbacks on a new one.
+        self._frames.clear()
+        self._splitter = FrameSplitter("feedback")
+        if transport is not None:
+            await asyncio.shield(transport.aclose())
+
+    # ------------------------------------------------------------ round trips
+
+    async def _exchange(self, request: Request) -> Feedback:
+        """Send ``request`` and read its feedback; the caller holds the lock."""
+        transport = self._transport
+        if transport is None:
+            msg = f"not connected to the Arbin CTI server at {self._where}; call connect()"
+            raise InstrumentConnectionError(msg)
+        name = type(request).__name__
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await transport.send(encode_request(request))
+                frame = await self._next_frame(transport)
+                return self._check(request, decode_feedback(frame))
+        except TimeoutError as err:
+            await self._lose_link(f"no feedback to {name} within {self.timeout_s} s")
+            msg = (
+                f"the Arbin CTI server at {self._where} did not answer {name} within "
+                f"{self.timeout_s} s; the connection was closed, call connect() to retry"
+            )
+            raise InstrumentTimeout(msg) from err
+        except (InstrumentConnectionError, ProtocolViolation) as err:
+            # Out of step or unframed: nothing after this on the link can be trusted.
+            await self._lose_link(str(err))
+            raise
+        except asyncio.CancelledError:
+            await self._drop_link()
+            raise
+
+    def _check(self, request: Request, feedback: Feedback) -> Feedback:
+        expected = feedback_code(_code_of(request))
+        got = _code_of_feedback(feedback)
+        if got != expected:
+            msg = (
+                f"the Arbin CTI server at {self._where} answered 0x{got:08x} to "
+                f"{type(request).__name__} (expected 0x{expected:08x}): out of step"
+            )
+            raise ProtocolViolation(msg)
+        return feedback
+
+    async def _next_frame(self, transport: CtiTransport) -> bytes:
+        while not self._frames:
+            data = await transport.receive()
+            if not data:
+                msg = f"the Arbin CTI server at {self._where} closed the connection"
+                raise InstrumentConnectionError(msg)
+            self._frames.extend(self._splitter.feed(data))
+        return self._frames.popleft()
+
+    async def _lose_link(self, why: str) -> None:
+        _log.warning("lost the link to Arbin CTI %s: %s", self._where, why)
+        await self._drop_link()
+
+    async def _command(self, request: Request, channel_index: int) -> CommandFeedback:
+        async with self._lock:
+            feedback = await self._exchange(request)
+            assert isinstance(feedback, CommandFeedback)  # the code was checked
+            if feedback.channel in (channel_index, ALL_CHANNELS):
+                return CommandFeedback(feedback.command_code, channel_index, feedback.result)
+            await self._lose_link(f"feedback for channel {feedback.channel}")
+            msg = (
+                f"the Arbin CTI server at {self._where} answered for channel index "
+                f"{feedback.channel} where {channel_index} was asked: out of step"
+            )
+            raise ProtocolViolation(msg)
+
+    # ------------------------------------------------------------ commands
+
+    async def channels_info(self, channel_index: int | None = None) -> dict[int, ChannelReading]:
+        """The live values of one channel, or of every channel (``None``), by index.
+
+        Arbin's documents differ on whether "all channels" comes as one feedback with
+        every channel or one feedback per channel: both are read. An unknown channel
+        raises :class:`CommandRefused`.
+        """
+        asked = ALL_CHANNELS if channel_index is None else channel_index
+        wanted = self.channel_count if channel_index is None else 1
+        readings: dict[int, ChannelReading] = {}
+        async with self._lock:
+            feedback = await self._exchange(GetChannelsInfo(asked))
+            assert isinstance(feedback, ChannelsInfoFeedback)
+            readings.update((r.channel, r) for r in feedback.channels)
+            while feedback.channels and len(readings) < wanted:
+                transport = self._transport
+                assert transport is not None
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        frame = await self._next_frame(transport)
+                except TimeoutError as err:
+                    await self._lose_link("channel info stopped before every channel")
+                    msg = (
+                        f"the Arbin CTI server at {self._where} sent {len(readings)} of "
+                        f"{wanted} channels"
+                    )
+                    raise InstrumentTimeout(msg) from err
+                more = self._check(GetChannelsInfo(asked), decode_feedback(frame))
+                assert isinstance(more, ChannelsInfoFeedback)
+                readings.update((r.channel, r) for r in more.channels)
+        if channel_index is not None and channel_index not in readings:
+            raise CommandRefused(
+                command="channel info",
+                targets=[f"channel index {channel_index}"],
+                detail=f"the cycler has no such channel (it has {self.channel_count}, "
+                "indexes from 0)",
+            )
+        return readings
+
+    async def assign_schedule(
+        self, channel_index: int, schedule: str, *, barcode: str = "", capacity_ah: float = 0.0
+    ) -> None:
+        """Assign ``schedule`` (a .sdx name MITS Pro knows) to a channel."""
+        request = AssignSchedule(channel_index, schedule, False, capacity_ah, barcode)
+        _refused(await self._command(request, channel_index), "assign schedule", ASSIGN_RESULTS)
+
+    async def start(self, channel_index: int, test_name: str) -> None:
+        """Start the assigned schedule on a channel as test ``test_name``."""
+        request = StartSchedule(test_name, (channel_index,))
+        _refused(await self._command(request, channel_index), "start", START_RESULTS)
+
+    async def stop(self, channel_index: int) -> None:
+        """Stop the test on a channel."""
+        _refused(
+            await self._command(StopSchedule(channel_index), channel_index), "stop", STOP_RESULTS
+        )
+
+    async def set_meta_variable(self, channel_index: int, number: int, value: float) -> None:
+        """Set user meta-variable MV_UD``number`` (1..16) of the test running there."""
+        if not 1 <= number <= len(META_CODES):
+            raise ConfigError(field="number", problem=f"must be 1..16 (MV_UD1..16), got {number}")
+        request = SetMetaVariable(channel_index, META_CODES[number - 1], value)
+        _refused(await self._command(request, channel_index), "set meta-variable", SET_MV_RESULTS)
+
+
+def _refused(feedback: CommandFeedback, command: str, results: dict[int, str]) -> None:
+    if feedback.ok:
+        return
+    detail = results.get(feedback.result, f"result code 0x{feedback.result:02x}")
+    raise CommandRefused(
+        command=command, targets=[f"channel index {feedback.channel}"], detail=detail
+    )
+
+
+def _code_of(request: Request) -> int:
+    codes: dict[type, int] = {  # IntEnum members are ints
+        Login: Command.LOGIN,
+        GetChannelsInfo: Command.GET_CHANNELS_INFO,
+        AssignSchedule: Command.ASSIGN_SCHEDULE,
+        StartSchedule: Command.START_SCHEDULE,
+        StopSchedule: Command.STOP_SCHEDULE,
+        SetMetaVariable: Command.SET_META_VARIABLE,
+    }
+    if isinstance(request, UnknownRequest):
+        return request.command_code
+    return int(codes[type(request)])
+
+
+def _code_of_feedback(feedback: Feedback) -> int:
+    if isinstance(feedback, LoginFeedback):
+        return int(Command.LOGIN_FEEDBACK)
+    if isinstance(feedback, ChannelsInfoFeedback):
+        return int(Command.CHANNELS_INFO_FEEDBACK)
+    return feedback.command_code
