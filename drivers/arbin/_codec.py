@@ -100,11 +100,18 @@ class FrameSplitter:
     ``side`` is what the stream carries: ``"feedback"`` on a client, ``"request"`` on
     a server. A bad token or length raises :class:`MalformedFrame`: the stream cannot
     be resynchronised after that (CTI has no frame delimiter), so the link must go.
+
+    One quirk is repaired on the feedback side: pycti-arbin's ArbinSpoofer (0.0.13)
+    sends each feedback two bytes longer than its length field says, with zeros where
+    the checksum belongs and the checksum after them. A frame whose checksum field is
+    zero, followed by exactly the checksum it should have had, is taken as that frame
+    (counted in :attr:`repaired_frames`); anything else is left to the decoder.
     """
 
     def __init__(self, side: Side) -> None:
         self.side: Side = side
         self._buffer = bytearray()
+        self.repaired_frames = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -121,7 +128,17 @@ class FrameSplitter:
                 raise
             if len(self._buffer) < total:
                 break
-            frames.append(bytes(self._buffer[:total]))
+            frame = bytes(self._buffer[:total])
+            if self.side == "feedback" and frame[-CHECKSUM_BYTES:] == b"\0\0":
+                wanted = struct.pack("<H", checksum(frame[:-CHECKSUM_BYTES]))
+                if wanted != b"\0\0":
+                    if len(self._buffer) < total + CHECKSUM_BYTES:
+                        break  # the checksum may come after: wait for two more bytes
+                    if self._buffer[total : total + CHECKSUM_BYTES] == wanted:
+                        frame = frame[:-CHECKSUM_BYTES] + wanted
+                        del self._buffer[total : total + CHECKSUM_BYTES]
+                        self.repaired_frames += 1
+            frames.append(frame)
             del self._buffer[:total]
         return frames
 

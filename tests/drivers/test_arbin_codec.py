@@ -271,3 +271,24 @@ def test_the_splitter_refuses_a_stream_that_lost_its_framing() -> None:
     huge = struct.pack("<QI", 0x11DDDDDDDDDDDDDD, 0xFFFFFFFF)
     with pytest.raises(MalformedFrame, match="length"):
         FrameSplitter("feedback").feed(huge)
+
+
+def test_a_spoofer_feedback_two_bytes_too_long_is_repaired() -> None:
+    """pycti-arbin's spoofer writes zeros where the checksum goes and the checksum after
+    them (130 bytes for a 128-byte feedback): taken as the frame it meant, and counted."""
+    good = _frame("server", "stop_schedule")[0]
+    spoofed = good[:-2] + b"\0\0" + good[-2:]
+    splitter = FrameSplitter("feedback")
+    assert splitter.feed(spoofed[:-1]) == []  # waits for the trailing checksum
+    assert splitter.feed(spoofed[-1:] + good) == [good, good]
+    assert splitter.repaired_frames == 1
+    assert splitter.pending_bytes == 0
+
+
+def test_a_zero_checksum_without_the_trailing_one_is_left_to_the_decoder() -> None:
+    good = _frame("server", "stop_schedule")[0]
+    broken = good[:-2] + b"\0\0"
+    frames = FrameSplitter("feedback").feed(broken + good)
+    assert frames == [broken, good]
+    with pytest.raises(MalformedFrame, match="checksum"):
+        decode_feedback(frames[0])
