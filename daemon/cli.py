@@ -32,6 +32,7 @@ from typing import Any
 
 import aiomqtt
 
+from cellguard.daemon import simulate_arbin
 from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.check import run_check_cli
 from cellguard.daemon.config import Config, check_state_dir, load_config
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     smu.add_argument(
         "--cell", choices=CELL_PRESETS, default="SEI-symmetric", help="the cell on the terminals"
     )
+    simulate_arbin.add_parser(
+        sim_sub, port=_port, positive_int=_positive_int, positive_float=_positive_float
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -528,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             return 0
+        if args.command == "simulate" and args.instrument == "arbin":
+            return simulate_arbin.run(args)
         if args.command == "simulate" and args.instrument == "modbus":
             asyncio.run(
                 serve_modbus(
