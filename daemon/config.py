@@ -225,7 +225,26 @@ class ModbusAuxSettings(_ModbusInstrument):
     driver: Literal["modbus-aux"] = "modbus-aux"
 
 
-InstrumentSettings = NewareSettings | SmuSettings | ModbusSettings | ModbusAuxSettings
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArbinSettings(_Instrument):
+    """``driver = "arbin"``: an Arbin cycler behind MITS Pro's CTI server (TCP, 9031)."""
+
+    driver: Literal["arbin"] = "arbin"
+    host: str
+    port: int = 9031
+    # The CTI user registered in MITS Pro (required: MITS Pro has no default account).
+    username: Secret
+    password: Secret
+    voltage_range_v: float = 5.0  # what the detectors take as the channel's range
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+InstrumentSettings = (
+    NewareSettings | SmuSettings | ModbusSettings | ModbusAuxSettings | ArbinSettings
+)
 """One ``[[instruments]]`` entry: a union tagged by ``driver``."""
 
 
@@ -251,6 +270,17 @@ def _one_channel(text: str) -> ChannelId | str:
             field="channel", problem=f'must be "1" (the instrument has one channel), got {text!r}'
         )
     return "1"
+
+
+def _arbin_channel(text: str) -> ChannelId | str:
+    """An Arbin channel as MITS Pro numbers it: 1, 2, ... (0-based only on the wire)."""
+    value = text.strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            field="channel",
+            problem=f"must be a channel number 1, 2, ... as MITS Pro shows it, got {text!r}",
+        )
+    return str(int(value))
 
 
 def _no_channel(text: str) -> ChannelId | str:
@@ -284,6 +314,13 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             parse_channel=_one_channel,
             channel_form='"1" (one channel)',
             settings=ModbusSettings,
+        ),
+        "arbin": DriverInfo(
+            description="Arbin cycler (MITS Pro's CTI server, binary over TCP)",
+            default_timeout_s=DEFAULT_TIMEOUT_S,
+            parse_channel=_arbin_channel,
+            channel_form="a channel number as MITS Pro shows it, e.g. 3",
+            settings=ArbinSettings,
         ),
         "modbus-aux": DriverInfo(
             description="auxiliary sensors behind Modbus registers (temperature chamber, "
@@ -382,6 +419,7 @@ class ChannelSettings:
     cell: CellSettings
     detector: DetectorSettings  # defaults for the cell type with the overrides applied
     protocol: GalvanostaticCycling | None = None  # mode == "run" on a Neware, or script
+    schedule: str | None = None  # Arbin, mode "run": the MITS Pro schedule (.sdx) to start
     # Host-driven channels (and Neware ones with protocol_file): the protocol script
     # cellguard runs (mode "run"); host-driven ones: the
     # modbus-aux instruments whose readings join the channel's samples, and the bands
@@ -478,6 +516,8 @@ def _describe_channel(ch: ChannelSettings) -> str:
         parts.append(f"protocol {ch.script.name!r}")
     if ch.aux:
         parts.append(f"aux {', '.join(ch.aux)}")
+    if ch.schedule is not None:
+        parts.append(f"schedule {ch.schedule!r}")
     if ch.protocol is not None:
         p = ch.protocol
         parts.append(
@@ -827,6 +867,7 @@ _CHANNEL_KEYS = (
     "aux",
     "aux_limits",
     "detector",
+    "schedule",
 )
 _CELL_KEYS = ("type", "area_cm2", "diameter_mm", "thick_li_um", "thin_li_um", "interphase")
 _PROTOCOL_KEYS = (
@@ -1066,13 +1107,17 @@ class _Reader:
         step_dir = t.optional_string(
             "step_file_dir", "a folder the instrument's server reads step files from"
         )
-        api_user = self.secret(t, "username", what="BTS API user name")
-        api_password = self.secret(t, "password", what="BTS API password")
+        api = "CTI" if driver == "arbin" else "BTS API"
+        api_user = self.secret(t, "username", what=f"{api} user name")
+        api_password = self.secret(t, "password", what=f"{api} password")
         if (api_user is None) != (api_password is None):
             missing = "password" if api_password is None else "username"
             _fail(
                 t.key(missing),
-                "the BTS API login needs both username and password (or neither: admin/neware)",
+                "the CTI login needs both username and password (as registered in MITS Pro)"
+                if driver == "arbin"
+                else "the BTS API login needs both username and password (or neither: "
+                "admin/neware)",
             )
         mine = _driver_keys(driver)
         for key in _INSTRUMENT_KEYS:
@@ -1082,6 +1127,8 @@ class _Reader:
                 _fail(t.key(key), f"only for driver {' or '.join(drivers_ok)}, not {driver!r}")
         if driver == "neware":
             return self._neware(t, name, info, step_dir, api_user, api_password)
+        if driver == "arbin":
+            return self._arbin(t, name, info, api_user, api_password)
         return self._host_instrument(t, name, driver, info)
 
     def _host_instrument(
@@ -1245,6 +1292,34 @@ class _Reader:
             password=api_password,
         )
 
+    def _arbin(
+        self,
+        t: _Table,
+        name: str,
+        info: DriverInfo,
+        api_user: Secret | None,
+        api_password: Secret | None,
+    ) -> InstrumentSettings:
+        if api_user is None or api_password is None:
+            _fail(
+                t.key("username"),
+                'required for driver "arbin": the CTI user and password registered in MITS Pro',
+            )
+        return ArbinSettings(
+            name=name,
+            host=_host(t, "host", "the MITS Pro PC's host name or IP address"),
+            port=t.integer("port", 1, 65535, "", default=9031),
+            poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),
+            timeout_s=t.positive(
+                "timeout_s", "a time in s > 0 (e.g. 10.0)", default=info.default_timeout_s
+            ),
+            voltage_range_v=t.positive(
+                "voltage_range_v", "a channel's voltage range in V > 0", default=5.0
+            ),
+            username=api_user,
+            password=api_password,
+        )
+
     def channel(
         self,
         t: _Table,
@@ -1273,6 +1348,10 @@ class _Reader:
             )
         cell = self.cell(cell_table)
         driver = (kinds or {}).get(instrument, "neware")
+        if t.has("schedule") and driver != "arbin":
+            _fail(t.key("schedule"), 'only for driver "arbin" (the MITS Pro schedule to start)')
+        if driver == "arbin":
+            return self._arbin_channel(t, instrument, channel, mode, cell)
         if driver in HOST_DRIVERS:
             return self._host_channel(t, instrument, channel, mode, cell, kinds or {})
         for key in ("aux", "aux_limits"):
@@ -1337,6 +1416,27 @@ class _Reader:
             return protocol_file, load_protocol_file(protocol_file)
         except ConfigError as err:
             raise ConfigError(field=t.key("protocol_file"), problem=str(err)) from err
+
+    def _arbin_channel(
+        self, t: _Table, instrument: str, channel: ChannelId | str, mode: str, cell: CellSettings
+    ) -> ChannelSettings:
+        for key in ("protocol", "protocol_file", "aux", "aux_limits"):
+            if t.has(key):
+                _fail(t.key(key), 'not for driver "arbin": MITS Pro runs a schedule (schedule)')
+        schedule = t.optional_string("schedule", "the name of a MITS Pro schedule, e.g. x.sdx")
+        if mode == "run" and schedule is None:
+            _fail(t.key("schedule"), 'required for mode = "run": the MITS Pro schedule to start')
+        if mode == "monitor" and schedule is not None:
+            _fail(t.key("schedule"), 'only for mode = "run"; in "monitor" MITS Pro runs its own')
+        detector_table = t.table("detector", _DETECTOR_KEYS, "DetectorSettings overrides")
+        return ChannelSettings(
+            instrument=instrument,
+            channel=channel,
+            mode=mode,  # type: ignore[arg-type]
+            cell=cell,
+            detector=self.detector(detector_table, cell.type, t.key("detector")),
+            schedule=schedule,
+        )
 
     def _host_channel(
         self,

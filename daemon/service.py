@@ -28,9 +28,8 @@ from cellguard.daemon.analytics_tap import AnalyticsTap, CycleRow, tap_settings
 from cellguard.daemon.config import Config
 from cellguard.daemon.control import serve_control
 from cellguard.daemon.guard import gc_policy, priority
-from cellguard.daemon.guard.links.host import HostSupervisor
 from cellguard.daemon.guard.links.neware import InstrumentSupervisor, drain_queue
-from cellguard.daemon.guard.registry import Wiring, build_guards
+from cellguard.daemon.guard.registry import HostGuard, Wiring, build_guards
 from cellguard.daemon.influx import InfluxSink
 from cellguard.daemon.instance_lock import StateDirLock, state_dir_lock
 from cellguard.daemon.mqtt import Command, LogPublisher, MqttPublisher, Outbox, Publisher
@@ -61,8 +60,9 @@ class Daemon:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     instrument_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     tap: AnalyticsTap = field(default_factory=AnalyticsTap)
-    # Host-driven instruments (a SCPI source-meter, a Modbus supply): cellguard runs them.
-    hosts: list[HostSupervisor] = field(default_factory=list)
+    # Host-driven instruments (a SCPI source-meter, a Modbus supply: cellguard runs them)
+    # and Arbin cyclers: the guards whose channels are named "1", "3" ...
+    hosts: list[HostGuard] = field(default_factory=list)
     recorder: Recorder | None = None
     clock: Clock = field(default_factory=WallClock)
     lock: StateDirLock | None = None  # one daemon per state_dir
@@ -95,7 +95,7 @@ class Daemon:
         assert self.recorder is not None
         return self.recorder
 
-    def host(self, name: str) -> HostSupervisor:
+    def host(self, name: str) -> HostGuard:
         for sup in self.hosts:
             if sup.name == name:
                 return sup

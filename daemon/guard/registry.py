@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from cellguard.daemon.config import (
+    ArbinSettings,
     Config,
     InstrumentSettings,
     ModbusAuxSettings,
@@ -21,9 +22,11 @@ from cellguard.daemon.config import (
     NewareSettings,
     SmuSettings,
 )
+from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
 from cellguard.daemon.guard.links.host import AuxLimit, AuxSource, HostChannelSpec, HostSupervisor
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
+from cellguard.drivers.arbin import ArbinClient
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import ConfigError
 from cellguard.drivers.galvanostat import Galvanostat
@@ -44,13 +47,17 @@ class Wiring:
     state: StateStore | None
 
 
+HostGuard = HostSupervisor | ArbinSupervisor
+"""Guards the service commands by a channel name ("1", "3") rather than a Neware id."""
+
+
 @dataclass(frozen=True)
 class DriverEntry:
     """One driver: the guard it gets (None: no guard of its own, e.g. an aux device
     read by the host-driven channels that list it)."""
 
     driver: str
-    build: Callable[[InstrumentSettings, Wiring], InstrumentSupervisor | HostSupervisor] | None
+    build: Callable[[InstrumentSettings, Wiring], InstrumentSupervisor | HostGuard] | None
 
 
 # ---------------------------------------------------------------- neware
@@ -192,6 +199,46 @@ def _host(inst: InstrumentSettings, wiring: Wiring) -> HostSupervisor:
     )
 
 
+# ---------------------------------------------------------------- arbin
+
+
+def _arbin(inst: InstrumentSettings, wiring: Wiring) -> ArbinSupervisor:
+    assert isinstance(inst, ArbinSettings)  # the registry's entry for "arbin"
+    arbin = inst
+
+    def connect() -> ArbinClient:
+        return ArbinClient(
+            arbin.host,
+            arbin.port,
+            username=arbin.username.reveal(),
+            password=arbin.password.reveal(),
+            timeout_s=arbin.timeout_s,
+        )
+
+    specs = [
+        ArbinChannelSpec(
+            channel=int(str(ch.channel)),  # "3": validated by the config
+            cell_type=ch.cell.type,
+            interphase=ch.cell.interphase or "",
+            mode=ch.mode,
+            schedule=ch.schedule,
+            detector=ch.detector,
+        )
+        for ch in wiring.config.channels_of(inst.name)
+    ]
+    return ArbinSupervisor(
+        inst.name,
+        connect,
+        specs,
+        wiring.queue,
+        wiring.publisher,
+        clock=wiring.clock,
+        poll_interval_s=inst.poll_interval_s,
+        state=wiring.state,
+        voltage_range_v=inst.voltage_range_v,
+    )
+
+
 # ---------------------------------------------------------------- the registry
 
 REGISTRY: dict[str, DriverEntry] = {
@@ -199,14 +246,15 @@ REGISTRY: dict[str, DriverEntry] = {
     "smu": DriverEntry("smu", _host),
     "modbus": DriverEntry("modbus", _host),
     "modbus-aux": DriverEntry("modbus-aux", None),
+    "arbin": DriverEntry("arbin", _arbin),
 }
 
 
-def build_guards(wiring: Wiring) -> tuple[list[InstrumentSupervisor], list[HostSupervisor]]:
+def build_guards(wiring: Wiring) -> tuple[list[InstrumentSupervisor], list[HostGuard]]:
     """One guard per instrument of the config that has one, in the config's order:
-    (Neware guards, host-driven guards)."""
+    (Neware guards, guards whose channels are named by a plain name: host-driven, Arbin)."""
     neware: list[InstrumentSupervisor] = []
-    hosts: list[HostSupervisor] = []
+    hosts: list[HostGuard] = []
     for inst in wiring.config.instruments:
         entry = REGISTRY.get(inst.driver)
         if entry is None:
