@@ -315,13 +315,6 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             channel_form='"1" (one channel)',
             settings=ModbusSettings,
         ),
-        "arbin": DriverInfo(
-            description="Arbin cycler (MITS Pro's CTI server, binary over TCP)",
-            default_timeout_s=DEFAULT_TIMEOUT_S,
-            parse_channel=_arbin_channel,
-            channel_form="a channel number as MITS Pro shows it, e.g. 3",
-            settings=ArbinSettings,
-        ),
         "modbus-aux": DriverInfo(
             description="auxiliary sensors behind Modbus registers (temperature chamber, "
             "stack pressure)",
@@ -329,6 +322,13 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             parse_channel=_no_channel,
             channel_form="none (list it in a channel's aux)",
             settings=ModbusAuxSettings,
+        ),
+        "arbin": DriverInfo(
+            description="Arbin cycler (MITS Pro's CTI server, binary over TCP)",
+            default_timeout_s=DEFAULT_TIMEOUT_S,
+            parse_channel=_arbin_channel,
+            channel_form="a channel number as MITS Pro shows it, e.g. 3",
+            settings=ArbinSettings,
         ),
     }
 )

@@ -337,7 +337,7 @@ def test_default_config_is_embedded_only(tmp_path: Path) -> None:
 
 
 def test_registry_names_every_driver_and_its_channels() -> None:
-    assert set(DRIVERS) == {"neware", "smu", "modbus", "modbus-aux"}
+    assert set(DRIVERS) == {"neware", "smu", "modbus", "modbus-aux", "arbin"}
     assert DRIVERS["neware"].parse_channel("21-1-3") == ChannelId(21, 1, 3)
     assert DRIVERS["smu"].parse_channel("1") == "1"
     with pytest.raises(ConfigError, match="one channel"):
@@ -579,7 +579,7 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
         (
             'driver = "neware"',
             'driver = "newere"',
-            "instruments[0].driver: must be one of neware, smu, modbus, modbus-aux, "
+            "instruments[0].driver: must be one of neware, smu, modbus, modbus-aux, arbin, "
             "got \"newere\"; did you mean 'neware'?",
         ),
         (
