@@ -1,6 +1,6 @@
 """Arbin CTI (MITS Pro's Console Third-party Interface): codec, client and a simulator."""
 
-from cellguard.drivers.arbin._client import DEFAULT_TIMEOUT_S, ArbinClient
+from cellguard.drivers.arbin._client import DEFAULT_TIMEOUT_S, ArbinClient, ArbinWireTap
 from cellguard.drivers.arbin._codec import (
     FrameSplitter,
     MalformedFrame,
@@ -58,6 +58,7 @@ __all__ = [
     "STOP_RESULTS",
     "ArbinClient",
     "ArbinSimulator",
+    "ArbinWireTap",
     "AssignSchedule",
     "BmsValue",
     "ChannelReading",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from cellguard.drivers.arbin._codec import FrameSplitter, decode_feedback, encode_request
 from cellguard.drivers.arbin._messages import (
@@ -51,7 +52,7 @@ from cellguard.drivers.errors import (
     ProtocolViolation,
 )
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ArbinClient"]
+__all__ = ["DEFAULT_TIMEOUT_S", "ArbinClient", "ArbinWireTap"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,8 +60,21 @@ DEFAULT_TIMEOUT_S = 10.0
 """Seconds to wait for a connection or a feedback (Arbin recommends 10 s)."""
 
 
+class ArbinWireTap(Protocol):
+    """Timestamps at the wire (``time.perf_counter()`` s), for ``bench/``: set
+    :attr:`ArbinClient.tap`. Off (``None``) it costs one attribute test per request."""
+
+    def reply_arrived(self, t_s: float) -> None:
+        """The first bytes of a feedback were read from the socket at ``t_s``."""
+
+    def request_written(self, request: Request, t_s: float) -> None:
+        """The whole frame of ``request`` was handed to the OS at ``t_s``."""
+
+
 class ArbinClient:
     """One CTI connection to MITS Pro (or a simulator of it)."""
+
+    tap: ArbinWireTap | None = None
 
     def __init__(
         self,
@@ -165,6 +179,8 @@ class ArbinClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await transport.send(encode_request(request))
+                if self.tap is not None:
+                    self.tap.request_written(request, time.perf_counter())
                 frame = await self._next_frame(transport)
                 return self._check(request, decode_feedback(frame))
         except TimeoutError as err:
@@ -196,6 +212,8 @@ class ArbinClient:
     async def _next_frame(self, transport: CtiTransport) -> bytes:
         while not self._frames:
             data = await transport.receive()
+            if self.tap is not None and data and not self._splitter.pending_bytes:
+                self.tap.reply_arrived(time.perf_counter())
             if not data:
                 msg = f"the Arbin CTI server at {self._where} closed the connection"
                 raise InstrumentConnectionError(msg)

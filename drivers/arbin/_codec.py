@@ -16,8 +16,11 @@ naming that field.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any, Literal, assert_never, cast
+
+import numpy as np
 
 from cellguard.drivers.arbin._messages import (
     AUX_KINDS,
@@ -55,6 +58,9 @@ _RESERVED_FEEDBACK = 101
 # The fixed part of one channel in a channel-info feedback (no aux, BMS or SMB values).
 _MIN_READING_BYTES = 1753
 
+# From this size on, numpy sums the bytes faster than Python does.
+_NUMPY_SUM_BYTES = 4096
+
 Side = Literal["request", "feedback"]
 
 
@@ -69,7 +75,10 @@ class MalformedFrame(ProtocolViolation):
 
 def checksum(data: bytes | bytearray) -> int:
     """The CTI checksum of ``data``: the sum of its bytes, kept to 16 bits."""
-    return sum(data) & 0xFFFF
+    if len(data) < _NUMPY_SUM_BYTES:
+        return sum(data) & 0xFFFF
+    # A rack's channel-info feedback is ~0.5 MB: summed in C, not byte by byte.
+    return int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFF
 
 
 # ------------------------------------------------------------------ framing
@@ -206,21 +215,40 @@ class _Reader:
 
 
 def _wide_text(data: bytes, field: str) -> str:
+    text = _utf16(data)
+    if text is None:
+        raise MalformedFrame(field=field, problem="not UTF-16 text")
+    return text
+
+
+def _narrow_text(data: bytes, field: str) -> str:
+    text = _utf8(data)
+    if text is None:
+        raise MalformedFrame(field=field, problem="not UTF-8 text")
+    return text
+
+
+# A rack's feedback repeats the same schedule and test names every poll: the text of a
+# field's bytes is remembered rather than found and decoded again (a quarter of the
+# time a 256-channel feedback takes to decode).
+@functools.lru_cache(maxsize=8192)
+def _utf16(data: bytes) -> str | None:
     end = data.find(b"\0\0")
     while end >= 0 and end % 2:  # a zero character starts at an even offset
         end = data.find(b"\0\0", end + 1)
     try:
         return (data if end < 0 else data[:end]).decode("utf-16-le")
-    except UnicodeDecodeError as err:
-        raise MalformedFrame(field=field, problem=f"not UTF-16 text ({err.reason})") from err
+    except UnicodeDecodeError:
+        return None
 
 
-def _narrow_text(data: bytes, field: str) -> str:
+@functools.lru_cache(maxsize=8192)
+def _utf8(data: bytes) -> str | None:
     end = data.find(b"\0")
     try:
         return (data if end < 0 else data[:end]).decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise MalformedFrame(field=field, problem=f"not UTF-8 text ({err.reason})") from err
+    except UnicodeDecodeError:
+        return None
 
 
 def _open(frame: bytes, side: Side) -> tuple[int, _Reader]:

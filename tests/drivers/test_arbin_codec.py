@@ -292,3 +292,10 @@ def test_a_zero_checksum_without_the_trailing_one_is_left_to_the_decoder() -> No
     assert frames == [broken, good]
     with pytest.raises(MalformedFrame, match="checksum"):
         decode_feedback(frames[0])
+
+
+def test_the_checksum_of_a_rack_sized_frame_is_the_16_bit_byte_sum() -> None:
+    """Large frames are summed another way (numpy); the result must be the same."""
+    data = bytes(range(256)) * 2000 + b"\xff" * 7
+    assert checksum(data) == sum(data) & 0xFFFF
+    assert checksum(data[:100]) == sum(data[:100]) & 0xFFFF
