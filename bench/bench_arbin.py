@@ -52,6 +52,7 @@ from cellguard.drivers.arbin import (
     BUILTIN_SCHEDULES,
     ArbinClient,
     ArbinSimulator,
+    CtiTransport,
     GetChannelsInfo,
     Request,
     StopSchedule,
@@ -124,7 +125,10 @@ class HaltTap:
     last_reply_s: float = math.nan
     last_request: Request | None = None
     info_reply_s: float = math.nan
+    info_complete_s: float = math.nan
     latencies_s: list[float] = field(default_factory=list)
+    # The part after the whole feedback was in: decode, judge, persist, stop frame.
+    after_complete_s: list[float] = field(default_factory=list)
 
     def reply_arrived(self, t_s: float) -> None:
         self.last_reply_s = t_s
@@ -136,7 +140,21 @@ class HaltTap:
             self.last_request, GetChannelsInfo | StopSchedule
         ):
             self.latencies_s.append(t_s - self.info_reply_s)
+            self.after_complete_s.append(t_s - self.info_complete_s)
         self.last_request = request
+
+
+class TimedClient(ArbinClient):
+    """Also stamps when a whole feedback frame is in (the bench's own split of the
+    latency: the transfer of a ~0.5 MB feedback, then the daemon's own work)."""
+
+    halt_tap: HaltTap
+
+    async def _next_frame(self, transport: CtiTransport) -> bytes:
+        frame = await super()._next_frame(transport)
+        if isinstance(self.halt_tap.last_request, GetChannelsInfo):
+            self.halt_tap.info_complete_s = time.perf_counter()
+        return frame
 
 
 async def supervise(*, channels: int, seconds: float, seed: int, speed: float) -> dict[str, Any]:
@@ -156,8 +174,9 @@ async def supervise(*, channels: int, seconds: float, seed: int, speed: float) -
         tap = HaltTap()
 
         def connect() -> ArbinClient:
-            client = ArbinClient(host, port, username=LOGIN[0], password=LOGIN[1], timeout_s=60)
+            client = TimedClient(host, port, username=LOGIN[0], password=LOGIN[1], timeout_s=60)
             client.tap = tap
+            client.halt_tap = tap
             return client
 
         specs = [
@@ -214,6 +233,8 @@ async def supervise(*, channels: int, seconds: float, seed: int, speed: float) -
         "halt_latency_p50_ms": percentile(lat_ms, 0.50),
         "halt_latency_p99_ms": percentile(lat_ms, 0.99),
         "halt_latency_max_ms": max(lat_ms) if lat_ms else None,
+        "after_whole_feedback_p50_ms": percentile([s * 1e3 for s in tap.after_complete_s], 0.5),
+        "after_whole_feedback_max_ms": max(tap.after_complete_s, default=0.0) * 1e3,
         "cpu_fraction": cpu_s / wall_s if wall_s else None,
         "rss_mb": peak_rss,
     }

@@ -38,6 +38,7 @@ from cellguard.daemon.check import run_check_cli
 from cellguard.daemon.config import Config, check_state_dir, load_config
 from cellguard.daemon.control import ControlError, control_socket_path, send_command
 from cellguard.daemon.demo import run_demo_cli
+from cellguard.daemon.demo_arbin import run_arbin_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
 from cellguard.daemon.plots import run_plot_cli
@@ -169,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-s", type=_positive_float, default=300.0, help="simulated seconds between polls"
     )
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.add_argument(
+        "--instrument",
+        choices=("neware", "arbin"),
+        default="neware",
+        help="the simulated cycler: a Neware CT-4008 (BTS API) or an Arbin (CTI)",
+    )
     demo.add_argument(
         "--export-dir",
         type=Path,
@@ -495,6 +502,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # URLs with user:password@ or ?token= are logged whole by the sinks' outage lines.
     install_redaction()
     try:
+        if args.command == "demo" and args.instrument == "arbin":
+            summary = asyncio.run(
+                run_arbin_demo_cli(
+                    hours=args.hours, seed=args.seed, poll_s=args.poll_s, as_json=args.json
+                )
+            )
+            if args.json:
+                print(json.dumps(summary))
+            return 0
         if args.command == "demo":
             summary = asyncio.run(
                 run_demo_cli(
