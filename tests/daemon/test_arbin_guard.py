@@ -10,6 +10,8 @@ have is refused alone, with an alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -175,36 +177,91 @@ async def test_monitor_mode_judges_what_mits_pro_runs() -> None:
     assert {s.tags.test_id for s in items if isinstance(s, SampleRecord)} == {"someone-elses-test"}
 
 
-async def test_an_outage_is_reported_as_a_gap_without_backfill() -> None:
+class Outage:
+    """A TCP relay to the simulator whose link can be cut (and refused) and restored."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.down = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Outage:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.down = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _handle(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self.down:
+                down_w.transport.abort()
+                return
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self._writers.update((down_w, up_w))
+            async with asyncio.TaskGroup() as pumps:
+                pumps.create_task(self._pump(down_r, up_w))
+                pumps.create_task(self._pump(up_r, down_w))
+        finally:
+            self._tasks.discard(task)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)
+
+
+async def test_an_outage_is_reported_as_a_gap_and_a_fault_after_it_is_still_halted() -> None:
+    """CTI has no history: the values of the outage are missing (said in an
+    ``available`` event), the channel is guarded again and its short is halted."""
     clock = VirtualClock()
     sim = _simulator(clock)
     recorder = Recorder()
-    specs = [ArbinChannelSpec(2, "symmetric", "SEI", "run", "cellguard-cycling.sdx")]
+    specs = [ArbinChannelSpec(3, "symmetric", "SEI", "run", "cellguard-cycling.sdx")]
     async with AsyncExitStack() as stack:
-        _, port = await stack.enter_async_context(sim.serve())
-        sup, _ = await stack.enter_async_context(guarding(port, recorder, clock, specs))
-        await _run_hours(clock, 1.0)
-        await stack.aclose()  # the server goes away (and the guard with it)
-    sim2 = ArbinSimulator(clock, channels=8, seed=5)
-    sim2.channels[1] = sim.channels[1]  # the same cycler, back on another port
-    async with AsyncExitStack() as stack:
-        _, port = await stack.enter_async_context(sim2.serve())
-        sup._lost()  # what the failed session did
-        clock.set(clock.now_s() + 1800.0)
-        sup._connect = lambda: ArbinClient(  # type: ignore[method-assign]
-            "127.0.0.1", port, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD
-        )
-        link = sup._new_link()
-        await sup._open(link)
-        try:
-            readings = await link.channels_info()
-            await sup._after_outage(readings)
-        finally:
-            await sup._close(link)
-    gap = [e for e in sup.events if e.kind == "available"]
-    assert len(gap) == 1
-    assert "not backfilled" in gap[0].detail
-    assert "1800 s" in gap[0].detail
+        _, sim_port = await stack.enter_async_context(sim.serve())
+        outage = await stack.enter_async_context(Outage(sim_port))
+        sup, queue = await stack.enter_async_context(guarding(outage.port, recorder, clock, specs))
+        await _run_hours(clock, 4.0)
+        outage.cut()
+        await _run_hours(clock, 2.0)
+        assert sup.channels[3].state == "unavailable"
+        assert not sup.available
+        outage.down = False
+        await _run_hours(clock, 6.0)
+        items = _drain(queue)
+    runtime = sup.channels[3]
+    assert runtime.halt is not None
+    assert runtime.halt.kind == "short"
+    assert runtime.state == "halted"
+    assert not sim.channels[2].running
+    (gap,) = [e for e in sup.events if e.kind == "available"]
+    assert "not backfilled" in gap.detail
+    assert 7000 <= float(gap.detail.split("after ")[1].split(" s")[0]) <= 7300
+    times = [s.test_time_s for s in items if isinstance(s, SampleRecord)]
+    holes = [b - a for a, b in itertools.pairwise(times) if b - a > POLL_S * 1.5]
+    assert len(holes) == 1  # the outage, and nothing else
+    assert holes[0] >= 2 * 3600 - POLL_S
 
 
 async def test_a_channel_the_cycler_lacks_is_refused_alone() -> None:
