@@ -39,6 +39,7 @@ from cellguard.drivers.arbin._messages import (
     StopSchedule,
     UnknownRequest,
     feedback_code,
+    status_name,
 )
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "encode_feedback",
     "encode_request",
     "feedback_code",
+    "status_name",
 ]
 from cellguard.drivers.arbin._simulator import (
     BUILTIN_SCHEDULES,

@@ -86,6 +86,14 @@ class ChannelStatus(enum.IntEnum):
     ACR = 0x1E
 
 
+def status_name(status: int) -> str:
+    """``charge``, ``idle``, ... for a status code; an unknown code as ``status 0x2a``."""
+    try:
+        return ChannelStatus(status).name.lower()
+    except ValueError:
+        return f"status 0x{status:02x}"
+
+
 # Statuses in which a test is on the channel (current may flow or is about to).
 RUNNING_STATUSES = frozenset(
     {
@@ -345,10 +353,7 @@ class ChannelReading:
 
     @property
     def status_name(self) -> str:
-        try:
-            return ChannelStatus(self.status).name.lower()
-        except ValueError:
-            return f"status 0x{self.status:02x}"
+        return status_name(self.status)
 
 
 @dataclass(frozen=True)

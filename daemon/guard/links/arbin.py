@@ -40,7 +40,7 @@ from cellguard.daemon.guard import (
 from cellguard.daemon.guard.base import Command, InstrumentGuard
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, SampleRecord
-from cellguard.drivers.arbin import ArbinClient, ChannelReading, ChannelStatus
+from cellguard.drivers.arbin import ArbinClient, ChannelReading, ChannelStatus, status_name
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CommandRefused
 from cellguard.drivers.files import StepKind
@@ -428,7 +428,7 @@ class ArbinSupervisor(InstrumentGuard[ArbinClient, int]):
             {
                 "state": runtime.state,
                 "status": reading.status_name,
-                "previous": "" if previous is None else ChannelReading(0, previous).status_name,
+                "previous": "" if previous is None else status_name(previous),
             },
         )
 
