@@ -284,3 +284,30 @@ async def test_a_channel_the_cycler_lacks_is_refused_alone() -> None:
     assert "8 channels" in unguarded[0].detail
     assert sup.channels[2].state == "stopped"
     assert sim.channels[0].running  # the others run on
+
+
+async def test_a_value_read_twice_is_judged_and_stored_once() -> None:
+    """Two polls in the same instant (an operator command between polls, a reconnect)
+    read the same value: one sample, one judgement."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with sim.serve() as (_, port):
+        queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue()
+        client = ArbinClient(
+            "127.0.0.1", port, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD
+        )
+        sup = ArbinSupervisor(
+            "arbin-sim", lambda: client, _specs("monitor"), queue, recorder, clock=clock
+        )
+        async with client:
+            await client.assign_schedule(1, "cellguard-cycling.sdx")
+            await client.start(1, "t")
+            clock.set(600.0)
+            await sup.poll_once(client)
+            await sup.poll_once(client)
+            clock.set(660.0)
+            await sup.poll_once(client)
+    samples = [i for i in _drain(queue) if isinstance(i, SampleRecord)]
+    assert [s.test_time_s for s in samples] == [600.0, 660.0]
+    assert sup.channels[2].detector.samples == 2

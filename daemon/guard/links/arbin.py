@@ -114,7 +114,8 @@ class ArbinRuntime:
     halting: HaltProgress | None = None
     last_status: int | None = None
     test_name: str = ""
-    last_test_time_s: float = -math.inf
+    last_test_time_s: float = -math.inf  # of the last value judged
+    last_offered_s: float = -math.inf  # of the last value stored
     test_start_unix_s: float = math.nan
     samples: int = 0
     starts: int = 0
@@ -284,6 +285,7 @@ class ArbinSupervisor(InstrumentGuard[ArbinClient, int]):
         runtime.halt = None
         runtime.halting = None
         runtime.last_test_time_s = -math.inf
+        runtime.last_offered_s = -math.inf
         runtime.test_start_unix_s = math.nan
 
     # ------------------------------------------------------------ operator commands
@@ -379,6 +381,9 @@ class ArbinSupervisor(InstrumentGuard[ArbinClient, int]):
             await self._emit(runtime, GuardEvent.of_verdict("warn", verdict))
 
     def _offer(self, runtime: ArbinRuntime, reading: ChannelReading) -> None:
+        if reading.test_time_s <= runtime.last_offered_s:
+            return  # the value of the last poll again: stored once
+        runtime.last_offered_s = reading.test_time_s
         if math.isnan(runtime.test_start_unix_s):
             runtime.test_start_unix_s = time.time() - reading.test_time_s
         step, cycle = _step_and_cycle(reading.step_and_cycle)
