@@ -64,7 +64,7 @@ from cellguard.drivers.neware import (
     StepFile,
     StepType,
 )
-from cellguard.drivers.sim import SimCell
+from cellguard.drivers.sim import SimCell, SimCellSpec
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,6 @@ class ArbinSimulator:
             raise ConfigError(field="channels", problem=f"must be 1..65535, got {channels}")
         if cells is None:
             # Every channel holds a default Li|Li cell (SEI interphase, 100|100 µm).
-            from cellguard.drivers.sim import SimCellSpec  # noqa: PLC0415
-
             cells = {i: CellSlot(SimCellSpec()) for i in range(channels)}
         unknown = sorted(i for i in cells if not 0 <= i < channels)
         if unknown:

@@ -13,11 +13,15 @@ from cellguard.drivers.arbin import (
     DEFAULT_USERNAME,
     ArbinClient,
     ArbinSimulator,
+    ChannelReading,
+    ChannelsInfoFeedback,
     ChannelStatus,
     Command,
     CommandFeedback,
+    LoginFeedback,
     UnknownRequest,
     decode_feedback,
+    encode_feedback,
     encode_request,
 )
 from cellguard.drivers.clock import VirtualClock
@@ -149,3 +153,31 @@ async def test_a_cancelled_request_closes_the_link(clock: VirtualClock) -> None:
         await client.stop(0)
     server.close()
     await server.wait_closed()
+
+
+async def test_all_channels_may_come_as_one_feedback_per_channel() -> None:
+    """Arbin's v1.1 document says a separate feedback per channel, v4.5 one feedback
+    with every channel: a server of the first kind is read to the last channel."""
+    login = encode_feedback(LoginFeedback(1, channel_count=3))
+    per_channel = b"".join(
+        encode_feedback(ChannelsInfoFeedback((ChannelReading(i, int(ChannelStatus.REST)),)))
+        for i in range(3)
+    )
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(86)  # the login
+        writer.write(login)
+        await reader.read(62)  # channel info for all channels
+        writer.write(per_channel)
+        await writer.drain()
+        await reader.read(100)  # until the client closes
+        writer.close()
+
+    listener = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with _client(port) as client:
+        readings = await client.channels_info()
+    assert sorted(readings) == [0, 1, 2]
+    assert all(r.status == ChannelStatus.REST for r in readings.values())
+    listener.close()
+    await listener.wait_closed()
