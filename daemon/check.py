@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from cellguard.daemon.config import (
+    ArbinSettings,
     Config,
     InstrumentSettings,
     ModbusAuxSettings,
@@ -47,6 +48,7 @@ from cellguard.daemon.config import (
 )
 from cellguard.daemon.guard.registry import (
     Wiring,
+    arbin_connector,
     aux_connector,
     build_guards,
     galvanostat_connector,
@@ -140,6 +142,8 @@ async def _check_one(config: Config, index: int, inst: InstrumentSettings) -> li
         check = lambda: _check_neware(config, inst)  # noqa: E731
     elif isinstance(inst, ModbusAuxSettings):
         check = lambda: _check_aux(inst)  # noqa: E731
+    elif isinstance(inst, ArbinSettings):
+        check = lambda: _check_arbin(config, inst)  # noqa: E731
     else:
         check = lambda: _check_galvanostat(config, inst)  # noqa: E731
     where = f"{inst.name} ({inst.driver} at {inst.where})"
@@ -196,6 +200,35 @@ async def _check_neware(config: Config, inst: NewareSettings) -> list[Finding]:
             found.append(Finding("refused", key, text))
         else:
             found.append(Finding("ok", key, f"{inst.name} {channel}: present, {status[channel]}"))
+    return found
+
+
+async def _check_arbin(config: Config, inst: ArbinSettings) -> list[Finding]:
+    """An Arbin: the CTI login (its channel count), then each channel's status; read only."""
+    client = arbin_connector(inst)()
+    try:
+        login = await client.connect()
+        readings = await client.channels_info()
+    finally:
+        await client.aclose()
+    count = login.channel_count
+    found = [
+        Finding(
+            "ok",
+            inst.name,
+            f"Arbin CTI at {inst.where} answered: serial {login.serial_number or '?'}, "
+            f"{count} channel(s) (1..{count})",
+        )
+    ]
+    for ch in config.channels_of(inst.name):
+        key = f"channels[{_channel_index(config, inst.name, ch.channel)}].channel"
+        reading = readings.get(int(str(ch.channel)) - 1)
+        if reading is None:
+            text = f"{inst.name} has no channel {ch.channel} (it has 1..{count})"
+            found.append(Finding("refused", key, text))
+        else:
+            text = f"{inst.name} {ch.channel}: present, {reading.status_name}"
+            found.append(Finding("ok", key, text))
     return found
 
 

@@ -202,19 +202,19 @@ def _host(inst: InstrumentSettings, wiring: Wiring) -> HostSupervisor:
 # ---------------------------------------------------------------- arbin
 
 
+def arbin_connector(inst: ArbinSettings) -> Callable[[], ArbinClient]:
+    """A factory of fresh CTI clients for an Arbin cycler, logged in as the config says."""
+    return lambda: ArbinClient(
+        inst.host,
+        inst.port,
+        username=inst.username.reveal(),
+        password=inst.password.reveal(),
+        timeout_s=inst.timeout_s,
+    )
+
+
 def _arbin(inst: InstrumentSettings, wiring: Wiring) -> ArbinSupervisor:
     assert isinstance(inst, ArbinSettings)  # the registry's entry for "arbin"
-    arbin = inst
-
-    def connect() -> ArbinClient:
-        return ArbinClient(
-            arbin.host,
-            arbin.port,
-            username=arbin.username.reveal(),
-            password=arbin.password.reveal(),
-            timeout_s=arbin.timeout_s,
-        )
-
     specs = [
         ArbinChannelSpec(
             channel=int(str(ch.channel)),  # "3": validated by the config
@@ -228,7 +228,7 @@ def _arbin(inst: InstrumentSettings, wiring: Wiring) -> ArbinSupervisor:
     ]
     return ArbinSupervisor(
         inst.name,
-        connect,
+        arbin_connector(inst),
         specs,
         wiring.queue,
         wiring.publisher,
