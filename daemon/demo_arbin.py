@@ -174,8 +174,15 @@ async def run_arbin_demo_cli(
     *, hours: float, seed: int, poll_s: float, as_json: bool
 ) -> dict[str, Any]:
     """The Arbin demo as the CLI shows it: a summary table (or one JSON object)."""
-    logging.getLogger("cellguard").setLevel(logging.ERROR)  # the table shows the halts
-    summary = await run_arbin_demo(hours=hours, seed=seed, poll_s=poll_s)
+    # The daemon logs every halt and start as a warning; here the table shows them. The
+    # level is put back after: the demo may run inside a longer-lived process (tests).
+    logger = logging.getLogger("cellguard")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        summary = await run_arbin_demo(hours=hours, seed=seed, poll_s=poll_s)
+    finally:
+        logger.setLevel(level)
     if not as_json:
         console = Console() if Console().is_terminal else Console(width=100)
         console.print(render(summary))

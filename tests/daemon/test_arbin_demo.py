@@ -5,6 +5,7 @@ right reason, the healthy ones run on, every judged value is stored."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -28,3 +29,11 @@ def test_the_arbin_demo_halts_the_failing_cells_and_spares_the_healthy_ones(
     assert by_channel["8"]["reason"] == "short"  # SEI asymmetric
     assert len(summary["halt_latency_ms"]) == 4  # one stop per halt
     assert summary["simulated_hours"] == 130.0
+
+
+def test_the_demo_leaves_the_log_level_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("cellguard")
+    before = logger.level
+    assert main(["demo", "--instrument", "arbin", "--hours", "2", "--json"]) == 0
+    capsys.readouterr()
+    assert logger.level == before
