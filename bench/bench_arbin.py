@@ -73,7 +73,7 @@ BENCH_PROGRAM = StepFile(
     steps=(
         Step(StepType.CC_CHARGE, current_ma=0.785, time_s=180.0),
         Step(StepType.CC_DISCHARGE, current_ma=0.785, time_s=180.0),
-        Step(StepType.CYCLE, loop_start_step=1, cycle_count=100_000),
+        Step(StepType.CYCLE, loop_start_step=1, cycle_count=60_000),
         Step(StepType.END),
     ),
 )
