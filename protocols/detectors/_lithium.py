@@ -299,6 +299,11 @@ class LithiumDetector(DetectorBase):
         # The half cycle's least-squares scale against its profile (judged samples).
         self._seg_xy = 0.0
         self._seg_xx = 0.0
+        # The same sums from _fall_from_t on: what "falling as it goes" compares with
+        # (a segment begun from rest or after an impedance sweep first relaxes).
+        self._fall_xy = 0.0
+        self._fall_xx = 0.0
+        self._fall_from_t = -math.inf
         self._settle_from_p = 0.0  # settle counts from here (a resume moves it)
         # A half cycle interrupted by a rest or a pause: (direction, level, step, last
         # position) until the current comes back; and whether a pause step was seen.
@@ -525,6 +530,12 @@ class LithiumDetector(DetectorBase):
         self._seg_whole = not self._blind
         self._seg_low = False
         self._seg_xy = self._seg_xx = 0.0
+        self._fall_xy = self._fall_xx = 0.0
+        # After a reversal the half cycle's shape is the profile's from its first
+        # seconds; after a rest or an impedance sweep the overpotential first rebuilds
+        # and relaxes for minutes (the own-level rule waits self_settle_s for the same
+        # reason): a dip then recovery there is not a half cycle falling as it goes.
+        self._fall_from_t = t_s + self.settings.self_settle_s if from_rest else -math.inf
         self._settle_from_p = 0.0
         self._ref = self._find_profile(direction, level_a)
         # The reversal happened after the last sample of the previous segment (or
@@ -907,6 +918,9 @@ class LithiumDetector(DetectorBase):
         r_exp = self._r_exp
         self._seg_xy += r_ohm * r_exp
         self._seg_xx += r_exp * r_exp
+        if t_s >= self._fall_from_t:
+            self._fall_xy += r_ohm * r_exp
+            self._fall_xx += r_exp * r_exp
         self._episode_low = ref.established and ratio < s.drop_ratio and 1.0 - ratio > noise
         self._episode_note(t_s, ratio)
         # Against a provisional profile a drop or a slide may be activation (or the
@@ -1046,10 +1060,16 @@ class LithiumDetector(DetectorBase):
         """
         if smoothed < self.settings.slide_ratio - _SHALLOW_SLIDE:
             return True
-        xx = self._seg_xx - self._window_xx
+        # "Falling" is a trend within the half cycle: the part before the window must
+        # span slide_window_s of it, past the relaxation after a rest (a dip minutes
+        # after an impedance sweep that recovers is no micro short).
+        since_t = max(self._fall_from_t, self._seg_t0)
+        if not self._window or self._window[0][0] - since_t < self.settings.slide_window_s:
+            return False
+        xx = self._fall_xx - self._window_xx
         if xx < self._window_xx:
             return False  # too little of the half cycle before the window to compare
-        before = (self._seg_xy - self._window_xy) / xx
+        before = (self._fall_xy - self._window_xy) / xx
         assert self._ref is not None
         sigma_r = self._ref.sigma
         noise = self.settings.pair_significance_sigmas * sigma_r / math.sqrt(self._window_xx)
