@@ -62,6 +62,8 @@ class FullCellDetector(DetectorBase):
         self._prev_i = math.nan
         self._collapse_run = 0
         self._collapse_t0 = 0.0
+        self._range_run = 0
+        self._range_t0 = 0.0
         self._outside_run = 0
         self._outside_t0 = 0.0
         self._drop_ref_v = math.nan  # |V| before a drop, while the drop awaits confirmation
@@ -90,8 +92,26 @@ class FullCellDetector(DetectorBase):
         under = abs(current_a) >= s.rest_current_a and (kind is None or kind in _JUDGED_KINDS)
         # At rest a full-scale reading is an open lead or a disconnected cell, not a cell
         # driven out of range: nothing is pushed through it.
+        # At the range under current: confirmed like every other criterion (2 samples
+        # spanning confirm_s). A single full-scale record where a step begins (a real
+        # Neware file logs one at the instant a CC-CV charge starts, then the CV
+        # voltage) is a spike; a cell driven out of range stays there.
         if av >= self._range_v and under:
-            return self._halt_with(
+            if self._range_run == 0:
+                self._range_t0 = t_s
+            self._range_run += 1
+            if self._confirmed_range(t_s):
+                return self._halt_with(
+                    index,
+                    t_s,
+                    "limit",
+                    "range",
+                    av,
+                    math.nan,
+                    self._range_v,
+                    f"|V| = {av:.3f} V reached the instrument's ±{s.voltage_range_v:g} V range",
+                )
+            return self._warn(
                 index,
                 t_s,
                 "limit",
@@ -99,8 +119,10 @@ class FullCellDetector(DetectorBase):
                 av,
                 math.nan,
                 self._range_v,
-                f"|V| = {av:.3f} V reached the instrument's ±{s.voltage_range_v:g} V range",
+                f"|V| = {av:.3f} V at the instrument's ±{s.voltage_range_v:g} V range "
+                "(not yet lasting: a spike, or the cell leaving the range)",
             )
+        self._range_run = 0
         if not self._formed and av >= s.full_v_min_v:
             self._formed = True
         if under and av < self._collapse_v and self._formed:
@@ -210,6 +232,10 @@ class FullCellDetector(DetectorBase):
             )
         return OK
 
+    def _confirmed_range(self, t_s: float) -> bool:
+        # 5 % below confirm_s still counts: instruments stamp their samples with jitter.
+        return self._range_run >= 2 and t_s - self._range_t0 >= 0.95 * self.settings.confirm_s
+
     def feed_batch(
         self,
         t_s: FloatArray,
@@ -251,7 +277,10 @@ class FullCellDetector(DetectorBase):
                 )
             )
         pending = (
-            self._collapse_run > 0 or self._outside_run > 0 or not math.isnan(self._drop_ref_v)
+            self._collapse_run > 0
+            or self._outside_run > 0
+            or self._range_run > 0
+            or not math.isnan(self._drop_ref_v)
         )
         hits = np.flatnonzero(suspicious)
         if hits.size == 0 and not pending:
@@ -268,7 +297,7 @@ class FullCellDetector(DetectorBase):
             self._n += start
             self._prev_v = float(v[start - 1])
             self._prev_i = float(i[start - 1])
-            self._collapse_run = self._outside_run = 0
+            self._collapse_run = self._outside_run = self._range_run = 0
             self._drop_ref_v = math.nan
         return self._feed_each(
             np.asarray(t_s, dtype=np.float64)[start:].tolist(),

@@ -317,7 +317,28 @@ def test_full_cell_batch_and_single_samples_agree() -> None:
         t[1000:], v[1000:], i[1000:]
     )
     assert batched == single
-    assert [(x.severity, x.kind) for x in single] == [("warn", "short"), ("halt", "limit")]
+    assert [(x.severity, x.kind) for x in single] == [
+        ("warn", "short"),
+        ("warn", "limit"),  # the first sample at the range: not yet lasting
+        ("halt", "limit"),
+    ]
+
+
+def test_a_full_scale_record_where_a_charge_begins_is_a_spike_not_a_halt() -> None:
+    # A real Neware file (nw4-120-1-6-53.ndax): a discharge ends at 3.50 V, then two
+    # records stamped at the same instant read 4.99985 V under +0.62 mA as the CC-CV
+    # charge begins, and the CV step holds 4.90 V. One instant at the rail is a spike.
+    t = np.array([0.0, 10.0, 20.0, 20.0, 20.0, 30.0, 40.0])
+    v = np.array([3.52, 3.51, 3.50, 4.99985, 4.99985, 4.9002, 4.8999])
+    i = np.array([-3.9e-4, -3.9e-4, -3.9e-4, 6.19e-4, 6.19e-4, 4.97e-4, 4.66e-4])
+    settings = DetectorSettings(cell="full", full_v_max_v=4.9)
+    verdicts = FullCellDetector(settings).feed_batch(t, v, i)
+    assert halts(verdicts) == []
+    assert {(x.severity, x.criterion) for x in verdicts} == {("warn", "range")}
+    # A cell that stays at the range is halted one confirm_s later.
+    v[5:] = 4.99985
+    (halt,) = halts(FullCellDetector(settings).feed_batch(t, v, i))
+    assert (halt.kind, halt.criterion, halt.index) == ("limit", "range", 5)
 
 
 def test_a_gap_in_the_data_never_halts_a_healthy_cell_and_a_fault_after_it_still_halts() -> None:
