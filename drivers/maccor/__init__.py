@@ -1,0 +1,73 @@
+"""Maccor MacNet (MacTest32's remote interface): codec, client and a simulator."""
+
+from cellguard.drivers.maccor._client import DEFAULT_TIMEOUT_S, MaccorClient, MaccorWireTap
+from cellguard.drivers.maccor._codec import (
+    BinaryFrame,
+    BinarySplitter,
+    JsonError,
+    JsonReply,
+    JsonRequest,
+    JsonSplitter,
+    MalformedFrame,
+    decode_bin_direct_output,
+    decode_bin_state,
+    decode_json_reply,
+    decode_json_request,
+    decode_state,
+    encode_bin,
+    encode_bin_direct_output,
+    encode_bin_state,
+    encode_json_error,
+    encode_json_reply,
+    encode_json_request,
+)
+from cellguard.drivers.maccor._messages import (
+    DEFAULT_BIN_PORT,
+    DEFAULT_JSON_PORT,
+    STATUS_NAMES,
+    ChannelState,
+    DirectOutput,
+    SafetyLimits,
+    status_name,
+)
+from cellguard.drivers.maccor._simulator import (
+    BUILTIN_PROCEDURES,
+    MaccorSimulator,
+    SimMaccorChannel,
+)
+from cellguard.drivers.maccor._transport import MacNetTransport
+
+__all__ = [
+    "BUILTIN_PROCEDURES",
+    "DEFAULT_BIN_PORT",
+    "DEFAULT_JSON_PORT",
+    "DEFAULT_TIMEOUT_S",
+    "STATUS_NAMES",
+    "BinaryFrame",
+    "BinarySplitter",
+    "ChannelState",
+    "DirectOutput",
+    "JsonError",
+    "JsonReply",
+    "JsonRequest",
+    "JsonSplitter",
+    "MacNetTransport",
+    "MaccorClient",
+    "MaccorSimulator",
+    "MaccorWireTap",
+    "MalformedFrame",
+    "SafetyLimits",
+    "SimMaccorChannel",
+    "decode_bin_direct_output",
+    "decode_bin_state",
+    "decode_json_reply",
+    "decode_json_request",
+    "decode_state",
+    "encode_bin",
+    "encode_bin_direct_output",
+    "encode_bin_state",
+    "encode_json_error",
+    "encode_json_reply",
+    "encode_json_request",
+    "status_name",
+]
