@@ -132,6 +132,17 @@ _INVALID_REQUEST = -32600
 _INVALID_PARAMS = -32602
 _METHOD_NOT_FOUND = -32601
 
+_SINGLE_MAX = 3.4028234663852886e38
+
+
+def _single(params: dict[str, object], name: str) -> float:
+    """A Single field of a request: a JSON number within an IEEE 754 single's range."""
+    value = float_field(params, name, "params")
+    if abs(value) > _SINGLE_MAX:
+        raise MalformedFrame(field=f"params.{name}", problem=f"{value} is beyond a Single's range")
+    return value
+
+
 _RF1_OF_STEP = {"cc": RF1_CHARGE, "cccv": RF1_CHARGE, "cv": RF1_CHARGE, "dc": RF1_DISCHARGE}
 
 
@@ -464,12 +475,12 @@ class MaccorSimulator:
             raise MalformedFrame(field="params.ChMode", problem=f"{mode!r} is not 'C', 'D' or 'R'")
         current_range = int_field(params, "CurrentRange", "params", 1, 4)
         return DirectOutput(
-            current_a=float_field(params, "Current", "params"),
-            voltage_v=float_field(params, "Voltage", "params"),
-            power_w=float_field(params, "Power", "params"),
+            current_a=_single(params, "Current"),
+            voltage_v=_single(params, "Voltage"),
+            power_w=_single(params, "Power"),
             mode=mode,
             current_range=current_range,
-            resistance_ohm=float_field(params, "Resistance", "params"),
+            resistance_ohm=_single(params, "Resistance"),
         )
 
     def _program(self, output: DirectOutput) -> StepFile:
@@ -548,19 +559,18 @@ class MaccorSimulator:
         number = int_field(
             params, "VarNum", "params", VARIABLE_NUMBERS.start, VARIABLE_NUMBERS.stop - 1
         )
-        channel.variables[number] = float_field(params, "Value", "params")
+        channel.variables[number] = _single(params, "Value")
         return {"Chan": channel.index, "Result": "OK"}
 
     def _set_safety(self, params: dict[str, object]) -> dict[str, object]:
         channel = self._channel(params)
-        o = "params"
         limits = SafetyLimits(
-            voltage_max_v=float_field(params, "VSafeMax", o),
-            voltage_min_v=float_field(params, "VSafeMin", o),
-            charge_current_max_a=float_field(params, "ISafeChg", o),
-            discharge_current_max_a=float_field(params, "ISafeDis", o),
-            charge_power_max_w=float_field(params, "PBatSafeChg", o),
-            discharge_power_max_w=float_field(params, "PBatSafeDis", o),
+            voltage_max_v=_single(params, "VSafeMax"),
+            voltage_min_v=_single(params, "VSafeMin"),
+            charge_current_max_a=_single(params, "ISafeChg"),
+            discharge_current_max_a=_single(params, "ISafeDis"),
+            charge_power_max_w=_single(params, "PBatSafeChg"),
+            discharge_power_max_w=_single(params, "PBatSafeDis"),
         )
         channel.safety = limits
         # The tester echoes what it holds, as singles (4.3 comes back 4.30000019...).
