@@ -39,6 +39,7 @@ from cellguard.daemon.config import (
     ArbinSettings,
     Config,
     InstrumentSettings,
+    MaccorSettings,
     ModbusAuxSettings,
     ModbusSettings,
     NewareSettings,
@@ -52,6 +53,7 @@ from cellguard.daemon.guard.registry import (
     aux_connector,
     build_guards,
     galvanostat_connector,
+    maccor_connector,
     neware_connector,
 )
 from cellguard.daemon.mqtt import LogPublisher
@@ -144,6 +146,8 @@ async def _check_one(config: Config, index: int, inst: InstrumentSettings) -> li
         check = lambda: _check_aux(inst)  # noqa: E731
     elif isinstance(inst, ArbinSettings):
         check = lambda: _check_arbin(config, inst)  # noqa: E731
+    elif isinstance(inst, MaccorSettings):
+        check = lambda: _check_maccor(config, inst)  # noqa: E731
     else:
         check = lambda: _check_galvanostat(config, inst)  # noqa: E731
     where = f"{inst.name} ({inst.driver} at {inst.where})"
@@ -229,6 +233,35 @@ async def _check_arbin(config: Config, inst: ArbinSettings) -> list[Finding]:
         else:
             text = f"{inst.name} {ch.channel}: present, {reading.status_name}"
             found.append(Finding("ok", key, text))
+    return found
+
+
+async def _check_maccor(config: Config, inst: MaccorSettings) -> list[Finding]:
+    """A Maccor: MacNet's general information (its channel count), then each channel's
+    status (4, 7); read only."""
+    client = maccor_connector(inst)()
+    try:
+        await client.connect()
+        count = client.channel_count
+        found = [
+            Finding(
+                "ok",
+                inst.name,
+                f"Maccor MacNet at {inst.where} answered: "
+                f"{client.general_info.get('SystemID', '?')}, {count} channel(s) (1..{count})",
+            )
+        ]
+        for ch in config.channels_of(inst.name):
+            key = f"channels[{_channel_index(config, inst.name, ch.channel)}].channel"
+            number = int(str(ch.channel))
+            if not 1 <= number <= count:
+                text = f"{inst.name} has no channel {ch.channel} (it has 1..{count})"
+                found.append(Finding("refused", key, text))
+                continue
+            state = await client.state(number - 1)
+            found.append(Finding("ok", key, f"{inst.name} {ch.channel}: present, {state.status}"))
+    finally:
+        await client.aclose()
     return found
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiomqtt
 
-from cellguard.daemon import simulate_arbin
+from cellguard.daemon import simulate_arbin, simulate_maccor
 from cellguard.daemon.analyze import run_analyze_cli
 from cellguard.daemon.check import run_check_cli
 from cellguard.daemon.config import Config, check_state_dir, load_config
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_arbin.add_parser(
         sim_sub, port=_port, positive_int=_positive_int, positive_float=_positive_float
     )
+    simulate_maccor.add_parser(
+        sim_sub, port=_port, positive_int=_positive_int, positive_float=_positive_float
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -550,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "simulate" and args.instrument == "arbin":
             return simulate_arbin.run(args)
+        if args.command == "simulate" and args.instrument == "maccor":
+            return simulate_maccor.run(args)
         if args.command == "simulate" and args.instrument == "modbus":
             asyncio.run(
                 serve_modbus(

@@ -242,8 +242,29 @@ class ArbinSettings(_Instrument):
         return f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaccorSettings(_Instrument):
+    """``driver = "maccor"``: a Maccor tester's MacNet (JSON over TCP, 57570)."""
+
+    driver: Literal["maccor"] = "maccor"
+    host: str
+    port: int = 57570  # MacNet_JSON_Port
+    voltage_range_v: float = 5.0  # what the detectors take as the channel's range
+    # Run mode: the tester's own current limit (6, 10), both ways; None: not programmed.
+    current_limit_a: float | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 InstrumentSettings = (
-    NewareSettings | SmuSettings | ModbusSettings | ModbusAuxSettings | ArbinSettings
+    NewareSettings
+    | SmuSettings
+    | ModbusSettings
+    | ModbusAuxSettings
+    | ArbinSettings
+    | MaccorSettings
 )
 """One ``[[instruments]]`` entry: a union tagged by ``driver``."""
 
@@ -279,6 +300,17 @@ def _arbin_channel(text: str) -> ChannelId | str:
         raise ConfigError(
             field="channel",
             problem=f"must be a channel number 1, 2, ... as MITS Pro shows it, got {text!r}",
+        )
+    return str(int(value))
+
+
+def _maccor_channel(text: str) -> ChannelId | str:
+    """A Maccor channel as MacTest32 numbers it: 1, 2, ... (0-based only on the wire)."""
+    value = text.strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            field="channel",
+            problem=f"must be a channel number 1, 2, ... as MacTest32 shows it, got {text!r}",
         )
     return str(int(value))
 
@@ -329,6 +361,13 @@ DRIVERS: Mapping[str, DriverInfo] = MappingProxyType(
             parse_channel=_arbin_channel,
             channel_form="a channel number as MITS Pro shows it, e.g. 3",
             settings=ArbinSettings,
+        ),
+        "maccor": DriverInfo(
+            description="Maccor tester (MacNet, JSON over TCP)",
+            default_timeout_s=10.0,
+            parse_channel=_maccor_channel,
+            channel_form="a channel number as MacTest32 shows it, e.g. 3",
+            settings=MaccorSettings,
         ),
     }
 )
@@ -419,7 +458,9 @@ class ChannelSettings:
     cell: CellSettings
     detector: DetectorSettings  # defaults for the cell type with the overrides applied
     protocol: GalvanostaticCycling | None = None  # mode == "run" on a Neware, or script
-    schedule: str | None = None  # Arbin, mode "run": the MITS Pro schedule (.sdx) to start
+    # Mode "run": what the instrument starts, an Arbin's MITS Pro schedule (.sdx) or a
+    # Maccor's test procedure (key "procedure").
+    schedule: str | None = None
     # Host-driven channels (and Neware ones with protocol_file): the protocol script
     # cellguard runs (mode "run"); host-driven ones: the
     # modbus-aux instruments whose readings join the channel's samples, and the bands
@@ -841,6 +882,7 @@ _INSTRUMENT_KEYS = (
     "current_range_a",
     "current_range_ma",
     "voltage_range_v",
+    "current_limit_a",
     "keep_output_on",
     "timezone",
 )
@@ -868,6 +910,7 @@ _CHANNEL_KEYS = (
     "aux_limits",
     "detector",
     "schedule",
+    "procedure",
 )
 _CELL_KEYS = ("type", "area_cm2", "diameter_mm", "thick_li_um", "thin_li_um", "interphase")
 _PROTOCOL_KEYS = (
@@ -1129,6 +1172,8 @@ class _Reader:
             return self._neware(t, name, info, step_dir, api_user, api_password)
         if driver == "arbin":
             return self._arbin(t, name, info, api_user, api_password)
+        if driver == "maccor":
+            return self._maccor(t, name, info)
         return self._host_instrument(t, name, driver, info)
 
     def _host_instrument(
@@ -1320,6 +1365,26 @@ class _Reader:
             password=api_password,
         )
 
+    def _maccor(self, t: _Table, name: str, info: DriverInfo) -> InstrumentSettings:
+        limit_a = (
+            t.positive("current_limit_a", "a current in A > 0 (the tester's own limit)")
+            if t.has("current_limit_a")
+            else None
+        )
+        return MaccorSettings(
+            name=name,
+            host=_host(t, "host", "the Maccor tester PC's host name or IP address"),
+            port=t.integer("port", 1, 65535, "", default=57570),
+            poll_interval_s=t.positive("poll_interval_s", "a time in s > 0 (e.g. 1.0)"),
+            timeout_s=t.positive(
+                "timeout_s", "a time in s > 0 (e.g. 10.0)", default=info.default_timeout_s
+            ),
+            voltage_range_v=t.positive(
+                "voltage_range_v", "a channel's voltage range in V > 0", default=5.0
+            ),
+            current_limit_a=limit_a,
+        )
+
     def channel(
         self,
         t: _Table,
@@ -1350,8 +1415,12 @@ class _Reader:
         driver = (kinds or {}).get(instrument, "neware")
         if t.has("schedule") and driver != "arbin":
             _fail(t.key("schedule"), 'only for driver "arbin" (the MITS Pro schedule to start)')
+        if t.has("procedure") and driver != "maccor":
+            _fail(t.key("procedure"), 'only for driver "maccor" (the test procedure to start)')
         if driver == "arbin":
             return self._arbin_channel(t, instrument, channel, mode, cell)
+        if driver == "maccor":
+            return self._maccor_channel(t, instrument, channel, mode, cell)
         if driver in HOST_DRIVERS:
             return self._host_channel(t, instrument, channel, mode, cell, kinds or {})
         for key in ("aux", "aux_limits"):
@@ -1436,6 +1505,29 @@ class _Reader:
             cell=cell,
             detector=self.detector(detector_table, cell.type, t.key("detector")),
             schedule=schedule,
+        )
+
+    def _maccor_channel(
+        self, t: _Table, instrument: str, channel: ChannelId | str, mode: str, cell: CellSettings
+    ) -> ChannelSettings:
+        for key in ("protocol", "protocol_file", "aux", "aux_limits"):
+            if t.has(key):
+                _fail(t.key(key), 'not for driver "maccor": MacTest32 runs a procedure')
+        procedure = t.optional_string(
+            "procedure", "a test procedure in C:\\Maccor\\Procedure, without .000"
+        )
+        if mode == "run" and procedure is None:
+            _fail(t.key("procedure"), 'required for mode = "run": the test procedure to start')
+        if mode == "monitor" and procedure is not None:
+            _fail(t.key("procedure"), 'only for mode = "run"; in "monitor" MacTest32 runs its own')
+        detector_table = t.table("detector", _DETECTOR_KEYS, "DetectorSettings overrides")
+        return ChannelSettings(
+            instrument=instrument,
+            channel=channel,
+            mode=mode,  # type: ignore[arg-type]
+            cell=cell,
+            detector=self.detector(detector_table, cell.type, t.key("detector")),
+            schedule=procedure,  # the same slot as an Arbin's schedule: what the tester runs
         )
 
     def _host_channel(

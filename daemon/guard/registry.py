@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from cellguard.daemon.config import (
     ArbinSettings,
+    MaccorSettings,
     Config,
     InstrumentSettings,
     ModbusAuxSettings,
@@ -23,12 +24,14 @@ from cellguard.daemon.config import (
     SmuSettings,
 )
 from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
+from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.guard.links.host import AuxLimit, AuxSource, HostChannelSpec, HostSupervisor
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.drivers.arbin import ArbinClient
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import ConfigError
+from cellguard.drivers.maccor import MaccorClient
 from cellguard.drivers.galvanostat import Galvanostat
 from cellguard.drivers.neware import ChannelId, NewareClient
 
@@ -47,7 +50,7 @@ class Wiring:
     state: StateStore | None
 
 
-HostGuard = HostSupervisor | ArbinSupervisor
+HostGuard = HostSupervisor | ArbinSupervisor | MaccorSupervisor
 """Guards the service commands by a channel name ("1", "3") rather than a Neware id."""
 
 
@@ -239,6 +242,41 @@ def _arbin(inst: InstrumentSettings, wiring: Wiring) -> ArbinSupervisor:
     )
 
 
+# ---------------------------------------------------------------- maccor
+
+
+def maccor_connector(inst: MaccorSettings) -> Callable[[], MaccorClient]:
+    """A factory of fresh MacNet (JSON) clients for a Maccor tester."""
+    return lambda: MaccorClient(inst.host, inst.port, timeout_s=inst.timeout_s)
+
+
+def _maccor(inst: InstrumentSettings, wiring: Wiring) -> MaccorSupervisor:
+    assert isinstance(inst, MaccorSettings)  # the registry's entry for "maccor"
+    specs = [
+        MaccorChannelSpec(
+            channel=int(str(ch.channel)),  # "3": validated by the config
+            cell_type=ch.cell.type,
+            interphase=ch.cell.interphase or "",
+            mode=ch.mode,
+            procedure=ch.schedule,
+            detector=ch.detector,
+        )
+        for ch in wiring.config.channels_of(inst.name)
+    ]
+    return MaccorSupervisor(
+        inst.name,
+        maccor_connector(inst),
+        specs,
+        wiring.queue,
+        wiring.publisher,
+        clock=wiring.clock,
+        poll_interval_s=inst.poll_interval_s,
+        state=wiring.state,
+        voltage_range_v=inst.voltage_range_v,
+        current_limit_a=inst.current_limit_a,
+    )
+
+
 # ---------------------------------------------------------------- the registry
 
 REGISTRY: dict[str, DriverEntry] = {
@@ -247,6 +285,7 @@ REGISTRY: dict[str, DriverEntry] = {
     "modbus": DriverEntry("modbus", _host),
     "modbus-aux": DriverEntry("modbus-aux", None),
     "arbin": DriverEntry("arbin", _arbin),
+    "maccor": DriverEntry("maccor", _maccor),
 }
 
 
