@@ -15,24 +15,24 @@ from zoneinfo import ZoneInfo
 
 from cellguard.daemon.config import (
     ArbinSettings,
-    MaccorSettings,
     Config,
     InstrumentSettings,
+    MaccorSettings,
     ModbusAuxSettings,
     ModbusSettings,
     NewareSettings,
     SmuSettings,
 )
 from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
-from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.guard.links.host import AuxLimit, AuxSource, HostChannelSpec, HostSupervisor
+from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
 from cellguard.daemon.guard.ports import Publisher, SampleQueue, StateStore
 from cellguard.drivers.arbin import ArbinClient
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import ConfigError
-from cellguard.drivers.maccor import MaccorClient
 from cellguard.drivers.galvanostat import Galvanostat
+from cellguard.drivers.maccor import MaccorClient
 from cellguard.drivers.neware import ChannelId, NewareClient
 
 if TYPE_CHECKING:

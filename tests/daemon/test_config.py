@@ -337,7 +337,7 @@ def test_default_config_is_embedded_only(tmp_path: Path) -> None:
 
 
 def test_registry_names_every_driver_and_its_channels() -> None:
-    assert set(DRIVERS) == {"neware", "smu", "modbus", "modbus-aux", "arbin"}
+    assert set(DRIVERS) == {"neware", "smu", "modbus", "modbus-aux", "arbin", "maccor"}
     assert DRIVERS["neware"].parse_channel("21-1-3") == ChannelId(21, 1, 3)
     assert DRIVERS["smu"].parse_channel("1") == "1"
     with pytest.raises(ConfigError, match="one channel"):
@@ -580,7 +580,7 @@ def test_unknown_keys_at_every_level(text: str, expected: str) -> None:
             'driver = "neware"',
             'driver = "newere"',
             "instruments[0].driver: must be one of neware, smu, modbus, modbus-aux, arbin, "
-            "got \"newere\"; did you mean 'neware'?",
+            "maccor, got \"newere\"; did you mean 'neware'?",
         ),
         (
             'state_dir = "/var/lib/cellguard"',
@@ -837,7 +837,7 @@ def test_duplicate_instrument_name_is_refused() -> None:
             "poll_interval_s, timeout_s, step_file_dir, download_interval_s, username, "
             "username_env, username_file, password, password_env, password_file, serial_port, "
             "baudrate, device_id, register_map, registers, current_range_a, current_range_ma, "
-            "voltage_range_v, keep_output_on, timezone",
+            "voltage_range_v, current_limit_a, keep_output_on, timezone",
             id="channels-inside-instrument",
         ),
         pytest.param(

@@ -82,11 +82,13 @@ def test_the_splitter_cuts_objects_whatever_the_chunks() -> None:
             "params.FClass",
         ),
         (
-            b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": "4", "FNum": 7}, "id": 1}',
+            b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": "4", "FNum": 7}, '
+            b'"id": 1}',
             "params.FClass",
         ),
         (
-            b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 4, "FNum": 70000}, "id": 1}',
+            b'{"jsonrpc": "2.0", "method": "MacNet", "params": {"FClass": 4, "FNum": 70000}, '
+            b'"id": 1}',
             "params.FNum",
         ),
         (b'{"jsonrpc": "2.0", "method": "Other", "params": {}, "id": 1}', "method"),
@@ -115,9 +117,9 @@ def test_a_malformed_status_names_the_field() -> None:
         ("RF1", 300, "outside 0..255"),
         ("TesterTime", 5, "is not a string"),
     ]:
-        with pytest.raises(MalformedFrame, match=f"result.{key}: .*{problem}"):
+        with pytest.raises(MalformedFrame, match=rf"result\.{key}: .*{problem}"):
             decode_state(reply.result | {key: bad})
-    with pytest.raises(MalformedFrame, match="result.Current: missing"):
+    with pytest.raises(MalformedFrame, match=r"result\.Current: missing"):
         decode_state({k: v for k, v in reply.result.items() if k != "Current"})
 
 

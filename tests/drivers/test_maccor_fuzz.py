@@ -7,6 +7,7 @@ the simulator answers every damaged JSON frame with a reply or an error reply.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections import Counter
@@ -79,24 +80,28 @@ def test_ten_thousand_damaged_json_frames_decode_or_name_a_field() -> None:
                     decode_state(reply.result)
             outcomes["decoded"] += 1
         except MalformedFrame as err:
-            assert err.field, err
+            # Every refusal names what is wrong (an empty name counts as "unnamed").
             outcomes["malformed"] += 1
+            outcomes[err.field.split(".")[0] or "unnamed"] += 1
         if side == 0:
             # Whatever arrives, the tester answers one JSON-RPC object, reply or error.
             answer = json.loads(sim.handle_json(frame))
             assert ("result" in answer) != ("error" in answer)
         # The splitter never raises anything but MalformedFrame either.
-        try:
+        with contextlib.suppress(MalformedFrame):
             JsonSplitter(max_bytes=4096).feed(frame)
-        except MalformedFrame:
-            pass
     assert outcomes["decoded"] > 1000
     assert outcomes["malformed"] > 1000
+    assert outcomes["unnamed"] == 0
+    assert outcomes["frame"] > 100  # framing, JSON syntax
+    assert outcomes["params"] + outcomes["result"] > 100  # the fields themselves
 
 
 def test_ten_thousand_damaged_binary_frames_decode_or_name_a_field() -> None:
     rng = random.Random(SEED)
     sim = MaccorSimulator(VirtualClock(), channels=4)
+    refused: Counter[str] = Counter()
+    answered: list[bool] = []
     state = ChannelState(1, 1, 0, 2, 3, 0, 1, 2.0, 1.0, 0.1, 0.2, 0.3, 0.4, "")
     seeds = [
         encode_bin((6, 8), 1, encode_bin_direct_output(DirectOutput(0.1, 4.0, 5.0, "C"))),
@@ -111,7 +116,7 @@ def test_ten_thousand_damaged_binary_frames_decode_or_name_a_field() -> None:
             try:
                 frames = BinarySplitter(side).feed(bytes(data))  # type: ignore[arg-type]
             except MalformedFrame as err:
-                assert err.field
+                refused[err.field or "unnamed"] += 1
                 continue
             for frame in frames:
                 try:
@@ -120,19 +125,26 @@ def test_ten_thousand_damaged_binary_frames_decode_or_name_a_field() -> None:
                     elif frame.function in ((6, 7), (6, 8)):
                         decode_bin_direct_output(frame)
                 except MalformedFrame as err:
-                    assert err.field
+                    refused[err.field or "unnamed"] += 1
                 if side == "request":
-                    assert sim.handle_binary(frame)[:4] == bytes(data[:4])
+                    # The tester answers with the request's function and channel.
+                    answered.append(sim.handle_binary(frame)[:6] == bytes(data[:6]))
+    assert "unnamed" not in refused
+    assert refused["FClass/FNum"] > 1000
+    assert all(answered)
+    assert len(answered) > 1000
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_split_or_refuse(data: bytes) -> None:
+    fields = []
     try:
         for frame in JsonSplitter().feed(data):
             try:
                 decode_json_request(frame)
             except MalformedFrame as err:
-                assert err.field
+                fields.append(err.field)
     except MalformedFrame as err:
-        assert err.field == "frame"
+        fields.append(err.field)
+    assert all(fields)

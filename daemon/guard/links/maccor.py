@@ -47,8 +47,8 @@ from cellguard.daemon.records import ChannelTags, EventKind, EventRecord, Sample
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CommandRefused
 from cellguard.drivers.files import StepKind
-from cellguard.drivers.maccor import MaccorClient, SafetyLimits, status_name
 from cellguard.drivers.maccor import ChannelState as Reading
+from cellguard.drivers.maccor import MaccorClient, SafetyLimits, status_name
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,120 @@
+"""End to end: simulated Maccor tester (MacNet JSON over TCP) → daemon → suspend at the tester,
+alert at a real Mosquitto subscriber, every judged value in the SQLite store, an
+operator's MQTT command answered; configured with ``driver = "maccor"``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+
+from cellguard.daemon.config import parse_config
+from cellguard.daemon.guard.links.maccor import MaccorSupervisor
+from cellguard.daemon.service import started_daemon
+from cellguard.daemon.store import Store
+from cellguard.drivers import VirtualClock
+from cellguard.drivers.maccor import MaccorSimulator
+from cellguard.drivers.neware import CellSlot
+from cellguard.drivers.sim import ShortSpec, SimCellSpec
+
+POLL_S = 60.0
+WAIT_S = 20.0
+
+
+@pytest.fixture
+async def mosquitto(tmp_path: Path) -> AsyncIterator[Broker]:
+    async with running_mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+def _config_text(state_dir: Path, port: int, mqtt_port: int) -> str:
+    parts = [
+        f'[daemon]\nstate_dir = "{state_dir}"\n',
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "{PREFIX}"\n'
+        f'username = "cellguard"\npassword = "{PASSWORDS["cellguard"]}"\n',
+        f'[[instruments]]\nname = "maccor-e2e"\ndriver = "maccor"\nhost = "127.0.0.1"\n'
+        f"port = {port}\npoll_interval_s = {POLL_S}\ncurrent_limit_a = 0.005\n",
+    ]
+    for channel in (2, 3):
+        parts.append(
+            f'[[channels]]\ninstrument = "maccor-e2e"\nchannel = "{channel}"\nmode = "run"\n'
+            'procedure = "cellguard-cycling"\n'
+            'cell = { type = "symmetric", area_cm2 = 0.785, thick_li_um = 100, '
+            'thin_li_um = 100, interphase = "SEI" }\n'
+        )
+    return "\n".join(parts)
+
+
+async def _drive(clock: VirtualClock, hours: float) -> None:
+    for _ in range(round(hours * 3600 / POLL_S)):
+        await clock.advance(POLL_S)
+
+
+async def test_a_short_on_a_maccor_channel_is_stopped_alerted_and_stored(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    clock = VirtualClock()
+    cells = {
+        1: CellSlot(SimCellSpec("SEI", never_short=True)),
+        2: CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", 5.0))),
+    }
+    sim = MaccorSimulator(clock, channels=8, cells=cells, seed=9)
+    async with sim.serve() as (_, port, _):
+        config = parse_config(_config_text(tmp_path / "state", port, mosquitto.port))
+        async with aiomqtt.Client(
+            "127.0.0.1", mosquitto.port, username="operator", password=PASSWORDS["operator"]
+        ) as operator:
+            await operator.subscribe(f"{PREFIX}/alerts/#", qos=1)
+            await operator.subscribe(f"{PREFIX}/command_result/#", qos=1)
+            async with started_daemon(config, clock=clock) as daemon:
+                await clock.wait_until_sleeping(daemon.instrument_tasks["maccor-e2e"])
+                await _drive(clock, 7.0)
+                guard = daemon.host("maccor-e2e")
+                assert isinstance(guard, MaccorSupervisor)
+                assert sim.state(2).status == "Suspended"
+                assert sim.state(1).status == "Active"
+                assert sim.channels[2].safety is not None  # the tester's own limits, too
+                halt = guard.channels[3].halt
+                assert halt is not None
+                assert halt.kind == "short"
+                assert guard.channels[3].halt_latencies_s[0] < 1.0  # wall time to the suspend
+
+                async with asyncio.timeout(WAIT_S):
+                    while True:
+                        message = await anext(aiter(operator.messages))
+                        alert = json.loads(message.payload)  # type: ignore[arg-type]
+                        if alert["kind"] == "halt":
+                            break
+                assert str(message.topic) == f"{PREFIX}/alerts/maccor-e2e/3"
+                assert (alert["fault"], alert["channel"]) == ("short", "3")
+
+                await operator.publish(
+                    f"{PREFIX}/command/maccor-e2e/2",
+                    json.dumps({"action": "stop", "request_id": "r1"}),
+                    qos=1,
+                )
+                await _drive(clock, 0.1)
+                async with asyncio.timeout(WAIT_S):
+                    while True:
+                        message = await anext(aiter(operator.messages))
+                        if "command_result" in str(message.topic):
+                            break
+                result = json.loads(message.payload)  # type: ignore[arg-type]
+                assert (result["request_id"], result["ok"]) == ("r1", True)
+                assert sim.state(1).status == "Suspended"
+                judged = guard.channels[2].samples
+
+    async with Store(tmp_path / "state") as store:
+        samples = await store.query_samples("maccor-e2e", "2")
+        events = await store.query_events(instrument="maccor-e2e", kind="halt")
+        states = await store.load_channel_states()
+    # Every value judged on the healthy channel is stored (live values: no backfill).
+    assert len(samples) == judged >= 7 * 60
+    assert [e.tags.channel for e in events] == ["3"]
+    assert states[("maccor-e2e", "3")].state == "halted"
+    assert states[("maccor-e2e", "2")].state == "stopped"
