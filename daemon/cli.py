@@ -39,6 +39,7 @@ from cellguard.daemon.config import Config, check_state_dir, load_config
 from cellguard.daemon.control import ControlError, control_socket_path, send_command
 from cellguard.daemon.demo import run_demo_cli
 from cellguard.daemon.demo_arbin import run_arbin_demo_cli
+from cellguard.daemon.demo_maccor import run_maccor_demo_cli
 from cellguard.daemon.export import run_export_cli
 from cellguard.daemon.instance_lock import StateDirInUse
 from cellguard.daemon.plots import run_plot_cli
@@ -172,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument(
         "--instrument",
-        choices=("neware", "arbin"),
+        choices=("neware", "arbin", "maccor"),
         default="neware",
-        help="the simulated cycler: a Neware CT-4008 (BTS API) or an Arbin (CTI)",
+        help="the simulated cycler: a Neware CT-4008 (BTS API), an Arbin (CTI) or a Maccor "
+        "(MacNet)",
     )
     demo.add_argument(
         "--export-dir",
@@ -505,11 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # URLs with user:password@ or ?token= are logged whole by the sinks' outage lines.
     install_redaction()
     try:
-        if args.command == "demo" and args.instrument == "arbin":
+        if args.command == "demo" and args.instrument in ("arbin", "maccor"):
+            run_cli = run_arbin_demo_cli if args.instrument == "arbin" else run_maccor_demo_cli
             summary = asyncio.run(
-                run_arbin_demo_cli(
-                    hours=args.hours, seed=args.seed, poll_s=args.poll_s, as_json=args.json
-                )
+                run_cli(hours=args.hours, seed=args.seed, poll_s=args.poll_s, as_json=args.json)
             )
             if args.json:
                 print(json.dumps(summary))
