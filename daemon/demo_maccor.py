@@ -1,13 +1,13 @@
 """``cellguard demo --instrument maccor``: the paper's eight cells on a simulated Maccor.
 
-A simulated Maccor tester serves MacNet (JSON and binary) on loopback TCP ports (its eight channels hold
-the same cells as the Neware demo: MII-1, MII-2, MII-3 and SEI interphases, each in
-a 100|100 µm symmetric and a 100|20 µm asymmetric Li cell), and the very daemon that
-``cellguard run`` starts guards it on embedded defaults (SQLite store under a
-temporary state_dir, alerts to the log): it starts the 0.5 mA cm⁻² / 0.5 mAh cm⁻²
-procedure on every channel through the Maccor driver, judges every live value and
-suspends failing cells. MacNet serves present values only: what is stored and judged
-is what each poll reads.
+A simulated Maccor tester serves MacNet (JSON and binary) on loopback TCP ports (its
+eight channels hold the same cells as the Neware demo: MII-1, MII-2, MII-3 and SEI
+interphases, each in a 100|100 µm symmetric and a 100|20 µm asymmetric Li cell), and
+the very daemon that ``cellguard run`` starts guards it on embedded defaults (SQLite
+store under a temporary state_dir, alerts to the log): it starts the 0.5 mA cm⁻² /
+0.5 mAh cm⁻² procedure on every channel through the Maccor driver, judges every live
+value and suspends failing cells. MacNet serves present values only: what is stored
+and judged is what each poll reads.
 Everything runs in virtual time, identical on every run for a seed.
 """
 
