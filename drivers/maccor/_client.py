@@ -235,11 +235,11 @@ class MaccorClient:
 
     def _chan(self, channel: int) -> dict[str, object]:
         count = self.channel_count
-        if not 0 <= channel < max(count, 1) or (count and channel >= count):
+        if not 0 <= channel < (count or 0xFFFF):
             raise ConfigError(
                 field="channel",
                 problem=f"{channel} is not a channel of this {count}-channel tester "
-                "(0-based: 0.." + str(max(count - 1, 0)) + ")",
+                f"(0-based: 0..{max(count - 1, 0)})",
             )
         return {"Chan": channel}
 

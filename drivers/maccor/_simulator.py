@@ -13,7 +13,9 @@ params" naming the field (the help lists these messages, not their codes: cellgu
 uses JSON-RPC's -32602 and -32600 family); a refused command answers ``Result`` with
 the help's text on JSON and its code on the binary port; the channel's safety limits
 (6, 10) are judged when the channel is integrated (at each request), a trip makes it
-"Problem". Binary requests cellguard cannot frame close the binary connection.
+"Problem". On the binary port, a request for a channel the tester lacks is answered
+with its own header and no data, a command it does not carry out with result 0xFFFF,
+and a request cellguard cannot frame closes the connection.
 
 Time is pulled: channels are integrated up to the clock's present at each request.
 """

@@ -16,10 +16,11 @@ cellguard programmes the channel's own safety limits (6, 10) when the instrument
 the configured procedure (6, 2), once; a halted, stopped or finished channel is never
 started again by a reconnect.
 
-No backfill: MacNet reports the present values of a channel only; the records of the
-test are in MacTest32's data file, which MacNet's JSON port does not serve (the binary
-port's file transfer (1, 7) sends whole files, not records by position). What the
-tester recorded while the link was down is not fetched or judged here: the stored
+No backfill: MacNet reports the present values of a channel only. The records of the
+test are in MacTest32's data file, which the binary port's (1, 7) can send whole, in
+500-byte blocks ("slow", says the help, which points to Maccor's MIMS instead), in a
+format the MacNet help does not describe; cellguard does not fetch or parse it. What
+the tester recorded while the link was down is therefore not judged here: the stored
 series has a gap there, and the reconnect says so in an ``available`` event.
 """
 
