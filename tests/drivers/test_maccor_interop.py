@@ -18,7 +18,7 @@ from pymacnet import ChannelInterface, CyclerInterface
 from pymacnet.maccorspoofer import MaccorSpoofer
 
 from cellguard.drivers.clock import VirtualClock
-from cellguard.drivers.errors import ProtocolViolation
+from cellguard.drivers.errors import InstrumentConnectionError, ProtocolViolation
 from cellguard.drivers.maccor import MaccorClient, MaccorSimulator, SafetyLimits
 
 
@@ -158,18 +158,16 @@ def spoofer() -> Iterator[tuple[int, int]]:
 
 
 async def _connect(port: int) -> MaccorClient:
+    """Polled (with a bound): the spoofer's threads listen shortly after start()."""
     client = MaccorClient("127.0.0.1", port, timeout_s=5)
-    for _ in range(200):  # the spoofer's threads listen shortly after start()
+    for _ in range(500):
         try:
             await client.connect()
+        except InstrumentConnectionError:
+            await asyncio.sleep(0.01)
+        else:
             return client
-        except OSError:
-            await asyncio.sleep(0.01)
-        except Exception as err:  # refused until it listens
-            if "cannot connect" not in str(err):
-                raise
-            await asyncio.sleep(0.01)
-    raise AssertionError("MaccorSpoofer did not listen")
+    raise AssertionError("MaccorSpoofer did not listen within 5 s")
 
 
 async def test_our_client_drives_pymacnets_spoofer(spoofer: tuple[int, int]) -> None:
