@@ -342,7 +342,9 @@ async def test_with_the_whole_disk_full_the_alerts_still_reach_the_broker(
             await _drive_until(clock, _halted(sim), 80.0)
             assert daemon.publisher.kept_in_memory > 0  # the outbox is full
             alerts: dict[str, dict[str, object]] = {}
-            async with asyncio.timeout(20.0):
+            # A bound on wall time, not a timing assertion: under a loaded CI machine
+            # the alerts drained from memory took over 20 s once.
+            async with asyncio.timeout(60.0):
                 async for message in operator.messages:
                     alert = json.loads(message.payload)  # type: ignore[arg-type]
                     alerts.setdefault(f"{alert['channel']} {alert['kind']}", alert)
