@@ -23,68 +23,44 @@ request for that channel (sent before the next channel is read).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
-import logging
 import math
-import random
-import signal
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import percentile, process, rss_mb
+from bench_common import process
+from bench_present_value import (
+    BENCH_PROGRAM,
+    INTERPHASE,
+    POLL_S,
+    bench_cells,
+    main,
+    measure,
+    result,
+    serve_until_signalled,
+)
 
 from cellguard.daemon.guard.gc_policy import apply_service_policy
 from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
-from cellguard.daemon.guard.links.neware import drain_queue
 from cellguard.daemon.mqtt import LogPublisher
 from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.daemon.service import QUEUE_SIZE
 from cellguard.daemon.store import Store
 from cellguard.drivers.clock import ScaledClock, WallClock
 from cellguard.drivers.maccor import BUILTIN_PROCEDURES, MaccorClient, MaccorSimulator
-from cellguard.drivers.neware import CellSlot, Step, StepFile, StepType
-from cellguard.drivers.sim import ShortSpec, SimCellSpec
 
-POLL_S = 1.0
-SPEED = 30.0
-FAULT_FRACTION = 0.1
-ONSET_H = (0.2, 0.5)
-INTERPHASE = "MII-3"  # the steadiest polarization: only the injected shorts should halt
 PROCEDURE = "bench"
-# 1 mA cm⁻² on the simulator's 0.785 cm² cells, 3-min half cycles (0.05 mAh cm⁻²).
-BENCH_PROGRAM = StepFile(
-    steps=(
-        Step(StepType.CC_CHARGE, current_ma=0.785, time_s=180.0),
-        Step(StepType.CC_DISCHARGE, current_ma=0.785, time_s=180.0),
-        Step(StepType.CYCLE, loop_start_step=1, cycle_count=60_000),
-        Step(StepType.END),
-    ),
-)
 
 
 # ------------------------------------------------------------------ the simulator side
 
 
 async def serve(channels: int, speed: float, seed: int) -> None:
-    rng = random.Random(seed)
-    faulty = set(rng.sample(range(channels), round(FAULT_FRACTION * channels)))
-    cells: dict[int, CellSlot] = {}
-    faults: dict[str, float] = {}
-    for index in range(channels):
-        if index in faulty:
-            onset = rng.uniform(*ONSET_H)
-            faults[str(index + 1)] = onset
-            spec = SimCellSpec(interphase=INTERPHASE, short=ShortSpec("hard", onset))
-        else:
-            spec = SimCellSpec(interphase=INTERPHASE, never_short=True)
-        cells[index] = CellSlot(spec)
+    cells, faults = bench_cells(channels, seed)
     simulator = MaccorSimulator(
         ScaledClock(speed),
         channels=channels,
@@ -92,16 +68,12 @@ async def serve(channels: int, speed: float, seed: int) -> None:
         procedures={**BUILTIN_PROCEDURES, PROCEDURE: BENCH_PROGRAM},
         seed=seed,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with simulator.serve("127.0.0.1", 0, 0) as (host, port, _):
-        print(json.dumps({"host": host, "port": port, "faults": faults}), flush=True)
-        while not stop.is_set():
-            simulator.advance()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+    await serve_until_signalled(
+        simulator.serve("127.0.0.1", 0, 0),
+        lambda bound: (bound[0], bound[1]),
+        faults,
+        simulator.advance,
+    )
 
 
 # ------------------------------------------------------------------ the daemon side
@@ -154,78 +126,19 @@ async def supervise(*, channels: int, seconds: float, seed: int, speed: float) -
                 "bench", connect, specs, queue, LogPublisher(), clock=WallClock(),
                 poll_interval_s=POLL_S, state=store,
             )  # fmt: skip
-            written = 0
+            measured = await measure(sup, queue, store, seconds)
 
-            async def write(samples: list[SampleRecord], events: list[EventRecord]) -> None:
-                nonlocal written
-                written += len(samples)
-                await store.write(samples, events)
-
-            async with asyncio.TaskGroup() as tg:
-                run = tg.create_task(sup.run(), name="instrument bench")
-                sink = tg.create_task(drain_queue(queue, write), name="sink")
-                started = time.perf_counter()
-                # Polled on purpose: the supervisor signals nothing.
-                while sup.polls < 2 and time.perf_counter() - started < seconds:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-                cpu0, wall0, polls0 = time.process_time(), time.perf_counter(), sup.polls
-                peak_rss = rss_mb()
-                while time.perf_counter() - started < seconds:
-                    await asyncio.sleep(1.0)
-                    peak_rss = max(peak_rss, rss_mb())
-                cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-                polls = sup.polls - polls0
-                run.cancel()
-                await asyncio.gather(run, return_exceptions=True)
-                await queue.join()
-                sink.cancel()
-
-    run_h = seconds * speed / 3600.0
-    faults = set(info["faults"])
-    halted = {str(c) for c, r in sup.channels.items() if r.halt is not None}
-    expected = {c for c, onset in info["faults"].items() if onset < run_h}
-    lat_ms = [s * 1e3 for s in tap.latencies_s]
-    return {
-        "channels": channels,
-        "seconds": wall_s,
-        "polls_per_s": polls / wall_s if wall_s else None,
-        "samples_stored": written,
-        "live_dropped": sup.live_dropped,
-        "faults_injected_before_end": len(expected),
-        "halts": len(halted),
-        "halts_on_faulty_channels": len(halted & faults),
-        "false_halts": len(halted - faults),
-        "halt_latency_n": len(lat_ms),
-        "halt_latency_p50_ms": percentile(lat_ms, 0.50),
-        "halt_latency_p99_ms": percentile(lat_ms, 0.99),
-        "halt_latency_max_ms": max(lat_ms) if lat_ms else None,
-        "cpu_fraction": cpu_s / wall_s if wall_s else None,
-        "rss_mb": peak_rss,
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=90.0, help="wall seconds")
-    parser.add_argument("--speed", type=float, default=SPEED)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="one JSON object only")
-    parser.add_argument("--serve", action="store_true", help="be the simulator (a subprocess)")
-    args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.channels, args.speed, args.seed))
-        return
-    logging.basicConfig(level=logging.ERROR)  # 26 halts would otherwise flood the log
-    result = asyncio.run(
-        supervise(channels=args.channels, seconds=args.seconds, seed=args.seed, speed=args.speed)
+    return result(
+        channels=channels,
+        seconds=seconds,
+        speed=speed,
+        info=info,
+        sup=sup,
+        measured=measured,
+        latencies_s=tap.latencies_s,
+        extra={},
     )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:<28} {value}")
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, serve, supervise)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
-import sys
 from collections.abc import Callable
 
+from cellguard.daemon.simulate_serve import add_simulation_args, serve_until_signalled
 from cellguard.drivers.arbin import (
     BUILTIN_SCHEDULES,
     DEFAULT_PASSWORD,
@@ -23,10 +21,6 @@ from cellguard.drivers.arbin import (
     ArbinSimulator,
 )
 from cellguard.drivers.clock import ScaledClock
-
-# How often the cells are brought up to the present even when nobody asks, so a long
-# quiet spell at a high speed-up never costs one huge step later.
-_TICK_WALL_S = 1.0
 
 
 def add_parser(
@@ -52,16 +46,7 @@ def add_parser(
     arbin.add_argument("--channels", type=positive_int, default=16, help="channels of the cycler")
     arbin.add_argument("--username", default=DEFAULT_USERNAME, help="the CTI login it accepts")
     arbin.add_argument("--password", default=DEFAULT_PASSWORD, help="the CTI password")
-    arbin.add_argument(
-        "--speed", type=positive_float, default=1.0, help="simulated seconds per wall second"
-    )
-    arbin.add_argument("--seed", type=int, default=0, help="simulator seed")
-    arbin.add_argument(
-        "--current-range-ma",
-        type=positive_float,
-        default=10.0,
-        help="largest current a channel can source or sink, mA",
-    )
+    add_simulation_args(arbin, positive_float=positive_float)
 
 
 async def serve_arbin(
@@ -84,23 +69,15 @@ async def serve_arbin(
         seed=seed,
         current_range_ma=current_range_ma,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no signal handlers
-            loop.add_signal_handler(sig, stop.set)
-    async with simulator.serve(host, port) as (bound_host, bound_port):
-        print(
-            f"Simulated Arbin cycler (CTI) on {bound_host}:{bound_port}, {channels} channels, "
+    await serve_until_signalled(
+        simulator.serve(host, port),
+        lambda bound: (
+            f"Simulated Arbin cycler (CTI) on {bound[0]}:{bound[1]}, {channels} channels, "
             f"login {username!r}, speed ×{speed:g}, seed {seed}\n"
-            f"schedules: {', '.join(simulator.schedules)}",
-            flush=True,
-        )
-        while not stop.is_set():
-            simulator.advance()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _TICK_WALL_S)
-    print("simulator stopped", file=sys.stderr, flush=True)
+            f"schedules: {', '.join(simulator.schedules)}"
+        ),
+        simulator.advance,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
-import sys
 from collections.abc import Callable
 
+from cellguard.daemon.simulate_serve import add_simulation_args, serve_until_signalled
 from cellguard.drivers.clock import ScaledClock
 from cellguard.drivers.maccor import (
     BUILTIN_PROCEDURES,
@@ -23,10 +21,6 @@ from cellguard.drivers.maccor import (
     DEFAULT_JSON_PORT,
     MaccorSimulator,
 )
-
-# How often the cells are brought up to the present even when nobody asks, so a long
-# quiet spell at a high speed-up never costs one huge step later.
-_TICK_WALL_S = 1.0
 
 
 def add_parser(
@@ -59,16 +53,7 @@ def add_parser(
         help=f"TCP port of binary MacNet (MacNet_TCP_Port: {DEFAULT_BIN_PORT})",
     )
     maccor.add_argument("--channels", type=positive_int, default=16, help="channels of the tester")
-    maccor.add_argument(
-        "--speed", type=positive_float, default=1.0, help="simulated seconds per wall second"
-    )
-    maccor.add_argument("--seed", type=int, default=0, help="simulator seed")
-    maccor.add_argument(
-        "--current-range-ma",
-        type=positive_float,
-        default=10.0,
-        help="largest current a channel can source or sink, mA",
-    )
+    add_simulation_args(maccor, positive_float=positive_float)
 
 
 async def serve_maccor(
@@ -86,23 +71,15 @@ async def serve_maccor(
     simulator = MaccorSimulator(
         clock, channels=channels, seed=seed, current_range_ma=current_range_ma
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows has no signal handlers
-            loop.add_signal_handler(sig, stop.set)
-    async with simulator.serve(host, port, bin_port) as (bound_host, json_port, bound_bin):
-        print(
-            f"Simulated Maccor tester (MacNet) on {bound_host}: JSON {json_port}, binary "
-            f"{bound_bin}, {channels} channels, speed ×{speed:g}, seed {seed}\n"
-            f"procedures: {', '.join(simulator.procedures)}",
-            flush=True,
-        )
-        while not stop.is_set():
-            simulator.advance()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _TICK_WALL_S)
-    print("simulator stopped", file=sys.stderr, flush=True)
+    await serve_until_signalled(
+        simulator.serve(host, port, bin_port),
+        lambda bound: (
+            f"Simulated Maccor tester (MacNet) on {bound[0]}: JSON {bound[1]}, binary "
+            f"{bound[2]}, {channels} channels, speed ×{speed:g}, seed {seed}\n"
+            f"procedures: {', '.join(simulator.procedures)}"
+        ),
+        simulator.advance,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

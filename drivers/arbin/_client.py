@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from types import TracebackType
-from typing import Protocol, Self
+from typing import ClassVar, Protocol
 
+from cellguard.drivers._framed import FramedClient
 from cellguard.drivers.arbin._codec import FrameSplitter, decode_feedback, encode_request
 from cellguard.drivers.arbin._messages import (
     ALL_CHANNELS,
@@ -71,10 +70,13 @@ class ArbinWireTap(Protocol):
         """The whole frame of ``request`` was handed to the OS at ``t_s``."""
 
 
-class ArbinClient:
+class ArbinClient(FramedClient):
     """One CTI connection to MITS Pro (or a simulator of it)."""
 
     tap: ArbinWireTap | None = None
+    _server: ClassVar[str] = "the Arbin CTI server"
+    _link_name: ClassVar[str] = "Arbin CTI"
+    _log: ClassVar[logging.Logger] = _log
 
     def __init__(
         self,
@@ -85,25 +87,15 @@ class ArbinClient:
         password: str,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if not timeout_s > 0:
-            raise ConfigError(field="timeout_s", problem=f"must be > 0 seconds, got {timeout_s}")
-        self.host = host
-        self.port = port
-        self.timeout_s = timeout_s
+        super().__init__(host, port, timeout_s=timeout_s)
         self._username = username
         self._password = password
-        self._where = f"{host}:{port}"
-        self._transport: CtiTransport | None = None
-        self._splitter = FrameSplitter("feedback")
-        self._frames: deque[bytes] = deque()
-        self._lock = asyncio.Lock()
         self.login: LoginFeedback | None = None
 
     # ------------------------------------------------------------ connection
 
-    @property
-    def connected(self) -> bool:
-        return self._transport is not None and not self._transport.closed
+    def _new_splitter(self) -> FrameSplitter:
+        return FrameSplitter("feedback")
 
     @property
     def channel_count(self) -> int:
@@ -142,30 +134,6 @@ class ArbinClient:
             feedback.channel_count,
         )
         return feedback
-
-    async def aclose(self) -> None:
-        """Close the link; safe twice; a request in flight fails as a lost link."""
-        await self._drop_link()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _drop_link(self) -> None:
-        transport, self._transport = self._transport, None
-        # Bytes of the old link must never be read as feedbacks on a new one.
-        self._frames.clear()
-        self._splitter = FrameSplitter("feedback")
-        if transport is not None:
-            await asyncio.shield(transport.aclose())
 
     # ------------------------------------------------------------ round trips
 
@@ -208,21 +176,6 @@ class ArbinClient:
             )
             raise ProtocolViolation(msg)
         return feedback
-
-    async def _next_frame(self, transport: CtiTransport) -> bytes:
-        while not self._frames:
-            data = await transport.receive()
-            if self.tap is not None and data and not self._splitter.pending_bytes:
-                self.tap.reply_arrived(time.perf_counter())
-            if not data:
-                msg = f"the Arbin CTI server at {self._where} closed the connection"
-                raise InstrumentConnectionError(msg)
-            self._frames.extend(self._splitter.feed(data))
-        return self._frames.popleft()
-
-    async def _lose_link(self, why: str) -> None:
-        _log.warning("lost the link to Arbin CTI %s: %s", self._where, why)
-        await self._drop_link()
 
     async def _command(self, request: Request, channel_index: int) -> CommandFeedback:
         async with self._lock:

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cellguard.drivers._sim_channels import channel_models
 from cellguard.drivers.arbin._codec import (
     FrameSplitter,
     MalformedFrame,
@@ -57,14 +58,11 @@ from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.neware import (
     CellSlot,
-    ChannelAddress,
-    ChannelId,
     SimChannel,
     Step,
     StepFile,
     StepType,
 )
-from cellguard.drivers.sim import SimCell, SimCellSpec
 
 log = logging.getLogger(__name__)
 
@@ -155,32 +153,22 @@ class ArbinSimulator:
     ) -> None:
         if not 1 <= channels <= 0xFFFF:
             raise ConfigError(field="channels", problem=f"must be 1..65535, got {channels}")
-        if cells is None:
-            # Every channel holds a default Li|Li cell (SEI interphase, 100|100 µm).
-            cells = {i: CellSlot(SimCellSpec()) for i in range(channels)}
-        unknown = sorted(i for i in cells if not 0 <= i < channels)
-        if unknown:
-            raise ConfigError(
-                field="cells",
-                problem=f"channel indexes {unknown} are not on a {channels}-channel cycler",
-            )
         self.clock = clock
         self.login = login
         self.serial_number = serial_number
         self.schedules = dict(BUILTIN_SCHEDULES if schedules is None else schedules)
-        now_s = clock.now_s()
-        self.channels: list[SimArbinChannel] = []
-        for index in range(channels):
-            slot = cells.get(index)
-            cell = SimCell(slot.spec, seed * 1_000_003 + index) if slot is not None else None
-            model = SimChannel(
-                ChannelAddress(ChannelId(1, 1, index + 1)),
-                cell,
-                current_range_ma=current_range_ma,
-                voltage_range_v=voltage_range_v,
-                now_s=now_s,
-            )
-            self.channels.append(SimArbinChannel(index, model))
+        models = channel_models(
+            clock,
+            cells,
+            channels=channels,
+            seed=seed,
+            current_range_ma=current_range_ma,
+            voltage_range_v=voltage_range_v,
+            not_on_instrument=lambda unknown: (
+                f"channel indexes {unknown} are not on a {channels}-channel cycler"
+            ),
+        )
+        self.channels = [SimArbinChannel(i, m) for i, m in enumerate(models)]
         self.requests_served = 0
         self.calls: dict[str, int] = {}
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from types import TracebackType
-from typing import Protocol, Self
+from typing import ClassVar, Protocol
 
+from cellguard.drivers._framed import FramedClient
 from cellguard.drivers.errors import (
     CommandRefused,
     ConfigError,
@@ -82,31 +81,24 @@ class MaccorWireTap(Protocol):
     def request_written(self, function: tuple[int, int], t_s: float) -> None: ...
 
 
-class MaccorClient:
+class MaccorClient(FramedClient):
     """One MacNet JSON connection to a Maccor tester (or a simulator of it)."""
 
     tap: MaccorWireTap | None = None
+    _server: ClassVar[str] = "the Maccor MacNet server"
+    _link_name: ClassVar[str] = "Maccor MacNet"
+    _log: ClassVar[logging.Logger] = _log
 
     def __init__(
         self, host: str, port: int = DEFAULT_JSON_PORT, *, timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> None:
-        if not timeout_s > 0:
-            raise ConfigError(field="timeout_s", problem=f"must be > 0 seconds, got {timeout_s}")
-        self.host = host
-        self.port = port
-        self.timeout_s = timeout_s
-        self._where = f"{host}:{port}"
-        self._transport: MacNetTransport | None = None
-        self._splitter = JsonSplitter()
-        self._frames: deque[bytes] = deque()
-        self._lock = asyncio.Lock()
+        super().__init__(host, port, timeout_s=timeout_s)
         self.general_info: dict[str, object] = {}
 
     # ------------------------------------------------------------ connection
 
-    @property
-    def connected(self) -> bool:
-        return self._transport is not None and not self._transport.closed
+    def _new_splitter(self) -> JsonSplitter:
+        return JsonSplitter()
 
     @property
     def channel_count(self) -> int:
@@ -133,28 +125,6 @@ class MaccorClient:
             self.channel_count,
         )
         return info
-
-    async def aclose(self) -> None:
-        await self._drop_link()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _drop_link(self) -> None:
-        transport, self._transport = self._transport, None
-        self._frames.clear()
-        self._splitter = JsonSplitter()
-        if transport is not None:
-            await asyncio.shield(transport.aclose())
 
     # ------------------------------------------------------------ round trips
 
@@ -210,21 +180,6 @@ class MaccorClient:
             )
             raise ProtocolViolation(msg)
         return reply.result
-
-    async def _next_frame(self, transport: MacNetTransport) -> bytes:
-        while not self._frames:
-            data = await transport.receive()
-            if self.tap is not None and data and not self._splitter.pending_bytes:
-                self.tap.reply_arrived(time.perf_counter())
-            if not data:
-                msg = f"the Maccor MacNet server at {self._where} closed the connection"
-                raise InstrumentConnectionError(msg)
-            self._frames.extend(self._splitter.feed(data))
-        return self._frames.popleft()
-
-    async def _lose_link(self, why: str) -> None:
-        _log.warning("lost the link to Maccor MacNet %s: %s", self._where, why)
-        await self._drop_link()
 
     async def request(
         self, function: tuple[int, int], params: dict[str, object]

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from cellguard.drivers._sim_channels import channel_models
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.maccor._codec import (
@@ -92,14 +93,11 @@ from cellguard.drivers.maccor._messages import (
 )
 from cellguard.drivers.neware import (
     CellSlot,
-    ChannelAddress,
-    ChannelId,
     SimChannel,
     Step,
     StepFile,
     StepType,
 )
-from cellguard.drivers.sim import SimCell, SimCellSpec
 
 log = logging.getLogger(__name__)
 
@@ -197,32 +195,25 @@ class MaccorSimulator:
     ) -> None:
         if not 1 <= channels <= 0xFFFE:
             raise ConfigError(field="channels", problem=f"must be 1..65534, got {channels}")
-        if cells is None:
-            cells = {i: CellSlot(SimCellSpec()) for i in range(channels)}
-        unknown = sorted(i for i in cells if not 0 <= i < channels)
-        if unknown:
-            raise ConfigError(
-                field="cells",
-                problem=f"channels {unknown} (0-based) are not on a {channels}-channel tester",
-            )
         self.clock = clock
         self.system_id = system_id
         self.procedures = dict(BUILTIN_PROCEDURES if procedures is None else procedures)
         self.current_range_a = current_range_ma / 1000.0
         self.voltage_range_v = voltage_range_v
-        now_s = clock.now_s()
-        self.channels: list[SimMaccorChannel] = []
-        for index in range(channels):
-            slot = cells.get(index)
-            cell = SimCell(slot.spec, seed * 1_000_003 + index) if slot is not None else None
-            model = SimChannel(
-                ChannelAddress(ChannelId(1, 1, index + 1)),
-                cell,
-                current_range_ma=current_range_ma,
-                voltage_range_v=voltage_range_v,
-                now_s=now_s,
-            )
-            self.channels.append(SimMaccorChannel(index, model))
+        models = channel_models(
+            clock,
+            cells,
+            channels=channels,
+            seed=seed,
+            current_range_ma=current_range_ma,
+            voltage_range_v=voltage_range_v,
+            not_on_instrument=lambda unknown: (
+                f"channels {unknown} (0-based) are not on a {channels}-channel tester"
+            ),
+        )
+        self.channels: list[SimMaccorChannel] = [
+            SimMaccorChannel(i, m) for i, m in enumerate(models)
+        ]
         self.requests_served = 0
         self.calls: dict[str, int] = {}
 
