@@ -8,7 +8,15 @@ from collections.abc import Callable, Mapping
 
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import ConfigError
-from cellguard.drivers.neware import CellSlot, ChannelAddress, ChannelId, SimChannel
+from cellguard.drivers.neware import (
+    CellSlot,
+    ChannelAddress,
+    ChannelId,
+    SimChannel,
+    Step,
+    StepFile,
+    StepType,
+)
 from cellguard.drivers.sim import SimCell, SimCellSpec
 
 
@@ -48,3 +56,36 @@ def channel_models(
             )
         )
     return models
+
+
+_HOURS = 3600.0
+# Long enough never to end in a test or a demo (5000 h), short of the step-file bound.
+_FOREVER_S = 5000 * _HOURS
+# 0.4 mA on the default 0.785 cm² cell: 0.5 mA cm⁻², a typical Li|Li current density.
+SIM_CURRENT_MA = 0.4
+
+
+def builtin_programs() -> dict[str, StepFile]:
+    """The programs a simulated Arbin or Maccor knows by name (its schedules or
+    procedures), as the step programs the hosted :class:`SimChannel` runs."""
+    return {
+        # Plating in one direction until the Li runs out (or the cell shorts).
+        "cellguard-plating": StepFile(
+            steps=(
+                Step(StepType.CC_CHARGE, current_ma=SIM_CURRENT_MA, time_s=_FOREVER_S),
+                Step(StepType.END),
+            ),
+            record_interval_s=10.0,
+        ),
+        # Symmetric cycling, 1 h per half cycle (0.5 mAh cm⁻² each way).
+        "cellguard-cycling": StepFile(
+            steps=(
+                Step(StepType.CC_CHARGE, current_ma=SIM_CURRENT_MA, time_s=_HOURS),
+                Step(StepType.CC_DISCHARGE, current_ma=SIM_CURRENT_MA, time_s=_HOURS),
+                Step(StepType.CYCLE, loop_start_step=1, cycle_count=5000),
+                Step(StepType.END),
+            ),
+            record_interval_s=10.0,
+        ),
+        "rest": StepFile(steps=(Step(StepType.REST, time_s=_FOREVER_S), Step(StepType.END))),
+    }

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cellguard.daemon.guard.events import GuardEvent
 from cellguard.drivers.clock import Clock
@@ -159,3 +159,33 @@ async def stop_once(
         task.add_done_callback(in_flight.discard)
     await asyncio.shield(task)
     return set(await still_running(keys))
+
+
+class _Halting(Protocol):
+    @property
+    def state(self) -> str: ...
+    @property
+    def halt(self) -> Verdict | None: ...
+    @property
+    def detail(self) -> str: ...
+
+    halting: HaltProgress | None
+
+
+_R = TypeVar("_R", bound=_Halting)
+
+
+def halts_due(runtimes: Iterable[_R], now_s: float) -> list[_R]:
+    """The channels whose unconfirmed halt is due another stop: the link was lost as
+    the stop went out, a restart found "halting", or the instrument did not carry the
+    stop out. A halt is never forgotten; one found without its progress carries on
+    from what was saved."""
+    due = []
+    for runtime in runtimes:
+        if runtime.state != "halting":
+            continue
+        if runtime.halting is None:
+            runtime.halting = HaltProgress.restored(runtime.halt, runtime.detail, now_s)
+        if runtime.halting.due(now_s):
+            due.append(runtime)
+    return due

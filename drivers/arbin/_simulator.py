@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cellguard.drivers._sim_channels import channel_models
+from cellguard.drivers._sim_channels import builtin_programs, channel_models
 from cellguard.drivers.arbin._codec import (
     FrameSplitter,
     MalformedFrame,
@@ -59,9 +59,7 @@ from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.neware import (
     CellSlot,
     SimChannel,
-    Step,
     StepFile,
-    StepType,
 )
 
 log = logging.getLogger(__name__)
@@ -71,29 +69,9 @@ DEFAULT_PASSWORD = "not a password"
 """pycti-arbin's default login, which its ArbinSpoofer accepts (it accepts any)."""
 
 _HOURS = 3600.0
-# 0.4 mA on the default 0.785 cm² cell: 0.5 mA cm⁻², a typical Li|Li current density.
-_SIM_CURRENT_MA = 0.4
 
 BUILTIN_SCHEDULES: Mapping[str, StepFile] = {
-    # Plating in one direction until the Li runs out (or the cell shorts).
-    "cellguard-plating.sdx": StepFile(
-        steps=(
-            Step(StepType.CC_CHARGE, current_ma=_SIM_CURRENT_MA, time_s=5000 * _HOURS),
-            Step(StepType.END),
-        ),
-        record_interval_s=10.0,
-    ),
-    # Symmetric cycling, 1 h per half cycle (0.5 mAh cm⁻² each way).
-    "cellguard-cycling.sdx": StepFile(
-        steps=(
-            Step(StepType.CC_CHARGE, current_ma=_SIM_CURRENT_MA, time_s=_HOURS),
-            Step(StepType.CC_DISCHARGE, current_ma=_SIM_CURRENT_MA, time_s=_HOURS),
-            Step(StepType.CYCLE, loop_start_step=1, cycle_count=5000),
-            Step(StepType.END),
-        ),
-        record_interval_s=10.0,
-    ),
-    "rest.sdx": StepFile(steps=(Step(StepType.REST, time_s=5000 * _HOURS), Step(StepType.END))),
+    f"{name}.sdx": program for name, program in builtin_programs().items()
 }
 """What each schedule the simulated MITS Pro knows does (its .sdx files)."""
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cellguard.drivers._sim_channels import channel_models
+from cellguard.drivers._sim_channels import builtin_programs, channel_models
 from cellguard.drivers.clock import Clock
 from cellguard.drivers.errors import CellguardError, ConfigError
 from cellguard.drivers.maccor._codec import (
@@ -102,28 +102,9 @@ from cellguard.drivers.neware import (
 log = logging.getLogger(__name__)
 
 _HOURS = 3600.0
-_SIM_CURRENT_MA = 0.4  # 0.5 mA cm⁻² on the default 0.785 cm² Li|Li cell
 _FOREVER_S = 5000 * _HOURS
 
-BUILTIN_PROCEDURES: Mapping[str, StepFile] = {
-    "cellguard-plating": StepFile(
-        steps=(
-            Step(StepType.CC_CHARGE, current_ma=_SIM_CURRENT_MA, time_s=_FOREVER_S),
-            Step(StepType.END),
-        ),
-        record_interval_s=10.0,
-    ),
-    "cellguard-cycling": StepFile(
-        steps=(
-            Step(StepType.CC_CHARGE, current_ma=_SIM_CURRENT_MA, time_s=_HOURS),
-            Step(StepType.CC_DISCHARGE, current_ma=_SIM_CURRENT_MA, time_s=_HOURS),
-            Step(StepType.CYCLE, loop_start_step=1, cycle_count=5000),
-            Step(StepType.END),
-        ),
-        record_interval_s=10.0,
-    ),
-    "rest": StepFile(steps=(Step(StepType.REST, time_s=_FOREVER_S), Step(StepType.END))),
-}
+BUILTIN_PROCEDURES: Mapping[str, StepFile] = builtin_programs()
 """What each procedure the simulated tester knows does (C:\\Maccor\\Procedure\\NAME.000)."""
 
 # JSON-RPC 2.0's codes for the help's error messages.

@@ -32,6 +32,7 @@ from cellguard.daemon.guard import (
     ChannelState,
     GuardEvent,
     HaltProgress,
+    halts_due,
     move,
     parse_state,
     stop_once,
@@ -1115,15 +1116,7 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         """Carry out halts left unconfirmed whose retry is due: the link was lost as the
         stop went out, a restart found "halting", or the instrument did not carry the
         stop out. A halt is never forgotten, and never waited for here."""
-        now_s = self._clock.now_s()
-        due = []
-        for runtime in self.channels.values():
-            if runtime.state != "halting":
-                continue
-            if runtime.halting is None:
-                runtime.halting = HaltProgress.restored(runtime.halt, runtime.detail, now_s)
-            if runtime.halting.due(now_s):
-                due.append(runtime)
+        due = halts_due(self.channels.values(), self._clock.now_s())
         if due:
             await self._stop_attempt(client, due, time.perf_counter())
             await self._report_halts(due)

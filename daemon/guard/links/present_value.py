@@ -27,6 +27,7 @@ from cellguard.daemon.guard import (
     ChannelState,
     GuardEvent,
     HaltProgress,
+    halts_due,
     move,
     parse_state,
     stop_once,
@@ -526,15 +527,7 @@ class PresentValueGuard(InstrumentGuard[C, int], Generic[C, S, R]):
     async def _finish_halts(self, client: C) -> None:
         """Carry on halts left unconfirmed whose retry is due (a lost link, a restart
         that found "halting", a stop the instrument did not carry out)."""
-        now_s = self._clock.now_s()
-        due = []
-        for runtime in self.channels.values():
-            if runtime.state != "halting":
-                continue
-            if runtime.halting is None:
-                runtime.halting = HaltProgress.restored(runtime.halt, runtime.detail, now_s)
-            if runtime.halting.due(now_s):
-                due.append(runtime)
+        due = halts_due(self.channels.values(), self._clock.now_s())
         if due:
             await self._stop_attempt(client, due, time.perf_counter())
             await self._report_halts(due)
