@@ -1,6 +1,7 @@
-"""End to end: simulated Arbin cycler (CTI over TCP) → daemon → stop at the cycler,
-alert at a real Mosquitto subscriber, every judged value in the SQLite store, an
-operator's MQTT command answered; configured with ``driver = "arbin"``."""
+"""End to end: a simulated Arbin cycler (CTI over TCP) or Maccor tester (MacNet JSON over
+TCP) → daemon → stop (Arbin) or suspend (Maccor) at the instrument, alert at a real
+Mosquitto subscriber, every judged value in the SQLite store, an operator's MQTT command
+answered; configured with ``driver = "arbin"`` or ``"maccor"``."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+from present_value_kinds import KINDS, MACCOR, Kind
 
 from cellguard.daemon.config import parse_config
-from cellguard.daemon.guard.links.arbin import ArbinSupervisor
 from cellguard.daemon.service import started_daemon
 from cellguard.daemon.store import Store
 from cellguard.drivers import VirtualClock
-from cellguard.drivers.arbin import ArbinSimulator
 from cellguard.drivers.neware import CellSlot
 from cellguard.drivers.sim import ShortSpec, SimCellSpec
 
@@ -32,18 +32,19 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[Broker]:
         yield broker
 
 
-def _config_text(state_dir: Path, port: int, mqtt_port: int) -> str:
+def _config_text(kind: Kind, state_dir: Path, port: int, mqtt_port: int) -> str:
+    name = f"{kind.driver}-e2e"
     parts = [
         f'[daemon]\nstate_dir = "{state_dir}"\n',
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "{PREFIX}"\n'
         f'username = "cellguard"\npassword = "{PASSWORDS["cellguard"]}"\n',
-        f'[[instruments]]\nname = "arbin-e2e"\ndriver = "arbin"\nhost = "127.0.0.1"\n'
-        f'port = {port}\npoll_interval_s = {POLL_S}\nusername = "lab"\npassword = "pw"\n',
+        f'[[instruments]]\nname = "{name}"\ndriver = "{kind.driver}"\nhost = "127.0.0.1"\n'
+        f"port = {port}\npoll_interval_s = {POLL_S}\n{kind.instrument_keys}",
     ]
     for channel in (2, 3):
         parts.append(
-            f'[[channels]]\ninstrument = "arbin-e2e"\nchannel = "{channel}"\nmode = "run"\n'
-            'schedule = "cellguard-cycling.sdx"\n'
+            f'[[channels]]\ninstrument = "{name}"\nchannel = "{channel}"\nmode = "run"\n'
+            f'{kind.run_key} = "{kind.run_value}"\n'
             'cell = { type = "symmetric", area_cm2 = 0.785, thick_li_um = 100, '
             'thin_li_um = 100, interphase = "SEI" }\n'
         )
@@ -55,29 +56,33 @@ async def _drive(clock: VirtualClock, hours: float) -> None:
         await clock.advance(POLL_S)
 
 
-async def test_a_short_on_an_arbin_channel_is_stopped_alerted_and_stored(
-    tmp_path: Path, mosquitto: Broker
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+async def test_a_short_is_stopped_at_the_instrument_alerted_and_stored(
+    kind: Kind, tmp_path: Path, mosquitto: Broker
 ) -> None:
     clock = VirtualClock()
+    name = f"{kind.driver}-e2e"
     cells = {
         1: CellSlot(SimCellSpec("SEI", never_short=True)),
         2: CellSlot(SimCellSpec("SEI", short=ShortSpec("hard", 5.0))),
     }
-    sim = ArbinSimulator(clock, channels=8, cells=cells, login=("lab", "pw"), seed=9)
-    async with sim.serve() as (_, port):
-        config = parse_config(_config_text(tmp_path / "state", port, mosquitto.port))
+    sim = kind.make_sim(clock, cells, 8)
+    async with kind.served(sim) as port:
+        config = parse_config(_config_text(kind, tmp_path / "state", port, mosquitto.port))
         async with aiomqtt.Client(
             "127.0.0.1", mosquitto.port, username="operator", password=PASSWORDS["operator"]
         ) as operator:
             await operator.subscribe(f"{PREFIX}/alerts/#", qos=1)
             await operator.subscribe(f"{PREFIX}/command_result/#", qos=1)
             async with started_daemon(config, clock=clock) as daemon:
-                await clock.wait_until_sleeping(daemon.instrument_tasks["arbin-e2e"])
+                await clock.wait_until_sleeping(daemon.instrument_tasks[name])
                 await _drive(clock, 7.0)
-                guard = daemon.host("arbin-e2e")
-                assert isinstance(guard, ArbinSupervisor)
-                assert not sim.channels[2].running
-                assert sim.channels[1].running
+                guard = daemon.host(name)
+                assert isinstance(guard, kind.supervisor)
+                assert kind.is_stopped(sim, 2)
+                assert kind.is_running(sim, 1)
+                if kind is MACCOR:
+                    assert sim.channels[2].safety is not None  # the tester's own limits, too
                 halt = guard.channels[3].halt
                 assert halt is not None
                 assert halt.kind == "short"
@@ -89,11 +94,11 @@ async def test_a_short_on_an_arbin_channel_is_stopped_alerted_and_stored(
                         alert = json.loads(message.payload)  # type: ignore[arg-type]
                         if alert["kind"] == "halt":
                             break
-                assert str(message.topic) == f"{PREFIX}/alerts/arbin-e2e/3"
+                assert str(message.topic) == f"{PREFIX}/alerts/{name}/3"
                 assert (alert["fault"], alert["channel"]) == ("short", "3")
 
                 await operator.publish(
-                    f"{PREFIX}/command/arbin-e2e/2",
+                    f"{PREFIX}/command/{name}/2",
                     json.dumps({"action": "stop", "request_id": "r1"}),
                     qos=1,
                 )
@@ -105,15 +110,15 @@ async def test_a_short_on_an_arbin_channel_is_stopped_alerted_and_stored(
                             break
                 result = json.loads(message.payload)  # type: ignore[arg-type]
                 assert (result["request_id"], result["ok"]) == ("r1", True)
-                assert not sim.channels[1].running
+                assert kind.is_stopped(sim, 1)
                 judged = guard.channels[2].samples
 
     async with Store(tmp_path / "state") as store:
-        samples = await store.query_samples("arbin-e2e", "2")
-        events = await store.query_events(instrument="arbin-e2e", kind="halt")
+        samples = await store.query_samples(name, "2")
+        events = await store.query_events(instrument=name, kind="halt")
         states = await store.load_channel_states()
     # Every value judged on the healthy channel is stored (live values: no backfill).
     assert len(samples) == judged >= 7 * 60
     assert [e.tags.channel for e in events] == ["3"]
-    assert states[("arbin-e2e", "3")].state == "halted"
-    assert states[("arbin-e2e", "2")].state == "stopped"
+    assert states[(name, "3")].state == "halted"
+    assert states[(name, "2")].state == "stopped"
