@@ -13,9 +13,10 @@ params" naming the field (the help lists these messages, not their codes: cellgu
 uses JSON-RPC's -32602 and -32600 family); a refused command answers ``Result`` with
 the help's text on JSON and its code on the binary port; the channel's safety limits
 (6, 10) are judged when the channel is integrated (at each request), a trip makes it
-"Problem". On the binary port, a request for a channel the tester lacks is answered
-with its own header and no data, a command it does not carry out with result 0xFFFF,
-and a request cellguard cannot frame closes the connection.
+"Problem". On the binary port, (0, n) is echoed as the help says; a request for a
+channel the tester lacks is answered with its own header and no data, a command it
+does not carry out with result 0xFFFF, and a request cellguard cannot frame closes
+the connection.
 
 Time is pulled: channels are integrated up to the clock's present at each request.
 """
@@ -571,6 +572,9 @@ class MaccorSimulator:
         name = f"bin{frame.function}"
         self.calls[name] = self.calls.get(name, 0) + 1
         fn = frame.function
+        if fn[0] == ECHO[0]:
+            # "For a Function Class of 0, the received message will be replied as is."
+            return encode_bin(fn, frame.chan, frame.data, frame.length)
         if not 0 <= frame.chan < len(self.channels) and fn not in (SYSTEM_INFO, GENERAL_INFO):
             # No channel there: the reply carries the request's header and no data.
             return encode_bin(fn, frame.chan, b"")
