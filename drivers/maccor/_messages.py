@@ -2,7 +2,12 @@
 
 A MacNet function is named by its class and number, ``(FClass, FNum)``; the same
 pair comes back in the reply. Channels are 0-based on the wire (``Chan``), on the
-JSON port as on the binary port.
+JSON port as on the binary port. The help, of every frame: "This structure is the
+same for messages sent to the Maccor program and well as the replies", "Chan Word
+Test channel. 0-based.", "NOTE! Chan is 0 (zero) based, so to e.g. address test
+channel number 4, Chan would be 3."; and of JSON: "the values in the JSON
+implementation are the same as native implementation" (pymacnet's 1-based channels
+are its own; tests/fixtures/maccor-macnet/README.md has the whole reading).
 """
 
 from __future__ import annotations
