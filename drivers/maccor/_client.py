@@ -45,6 +45,7 @@ from cellguard.drivers.maccor._messages import (
     AUX_READINGS,
     CHARGE_MODES,
     CURRENT_RANGES,
+    CURRENTS_MULTIPLE,
     DEFAULT_JSON_PORT,
     FUNCTION_NAMES,
     GENERAL_INFO,
@@ -61,6 +62,7 @@ from cellguard.drivers.maccor._messages import (
     SUSPEND,
     SYSTEM_INFO,
     VARIABLE_NUMBERS,
+    VOLTAGES_MULTIPLE,
     ChannelState,
     DirectOutput,
     SafetyLimits,
@@ -290,6 +292,31 @@ class MaccorClient(FramedClient):
                         int_field(item, "Stat", where),
                     )
                 )
+        return out[:total]
+
+    async def voltages(self, first: int = 0, count: int | None = None) -> list[float]:
+        """Voltage (V) of ``count`` channels from ``first`` (4, 2), 128 per request."""
+        return await self._readings(VOLTAGES_MULTIPLE, "Voltage", first, count)
+
+    async def currents(self, first: int = 0, count: int | None = None) -> list[float]:
+        """Current (A) of ``count`` channels from ``first`` (4, 3), 128 per request."""
+        return await self._readings(CURRENTS_MULTIPLE, "Current", first, count)
+
+    async def _readings(
+        self, function: tuple[int, int], key: str, first: int, count: int | None
+    ) -> list[float]:
+        total = self.channel_count - first if count is None else count
+        out: list[float] = []
+        while len(out) < total:
+            chunk = min(MAX_STATUS_CHANNELS, total - len(out))
+            params = self._chan(first + len(out)) | {"Len": chunk}
+            result = await self.request(function, params)
+            values = result.get(key)
+            if not isinstance(values, list) or not values:
+                raise MalformedFrame(
+                    field=f"result.{key}", problem=f"{values!r} is not a non-empty list"
+                )
+            out += [float_field({"v": v}, "v", f"result.{key}[{i}]") for i, v in enumerate(values)]
         return out[:total]
 
     async def aux_values(self, channel: int) -> list[float]:

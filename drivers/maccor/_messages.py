@@ -29,6 +29,8 @@ ECHO: Final = (0, 0)
 SYSTEM_INFO: Final = (1, 1)
 GENERAL_INFO: Final = (1, 2)
 STATUS_MULTIPLE: Final = (4, 1)
+VOLTAGES_MULTIPLE: Final = (4, 2)
+CURRENTS_MULTIPLE: Final = (4, 3)
 AUX_READINGS: Final = (4, 4)
 STATUS_ONE: Final = (4, 7)
 START_TEST: Final = (6, 2)
@@ -45,6 +47,8 @@ FUNCTION_NAMES: Final[dict[tuple[int, int], str]] = {
     SYSTEM_INFO: "version info",
     GENERAL_INFO: "general system information",
     STATUS_MULTIPLE: "channel status of multiple channels",
+    VOLTAGES_MULTIPLE: "voltage readings of multiple channels",
+    CURRENTS_MULTIPLE: "current readings of multiple channels",
     AUX_READINGS: "auxiliary input readings",
     STATUS_ONE: "all status and readings of one channel",
     START_TEST: "start test",

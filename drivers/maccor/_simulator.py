@@ -54,6 +54,7 @@ from cellguard.drivers.maccor._messages import (
     AUX_READINGS,
     CHARGE_MODES,
     CURRENT_RANGES,
+    CURRENTS_MULTIPLE,
     DIRECT_OUTPUT_RESULTS,
     ECHO,
     GENERAL_INFO,
@@ -88,6 +89,7 @@ from cellguard.drivers.maccor._messages import (
     SUSPEND,
     SYSTEM_INFO,
     VARIABLE_NUMBERS,
+    VOLTAGES_MULTIPLE,
     ChannelState,
     DirectOutput,
     SafetyLimits,
@@ -315,6 +317,8 @@ class MaccorSimulator:
             SYSTEM_INFO: self._system_info,
             GENERAL_INFO: self._general_info,
             STATUS_MULTIPLE: self._status_multiple,
+            VOLTAGES_MULTIPLE: lambda p: self._readings_multiple(p, "Voltage"),
+            CURRENTS_MULTIPLE: lambda p: self._readings_multiple(p, "Current"),
             AUX_READINGS: self._aux,
             STATUS_ONE: self._status_one,
             START_TEST: self._start_test,
@@ -368,6 +372,16 @@ class MaccorSimulator:
             s = self.state(index)
             status.append({"RF1": s.rf1, "RF2": s.rf2, "Stat": s.stat})
         return {"Chan": first, "Len": len(status), "Status": status}
+
+    def _readings_multiple(self, params: dict[str, object], key: str) -> dict[str, object]:
+        # (4, 2) / (4, 3): "the actual voltage [current] of "Len" channels starting from
+        # "Chan" [...] Up to 128 channels can be requested at the time."
+        first = self._channel(params).index
+        count = int_field(params, "Len", "params", 1, MAX_STATUS_CHANNELS)
+        last = min(len(self.channels), first + count)
+        states = [self.state(index) for index in range(first, last)]
+        values = [s.voltage_v if key == "Voltage" else s.current_a for s in states]
+        return {"Chan": first, "Len": len(values), key: values}
 
     def _aux(self, params: dict[str, object]) -> dict[str, object]:
         # One thermocouple per channel at room temperature: the cells have no thermal model.
