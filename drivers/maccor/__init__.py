@@ -1,8 +1,10 @@
 """Maccor MacNet (MacTest32's remote interface): codec, client and a simulator."""
 
+from cellguard.drivers.maccor._bin_client import REST, MaccorBinaryClient
 from cellguard.drivers.maccor._client import DEFAULT_TIMEOUT_S, MaccorClient, MaccorWireTap
 from cellguard.drivers.maccor._codec import (
     BinaryFrame,
+    BinaryReplySplitter,
     BinarySplitter,
     JsonError,
     JsonReply,
@@ -10,6 +12,8 @@ from cellguard.drivers.maccor._codec import (
     JsonSplitter,
     MalformedFrame,
     decode_bin_direct_output,
+    decode_bin_reply,
+    decode_bin_result,
     decode_bin_state,
     decode_json_reply,
     decode_json_request,
@@ -42,8 +46,10 @@ __all__ = [
     "DEFAULT_BIN_PORT",
     "DEFAULT_JSON_PORT",
     "DEFAULT_TIMEOUT_S",
+    "REST",
     "STATUS_NAMES",
     "BinaryFrame",
+    "BinaryReplySplitter",
     "BinarySplitter",
     "ChannelState",
     "DirectOutput",
@@ -52,6 +58,7 @@ __all__ = [
     "JsonRequest",
     "JsonSplitter",
     "MacNetTransport",
+    "MaccorBinaryClient",
     "MaccorClient",
     "MaccorSimulator",
     "MaccorWireTap",
@@ -59,6 +66,8 @@ __all__ = [
     "SafetyLimits",
     "SimMaccorChannel",
     "decode_bin_direct_output",
+    "decode_bin_reply",
+    "decode_bin_result",
     "decode_bin_state",
     "decode_json_reply",
     "decode_json_request",

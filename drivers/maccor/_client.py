@@ -9,6 +9,9 @@ mid-request closes the connection; reconnecting is the caller's policy
 (:meth:`MaccorClient.connect`).
 
 Channels are 0-based here, as on the wire (``Chan``).
+
+Given ``bin_port``, the client also opens the binary port at :meth:`MaccorClient.connect`
+and offers its commands as :attr:`MaccorClient.binary` (:mod:`._bin_client`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cellguard.drivers.errors import (
     InstrumentTimeout,
     ProtocolViolation,
 )
+from cellguard.drivers.maccor._bin_client import MaccorBinaryClient
 from cellguard.drivers.maccor._codec import (
     JsonError,
     JsonSplitter,
@@ -41,6 +45,7 @@ from cellguard.drivers.maccor._messages import (
     AUX_READINGS,
     CHARGE_MODES,
     CURRENT_RANGES,
+    CURRENTS_MULTIPLE,
     DEFAULT_JSON_PORT,
     FUNCTION_NAMES,
     GENERAL_INFO,
@@ -57,6 +62,7 @@ from cellguard.drivers.maccor._messages import (
     SUSPEND,
     SYSTEM_INFO,
     VARIABLE_NUMBERS,
+    VOLTAGES_MULTIPLE,
     ChannelState,
     DirectOutput,
     SafetyLimits,
@@ -90,10 +96,34 @@ class MaccorClient(FramedClient):
     _log: ClassVar[logging.Logger] = _log
 
     def __init__(
-        self, host: str, port: int = DEFAULT_JSON_PORT, *, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        host: str,
+        port: int = DEFAULT_JSON_PORT,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        bin_port: int | None = None,
     ) -> None:
         super().__init__(host, port, timeout_s=timeout_s)
         self.general_info: dict[str, object] = {}
+        self._binary = (
+            None if bin_port is None else MaccorBinaryClient(host, bin_port, timeout_s=timeout_s)
+        )
+
+    @property
+    def binary(self) -> MaccorBinaryClient:
+        """The binary port's commands (rest, suspend, status of one channel...)."""
+        if self._binary is None:
+            raise ConfigError(
+                field="bin_port",
+                problem="not given: this client speaks the JSON port only "
+                "(MacNet_TCP_Port, 57560 by default, is the binary port)",
+            )
+        return self._binary
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._binary is not None:
+            await self._binary.aclose()
 
     # ------------------------------------------------------------ connection
 
@@ -118,6 +148,14 @@ class MaccorClient(FramedClient):
                 await self._drop_link()
                 raise
             self.general_info = info
+        if self._binary is not None:
+            self._binary.channel_count = self.channel_count
+            try:
+                await self._binary.connect()
+            except BaseException:
+                # Both links or neither: a half-connected client would fail later, unclearly.
+                await self.aclose()
+                raise
         _log.info(
             "connected to Maccor MacNet %s: %s, %d channels",
             self._where,
@@ -254,6 +292,31 @@ class MaccorClient(FramedClient):
                         int_field(item, "Stat", where),
                     )
                 )
+        return out[:total]
+
+    async def voltages(self, first: int = 0, count: int | None = None) -> list[float]:
+        """Voltage (V) of ``count`` channels from ``first`` (4, 2), 128 per request."""
+        return await self._readings(VOLTAGES_MULTIPLE, "Voltage", first, count)
+
+    async def currents(self, first: int = 0, count: int | None = None) -> list[float]:
+        """Current (A) of ``count`` channels from ``first`` (4, 3), 128 per request."""
+        return await self._readings(CURRENTS_MULTIPLE, "Current", first, count)
+
+    async def _readings(
+        self, function: tuple[int, int], key: str, first: int, count: int | None
+    ) -> list[float]:
+        total = self.channel_count - first if count is None else count
+        out: list[float] = []
+        while len(out) < total:
+            chunk = min(MAX_STATUS_CHANNELS, total - len(out))
+            params = self._chan(first + len(out)) | {"Len": chunk}
+            result = await self.request(function, params)
+            values = result.get(key)
+            if not isinstance(values, list) or not values:
+                raise MalformedFrame(
+                    field=f"result.{key}", problem=f"{values!r} is not a non-empty list"
+                )
+            out += [float_field({"v": v}, "v", f"result.{key}[{i}]") for i, v in enumerate(values)]
         return out[:total]
 
     async def aux_values(self, channel: int) -> list[float]:

@@ -8,7 +8,8 @@ top-level object closes, not at line ends.
 Binary: a header of four little-endian words, ``FClass, FNum, Chan, Len``, then data.
 In a reply ``Len`` is the number of data bytes; in a request it is a channel count
 for status requests and the data length for commands, so a request's data length
-comes from its function (:data:`REQUEST_DATA_BYTES`), as the help lays each out.
+comes from its function (:data:`REQUEST_DATA_BYTES`), as the help lays each out; an
+echo (function class 0) is the one request framed by its ``Len``.
 
 Everything malformed raises :class:`MalformedFrame` naming the field.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_JSON_FRAME_BYTES",
     "REQUEST_DATA_BYTES",
     "BinaryFrame",
+    "BinaryReplySplitter",
     "BinarySplitter",
     "JsonError",
     "JsonReply",
@@ -43,6 +45,8 @@ __all__ = [
     "JsonSplitter",
     "MalformedFrame",
     "decode_bin_direct_output",
+    "decode_bin_reply",
+    "decode_bin_result",
     "decode_bin_state",
     "decode_json_reply",
     "decode_json_request",
@@ -66,6 +70,10 @@ BIN_HEADER_BYTES = _HEADER.size
 _DIRECT = struct.Struct("<ffffBB")  # (6, 8) data: I, V, P, R, range, mode
 _DIRECT_START_TAIL = struct.Struct("<fff")  # (6, 7) data after (6, 8)'s: record time, dV, dI
 _STATE = struct.Struct("<BBHIIHffffffQ")  # (4, 7) reply data; time in Unix ms
+
+ECHO_CLASS = 0
+"""Function class 0 is the echo: "the received message will be replied as is", so its
+``Len`` is simply the number of data bytes, whatever the function number."""
 
 REQUEST_DATA_BYTES: dict[tuple[int, int], int] = {
     (1, 1): 0,
@@ -366,7 +374,7 @@ class BinarySplitter:
         frames: list[BinaryFrame] = []
         while len(self._buf) >= BIN_HEADER_BYTES:
             fclass, fnum, chan, length = _HEADER.unpack_from(self._buf)
-            if self._side == "reply":
+            if self._side == "reply" or fclass == ECHO_CLASS:
                 size = length
             else:
                 known = REQUEST_DATA_BYTES.get((fclass, fnum))
@@ -383,6 +391,53 @@ class BinarySplitter:
             del self._buf[: BIN_HEADER_BYTES + size]
             frames.append(BinaryFrame((fclass, fnum), chan, length, body))
         return frames
+
+
+class BinaryReplySplitter:
+    """Cuts the binary replies a client reads into whole frames (header and ``Len`` data
+    bytes, the help's "Rx: Number of bytes of data"), as bytes for
+    :func:`decode_bin_reply`."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames: list[bytes] = []
+        while len(self._buf) >= BIN_HEADER_BYTES:
+            size = BIN_HEADER_BYTES + _HEADER.unpack_from(self._buf)[3]
+            if len(self._buf) < size:
+                break
+            frames.append(bytes(self._buf[:size]))
+            del self._buf[:size]
+        return frames
+
+
+def decode_bin_reply(frame: bytes) -> BinaryFrame:
+    """One whole binary reply frame (as :class:`BinaryReplySplitter` cuts them)."""
+    if len(frame) < BIN_HEADER_BYTES:
+        raise MalformedFrame(field="header", problem=f"{len(frame)} bytes, a header is 8")
+    fclass, fnum, chan, length = _HEADER.unpack_from(frame)
+    if len(frame) != BIN_HEADER_BYTES + length:
+        raise MalformedFrame(
+            field="Len", problem=f"{length}, but {len(frame) - BIN_HEADER_BYTES} data bytes follow"
+        )
+    return BinaryFrame((fclass, fnum), chan, length, frame[BIN_HEADER_BYTES:])
+
+
+def decode_bin_result(frame: BinaryFrame) -> int:
+    """The ``Result`` word a channel command's binary reply carries."""
+    if len(frame.data) != 2:
+        raise MalformedFrame(
+            field="Len",
+            problem=f"{len(frame.data)} data bytes in the reply to {frame.function}; "
+            "a command's reply carries one Result word (2 bytes)",
+        )
+    return int(struct.unpack("<H", frame.data)[0])
 
 
 def encode_bin_direct_output(output: DirectOutput) -> bytes:

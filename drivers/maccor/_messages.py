@@ -2,7 +2,12 @@
 
 A MacNet function is named by its class and number, ``(FClass, FNum)``; the same
 pair comes back in the reply. Channels are 0-based on the wire (``Chan``), on the
-JSON port as on the binary port.
+JSON port as on the binary port. The help, of every frame: "This structure is the
+same for messages sent to the Maccor program and well as the replies", "Chan Word
+Test channel. 0-based.", "NOTE! Chan is 0 (zero) based, so to e.g. address test
+channel number 4, Chan would be 3."; and of JSON: "the values in the JSON
+implementation are the same as native implementation" (pymacnet's 1-based channels
+are its own; tests/fixtures/maccor-macnet/README.md has the whole reading).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ ECHO: Final = (0, 0)
 SYSTEM_INFO: Final = (1, 1)
 GENERAL_INFO: Final = (1, 2)
 STATUS_MULTIPLE: Final = (4, 1)
+VOLTAGES_MULTIPLE: Final = (4, 2)
+CURRENTS_MULTIPLE: Final = (4, 3)
 AUX_READINGS: Final = (4, 4)
 STATUS_ONE: Final = (4, 7)
 START_TEST: Final = (6, 2)
@@ -40,6 +47,8 @@ FUNCTION_NAMES: Final[dict[tuple[int, int], str]] = {
     SYSTEM_INFO: "version info",
     GENERAL_INFO: "general system information",
     STATUS_MULTIPLE: "channel status of multiple channels",
+    VOLTAGES_MULTIPLE: "voltage readings of multiple channels",
+    CURRENTS_MULTIPLE: "current readings of multiple channels",
     AUX_READINGS: "auxiliary input readings",
     STATUS_ONE: "all status and readings of one channel",
     START_TEST: "start test",

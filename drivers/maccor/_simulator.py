@@ -13,9 +13,10 @@ params" naming the field (the help lists these messages, not their codes: cellgu
 uses JSON-RPC's -32602 and -32600 family); a refused command answers ``Result`` with
 the help's text on JSON and its code on the binary port; the channel's safety limits
 (6, 10) are judged when the channel is integrated (at each request), a trip makes it
-"Problem". On the binary port, a request for a channel the tester lacks is answered
-with its own header and no data, a command it does not carry out with result 0xFFFF,
-and a request cellguard cannot frame closes the connection.
+"Problem". On the binary port, (0, n) is echoed as the help says; a request for a
+channel the tester lacks is answered with its own header and no data, a command it
+does not carry out with result 0xFFFF, and a request cellguard cannot frame closes
+the connection.
 
 Time is pulled: channels are integrated up to the clock's present at each request.
 """
@@ -53,6 +54,7 @@ from cellguard.drivers.maccor._messages import (
     AUX_READINGS,
     CHARGE_MODES,
     CURRENT_RANGES,
+    CURRENTS_MULTIPLE,
     DIRECT_OUTPUT_RESULTS,
     ECHO,
     GENERAL_INFO,
@@ -87,6 +89,7 @@ from cellguard.drivers.maccor._messages import (
     SUSPEND,
     SYSTEM_INFO,
     VARIABLE_NUMBERS,
+    VOLTAGES_MULTIPLE,
     ChannelState,
     DirectOutput,
     SafetyLimits,
@@ -314,6 +317,8 @@ class MaccorSimulator:
             SYSTEM_INFO: self._system_info,
             GENERAL_INFO: self._general_info,
             STATUS_MULTIPLE: self._status_multiple,
+            VOLTAGES_MULTIPLE: lambda p: self._readings_multiple(p, "Voltage"),
+            CURRENTS_MULTIPLE: lambda p: self._readings_multiple(p, "Current"),
             AUX_READINGS: self._aux,
             STATUS_ONE: self._status_one,
             START_TEST: self._start_test,
@@ -367,6 +372,16 @@ class MaccorSimulator:
             s = self.state(index)
             status.append({"RF1": s.rf1, "RF2": s.rf2, "Stat": s.stat})
         return {"Chan": first, "Len": len(status), "Status": status}
+
+    def _readings_multiple(self, params: dict[str, object], key: str) -> dict[str, object]:
+        # (4, 2) / (4, 3): "the actual voltage [current] of "Len" channels starting from
+        # "Chan" [...] Up to 128 channels can be requested at the time."
+        first = self._channel(params).index
+        count = int_field(params, "Len", "params", 1, MAX_STATUS_CHANNELS)
+        last = min(len(self.channels), first + count)
+        states = [self.state(index) for index in range(first, last)]
+        values = [s.voltage_v if key == "Voltage" else s.current_a for s in states]
+        return {"Chan": first, "Len": len(values), key: values}
 
     def _aux(self, params: dict[str, object]) -> dict[str, object]:
         # One thermocouple per channel at room temperature: the cells have no thermal model.
@@ -571,6 +586,9 @@ class MaccorSimulator:
         name = f"bin{frame.function}"
         self.calls[name] = self.calls.get(name, 0) + 1
         fn = frame.function
+        if fn[0] == ECHO[0]:
+            # "For a Function Class of 0, the received message will be replied as is."
+            return encode_bin(fn, frame.chan, frame.data, frame.length)
         if not 0 <= frame.chan < len(self.channels) and fn not in (SYSTEM_INFO, GENERAL_INFO):
             # No channel there: the reply carries the request's header and no data.
             return encode_bin(fn, frame.chan, b"")

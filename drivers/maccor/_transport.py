@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cellguard.drivers._tcp import READ_CHUNK_BYTES, TcpStream
 
-__all__ = ["READ_CHUNK_BYTES", "MacNetTransport"]
+__all__ = ["READ_CHUNK_BYTES", "MacNetBinaryTransport", "MacNetTransport"]
 
 
 class MacNetTransport(TcpStream):
@@ -20,3 +20,9 @@ class MacNetTransport(TcpStream):
         "check the host and port (System.ini's MacNet_JSON_Port, 57570 by default, "
         "MacNet_TCP_Port, 57560) and the tester PC's firewall"
     )
+
+
+class MacNetBinaryTransport(MacNetTransport):
+    """The same, to the binary port (errors name it, so a closed 57560 is told apart)."""
+
+    _server = "the Maccor MacNet binary server"

@@ -154,3 +154,19 @@ async def test_the_binary_port_reads_and_sets_direct_output(clock: VirtualClock)
         assert (state.channel, state.stat, state.rf1, state.current_a) == (1, 2, 4, 0.0)
         writer.close()
         await writer.wait_closed()
+
+
+async def test_voltages_and_currents_of_many_channels_in_few_requests(clock: VirtualClock) -> None:
+    # (4, 2)/(4, 3): up to 128 channels per request; 130 channels take two each.
+    sim = MaccorSimulator(clock, channels=130)
+    async with sim.serve() as (host, port, _), MaccorClient(host, port, timeout_s=5) as client:
+        await client.start_direct(129, CHARGE)
+        await clock.advance(10.0)
+        voltages = await client.voltages()
+        currents = await client.currents()
+        assert len(voltages) == len(currents) == 130
+        assert (sim.calls["(4, 2)"], sim.calls["(4, 3)"]) == (2, 2)
+        assert currents[129] == pytest.approx(0.0004)
+        assert currents[:129] == [0.0] * 129
+        assert voltages[129] == pytest.approx(sim.state(129).voltage_v)
+        assert await client.voltages(128, 2) == voltages[128:]

@@ -9,17 +9,27 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pymacnet.messages
 import pytest
 from pymacnet import ChannelInterface, CyclerInterface
 from pymacnet.maccorspoofer import MaccorSpoofer
 
 from cellguard.drivers.clock import VirtualClock
 from cellguard.drivers.errors import InstrumentConnectionError, ProtocolViolation
-from cellguard.drivers.maccor import MaccorClient, MaccorSimulator, SafetyLimits
+from cellguard.drivers.maccor import (
+    BinaryReplySplitter,
+    MaccorClient,
+    MaccorSimulator,
+    SafetyLimits,
+    decode_bin_reply,
+    decode_bin_result,
+)
+from cellguard.drivers.maccor._messages import DIRECT_OUTPUT_RESULTS
 
 
 def _free_port() -> int:
@@ -74,9 +84,20 @@ async def test_pymacnet_drives_our_simulated_tester() -> None:
             lambda: cycler.read_channel_status(2),
             lambda r: r["Chan"] == 2 and r["Stat"] == 0,
         )
-        # pymacnet sends Chan = -1 here (it "converts" the 0 of its template to 0-based):
-        # our tester answers "Illegal value" as an error reply, and pymacnet then fails.
+        # pymacnet's template is the help's layout with Chan 0, and its JSON path then
+        # subtracts 1 from every Chan (its channels are 1-based): it asks (4, 1) with
+        # Chan -1, Len 4. The help, (4, 1): "The status of "Len" channels starting from
+        # "Chan" will be returned", "Chan WORD Test channel. 0-based." -- no channel -1
+        # exists (a WORD cannot even hold it), so the tester refuses with one of the
+        # JSON errors the help lists, "Illegal value"; pymacnet then indexes "result".
         await call("read_all_channel_statuses", _safe(cycler.read_all_channel_statuses), _ok_list)
+        request = copy.deepcopy(pymacnet.messages.tx_channel_status_multiple_channels)
+        request["params"]["Len"] = 4  # what read_all_channel_statuses sends, byte for byte
+        refusal = await asyncio.to_thread(cycler._send_receive_json_msg, request)
+        assert request["params"]["Chan"] == -1
+        assert "result" not in refusal
+        assert refusal["error"]["message"] == "Illegal value"
+        assert "Chan: no channel -1" in refusal["error"]["data"]
 
         channel = await asyncio.to_thread(ChannelInterface, _config(port, bin_port, 2))
         await call("ch.read_channel_status", channel.read_channel_status, lambda r: r["Chan"] == 2)
@@ -98,10 +119,15 @@ async def test_pymacnet_drives_our_simulated_tester() -> None:
             "ch.set_direct_mode_output(-I)", lambda: channel.set_direct_mode_output(-0.0002), bool
         )
         assert sim.state(1).current_a == pytest.approx(-0.0002)
-        # Rest goes over the binary port; pymacnet adds 1 to an already 1-based channel
-        # there, so it addresses channel 3 (0-based), not 1: ours answers "direct mode
-        # is not active" (4). pymacnet only checks that a reply came and says True; the
-        # count here is of the effect, which did not happen.
+        # Rest goes over the binary port, where pymacnet adds 1 to its already 1-based
+        # channel: its channel 2 goes out as Chan 3. The help, (6, 8) on the binary
+        # port: "Chan WORD Test channel. 0-based." (and of every frame: "This structure
+        # is the same for messages sent to the Maccor program and well as the
+        # replies"), so Chan 3 is the fourth channel, which runs no test: the tester
+        # answers Result 2, "The channel is not active" (the help's (6, 8) table).
+        # pymacnet only checks that a reply came and says True; the count here is of
+        # the effect.
+        tap = _RecordingSocket(channel, "bin")
         rest = await call(
             "ch.set_direct_mode_output(0)",
             lambda: channel.set_direct_mode_output(0),
@@ -110,6 +136,10 @@ async def test_pymacnet_drives_our_simulated_tester() -> None:
         assert rest is True
         assert sim.calls["bin(6, 8)"] == 1
         assert sim.state(1).current_a == pytest.approx(-0.0002)
+        (answer,) = BinaryReplySplitter().feed(tap.received)
+        reply = decode_bin_reply(answer)
+        assert (reply.function, reply.chan, decode_bin_result(reply)) == ((6, 8), 3, 2)
+        assert DIRECT_OUTPUT_RESULTS[2] == "The channel is not active"
         _close(cycler)
         _close(channel)
 
@@ -117,11 +147,33 @@ async def test_pymacnet_drives_our_simulated_tester() -> None:
     failing = sorted(name for name, ok in results.items() if not ok)
     assert len(results) == 14
     # 12 of 14 do what they ask; the two that do not are pymacnet's own channel
-    # arithmetic (see above), not the tester's answers.
+    # arithmetic against the help (see above), answered as the help says a tester does.
     assert failing == ["ch.set_direct_mode_output(0)", "read_all_channel_statuses"], (
         working,
         failing,
     )
+
+
+class _RecordingSocket:
+    """Stands in for one of pymacnet's sockets and keeps what the tester sent back
+    (pymacnet reads the binary reply and drops it)."""
+
+    def __init__(self, interface: CyclerInterface, name: str) -> None:
+        attribute = f"_CyclerInterface__{name}_msg_socket"
+        self._socket: socket.socket = getattr(interface, attribute)
+        self.received = b""
+        setattr(interface, attribute, self)
+
+    def send(self, data: bytes) -> int:
+        return self._socket.send(data)
+
+    def recv(self, size: int) -> bytes:
+        data = self._socket.recv(size)
+        self.received += data
+        return data
+
+    def close(self) -> None:
+        self._socket.close()
 
 
 def _close(interface: CyclerInterface) -> None:

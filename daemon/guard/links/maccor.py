@@ -2,7 +2,9 @@
 
 One :class:`MaccorSupervisor` owns one MacNet connection and every watched channel on
 it. Each poll reads every watched channel with (4, 7) "all status and readings of one
-channel" (MacNet has no all-channel readings message: (4, 1) gives statuses only).
+channel": its voltage, current, state, step and test time come from one instant.
+(4, 2)/(4, 3) read the voltage or the current of up to 128 channels per request, but
+in separate requests, with no step or time: a pair of them is not one sample.
 Each running channel's value is judged by its detector, and a halt verdict sends
 (6, 3) *suspend* for that channel before anything else is done with the poll, then
 reads the channel back until it is no longer active (the shared halt path of
