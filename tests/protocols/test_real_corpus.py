@@ -233,3 +233,30 @@ def test_the_real_soft_short_is_halted_after_its_onset_not_on_a_dip_before_it(
     halt = next(v for v in verdicts if v.severity == "halt")
     assert halt.kind == "short"
     assert case.onset_s <= halt.t_s <= case.onset_s + 600.0
+
+
+def test_the_dlr_half_cells_carry_the_regenerated_clock_not_the_3600x_one(
+    corpus: list[RealCase],
+) -> None:
+    # battery-data-format's main branch publishes these two Li-metal half cells with test
+    # times 3600x too large (hours turned into seconds twice): 30 s between samples reads
+    # as 30 h and the 103 h test as 42 years. The corpus takes them from commit 783177a,
+    # where the project regenerated them from the raw Basytec exports.
+    expected_hours = {
+        "DLR__LiGrHydra0b__20230131__POCV__25degC__Basytec.csv": 102.95,
+        "DLR__LiLNMOHydra0b__20221125__POCV__25degC__Basytec.csv": 40.93,
+    }
+    dlr = {case.name: case for case in corpus if case.name.startswith("DLR__")}
+    assert set(dlr) == set(expected_hours)
+    for name, hours in expected_hours.items():
+        case = dlr[name]
+        rec = case.recording
+        assert rec is not None
+        assert case.origin.startswith("battery-data-alliance/battery-data-format@783177a")
+        assert rec.duration_s / 3600.0 == pytest.approx(hours, abs=0.01), name
+        assert float(np.diff(rec.t_s).max()) <= 31.0, name
+        # Each pseudo-OCV sweep runs from one edge of the protocol's window to the other.
+        assert case.v_min_v is not None
+        assert case.v_max_v is not None
+        assert float(rec.voltage_v.min()) <= case.v_min_v + 0.01, name
+        assert float(rec.voltage_v.max()) >= case.v_max_v - 0.01, name
