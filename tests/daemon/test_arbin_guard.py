@@ -10,40 +10,20 @@ have is refused alone, with an alert.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from present_value_guarding import Outage, Queue, Recorder, drain, new_queue, run_hours, supervised
+
 from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
-from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
+from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.drivers import VirtualClock
 from cellguard.drivers.arbin import DEFAULT_PASSWORD, DEFAULT_USERNAME, ArbinClient, ArbinSimulator
 from cellguard.drivers.neware import CellSlot
 from cellguard.drivers.sim import ShortSpec, SimCellSpec
 
 POLL_S = 60.0
-
-
-class Recorder:
-    """A publisher and state store that remember what they were given."""
-
-    def __init__(self) -> None:
-        self.alerts: list[EventRecord] = []
-        self.statuses: list[tuple[str, dict[str, object]]] = []
-        self.state: dict[tuple[str, str], tuple[str, int, str]] = {}
-
-    async def publish_event(self, event: EventRecord) -> None:
-        self.alerts.append(event)
-
-    async def publish_status(self, tags: ChannelTags, status: dict[str, object]) -> None:
-        self.statuses.append((tags.channel, status))
-
-    def save_state(self, tags: ChannelTags, state: str, last_seq: int, detail: str) -> None:
-        self.state[(tags.instrument, tags.channel)] = (state, last_seq, detail)
-
-    def load_state(self, instrument: str, channel: str) -> tuple[str, int, str] | None:
-        return self.state.get((instrument, channel))
 
 
 def _simulator(clock: VirtualClock) -> ArbinSimulator:
@@ -66,8 +46,8 @@ def _specs(mode: str = "run") -> list[ArbinChannelSpec]:
 @asynccontextmanager
 async def guarding(
     port: int, recorder: Recorder, clock: VirtualClock, specs: list[ArbinChannelSpec]
-) -> AsyncIterator[tuple[ArbinSupervisor, asyncio.Queue[SampleRecord | EventRecord]]]:
-    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=1_000_000)
+) -> AsyncIterator[tuple[ArbinSupervisor, Queue]]:
+    queue = new_queue()
     sup = ArbinSupervisor(
         "arbin-sim",
         lambda: ArbinClient(
@@ -80,25 +60,12 @@ async def guarding(
         poll_interval_s=POLL_S,
         state=recorder,
     )
-    task = asyncio.create_task(sup.run())
-    try:
-        await clock.wait_until_sleeping(task)
+    async with supervised(sup, clock):
         yield sup, queue
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _run_hours(clock: VirtualClock, hours: float) -> None:
-    for _ in range(round(hours * 3600 / POLL_S)):
-        await clock.advance(POLL_S)
-
-
-def _drain(queue: asyncio.Queue[SampleRecord | EventRecord]) -> list[SampleRecord | EventRecord]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+    await run_hours(clock, hours, POLL_S)
 
 
 async def test_failing_cells_are_stopped_on_the_cycler_and_healthy_ones_run_on() -> None:
@@ -109,7 +76,7 @@ async def test_failing_cells_are_stopped_on_the_cycler_and_healthy_ones_run_on()
         _, port = await stack.enter_async_context(sim.serve())
         sup, queue = await stack.enter_async_context(guarding(port, recorder, clock, _specs()))
         await _run_hours(clock, 60.0)
-        items = _drain(queue)
+        items = drain(queue)
 
     depleted, healthy, short = (sup.channels[c] for c in (1, 2, 3))
     assert short.halt is not None
@@ -167,7 +134,7 @@ async def test_monitor_mode_judges_what_mits_pro_runs() -> None:
             await lab.start(2, "someone-elses-test")
         async with guarding(port, recorder, clock, _specs("monitor")) as (sup, queue):
             await _run_hours(clock, 12.0)
-            items = _drain(queue)
+            items = drain(queue)
     short = sup.channels[3]
     assert short.halt is not None
     assert short.halt.kind == "short"
@@ -175,60 +142,6 @@ async def test_monitor_mode_judges_what_mits_pro_runs() -> None:
     assert sup.channels[1].state == "idle"  # nothing runs there: nothing started
     assert "StartSchedule" not in sim.calls or sim.calls["StartSchedule"] == 1
     assert {s.tags.test_id for s in items if isinstance(s, SampleRecord)} == {"someone-elses-test"}
-
-
-class Outage:
-    """A TCP relay to the simulator whose link can be cut (and refused) and restored."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.down = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Outage:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self.cut()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self.down = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    async def _handle(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            if self.down:
-                down_w.transport.abort()
-                return
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-            self._writers.update((down_w, up_w))
-            async with asyncio.TaskGroup() as pumps:
-                pumps.create_task(self._pump(down_r, up_w))
-                pumps.create_task(self._pump(up_r, down_w))
-        finally:
-            self._tasks.discard(task)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
-        self._writers.discard(writer)
 
 
 async def test_an_outage_is_reported_as_a_gap_and_a_fault_after_it_is_still_halted() -> None:
@@ -249,7 +162,7 @@ async def test_an_outage_is_reported_as_a_gap_and_a_fault_after_it_is_still_halt
         assert not sup.available
         outage.down = False
         await _run_hours(clock, 6.0)
-        items = _drain(queue)
+        items = drain(queue)
     runtime = sup.channels[3]
     assert runtime.halt is not None
     assert runtime.halt.kind == "short"
@@ -308,6 +221,6 @@ async def test_a_value_read_twice_is_judged_and_stored_once() -> None:
             await sup.poll_once(client)
             clock.set(660.0)
             await sup.poll_once(client)
-    samples = [i for i in _drain(queue) if isinstance(i, SampleRecord)]
+    samples = [i for i in drain(queue) if isinstance(i, SampleRecord)]
     assert [s.test_time_s for s in samples] == [600.0, 660.0]
     assert sup.channels[2].detector.samples == 2

@@ -9,13 +9,12 @@ history); a channel the tester does not have is refused alone, with an alert.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
-from test_arbin_guard import Outage, Recorder  # the same relay and recorder as the Arbin's
+from present_value_guarding import Outage, Queue, Recorder, drain, new_queue, run_hours, supervised
 
 from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -52,8 +51,8 @@ async def guarding(
     clock: VirtualClock,
     specs: list[MaccorChannelSpec],
     current_limit_a: float | None = None,
-) -> AsyncIterator[tuple[MaccorSupervisor, asyncio.Queue[SampleRecord | EventRecord]]]:
-    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue(maxsize=1_000_000)
+) -> AsyncIterator[tuple[MaccorSupervisor, Queue]]:
+    queue = new_queue()
     sup = MaccorSupervisor(
         "maccor-sim",
         lambda: MaccorClient("127.0.0.1", port, timeout_s=5),
@@ -65,25 +64,12 @@ async def guarding(
         state=recorder,
         current_limit_a=current_limit_a,
     )
-    task = asyncio.create_task(sup.run())
-    try:
-        await clock.wait_until_sleeping(task)
+    async with supervised(sup, clock):
         yield sup, queue
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _run_hours(clock: VirtualClock, hours: float) -> None:
-    for _ in range(round(hours * 3600 / POLL_S)):
-        await clock.advance(POLL_S)
-
-
-def _drain(queue: asyncio.Queue[SampleRecord | EventRecord]) -> list[SampleRecord | EventRecord]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+    await run_hours(clock, hours, POLL_S)
 
 
 async def test_failing_cells_are_suspended_on_the_tester_and_healthy_ones_run_on() -> None:
@@ -94,7 +80,7 @@ async def test_failing_cells_are_suspended_on_the_tester_and_healthy_ones_run_on
         _, port, _ = await stack.enter_async_context(sim.serve())
         sup, queue = await stack.enter_async_context(guarding(port, recorder, clock, _specs()))
         await _run_hours(clock, 60.0)
-        items = _drain(queue)
+        items = drain(queue)
 
     depleted, healthy, short = (sup.channels[c] for c in (1, 2, 3))
     assert short.halt is not None
@@ -168,7 +154,7 @@ async def test_monitor_mode_judges_what_the_tester_runs() -> None:
             await lab.start_test(2, "cellguard-cycling", "someone-elses-test")
         async with guarding(port, recorder, clock, _specs("monitor")) as (sup, queue):
             await _run_hours(clock, 12.0)
-            items = _drain(queue)
+            items = drain(queue)
     short = sup.channels[3]
     assert short.halt is not None
     assert short.halt.kind == "short"
@@ -193,7 +179,7 @@ async def test_an_outage_is_reported_as_a_gap_and_a_fault_after_it_is_still_halt
         assert sup.channels[3].state == "unavailable"
         outage.down = False
         await _run_hours(clock, 6.0)
-        items = _drain(queue)
+        items = drain(queue)
     runtime = sup.channels[3]
     assert runtime.halt is not None
     assert runtime.halt.kind == "short"
