@@ -69,6 +69,8 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors._api import (
     OK,
@@ -81,6 +83,11 @@ from cellguard.protocols.detectors._base import DetectorBase
 
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
+# A profile's spikes are taken out by a moving median this wide: it removes excursions
+# of up to 4 samples. A liquid cell's spikes last one or two samples, but two of them
+# can follow each other; kept in a profile, such a bump reads as a slide in the next
+# half cycle, which has none at that moment.
+_DESPIKE_WIDTH = 9
 _FLAT_SPREAD_SIGMAS = 5.0
 # The profile's noise after smoothing, relative to one sample's: 1/5.
 _PROFILE_NOISE_SHARE = 1.0 / _PROFILE_SMOOTHING
@@ -100,8 +107,26 @@ _WITHIN_FALL = 0.03
 # last _SPREAD_HALF_CYCLES half cycles in that direction.
 _SPREAD_SIGMAS = 4.0
 _SPREAD_HALF_CYCLES = 8
+# ... and a shallow slide is decided when the half cycle breaks the cell's own trend:
+# it sits below the mean of the last half cycles' scales by this many σ of their spread
+# (and by at least twice _SHALLOW_SLIDE), with at least _TREND_MIN_HALF_CYCLES known.
+# Activation never does: its half cycles fall by a similar share each time.
+_TREND_SIGMAS = 8.0
+_TREND_MIN_HALF_CYCLES = 4
 _HARD_MIN_SAMPLES = 3
+# A collapse against a segment's lowest level so far needs two samples of it. At 30-60 s
+# sampling a short minutes into a test may come with only two samples after settle_s; a
+# fall below near_zero_ratio of the lower of them, on two samples more, is no healthy
+# cell's (a nucleation spike falls to a third of its peak, not a twelfth).
+_OWN_MIN_SAMPLES = 2
 _HARD_BAND = 5.0
+# A run of samples all below drop_ratio halts on its mean when that stands
+# significance_sigmas below the profile: in a cell whose noise is of the order of its
+# overpotential (a µA garnet cell) a collapse to 0 V leaves single samples anywhere in
+# ±0.3× of zero, none of them beyond doubt alone, but their mean is. The variance of a
+# mean of n samples, in units of one sample's: 1/n for the samples, and the profile's
+# share: 1/n more for raw profile points, 1/(n + 4) for points smoothed over 5 samples
+# (n of them average only n + 4 samples: see _slide_eval).
 # A half cycle that ends before this share of its profile's length was cut short (a
 # pause, a stop): a same-current resume continues it.
 _CUT_SHORT = 0.9
@@ -136,7 +161,7 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
 
 
-def _despike(values: list[float], width: int) -> list[float]:
+def _despike(values: list[float], width: int, spread: float) -> list[float]:
     """Centered moving median: a spike (a liquid cell's, or a glitch) of fewer than
     width/2 samples leaves no trace in a profile, while steps and the steep rise after a
     reversal (monotone) keep their shape."""
@@ -144,11 +169,21 @@ def _despike(values: list[float], width: int) -> list[float]:
     n = len(values)
     if n < width:
         return list(values)
-    out = list(values[:half])
-    for k in range(half, n - half):
-        out.append(sorted(values[k - half : k + half + 1])[half])
-    out.extend(values[n - half :])
-    return out
+    # Once per half cycle, over thousands of samples: numpy's partition, not a sort per
+    # sample (the middle of an odd window is one of its values, exactly).
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(values), width)
+    middle: list[float] = np.partition(windows, half, axis=1)[:, half].tolist()
+    # Near the ends the window narrows (still centered) rather than stopping, so that
+    # the steep rise after a reversal keeps its shape. At the end a narrow window cannot
+    # tell a spike on the last samples: there a point more than ``spread`` away from the
+    # median of the last ``width`` samples is a spike and takes that median.
+    head = [sorted(values[: 2 * k + 1])[k] for k in range(half)]
+    last = sorted(values[n - width :])[half]
+    tail = []
+    for k in range(n - half, n):
+        value = sorted(values[2 * k - n + 1 :])[n - 1 - k]
+        tail.append(last if abs(value - last) > spread else value)
+    return [*head, *middle, *tail]
 
 
 def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[float], list[bool]]:
@@ -157,10 +192,10 @@ def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[f
     Averaging over the steep rise at the start of a half cycle (or any real shape)
     would bias the profile there; averaging only where the window's spread is within
     ``spread`` (a few noise σ) removes noise and nothing else. Spikes are taken out
-    first (:func:`_despike`): a spike kept as a raw point would make the next half
-    cycle read as a drop (or a shift) at that very position.
+    first (:func:`_despike`, over ``_DESPIKE_WIDTH``): a spike kept as a raw point
+    would make the next half cycle read as a drop (or a shift) at that very position.
     """
-    values = _despike(values, width)
+    values = _despike(values, _DESPIKE_WIDTH, spread)
     half = width // 2
     n = len(values)
     out = []
@@ -201,6 +236,9 @@ class _Profile:
     sign: float = 1.0  # the sign of its median r (-1 with reversed leads)
     # Scales of the last half cycles against their profiles (the between-half-cycle spread).
     scales: tuple[float, ...] = ()
+    # Whether a half cycle that looked low was already judged against this established
+    # profile without replacing it (see _end_segment): it is kept for one such only.
+    held: bool = False
 
     # Standard deviation of the last half cycles' scales: how much this cell's half
     # cycles differ at random (a steady growth or fall is no spread); 0 until three are
@@ -347,14 +385,22 @@ class LithiumDetector(DetectorBase):
         self._slide_t0 = 0.0
         self._hard_run = 0
         self._hard_t0 = 0.0
+        # A run of samples below drop_ratio: count (thinned), Σratio, first and last time.
+        self._run_n = 0
+        self._run_sum = 0.0
+        self._run_t0 = self._run_t = 0.0
         self._hard_sum = 0.0
         self._hard_diff2 = 0.0
         self._hard_last = 0.0
         # The segment's own mean V/I so far (from settle_s on), for _own_collapse.
         self._col_n = 0
         self._col_sum = self._col_d2 = self._col_last = self._col_t = 0.0
+        # ... and its lowest |V/I| so far (the first sample of a stream included).
+        self._low_n = 0
+        self._low_r = self._low_t = 0.0
         self._col_run = 0
         self._col_t0 = 0.0
+        self._first_r = 0.0  # the stream's first sample's V/I, until its position is known
         self._own_run = 0
         self._own_t0 = 0.0
         self._drops: deque[float] = deque()
@@ -414,10 +460,17 @@ class LithiumDetector(DetectorBase):
             self._seg_t0 = self._t_prev - interval_s
             self._seg_p = [p + interval_s for p in self._seg_p]
             self._unanchored = False
+            if interval_s >= s.settle_s and self._low_n == 0:
+                # Now that its position is known, the first sample counts towards the
+                # segment's lowest level: at 30-60 s sampling a short minutes into a
+                # test may otherwise find too few samples before it.
+                self._low_add(self._t_prev, self._first_r)
         self._t_before = self._t_prev
         self._t_prev = t_s
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
+        if self._unanchored:
+            self._first_r = r_ohm
         hard = self._hard_short(index, t_s, voltage_v, current_a, r_ohm, p_s)
         if hard is None:
             hard = self._own_collapse(index, t_s, voltage_v, current_a, r_ohm, p_s)
@@ -511,7 +564,7 @@ class LithiumDetector(DetectorBase):
             self._dir = direction
             self._pause_seen = self._other_seen = False
             self._own.clear()
-            self._col_n = 0
+            self._col_n = self._low_n = 0
             self._col_sum = self._col_d2 = 0.0
             self._clear_window()
             self._reset_runs()
@@ -543,7 +596,7 @@ class LithiumDetector(DetectorBase):
         # sample has no predecessor: the second one tells the interval (see feed).
         self._seg_t0 = t_s - self._interval_s(t_s)
         self._own.clear()
-        self._col_n = 0
+        self._col_n = self._low_n = 0
         self._col_sum = self._col_d2 = 0.0
         self._clear_window()
         self._reset_runs()
@@ -591,6 +644,15 @@ class LithiumDetector(DetectorBase):
         ref = self._ref
         if ref is not None and p[-1] < _CUT_SHORT * ref.p[-1]:
             return  # cut short (a stop, a halt elsewhere): not a whole half cycle
+        if ref is not None and ref.established and self._seg_low and not ref.held:
+            # A half cycle that looked low against an established profile (a slide
+            # that began late in it, a drop) would, as the profile, make the next half
+            # cycle's further fall look normal, and is itself only provisional: the
+            # next half cycle is judged against the established profile once more. A
+            # second low half cycle in a row replaces it (as provisional): the cell
+            # changed, and an old reference must not judge it for ever.
+            ref.held = True
+            return
         # Noise from successive differences (robust to the slow half-cycle shape):
         # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
         diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
@@ -639,7 +701,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
-        self._hard_run = self._own_run = self._col_run = 0
+        self._hard_run = self._own_run = self._col_run = self._run_n = 0
 
     # ------------------------------------------------------------ judging
 
@@ -701,16 +763,21 @@ class LithiumDetector(DetectorBase):
     def _own_collapse(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
     ) -> Verdict | None:
-        """A collapse against the segment's own mean so far (from settle_s on).
+        """A collapse against the segment's own level so far (from settle_s on).
 
         A hard short minutes into a test that never reversed, at a current too small for
         the no-history rule to tell (|V/I| of a short hidden in 0.2 mV of noise), is
         still a fall to near zero from what this very segment showed a moment before.
+        Two references: the segment's mean so far, the fall standing out of its scatter
+        (from _HARD_MIN_SAMPLES samples on), and, before there are that many, its lowest
+        |V/I| so far (a nucleation spike or an upward glitch cannot raise a minimum; a
+        downward one lowers it, and then this reference judges nothing).
         """
         s = self.settings
         if p_s < s.settle_s + self._settle_from_p:
             return None
         n = self._col_n
+        reference = math.nan
         if n >= _HARD_MIN_SAMPLES:
             mean = self._col_sum / n
             sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
@@ -720,25 +787,40 @@ class LithiumDetector(DetectorBase):
                 and ratio < s.near_zero_ratio
                 and 1.0 - ratio > s.pair_significance_sigmas * sigma
             ):
-                if self._col_run == 0:
-                    self._col_t0 = t_s
-                self._col_run += 1
-                if not self._confirmed(self._col_run, self._col_t0, t_s):
-                    return None
-                return self._collapse_halt(
-                    index,
-                    t_s,
-                    voltage_v,
-                    current_a,
-                    mean * current_a,
-                    ratio,
-                    "this step's own {} so far",
-                    (self._col_run, self._col_t0),
-                    "hard",
-                )
+                reference = mean
+        elif (
+            self._low_n >= _OWN_MIN_SAMPLES
+            and abs(self._low_r * current_a) >= s.min_expected_v
+            and r_ohm / self._low_r < s.near_zero_ratio
+        ):
+            reference = self._low_r
+        if not math.isnan(reference):
+            if self._col_run == 0:
+                self._col_t0 = t_s
+            self._col_run += 1
+            if not self._confirmed(self._col_run, self._col_t0, t_s):
+                return None
+            return self._collapse_halt(
+                index,
+                t_s,
+                voltage_v,
+                current_a,
+                reference * current_a,
+                r_ohm / reference,
+                "this step's own {} so far",
+                (self._col_run, self._col_t0),
+                "hard",
+            )
         self._col_run = 0
+        self._col_add(t_s, r_ohm)
+        self._low_add(t_s, r_ohm)
+        return None
+
+    def _col_add(self, t_s: float, r_ohm: float) -> None:
+        """One more sample of the segment's own mean (at most one per _STAT_SPACING_S)."""
+        n = self._col_n
         if n and t_s - self._col_t < _STAT_SPACING_S:
-            return None
+            return
         if n:
             d = r_ohm - self._col_last
             self._col_d2 += d * d
@@ -746,7 +828,16 @@ class LithiumDetector(DetectorBase):
         self._col_t = t_s
         self._col_sum += r_ohm
         self._col_n = n + 1
-        return None
+
+    def _low_add(self, t_s: float, r_ohm: float) -> None:
+        """One more sample of the segment's lowest |V/I| (one per _STAT_SPACING_S)."""
+        n = self._low_n
+        if n and t_s - self._low_t < _STAT_SPACING_S:
+            return
+        if not n or abs(r_ohm) < abs(self._low_r):
+            self._low_r = r_ohm
+        self._low_t = t_s
+        self._low_n = n + 1
 
     def _own_level(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
@@ -884,6 +975,15 @@ class LithiumDetector(DetectorBase):
             # which a crossing may still be under way has passed.
             self._learn(p_s, r_ohm)
             return OK
+        run = self._low_mean_run(t_s, ratio, relative_sigma)
+        if run is not None and (ref.established or self._own_falls()):
+            # Where samples stand out one by one, the per-sample rules below judge (and
+            # name) the fall; the run's mean is for samples that do not.
+            alone = (ratio < s.drop_ratio and 1.0 - ratio > pair_noise) or (
+                ratio <= -s.near_zero_ratio
+            )
+            if not (alone and self._confirmed(self._low_run + 1, self._low_t0, t_s)):
+                return self._run_halt(index, t_s, voltage_v, expected_v, *run)
         if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
             if self._low_run == 0:
                 self._low_t0 = t_s
@@ -1019,6 +1119,69 @@ class LithiumDetector(DetectorBase):
         self._learn(p_s, r_ohm)
         return OK
 
+    def _low_mean_run(
+        self, t_s: float, ratio: float, relative_sigma: float
+    ) -> tuple[float, float] | None:
+        """Follow the run of samples below drop_ratio; (mean ratio, its σ) once it halts.
+
+        Every sample of the run must be below drop_ratio (a glitch next to a healthy
+        sample makes no run), the run must last (confirm_s and two samples), and its
+        mean must stand significance_sigmas of its own σ below the profile. Samples
+        count towards n at most one per _STAT_SPACING_S: a burst logged on change is
+        one sample, not many.
+        """
+        s = self.settings
+        if ratio >= s.drop_ratio:
+            self._run_n = 0
+            return None
+        if self._run_n == 0:
+            self._run_n = 1
+            self._run_sum = ratio
+            self._run_t0 = self._run_t = t_s
+            return None
+        if t_s - self._run_t < _STAT_SPACING_S:
+            return None
+        self._run_n += 1
+        self._run_sum += ratio
+        self._run_t = t_s
+        n = self._run_n
+        mean = self._run_sum / n
+        if not self._confirmed(n, self._run_t0, t_s):
+            return None
+        profile_share = 1.0 / n if self._raw_here else 1.0 / (n + _PROFILE_SMOOTHING - 1)
+        sigma_mean = relative_sigma * math.sqrt(1.0 / n + profile_share)
+        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
+            return None
+        return mean, sigma_mean
+
+    def _run_halt(
+        self,
+        index: int,
+        t_s: float,
+        voltage_v: float,
+        expected_v: float,
+        mean: float,
+        sigma_mean: float,
+    ) -> Verdict:
+        s = self.settings
+        n = self._run_n
+        # Consistent with zero (within 2 σ of the run's mean): the voltage collapsed.
+        hard = mean < s.near_zero_ratio + 2.0 * sigma_mean
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "low_run",
+            voltage_v,
+            expected_v,
+            s.drop_ratio * abs(expected_v),
+            f"the overpotential stayed below {s.drop_ratio:g}× the expected "
+            f"{abs(expected_v) * 1e3:.2f} mV for {n} samples over {t_s - self._run_t0:.3g} s, "
+            f"{mean:.2f}× on average, {(1.0 - mean) / sigma_mean:.1f} σ of its noise "
+            f"(σ = {sigma_mean:.2f}×) below it",
+            subkind="hard" if hard else "soft",
+        )
+
     def _episode_note(self, t_s: float, ratio: float) -> None:
         """Follow the drop episode this sample belongs to (see _episode_drop)."""
         ep = self._episode
@@ -1060,6 +1223,16 @@ class LithiumDetector(DetectorBase):
         """
         if smoothed < self.settings.slide_ratio - _SHALLOW_SLIDE:
             return True
+        assert self._ref is not None
+        scales = self._ref.scales
+        if len(scales) >= _TREND_MIN_HALF_CYCLES:
+            # A micro short that began in the half cycle before (in the other
+            # direction) shows from this half cycle's first minutes: it starts well
+            # below where this cell's half cycles have been landing, and no trend
+            # within it is there yet to see.
+            trend = sum(scales) / len(scales)
+            if trend - smoothed > max(_TREND_SIGMAS * self._ref.spread, 2 * _SHALLOW_SLIDE):
+                return True
         # "Falling" is a trend within the half cycle: the part before the window must
         # span slide_window_s of it, past the relaxation after a rest (a dip minutes
         # after an impedance sweep that recovers is no micro short).
