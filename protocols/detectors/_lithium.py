@@ -19,8 +19,11 @@ ratio < near_zero_ratio    collapse (hard short)          2 samples spanning con
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
 smoothed < slide_ratio     slide to zero (micro short)    2 samples spanning confirm_s
+run below drop_ratio       collapse or drop in a noisy    the run's mean 6 σ below 1, 2
+                           cell (µA garnet)               samples spanning confirm_s
 |V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
 own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
+own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
 
@@ -47,9 +50,15 @@ What real cells and instruments do, and how it is met
 - **The first half cycle is a poor profile** (the nucleation spike, a fresh cell's
   falling polarization) and "activation" keeps lowering the polarization for hours.
   A profile learnt from the first half cycle at a current, or from a half cycle that
-  itself looked low, is *provisional*: a drop or slide against it is only a warn,
-  unless the half cycle's own level confirms a fall within it. Collapses and shifts
-  halt against any profile.
+  itself looked low or fell by more than 10 %, is *provisional*: a drop or slide
+  against it is only a warn, unless the half cycle's own level confirms a fall within
+  it, or the half cycle sits below drop_ratio of the last one past self_settle_s
+  (activation never takes that much). Collapses and shifts halt against any profile.
+  A half cycle that looked low does not displace an established profile at once: the
+  next one is judged against the established one again (a micro short that began
+  late in a half cycle must not become the reference). A shallow slide (0.80-0.85x)
+  halts when the half cycle falls within itself, or sits far below where this cell's
+  half cycles have been landing (8 σ of their spread).
 - **Pause and resume.** A rest (or a pause step) in the middle of a half cycle, after
   which the same current resumes in the same step, continues the half cycle from where
   it stopped: positions skip the pause, the relaxation is settled again, and the
@@ -239,6 +248,9 @@ class _Profile:
     # Whether a half cycle that looked low was already judged against this established
     # profile without replacing it (see _end_segment): it is kept for one such only.
     held: bool = False
+    # How many half cycles in its direction had ended when it was learnt: it is the
+    # last one's profile while no other has ended since (see _far_below).
+    learnt_at: int = 0
 
     # Standard deviation of the last half cycles' scales: how much this cell's half
     # cycles differ at random (a steady growth or fall is no spread); 0 until three are
@@ -340,6 +352,10 @@ class LithiumDetector(DetectorBase):
         # The same sums from _fall_from_t on: what "falling as it goes" compares with
         # (a segment begun from rest or after an impedance sweep first relaxes).
         self._fall_xy = 0.0
+        # The same sums from self_settle_s into the half cycle on (past a nucleation
+        # spike in its profile), and how many samples: see _far_below.
+        self._late_xy = self._late_xx = 0.0
+        self._late_n = 0
         self._fall_xx = 0.0
         self._fall_from_t = -math.inf
         self._settle_from_p = 0.0  # settle counts from here (a resume moves it)
@@ -349,6 +365,7 @@ class LithiumDetector(DetectorBase):
         self._pause_seen = False
         self._other_seen = False
         self._profiles: dict[int, list[_Profile]] = {1: [], -1: []}
+        self._ended = {1: 0, -1: 0}  # half cycles ended, per direction
         self._ref: _Profile | None = None
         self._raw_here = False
         self._settle_now_s = settings.settle_s
@@ -584,6 +601,8 @@ class LithiumDetector(DetectorBase):
         self._seg_low = False
         self._seg_xy = self._seg_xx = 0.0
         self._fall_xy = self._fall_xx = 0.0
+        self._late_xy = self._late_xx = 0.0
+        self._late_n = 0
         # After a reversal the half cycle's shape is the profile's from its first
         # seconds; after a rest or an impedance sweep the overpotential first rebuilds
         # and relaxes for minutes (the own-level rule waits self_settle_s for the same
@@ -639,6 +658,8 @@ class LithiumDetector(DetectorBase):
         p, r = self._seg_p, self._seg_r
         self._seg_p = []
         self._seg_r = []
+        if self._seg_dir:
+            self._ended[self._seg_dir] += 1
         if len(p) < _MIN_PROFILE_SAMPLES or not self._seg_whole or self._blind:
             return
         ref = self._ref
@@ -665,6 +686,7 @@ class LithiumDetector(DetectorBase):
         if ref is not None and self._seg_xx > 0:
             scales = (*scales, self._seg_xy / self._seg_xx)[-_SPREAD_HALF_CYCLES:]
         profile = _Profile(
+            learnt_at=self._ended[self._seg_dir],
             level_a=self._level_a,
             p=p,
             r=smooth,
@@ -673,14 +695,16 @@ class LithiumDetector(DetectorBase):
             sigma=sigma,
             typical=typical,
             # Established: judged healthy against an earlier half cycle at this current
-            # and within _CONSISTENT of it. The first half cycle (nucleation, a fresh
-            # cell settling), one that looked low (activation, or a short) and one still
-            # changing fast are provisional.
+            # and not below it by more than _CONSISTENT. The first half cycle
+            # (nucleation, a fresh cell settling), one that looked low (activation, or
+            # a short) and one still falling fast are provisional. One that grew (slow
+            # polarization growth, fast at low current) is not: judged against it, the
+            # next half cycle reads high, never low, so no drop or slide is made up.
             established=(
                 ref is not None
                 and not self._seg_low
                 and self._seg_xx > 0
-                and abs(self._seg_xy / self._seg_xx - 1.0) <= _CONSISTENT
+                and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
             ),
             scales=scales,
             sign=math.copysign(1.0, sorted(r)[len(r) // 2]),
@@ -886,6 +910,25 @@ class LithiumDetector(DetectorBase):
             subkind="soft",
         )
 
+    def _far_below(self) -> bool:
+        """Whether this half cycle, past self_settle_s, sits below drop_ratio of even a
+        provisional profile (on _MIN_PROFILE_SAMPLES samples or more).
+
+        Activation takes a quarter of the overpotential from one half cycle to the next
+        at the most, and a nucleation spike in the profile is over by self_settle_s; a
+        half cycle at less than drop_ratio of the last one is a short (the micro short
+        that slid the last one down, then halves this one), whatever that profile was.
+        Only against the last half cycle in this direction: a half cycle that looked
+        low is not learnt, and against an older profile activation adds up.
+        """
+        ref = self._ref
+        return (
+            ref is not None
+            and ref.learnt_at == self._ended[self._seg_dir]
+            and self._late_n >= _MIN_PROFILE_SAMPLES
+            and self._late_xy < self.settings.drop_ratio * self._late_xx
+        )
+
     def _own_falls(self) -> bool:
         """Whether the half cycle's own level says its overpotential just fell."""
         return self._own_run > 0
@@ -1018,6 +1061,10 @@ class LithiumDetector(DetectorBase):
         r_exp = self._r_exp
         self._seg_xy += r_ohm * r_exp
         self._seg_xx += r_exp * r_exp
+        if p_s >= s.self_settle_s + self._settle_from_p:
+            self._late_xy += r_ohm * r_exp
+            self._late_xx += r_exp * r_exp
+            self._late_n += 1
         if t_s >= self._fall_from_t:
             self._fall_xy += r_ohm * r_exp
             self._fall_xx += r_exp * r_exp
@@ -1026,7 +1073,7 @@ class LithiumDetector(DetectorBase):
         # Against a provisional profile a drop or a slide may be activation (or the
         # first half cycle's nucleation): it halts only when the half cycle's own level
         # fell too; otherwise a person is told.
-        trusted = ref.established or self._own_falls()
+        trusted = ref.established or self._own_falls() or self._far_below()
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             if self._low_run == 0:
                 self._low_t0 = t_s
