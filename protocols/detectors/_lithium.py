@@ -19,8 +19,11 @@ ratio < near_zero_ratio    collapse (hard short)          2 samples spanning con
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
 smoothed < slide_ratio     slide to zero (micro short)    2 samples spanning confirm_s
+run below drop_ratio       collapse or drop in a noisy    the run's mean 6 σ below 1, 2
+                           cell (µA garnet)               samples spanning confirm_s
 |V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
 own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
+own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
 
@@ -47,9 +50,15 @@ What real cells and instruments do, and how it is met
 - **The first half cycle is a poor profile** (the nucleation spike, a fresh cell's
   falling polarization) and "activation" keeps lowering the polarization for hours.
   A profile learnt from the first half cycle at a current, or from a half cycle that
-  itself looked low, is *provisional*: a drop or slide against it is only a warn,
-  unless the half cycle's own level confirms a fall within it. Collapses and shifts
-  halt against any profile.
+  itself looked low or fell by more than 10 %, is *provisional*: a drop or slide
+  against it is only a warn, unless the half cycle's own level confirms a fall within
+  it, or the half cycle sits below drop_ratio of the last one past self_settle_s
+  (activation never takes that much). Collapses and shifts halt against any profile.
+  A half cycle that looked low does not displace an established profile at once: the
+  next one is judged against the established one again (a micro short that began
+  late in a half cycle must not become the reference). A shallow slide (0.80-0.85x)
+  halts when the half cycle falls within itself, or sits far below where this cell's
+  half cycles have been landing (8 σ of their spread).
 - **Pause and resume.** A rest (or a pause step) in the middle of a half cycle, after
   which the same current resumes in the same step, continues the half cycle from where
   it stopped: positions skip the pause, the relaxation is settled again, and the
@@ -69,6 +78,8 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors._api import (
     OK,
@@ -81,6 +92,11 @@ from cellguard.protocols.detectors._base import DetectorBase
 
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
+# A profile's spikes are taken out by a moving median this wide: it removes excursions
+# of up to 4 samples. A liquid cell's spikes last one or two samples, but two of them
+# can follow each other; kept in a profile, such a bump reads as a slide in the next
+# half cycle, which has none at that moment.
+_DESPIKE_WIDTH = 9
 _FLAT_SPREAD_SIGMAS = 5.0
 # The profile's noise after smoothing, relative to one sample's: 1/5.
 _PROFILE_NOISE_SHARE = 1.0 / _PROFILE_SMOOTHING
@@ -100,8 +116,26 @@ _WITHIN_FALL = 0.03
 # last _SPREAD_HALF_CYCLES half cycles in that direction.
 _SPREAD_SIGMAS = 4.0
 _SPREAD_HALF_CYCLES = 8
+# ... and a shallow slide is decided when the half cycle breaks the cell's own trend:
+# it sits below the mean of the last half cycles' scales by this many σ of their spread
+# (and by at least twice _SHALLOW_SLIDE), with at least _TREND_MIN_HALF_CYCLES known.
+# Activation never does: its half cycles fall by a similar share each time.
+_TREND_SIGMAS = 8.0
+_TREND_MIN_HALF_CYCLES = 4
 _HARD_MIN_SAMPLES = 3
+# A collapse against a segment's lowest level so far needs two samples of it. At 30-60 s
+# sampling a short minutes into a test may come with only two samples after settle_s; a
+# fall below near_zero_ratio of the lower of them, on two samples more, is no healthy
+# cell's (a nucleation spike falls to a third of its peak, not a twelfth).
+_OWN_MIN_SAMPLES = 2
 _HARD_BAND = 5.0
+# A run of samples all below drop_ratio halts on its mean when that stands
+# significance_sigmas below the profile: in a cell whose noise is of the order of its
+# overpotential (a µA garnet cell) a collapse to 0 V leaves single samples anywhere in
+# ±0.3× of zero, none of them beyond doubt alone, but their mean is. The variance of a
+# mean of n samples, in units of one sample's: 1/n for the samples, and the profile's
+# share: 1/n more for raw profile points, 1/(n + 4) for points smoothed over 5 samples
+# (n of them average only n + 4 samples: see _slide_eval).
 # A half cycle that ends before this share of its profile's length was cut short (a
 # pause, a stop): a same-current resume continues it.
 _CUT_SHORT = 0.9
@@ -136,7 +170,7 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
     return y0 + (ys[k] - y0) * (x - x0) / (x1 - x0) if x1 > x0 else ys[k]
 
 
-def _despike(values: list[float], width: int) -> list[float]:
+def _despike(values: list[float], width: int, spread: float) -> list[float]:
     """Centered moving median: a spike (a liquid cell's, or a glitch) of fewer than
     width/2 samples leaves no trace in a profile, while steps and the steep rise after a
     reversal (monotone) keep their shape."""
@@ -144,11 +178,21 @@ def _despike(values: list[float], width: int) -> list[float]:
     n = len(values)
     if n < width:
         return list(values)
-    out = list(values[:half])
-    for k in range(half, n - half):
-        out.append(sorted(values[k - half : k + half + 1])[half])
-    out.extend(values[n - half :])
-    return out
+    # Once per half cycle, over thousands of samples: numpy's partition, not a sort per
+    # sample (the middle of an odd window is one of its values, exactly).
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(values), width)
+    middle: list[float] = np.partition(windows, half, axis=1)[:, half].tolist()
+    # Near the ends the window narrows (still centered) rather than stopping, so that
+    # the steep rise after a reversal keeps its shape. At the end a narrow window cannot
+    # tell a spike on the last samples: there a point more than ``spread`` away from the
+    # median of the last ``width`` samples is a spike and takes that median.
+    head = [sorted(values[: 2 * k + 1])[k] for k in range(half)]
+    last = sorted(values[n - width :])[half]
+    tail = []
+    for k in range(n - half, n):
+        value = sorted(values[2 * k - n + 1 :])[n - 1 - k]
+        tail.append(last if abs(value - last) > spread else value)
+    return [*head, *middle, *tail]
 
 
 def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[float], list[bool]]:
@@ -157,10 +201,10 @@ def _smooth_flat(values: list[float], width: int, spread: float) -> tuple[list[f
     Averaging over the steep rise at the start of a half cycle (or any real shape)
     would bias the profile there; averaging only where the window's spread is within
     ``spread`` (a few noise σ) removes noise and nothing else. Spikes are taken out
-    first (:func:`_despike`): a spike kept as a raw point would make the next half
-    cycle read as a drop (or a shift) at that very position.
+    first (:func:`_despike`, over ``_DESPIKE_WIDTH``): a spike kept as a raw point
+    would make the next half cycle read as a drop (or a shift) at that very position.
     """
-    values = _despike(values, width)
+    values = _despike(values, _DESPIKE_WIDTH, spread)
     half = width // 2
     n = len(values)
     out = []
@@ -201,6 +245,12 @@ class _Profile:
     sign: float = 1.0  # the sign of its median r (-1 with reversed leads)
     # Scales of the last half cycles against their profiles (the between-half-cycle spread).
     scales: tuple[float, ...] = ()
+    # Whether a half cycle that looked low was already judged against this established
+    # profile without replacing it (see _end_segment): it is kept for one such only.
+    held: bool = False
+    # How many half cycles in its direction had ended when it was learnt: it is the
+    # last one's profile while no other has ended since (see _far_below).
+    learnt_at: int = 0
 
     # Standard deviation of the last half cycles' scales: how much this cell's half
     # cycles differ at random (a steady growth or fall is no spread); 0 until three are
@@ -302,6 +352,10 @@ class LithiumDetector(DetectorBase):
         # The same sums from _fall_from_t on: what "falling as it goes" compares with
         # (a segment begun from rest or after an impedance sweep first relaxes).
         self._fall_xy = 0.0
+        # The same sums from self_settle_s into the half cycle on (past a nucleation
+        # spike in its profile), and how many samples: see _far_below.
+        self._late_xy = self._late_xx = 0.0
+        self._late_n = 0
         self._fall_xx = 0.0
         self._fall_from_t = -math.inf
         self._settle_from_p = 0.0  # settle counts from here (a resume moves it)
@@ -311,6 +365,7 @@ class LithiumDetector(DetectorBase):
         self._pause_seen = False
         self._other_seen = False
         self._profiles: dict[int, list[_Profile]] = {1: [], -1: []}
+        self._ended = {1: 0, -1: 0}  # half cycles ended, per direction
         self._ref: _Profile | None = None
         self._raw_here = False
         self._settle_now_s = settings.settle_s
@@ -347,14 +402,22 @@ class LithiumDetector(DetectorBase):
         self._slide_t0 = 0.0
         self._hard_run = 0
         self._hard_t0 = 0.0
+        # A run of samples below drop_ratio: count (thinned), Σratio, first and last time.
+        self._run_n = 0
+        self._run_sum = 0.0
+        self._run_t0 = self._run_t = 0.0
         self._hard_sum = 0.0
         self._hard_diff2 = 0.0
         self._hard_last = 0.0
         # The segment's own mean V/I so far (from settle_s on), for _own_collapse.
         self._col_n = 0
         self._col_sum = self._col_d2 = self._col_last = self._col_t = 0.0
+        # ... and its lowest |V/I| so far (the first sample of a stream included).
+        self._low_n = 0
+        self._low_r = self._low_t = 0.0
         self._col_run = 0
         self._col_t0 = 0.0
+        self._first_r = 0.0  # the stream's first sample's V/I, until its position is known
         self._own_run = 0
         self._own_t0 = 0.0
         self._drops: deque[float] = deque()
@@ -414,10 +477,17 @@ class LithiumDetector(DetectorBase):
             self._seg_t0 = self._t_prev - interval_s
             self._seg_p = [p + interval_s for p in self._seg_p]
             self._unanchored = False
+            if interval_s >= s.settle_s and self._low_n == 0:
+                # Now that its position is known, the first sample counts towards the
+                # segment's lowest level: at 30-60 s sampling a short minutes into a
+                # test may otherwise find too few samples before it.
+                self._low_add(self._t_prev, self._first_r)
         self._t_before = self._t_prev
         self._t_prev = t_s
         p_s = t_s - self._seg_t0
         r_ohm = voltage_v / current_a
+        if self._unanchored:
+            self._first_r = r_ohm
         hard = self._hard_short(index, t_s, voltage_v, current_a, r_ohm, p_s)
         if hard is None:
             hard = self._own_collapse(index, t_s, voltage_v, current_a, r_ohm, p_s)
@@ -511,7 +581,7 @@ class LithiumDetector(DetectorBase):
             self._dir = direction
             self._pause_seen = self._other_seen = False
             self._own.clear()
-            self._col_n = 0
+            self._col_n = self._low_n = 0
             self._col_sum = self._col_d2 = 0.0
             self._clear_window()
             self._reset_runs()
@@ -531,6 +601,8 @@ class LithiumDetector(DetectorBase):
         self._seg_low = False
         self._seg_xy = self._seg_xx = 0.0
         self._fall_xy = self._fall_xx = 0.0
+        self._late_xy = self._late_xx = 0.0
+        self._late_n = 0
         # After a reversal the half cycle's shape is the profile's from its first
         # seconds; after a rest or an impedance sweep the overpotential first rebuilds
         # and relaxes for minutes (the own-level rule waits self_settle_s for the same
@@ -543,7 +615,7 @@ class LithiumDetector(DetectorBase):
         # sample has no predecessor: the second one tells the interval (see feed).
         self._seg_t0 = t_s - self._interval_s(t_s)
         self._own.clear()
-        self._col_n = 0
+        self._col_n = self._low_n = 0
         self._col_sum = self._col_d2 = 0.0
         self._clear_window()
         self._reset_runs()
@@ -586,11 +658,22 @@ class LithiumDetector(DetectorBase):
         p, r = self._seg_p, self._seg_r
         self._seg_p = []
         self._seg_r = []
+        if self._seg_dir:
+            self._ended[self._seg_dir] += 1
         if len(p) < _MIN_PROFILE_SAMPLES or not self._seg_whole or self._blind:
             return
         ref = self._ref
         if ref is not None and p[-1] < _CUT_SHORT * ref.p[-1]:
             return  # cut short (a stop, a halt elsewhere): not a whole half cycle
+        if ref is not None and ref.established and self._seg_low and not ref.held:
+            # A half cycle that looked low against an established profile (a slide
+            # that began late in it, a drop) would, as the profile, make the next half
+            # cycle's further fall look normal, and is itself only provisional: the
+            # next half cycle is judged against the established profile once more. A
+            # second low half cycle in a row replaces it (as provisional): the cell
+            # changed, and an old reference must not judge it for ever.
+            ref.held = True
+            return
         # Noise from successive differences (robust to the slow half-cycle shape):
         # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
         diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
@@ -603,6 +686,7 @@ class LithiumDetector(DetectorBase):
         if ref is not None and self._seg_xx > 0:
             scales = (*scales, self._seg_xy / self._seg_xx)[-_SPREAD_HALF_CYCLES:]
         profile = _Profile(
+            learnt_at=self._ended[self._seg_dir],
             level_a=self._level_a,
             p=p,
             r=smooth,
@@ -611,14 +695,16 @@ class LithiumDetector(DetectorBase):
             sigma=sigma,
             typical=typical,
             # Established: judged healthy against an earlier half cycle at this current
-            # and within _CONSISTENT of it. The first half cycle (nucleation, a fresh
-            # cell settling), one that looked low (activation, or a short) and one still
-            # changing fast are provisional.
+            # and not below it by more than _CONSISTENT. The first half cycle
+            # (nucleation, a fresh cell settling), one that looked low (activation, or
+            # a short) and one still falling fast are provisional. One that grew (slow
+            # polarization growth, fast at low current) is not: judged against it, the
+            # next half cycle reads high, never low, so no drop or slide is made up.
             established=(
                 ref is not None
                 and not self._seg_low
                 and self._seg_xx > 0
-                and abs(self._seg_xy / self._seg_xx - 1.0) <= _CONSISTENT
+                and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
             ),
             scales=scales,
             sign=math.copysign(1.0, sorted(r)[len(r) // 2]),
@@ -639,7 +725,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
-        self._hard_run = self._own_run = self._col_run = 0
+        self._hard_run = self._own_run = self._col_run = self._run_n = 0
 
     # ------------------------------------------------------------ judging
 
@@ -701,16 +787,21 @@ class LithiumDetector(DetectorBase):
     def _own_collapse(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
     ) -> Verdict | None:
-        """A collapse against the segment's own mean so far (from settle_s on).
+        """A collapse against the segment's own level so far (from settle_s on).
 
         A hard short minutes into a test that never reversed, at a current too small for
         the no-history rule to tell (|V/I| of a short hidden in 0.2 mV of noise), is
         still a fall to near zero from what this very segment showed a moment before.
+        Two references: the segment's mean so far, the fall standing out of its scatter
+        (from _HARD_MIN_SAMPLES samples on), and, before there are that many, its lowest
+        |V/I| so far (a nucleation spike or an upward glitch cannot raise a minimum; a
+        downward one lowers it, and then this reference judges nothing).
         """
         s = self.settings
         if p_s < s.settle_s + self._settle_from_p:
             return None
         n = self._col_n
+        reference = math.nan
         if n >= _HARD_MIN_SAMPLES:
             mean = self._col_sum / n
             sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
@@ -720,25 +811,40 @@ class LithiumDetector(DetectorBase):
                 and ratio < s.near_zero_ratio
                 and 1.0 - ratio > s.pair_significance_sigmas * sigma
             ):
-                if self._col_run == 0:
-                    self._col_t0 = t_s
-                self._col_run += 1
-                if not self._confirmed(self._col_run, self._col_t0, t_s):
-                    return None
-                return self._collapse_halt(
-                    index,
-                    t_s,
-                    voltage_v,
-                    current_a,
-                    mean * current_a,
-                    ratio,
-                    "this step's own {} so far",
-                    (self._col_run, self._col_t0),
-                    "hard",
-                )
+                reference = mean
+        elif (
+            self._low_n >= _OWN_MIN_SAMPLES
+            and abs(self._low_r * current_a) >= s.min_expected_v
+            and r_ohm / self._low_r < s.near_zero_ratio
+        ):
+            reference = self._low_r
+        if not math.isnan(reference):
+            if self._col_run == 0:
+                self._col_t0 = t_s
+            self._col_run += 1
+            if not self._confirmed(self._col_run, self._col_t0, t_s):
+                return None
+            return self._collapse_halt(
+                index,
+                t_s,
+                voltage_v,
+                current_a,
+                reference * current_a,
+                r_ohm / reference,
+                "this step's own {} so far",
+                (self._col_run, self._col_t0),
+                "hard",
+            )
         self._col_run = 0
+        self._col_add(t_s, r_ohm)
+        self._low_add(t_s, r_ohm)
+        return None
+
+    def _col_add(self, t_s: float, r_ohm: float) -> None:
+        """One more sample of the segment's own mean (at most one per _STAT_SPACING_S)."""
+        n = self._col_n
         if n and t_s - self._col_t < _STAT_SPACING_S:
-            return None
+            return
         if n:
             d = r_ohm - self._col_last
             self._col_d2 += d * d
@@ -746,7 +852,16 @@ class LithiumDetector(DetectorBase):
         self._col_t = t_s
         self._col_sum += r_ohm
         self._col_n = n + 1
-        return None
+
+    def _low_add(self, t_s: float, r_ohm: float) -> None:
+        """One more sample of the segment's lowest |V/I| (one per _STAT_SPACING_S)."""
+        n = self._low_n
+        if n and t_s - self._low_t < _STAT_SPACING_S:
+            return
+        if not n or abs(r_ohm) < abs(self._low_r):
+            self._low_r = r_ohm
+        self._low_t = t_s
+        self._low_n = n + 1
 
     def _own_level(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
@@ -793,6 +908,25 @@ class LithiumDetector(DetectorBase):
             f"{abs(expected_v) * 1e3:.2f} mV over the last {s.self_ref_s / 60:g} min "
             f"(threshold {s.drop_ratio:g}×), for {t_s - self._own_t0:.0f} s",
             subkind="soft",
+        )
+
+    def _far_below(self) -> bool:
+        """Whether this half cycle, past self_settle_s, sits below drop_ratio of even a
+        provisional profile (on _MIN_PROFILE_SAMPLES samples or more).
+
+        Activation takes a quarter of the overpotential from one half cycle to the next
+        at the most, and a nucleation spike in the profile is over by self_settle_s; a
+        half cycle at less than drop_ratio of the last one is a short (the micro short
+        that slid the last one down, then halves this one), whatever that profile was.
+        Only against the last half cycle in this direction: a half cycle that looked
+        low is not learnt, and against an older profile activation adds up.
+        """
+        ref = self._ref
+        return (
+            ref is not None
+            and ref.learnt_at == self._ended[self._seg_dir]
+            and self._late_n >= _MIN_PROFILE_SAMPLES
+            and self._late_xy < self.settings.drop_ratio * self._late_xx
         )
 
     def _own_falls(self) -> bool:
@@ -884,6 +1018,15 @@ class LithiumDetector(DetectorBase):
             # which a crossing may still be under way has passed.
             self._learn(p_s, r_ohm)
             return OK
+        run = self._low_mean_run(t_s, ratio, relative_sigma)
+        if run is not None and (ref.established or self._own_falls()):
+            # Where samples stand out one by one, the per-sample rules below judge (and
+            # name) the fall; the run's mean is for samples that do not.
+            alone = (ratio < s.drop_ratio and 1.0 - ratio > pair_noise) or (
+                ratio <= -s.near_zero_ratio
+            )
+            if not (alone and self._confirmed(self._low_run + 1, self._low_t0, t_s)):
+                return self._run_halt(index, t_s, voltage_v, expected_v, *run)
         if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
             if self._low_run == 0:
                 self._low_t0 = t_s
@@ -918,6 +1061,10 @@ class LithiumDetector(DetectorBase):
         r_exp = self._r_exp
         self._seg_xy += r_ohm * r_exp
         self._seg_xx += r_exp * r_exp
+        if p_s >= s.self_settle_s + self._settle_from_p:
+            self._late_xy += r_ohm * r_exp
+            self._late_xx += r_exp * r_exp
+            self._late_n += 1
         if t_s >= self._fall_from_t:
             self._fall_xy += r_ohm * r_exp
             self._fall_xx += r_exp * r_exp
@@ -926,7 +1073,7 @@ class LithiumDetector(DetectorBase):
         # Against a provisional profile a drop or a slide may be activation (or the
         # first half cycle's nucleation): it halts only when the half cycle's own level
         # fell too; otherwise a person is told.
-        trusted = ref.established or self._own_falls()
+        trusted = ref.established or self._own_falls() or self._far_below()
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             if self._low_run == 0:
                 self._low_t0 = t_s
@@ -1019,6 +1166,69 @@ class LithiumDetector(DetectorBase):
         self._learn(p_s, r_ohm)
         return OK
 
+    def _low_mean_run(
+        self, t_s: float, ratio: float, relative_sigma: float
+    ) -> tuple[float, float] | None:
+        """Follow the run of samples below drop_ratio; (mean ratio, its σ) once it halts.
+
+        Every sample of the run must be below drop_ratio (a glitch next to a healthy
+        sample makes no run), the run must last (confirm_s and two samples), and its
+        mean must stand significance_sigmas of its own σ below the profile. Samples
+        count towards n at most one per _STAT_SPACING_S: a burst logged on change is
+        one sample, not many.
+        """
+        s = self.settings
+        if ratio >= s.drop_ratio:
+            self._run_n = 0
+            return None
+        if self._run_n == 0:
+            self._run_n = 1
+            self._run_sum = ratio
+            self._run_t0 = self._run_t = t_s
+            return None
+        if t_s - self._run_t < _STAT_SPACING_S:
+            return None
+        self._run_n += 1
+        self._run_sum += ratio
+        self._run_t = t_s
+        n = self._run_n
+        mean = self._run_sum / n
+        if not self._confirmed(n, self._run_t0, t_s):
+            return None
+        profile_share = 1.0 / n if self._raw_here else 1.0 / (n + _PROFILE_SMOOTHING - 1)
+        sigma_mean = relative_sigma * math.sqrt(1.0 / n + profile_share)
+        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
+            return None
+        return mean, sigma_mean
+
+    def _run_halt(
+        self,
+        index: int,
+        t_s: float,
+        voltage_v: float,
+        expected_v: float,
+        mean: float,
+        sigma_mean: float,
+    ) -> Verdict:
+        s = self.settings
+        n = self._run_n
+        # Consistent with zero (within 2 σ of the run's mean): the voltage collapsed.
+        hard = mean < s.near_zero_ratio + 2.0 * sigma_mean
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "low_run",
+            voltage_v,
+            expected_v,
+            s.drop_ratio * abs(expected_v),
+            f"the overpotential stayed below {s.drop_ratio:g}× the expected "
+            f"{abs(expected_v) * 1e3:.2f} mV for {n} samples over {t_s - self._run_t0:.3g} s, "
+            f"{mean:.2f}× on average, {(1.0 - mean) / sigma_mean:.1f} σ of its noise "
+            f"(σ = {sigma_mean:.2f}×) below it",
+            subkind="hard" if hard else "soft",
+        )
+
     def _episode_note(self, t_s: float, ratio: float) -> None:
         """Follow the drop episode this sample belongs to (see _episode_drop)."""
         ep = self._episode
@@ -1060,6 +1270,16 @@ class LithiumDetector(DetectorBase):
         """
         if smoothed < self.settings.slide_ratio - _SHALLOW_SLIDE:
             return True
+        assert self._ref is not None
+        scales = self._ref.scales
+        if len(scales) >= _TREND_MIN_HALF_CYCLES:
+            # A micro short that began in the half cycle before (in the other
+            # direction) shows from this half cycle's first minutes: it starts well
+            # below where this cell's half cycles have been landing, and no trend
+            # within it is there yet to see.
+            trend = sum(scales) / len(scales)
+            if trend - smoothed > max(_TREND_SIGMAS * self._ref.spread, 2 * _SHALLOW_SLIDE):
+                return True
         # "Falling" is a trend within the half cycle: the part before the window must
         # span slide_window_s of it, past the relaxation after a rest (a dip minutes
         # after an impedance sweep that recovers is no micro short).

@@ -1,0 +1,241 @@
+"""Shapes from the corpus seed sweep (seeds 0-7) that the detectors judged wrong.
+
+Each test is a small synthetic trace with the shape of one corpus case that was halted
+late, halted falsely or missed (named in the test), and each failed on the detectors
+before the change it covers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from cellguard.protocols.detectors import DetectorSettings, Verdict, make_detector
+
+HALF_S = 3600.0
+AREA_CM2 = 0.785
+SHORT_OHM = 0.2 / AREA_CM2  # a Li filament of 0.2 Ω cm²
+
+
+def shape(p_s: float) -> float:
+    """A Li|Li half cycle's shape: the rise after the reversal, a plateau, voids at the end."""
+    return 0.35 + 0.65 * (1.0 - math.exp(-p_s / 90.0)) + 0.1 * (p_s / HALF_S) ** 2
+
+
+def square_wave(
+    n_half: int,
+    r_ohm: Callable[[int, float], float],
+    *,
+    current_a: float,
+    dt_s: float,
+    noise_v: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_half`` 1-h half cycles (first positive) sampled every ``dt_s``; V = r(h, p)·I
+    plus Gaussian noise, ``h`` the half cycle and ``p`` the time into it."""
+    rng = np.random.default_rng(seed)
+    per_half = round(HALF_S / dt_s)
+    t, v, i = [], [], []
+    for h in range(n_half):
+        sign = 1.0 if h % 2 == 0 else -1.0
+        for k in range(1, per_half + 1):
+            p_s = k * dt_s
+            t.append(h * HALF_S + p_s)
+            i.append(sign * current_a)
+            v.append(sign * current_a * r_ohm(h, p_s) + rng.normal(0.0, noise_v))
+    return np.array(t), np.array(v), np.array(i)
+
+
+def first_halt(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Verdict | None:
+    """The first halt, fed as a batch and (the same verdicts) one sample at a time."""
+    t, v, i = arrays
+    batch = make_detector(DetectorSettings(cell="symmetric")).feed_batch(t, v, i)
+    live = make_detector(DetectorSettings(cell="symmetric"))
+    streamed = []
+    for k in range(len(t)):
+        verdict = live.feed(float(t[k]), float(v[k]), float(i[k]))
+        if verdict.severity != "ok":
+            streamed.append(verdict)
+        if verdict.is_halt:
+            break
+    assert streamed == batch
+    return next((x for x in batch if x.is_halt), None)
+
+
+def index_at(arrays: tuple[np.ndarray, ...], t_s: float) -> int:
+    return int(np.searchsorted(arrays[0], t_s - 1e-6))
+
+
+# ------------------------------------------------------------------ not faults
+
+
+def test_spikes_of_a_liquid_cell_in_the_last_half_cycle_are_no_slide_in_the_next() -> None:
+    # liquid-early (reality, seeds 4 and 6): two spikes one after the other left a
+    # 3-4 sample bump in the profile; the next half cycle, smooth there, read as a
+    # slide to 0.74x and was halted. One at the very end of a half cycle did the same.
+    def r(h: int, p_s: float) -> float:
+        bump = 1.0
+        if h == 5 and 2000.0 <= p_s < 2040.0:  # four samples at +40 %
+            bump = 1.4
+        if h == 6 and p_s > HALF_S - 20.0:  # the last two samples
+            bump = 1.45
+        return 30.0 * shape(p_s) * bump
+
+    arrays = square_wave(12, r, current_a=0.39e-3, dt_s=10.0, noise_v=50e-6, seed=4)
+    assert first_halt(arrays) is None
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_a_garnet_cells_collapse_halts_within_three_samples_of_its_onset() -> None:
+    # garnet-short-hard (reality, seeds 1, 3, 4): 10 µA, 4 mV of overpotential, noise
+    # 0.2x of it. Collapsed to ~0 V, single samples still read anywhere within
+    # ±0.4x, so two consecutive ones below 0.08x (or beyond 4 σ) took 4-15 samples.
+    onset_s = 9 * HALF_S + 1200.0
+
+    def healthy(h: int, p_s: float) -> float:
+        return 400.0 * shape(p_s)
+
+    def shorted(h: int, p_s: float) -> float:
+        return SHORT_OHM if h * HALF_S + p_s >= onset_s else healthy(h, p_s)
+
+    for seed in range(20):
+        twin = square_wave(14, healthy, current_a=10e-6, dt_s=30.0, noise_v=0.8e-3, seed=seed)
+        assert first_halt(twin) is None
+        arrays = square_wave(14, shorted, current_a=10e-6, dt_s=30.0, noise_v=0.8e-3, seed=seed)
+        halt = first_halt(arrays)
+        assert halt is not None
+        assert halt.kind == "short"
+        onset = index_at(arrays, onset_s)
+        assert onset <= halt.index <= onset + 3, (seed, halt.index - onset)
+
+
+def test_a_short_at_the_third_sample_of_a_plating_test_halts_at_the_fourth() -> None:
+    # early-short-hard/02 (reality held-out, seed 1): plating at 0.1 mA cm⁻² sampled
+    # every 30 s, the short 90 s in. Only one sample of the step after its settling
+    # time to compare with, and |V/I| of a short (0.25 Ω) hidden in 0.64 Ω of noise:
+    # halted 6 samples late.
+    current_a = 78.5e-6
+
+    def r(h: int, p_s: float) -> float:
+        if p_s >= 90.0:
+            return SHORT_OHM
+        return 60.0 * (1.0 + 0.3 * math.exp(-p_s / 60.0))  # the nucleation spike
+
+    for seed in range(5):
+        t, v, i = square_wave(1, r, current_a=current_a, dt_s=30.0, noise_v=50e-6, seed=seed)
+        arrays = (t, -v, -i)  # plating: negative current
+        halt = first_halt(arrays)
+        assert halt is not None
+        assert halt.subkind == "hard"
+        assert halt.index == 3, seed  # the samples at 90 s and 120 s: both collapsed
+
+
+def test_a_half_cycle_with_one_low_sample_does_not_become_a_provisional_reference() -> None:
+    # short-soft/11 (classic tuning, seed 4) and short-micro/06-07 (seed 7): one half
+    # cycle with a lone drop (or a slide begun at its very end) became the profile as a
+    # provisional one, and against it the next half cycle's lasting drop to 0.3x was
+    # only a warn (34 samples late; the micro shorts were never halted).
+    onset_s = 9 * HALF_S + 300.0
+
+    def r(h: int, p_s: float) -> float:
+        healthy = 30.0 * shape(p_s)
+        if h == 7 and 1800.0 <= p_s < 1830.0:  # the short's first drop: one sample
+            return 0.3 * healthy
+        if h * HALF_S + p_s >= onset_s and h == 9:
+            return 0.3 * healthy
+        return healthy
+
+    arrays = square_wave(11, r, current_a=0.39e-3, dt_s=30.0, noise_v=20e-6, seed=2)
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert halt.kind == "short"
+    onset = index_at(arrays, onset_s)
+    assert onset <= halt.index <= onset + 1
+
+
+def test_a_half_cycle_far_below_the_cells_own_trend_is_a_micro_short() -> None:
+    # short-micro/05 (classic tuning, seed 3): the micro short began in the half cycle
+    # before; the next one ran at 0.83x its profile from its first minutes, falling
+    # slowly. 0.80-0.85x is a shallow slide, halted only once it is seen falling
+    # within the half cycle (300 s of it) or below 0.80x: 35 samples late. Its half
+    # cycles had landed within ±2 % of each other for 16 h.
+    scales = [1.0, 1.01, 0.99, 1.015, 1.0, 0.985, 1.01, 1.0, 0.99, 1.005, 1.0, 0.995]
+    bad = 11
+
+    def r(h: int, p_s: float) -> float:
+        level = 0.83 if h == bad else scales[h]
+        return 30.0 * shape(p_s) * level
+
+    arrays = square_wave(12, r, current_a=0.39e-3, dt_s=10.0, noise_v=20e-6, seed=5)
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert (halt.kind, halt.subkind) == ("short", "micro")
+    start = index_at(arrays, bad * HALF_S)
+    assert halt.index <= start + 12  # within two minutes of the half cycle's start
+
+
+def test_two_separate_drops_halt_in_a_cell_whose_polarization_grows_fast() -> None:
+    # short-soft/09 (classic held-out, seed 7): MII-1 at 0.1 mA cm⁻², its polarization
+    # growing >10 % from one half cycle to the next in the same direction. Every profile
+    # was provisional (as for activation), so two clear drops to 0.1-0.4x were only
+    # warns; the halt came 59 samples (an hour) late, in the other direction.
+    drops_s = (8 * HALF_S + 1200.0, 8 * HALF_S + 2400.0)
+
+    def r(h: int, p_s: float) -> float:
+        healthy = 30.0 * shape(p_s) * 1.06**h
+        if any(abs(h * HALF_S + p_s - d) < 1.0 for d in drops_s):
+            return 0.3 * healthy
+        return healthy
+
+    arrays = square_wave(10, r, current_a=0.39e-3, dt_s=60.0, noise_v=50e-6, seed=7)
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert (halt.kind, halt.subkind) == ("short", "soft")
+    assert halt.index == index_at(arrays, drops_s[1])
+
+
+def test_polarization_growing_fast_is_no_fault() -> None:
+    arrays = square_wave(
+        16, lambda h, p: 30.0 * shape(p) * 1.06**h, current_a=0.39e-3, dt_s=60.0,
+        noise_v=50e-6, seed=8,
+    )  # fmt: skip
+    assert first_halt(arrays) is None
+
+
+def activation(h: int) -> float:
+    """A fresh cell's polarization falling fast: -17 % between half cycles in a direction."""
+    return 0.5 + 0.5 * math.exp(-h / 3.0)
+
+
+def test_a_half_cycle_at_half_of_a_provisional_profile_halts_past_the_settling_time() -> None:
+    # short-micro/06 (classic tuning, seed 7, missed): the micro short slid two half
+    # cycles down in a row, the profile became a provisional one, and against a
+    # provisional profile a drop is only a warn (activation, a nucleation spike...);
+    # the next half cycle, at 0.4-0.5x of it throughout, never halted. Activation takes
+    # ~17-25 % per half cycle, never over a third, and a nucleation spike is over by
+    # self_settle_s: past it, a half cycle at half of the last one is a short.
+    bad = 2
+
+    def r(h: int, p_s: float) -> float:
+        nucleation = 1.0 + 1.5 * math.exp(-p_s / 60.0) if h < 2 else 1.0
+        return 30.0 * shape(p_s) * nucleation * (0.45 if h == bad else 1.0)
+
+    arrays = square_wave(4, r, current_a=0.39e-3, dt_s=60.0, noise_v=50e-6, seed=9)
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert halt.kind == "short"
+    start = index_at(arrays, bad * HALF_S)
+    # From self_settle_s (600 s) into the half cycle, on the third sample there.
+    assert start + 9 <= halt.index <= start + 13, halt.index - start
+
+
+def test_fast_activation_is_no_fault() -> None:
+    arrays = square_wave(
+        16, lambda h, p: 30.0 * shape(p) * activation(h), current_a=0.39e-3, dt_s=60.0,
+        noise_v=50e-6, seed=10,
+    )  # fmt: skip
+    assert first_halt(arrays) is None
