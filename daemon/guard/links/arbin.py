@@ -180,6 +180,7 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
         halts: list[ArbinRuntime] = []
         warns: list[tuple[ArbinRuntime, Verdict]] = []
         seen: list[tuple[ArbinRuntime, ChannelReading]] = []
+        first_halt_s: list[float] = []  # when the first failing value was judged
 
         def judge(reading: ChannelReading) -> bool:
             runtime = by_index.get(reading.channel)
@@ -194,6 +195,8 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
             if verdict is None:
                 return False
             if verdict.severity == "halt":
+                if not halts:
+                    first_halt_s.append(time.perf_counter())
                 self._mark_halting(runtime, verdict)
                 halts.append(runtime)
                 return True
@@ -202,11 +205,11 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
             return False
 
         _, self._stops_sent = await client.channels_info_judged(judge)
-        received_at = time.perf_counter()
         self.polls += 1
         if halts:
-            # The stops are out; this reads back whether the channels still run.
-            await self._stop_attempt(client, halts, received_at)
+            # The stops are out and answered; this reads back whether the channels still
+            # run. A halt's latency counts from its failing value in hand, as before.
+            await self._stop_attempt(client, halts, first_halt_s[0])
             await self._report_halts(halts)
         self._stops_sent = {}
         await self._after_judging(seen, warns)
