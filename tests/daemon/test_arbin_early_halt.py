@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import pytest
+
 from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
 from cellguard.daemon.records import EventRecord, SampleRecord
 from cellguard.drivers import VirtualClock
@@ -23,6 +25,7 @@ from cellguard.drivers.arbin import (
     ChannelsInfoFeedback,
     FrameSplitter,
     GetChannelsInfo,
+    MalformedFrame,
     StopSchedule,
     decode_request,
     encode_feedback,
@@ -47,6 +50,8 @@ class TailHoldingCycler:
         sim: ArbinSimulator,
         held: Callable[[ChannelsInfoFeedback], bool],
         release: Callable[[TailHoldingCycler, ChannelsInfoFeedback], Awaitable[None]],
+        *,
+        damage_checksum: bool = False,
     ) -> None:
         self.sim = sim
         self.held = held
@@ -54,6 +59,7 @@ class TailHoldingCycler:
         self.stop_arrived = asyncio.Event()
         self.stops: list[tuple[int, bool]] = []  # (channel index, tail still held)
         self.tails_held = 0
+        self.damage_checksum = damage_checksum
         self.failures: list[str] = []
         self._holding = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +95,8 @@ class TailHoldingCycler:
                             tail_sent = None
                         for feedback in self.sim.handle(request):
                             out = encode_feedback(feedback)
+                            if self.damage_checksum and isinstance(feedback, ChannelsInfoFeedback):
+                                out = out[:-1] + bytes([out[-1] ^ 0xFF])
                             if (
                                 isinstance(request, GetChannelsInfo)
                                 and request.channel == ALL_CHANNELS
@@ -152,6 +160,24 @@ async def test_the_client_stops_a_channel_before_the_feedbacks_tail_arrives() ->
     assert stops == {0: None}  # and the cycler carried it out
     assert judged == list(range(6))  # every channel judged, once, in wire order
     assert sorted(readings) == list(range(6))
+
+
+async def test_a_feedback_that_fails_its_checksum_after_a_stop_still_loses_the_link() -> None:
+    """The stop went out on a value not yet checked (the safe side); the frame's
+    checksum still decides whether the readings are returned, as before."""
+    sim = ArbinSimulator(VirtualClock(), channels=3)
+    cycler = TailHoldingCycler(sim, held=lambda _: True, release=_until_a_stop)
+    async with cycler.serve() as port:
+        client = ArbinClient(
+            "127.0.0.1", port, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD, timeout_s=5
+        )
+        await client.connect()
+        cycler.damage_checksum = True
+        with pytest.raises(MalformedFrame) as err:
+            await client.channels_info_judged(lambda reading: reading.channel == 0)
+        assert err.value.field == "checksum"
+        assert not client.connected  # nothing after it on the link can be trusted
+    assert cycler.stops == [(0, True)]
 
 
 # ------------------------------------------------------------------ the guard
