@@ -4,6 +4,7 @@ gives, each channel as soon as its record is in, and refuses what the decoder re
 from __future__ import annotations
 
 import itertools
+import random
 import struct
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from cellguard.drivers.arbin import (
     encode_feedback,
 )
 from cellguard.drivers.arbin._stream import ChannelsInfoStream
+from tests.drivers.test_arbin_fuzz import _SEEDS, SEED, _mutate
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "arbin-cti"
 HEAD_AND_COUNT_BYTES = 24
@@ -160,3 +162,31 @@ def test_another_feedback_is_left_to_the_decoder() -> None:
     stream = ChannelsInfoStream()
     assert stream.feed(frame) == []
     assert stream.streaming is False
+
+
+def test_ten_thousand_damaged_feedbacks_stream_to_what_the_decoder_says() -> None:
+    """Damaged feedbacks (the codec's fuzz mutator), fed in random pieces: the stream
+    raises nothing but :class:`MalformedFrame`, and a frame the decoder accepts streams
+    to the same readings and verifies to the same feedback."""
+    rng = random.Random(SEED)
+    agreed = 0
+    for _ in range(10_000):
+        frame = _mutate(rng, rng.choice(_SEEDS["feedback"]))
+        try:
+            whole = decode_feedback(frame)
+        except MalformedFrame:
+            whole = None
+        cuts = [rng.randrange(len(frame) + 1) for _ in range(rng.randrange(4))]
+        try:
+            streamed, stream = _streamed(frame, cuts)
+            verified = stream.verify(frame) if stream.streaming else None
+        except MalformedFrame:
+            assert not isinstance(whole, ChannelsInfoFeedback)  # the decoder refused it too
+            continue
+        if isinstance(whole, ChannelsInfoFeedback):
+            assert tuple(streamed) == whole.channels
+            assert verified == whole
+            agreed += 1
+        else:
+            assert verified is None  # never accepted where the decoder refuses
+    assert agreed > 100
