@@ -1,6 +1,11 @@
 """Arbin CTI (MITS Pro's Console Third-party Interface): codec, client and a simulator."""
 
-from cellguard.drivers.arbin._client import DEFAULT_TIMEOUT_S, ArbinClient, ArbinWireTap
+from cellguard.drivers.arbin._client import (
+    DEFAULT_TIMEOUT_S,
+    ArbinClient,
+    ArbinWireTap,
+    StopsSent,
+)
 from cellguard.drivers.arbin._codec import (
     FrameSplitter,
     MalformedFrame,
@@ -80,6 +85,7 @@ __all__ = [
     "SmbValue",
     "StartSchedule",
     "StopSchedule",
+    "StopsSent",
     "UnknownRequest",
     "checksum",
     "decode_feedback",

@@ -12,11 +12,14 @@ Channels are 0-based here, as on the wire (``channel_index``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import ClassVar, Protocol
 
 from cellguard.drivers._framed import FramedClient
+from cellguard.drivers._tcp import TcpStream
 from cellguard.drivers.arbin._codec import FrameSplitter, decode_feedback, encode_request
 from cellguard.drivers.arbin._messages import (
     ALL_CHANNELS,
@@ -42,6 +45,7 @@ from cellguard.drivers.arbin._messages import (
     UnknownRequest,
     feedback_code,
 )
+from cellguard.drivers.arbin._stream import ChannelsInfoStream
 from cellguard.drivers.arbin._transport import CtiTransport
 from cellguard.drivers.errors import (
     CommandRefused,
@@ -51,12 +55,17 @@ from cellguard.drivers.errors import (
     ProtocolViolation,
 )
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ArbinClient", "ArbinWireTap"]
+__all__ = ["DEFAULT_TIMEOUT_S", "ArbinClient", "ArbinWireTap", "StopsSent"]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 """Seconds to wait for a connection or a feedback (Arbin recommends 10 s)."""
+
+
+StopsSent = dict[int, CommandRefused | None]
+"""Stops sent during a channel-info feedback, by channel index: None where the cycler
+carried the stop out, the refusal where it did not."""
 
 
 class ArbinWireTap(Protocol):
@@ -139,18 +148,27 @@ class ArbinClient(FramedClient):
 
     async def _exchange(self, request: Request) -> Feedback:
         """Send ``request`` and read its feedback; the caller holds the lock."""
+        async with self._round_trip(type(request).__name__) as transport:
+            await self._send(transport, request)
+            frame = await self._next_frame(transport)
+            return self._check(request, decode_feedback(frame))
+
+    async def _send(self, transport: TcpStream, request: Request) -> None:
+        await transport.send(encode_request(request))
+        if self.tap is not None:
+            self.tap.request_written(request, time.perf_counter())
+
+    @contextlib.asynccontextmanager
+    async def _round_trip(self, name: str) -> AsyncIterator[TcpStream]:
+        """The link for one round trip, within the timeout; whatever goes wrong in it
+        closes the link (a feedback half read leaves the stream out of step)."""
         transport = self._transport
         if transport is None:
             msg = f"not connected to the Arbin CTI server at {self._where}; call connect()"
             raise InstrumentConnectionError(msg)
-        name = type(request).__name__
         try:
             async with asyncio.timeout(self.timeout_s):
-                await transport.send(encode_request(request))
-                if self.tap is not None:
-                    self.tap.request_written(request, time.perf_counter())
-                frame = await self._next_frame(transport)
-                return self._check(request, decode_feedback(frame))
+                yield transport
         except TimeoutError as err:
             await self._lose_link(f"no feedback to {name} within {self.timeout_s} s")
             msg = (
@@ -162,7 +180,10 @@ class ArbinClient(FramedClient):
             # Out of step or unframed: nothing after this on the link can be trusted.
             await self._lose_link(str(err))
             raise
-        except asyncio.CancelledError:
+        except ConfigError:
+            raise  # a request that cannot be encoded was not sent: still in step
+        except BaseException:
+            # Cancelled, or the caller's judge failed mid-feedback.
             await self._drop_link()
             raise
 
@@ -231,6 +252,83 @@ class ArbinClient(FramedClient):
             )
         return readings
 
+    async def channels_info_judged(
+        self, judge: Callable[[ChannelReading], bool]
+    ) -> tuple[dict[int, ChannelReading], StopsSent]:
+        """Every channel's values, each handed to ``judge`` as soon as its record is in;
+        a channel ``judge`` returns True for is stopped at once, before the rest of
+        the feedback is read.
+
+        Arbin's own library posts requests without waiting for the feedback of the
+        one before (``PostStopChannel`` returns when sent; feedbacks come to
+        callbacks), and the CTI server answers requests in order: so a stop written
+        while the channel-info feedback still arrives is answered after it. Those
+        feedbacks are read here, after the channel-info feedback, in order; how each
+        stop went is in the second value returned (CTI stops one channel or all of
+        them: one request per channel).
+
+        The readings come before the frame's checksum: the returned mapping is only
+        given once the whole frame checked out (a frame that does not loses the
+        link, as in :meth:`channels_info`).
+        """
+        request = GetChannelsInfo(ALL_CHANNELS)
+        readings: dict[int, ChannelReading] = {}
+        stopped: list[int] = []
+        async with self._lock, self._round_trip("GetChannelsInfo") as transport:
+            if self._frames or self._splitter.pending_bytes:
+                msg = f"bytes before the channel-info feedback from {self._where}: out of step"
+                raise ProtocolViolation(msg)
+            await self._send(transport, request)
+            stream = ChannelsInfoStream()
+            while not self._frames:
+                data = await transport.receive()
+                if not data:
+                    msg = f"{self._server} at {self._where} closed the connection"
+                    raise InstrumentConnectionError(msg)
+                if self.tap is not None and not self._splitter.pending_bytes:
+                    self.tap.reply_arrived(time.perf_counter())
+                for reading in stream.feed(data):
+                    readings[reading.channel] = reading
+                    if judge(reading):
+                        await self._send(transport, StopSchedule(reading.channel))
+                        stopped.append(reading.channel)
+                self._frames.extend(self._splitter.feed(data))
+            frame = self._frames.popleft()
+            if not stream.streaming:
+                # Not a channel-info feedback: malformed, or out of step (_check says).
+                self._check(request, decode_feedback(frame))
+            stream.verify(frame)
+            # "All channels" may also come as one feedback per channel (the documents
+            # differ): the others are judged whole, as they come.
+            while stream.readings and len(readings) < self.channel_count:
+                more = self._check(request, decode_feedback(await self._next_frame(transport)))
+                assert isinstance(more, ChannelsInfoFeedback)
+                if not more.channels:
+                    break
+                for reading in more.channels:
+                    readings[reading.channel] = reading
+                    if judge(reading):
+                        await self._send(transport, StopSchedule(reading.channel))
+                        stopped.append(reading.channel)
+            stops: StopsSent = {}
+            for index in stopped:
+                feedback = self._check(
+                    StopSchedule(index), decode_feedback(await self._next_frame(transport))
+                )
+                assert isinstance(feedback, CommandFeedback)
+                if feedback.channel not in (index, ALL_CHANNELS):
+                    msg = (
+                        f"the Arbin CTI server at {self._where} answered for channel index "
+                        f"{feedback.channel} where {index} was asked: out of step"
+                    )
+                    raise ProtocolViolation(msg)
+                stops[index] = _refusal(
+                    CommandFeedback(feedback.command_code, index, feedback.result),
+                    "stop",
+                    STOP_RESULTS,
+                )
+        return readings, stops
+
     async def assign_schedule(
         self, channel_index: int, schedule: str, *, barcode: str = "", capacity_ah: float = 0.0
     ) -> None:
@@ -258,10 +356,18 @@ class ArbinClient(FramedClient):
 
 
 def _refused(feedback: CommandFeedback, command: str, results: dict[int, str]) -> None:
+    refusal = _refusal(feedback, command, results)
+    if refusal is not None:
+        raise refusal
+
+
+def _refusal(
+    feedback: CommandFeedback, command: str, results: dict[int, str]
+) -> CommandRefused | None:
     if feedback.ok:
-        return
+        return None
     detail = results.get(feedback.result, f"result code 0x{feedback.result:02x}")
-    raise CommandRefused(
+    return CommandRefused(
         command=command, targets=[f"channel index {feedback.channel}"], detail=detail
     )
 

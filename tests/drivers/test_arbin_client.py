@@ -155,7 +155,8 @@ async def test_a_cancelled_request_closes_the_link(clock: VirtualClock) -> None:
     await server.wait_closed()
 
 
-async def test_all_channels_may_come_as_one_feedback_per_channel() -> None:
+@pytest.mark.parametrize("judged_as_read", [False, True])
+async def test_all_channels_may_come_as_one_feedback_per_channel(judged_as_read: bool) -> None:
     """Arbin's v1.1 document says a separate feedback per channel, v4.5 one feedback
     with every channel: a server of the first kind is read to the last channel."""
     login = encode_feedback(LoginFeedback(1, channel_count=3))
@@ -175,8 +176,16 @@ async def test_all_channels_may_come_as_one_feedback_per_channel() -> None:
 
     listener = await asyncio.start_server(server, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
+    judged: list[int] = []
     async with _client(port) as client:
-        readings = await client.channels_info()
+        if judged_as_read:
+            readings, stops = await client.channels_info_judged(
+                lambda reading: judged.append(reading.channel) is not None
+            )
+            assert judged == [0, 1, 2]  # the first as it came, the others whole
+            assert stops == {}
+        else:
+            readings = await client.channels_info()
     assert sorted(readings) == [0, 1, 2]
     assert all(r.status == ChannelStatus.REST for r in readings.values())
     listener.close()

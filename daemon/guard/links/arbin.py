@@ -1,10 +1,12 @@
 """The channel guard over an Arbin cycler (MITS Pro's CTI): poll, judge, halt at once.
 
 One :class:`ArbinSupervisor` owns one CTI connection and every watched channel on
-it. Each poll is one ``GET_CHANNELS_INFO`` for every channel; each running channel's
-value is judged by its detector, and a halt verdict sends ``STOP_SCHEDULE`` for that
-channel before anything else is done with the poll (status, events, samples), then
-reads the channel back until it no longer runs (the shared halt path of
+it. Each poll is one ``GET_CHANNELS_INFO`` for every channel (~0.45 MB at 256
+channels); each running channel's value is judged by its detector as soon as its
+record of the feedback is in, and a halt verdict sends ``STOP_SCHEDULE`` for that
+channel there and then, while the rest of the feedback still arrives, before
+anything else is done with the poll (status, events, samples), then reads the
+channel back until it no longer runs (the shared halt path of
 :mod:`cellguard.daemon.guard.core`).
 
 Monitor mode: MITS Pro runs its own schedule; cellguard judges and halts. Run mode:
@@ -25,11 +27,17 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from cellguard.daemon.guard import ChannelState
+from cellguard.daemon.guard import ChannelState, HaltProgress
 from cellguard.daemon.guard.links.present_value import PresentValueGuard, PresentValueRuntime
-from cellguard.drivers.arbin import ArbinClient, ChannelReading, ChannelStatus, status_name
+from cellguard.drivers.arbin import (
+    ArbinClient,
+    ChannelReading,
+    ChannelStatus,
+    StopsSent,
+    status_name,
+)
 from cellguard.drivers.files import StepKind
 from cellguard.protocols.detectors import DetectorSettings, Verdict
 
@@ -106,6 +114,12 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
     _test_name_max: ClassVar[int] = 72
     _ended: ClassVar[Mapping[int, ChannelState]] = _ENDED
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The stops sent during this poll's feedback and how each went, until the
+        # halt path takes them (:meth:`_halt_channel`).
+        self._stops_sent: StopsSent = {}
+
     # ------------------------------------------------------------ CTI's verbs and words
 
     async def _read(self, client: ArbinClient) -> dict[int, ChannelReading]:
@@ -123,9 +137,6 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
         await client.assign_schedule(spec.index, spec.schedule)
         await client.start(spec.index, test_name)
         return ""
-
-    async def _halt_channel(self, client: ArbinClient, index: int) -> None:
-        await client.stop(index)
 
     async def _still_running(self, client: ArbinClient, indexes: Collection[int]) -> list[int]:
         readings = await client.channels_info()
@@ -161,19 +172,22 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
     # ------------------------------------------------------------ the live stream
 
     async def poll_once(self, client: ArbinClient) -> None:
-        """One channel-info request for every channel; judge each running one; stop at
-        once every channel judged failing, before anything else of this poll."""
+        """One channel-info request for every channel; each running channel is judged as
+        soon as its record of the feedback is in, and one judged failing is stopped
+        there and then (its "halting" persisted first), before the rest of the
+        feedback is read. Status, samples and warnings wait for the whole feedback
+        (checksum checked); the halts are then confirmed by reading the channels back."""
         self._outbox.flush()
-        readings = await client.channels_info()
-        received_at = time.perf_counter()
-        self.polls += 1
-        halts: list[tuple[ArbinRuntime, Verdict]] = []
+        by_index = {runtime.spec.index: runtime for runtime in self.channels.values()}
+        halts: list[ArbinRuntime] = []
         warns: list[tuple[ArbinRuntime, Verdict]] = []
         seen: list[tuple[ArbinRuntime, ChannelReading]] = []
-        for runtime in self.channels.values():
-            reading = readings.get(runtime.spec.index)
-            if reading is None:
-                continue
+        first_halt_s: list[float] = []  # when the first failing value was judged
+
+        def judge(reading: ChannelReading) -> bool:
+            runtime = by_index.get(reading.channel)
+            if runtime is None:
+                return False
             seen.append((runtime, reading))
             if reading.test_name != runtime.test_name or (
                 reading.running and reading.test_time_s < runtime.last_test_time_s
@@ -181,15 +195,43 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
                 self._new_test(runtime, reading.test_name)
             verdict = self._judge(runtime, reading)
             if verdict is None:
-                continue
+                return False
             if verdict.severity == "halt":
-                halts.append((runtime, verdict))
-            elif verdict.severity == "warn":
+                if not halts:
+                    first_halt_s.append(time.perf_counter())
+                self._mark_halting(runtime, verdict)
+                halts.append(runtime)
+                return True
+            if verdict.severity == "warn":
                 warns.append((runtime, verdict))
+            return False
+
+        _, self._stops_sent = await client.channels_info_judged(judge)
+        self.polls += 1
         if halts:
-            await self._stop_halting(client, halts, received_at)
-            await self._report_halts([r for r, _ in halts])
+            # The stops are out and answered; this reads back whether the channels still
+            # run. A halt's latency counts from its failing value in hand, as before.
+            await self._stop_attempt(client, halts, first_halt_s[0])
+            await self._report_halts(halts)
+        self._stops_sent = {}
         await self._after_judging(seen, warns)
+
+    def _mark_halting(self, runtime: ArbinRuntime, verdict: Verdict) -> None:
+        """What the shared halt path does before a stop: persisted before the stop is
+        written, so that a kill between the two halts the channel again at restart."""
+        runtime.halt = verdict
+        runtime.halting = HaltProgress(verdict, self._clock.now_s())
+        runtime.to("halting")
+        self._persist(runtime, verdict.detail)
+
+    async def _halt_channel(self, client: ArbinClient, index: int) -> None:
+        if index in self._stops_sent:
+            # Sent while the feedback that carried the fault was still arriving.
+            refusal = self._stops_sent.pop(index)
+            if refusal is not None:
+                raise refusal
+            return
+        await client.stop(index)
 
 
 def _step_and_cycle(text: str) -> tuple[int | None, int | None]:
