@@ -29,24 +29,10 @@ from typing import Any
 import numpy as np
 
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
-from cellguard.protocols.detectors.real import RealCase, load_real_corpus
+from cellguard.protocols.detectors.real import RealCase, load_real_corpus, settings_for
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real-cells"
 BASELINE_LIMIT_V = 4.99
-
-
-def settings_for(case: RealCase) -> DetectorSettings:
-    """What a researcher gives ``replay`` for this file: cell type, window, range."""
-    changes: dict[str, Any] = {"cell": case.cell}
-    if case.voltage_range_v is not None:
-        changes["voltage_range_v"] = max(abs(v) for v in case.voltage_range_v)
-    if case.cell == "full":
-        defaults = DetectorSettings(cell="full")
-        low = defaults.full_v_min_v if case.v_min_v is None else case.v_min_v
-        high = defaults.full_v_max_v if case.v_max_v is None else case.v_max_v
-        changes["full_v_min_v"] = max(low, 1e-3)  # a window from 0 V: anything above 0
-        changes["full_v_max_v"] = high
-    return DetectorSettings(**changes)
 
 
 class _FixedLimit:

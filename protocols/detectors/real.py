@@ -16,11 +16,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from cellguard.drivers.errors import CellguardError
 from cellguard.drivers.files import SUFFIXES, Recording, read_recording
-from cellguard.protocols.detectors._api import CellProfile
+from cellguard.protocols.detectors._api import CellProfile, DetectorSettings
 
 Expect = Literal["healthy", "fault"]
 FaultKind = Literal["short", "depletion", "voltage_shift"]
@@ -114,6 +114,20 @@ def load_real_corpus(folder: str | Path) -> list[RealCase]:
             raise RealCorpusError(index, f"{case.name} is listed twice")
         seen.add(case.file)
     return cases
+
+
+def settings_for(case: RealCase) -> DetectorSettings:
+    """What a researcher gives ``replay`` for this file: cell type, window, range."""
+    changes: dict[str, Any] = {"cell": case.cell}
+    if case.voltage_range_v is not None:
+        changes["voltage_range_v"] = max(abs(v) for v in case.voltage_range_v)
+    if case.cell == "full":
+        defaults = DetectorSettings(cell="full")
+        low = defaults.full_v_min_v if case.v_min_v is None else case.v_min_v
+        high = defaults.full_v_max_v if case.v_max_v is None else case.v_max_v
+        changes["full_v_min_v"] = max(low, 1e-3)  # a window from 0 V: anything above 0
+        changes["full_v_max_v"] = high
+    return DetectorSettings(**changes)
 
 
 def _case(folder: Path, position: int, table: object) -> RealCase:

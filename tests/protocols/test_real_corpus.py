@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from cellguard.drivers.files import SUFFIXES
-from cellguard.protocols.detectors import DetectorSettings, LithiumDetector
+from cellguard.protocols.detectors import DetectorSettings, LithiumDetector, make_detector
 from cellguard.protocols.detectors.real import (
     ALLOWED_LICENCES,
     RealCase,
     RealCorpusError,
     load_real_corpus,
+    settings_for,
 )
 from tests.shared import SHARED_FIXTURES
 
@@ -260,3 +261,30 @@ def test_the_dlr_half_cells_carry_the_regenerated_clock_not_the_3600x_one(
         assert case.v_max_v is not None
         assert float(rec.voltage_v.min()) <= case.v_min_v + 0.01, name
         assert float(rec.voltage_v.max()) >= case.v_max_v - 0.01, name
+
+
+def test_the_detectors_halt_no_healthy_real_recording_and_find_every_real_fault(
+    corpus: list[RealCase],
+) -> None:
+    # The product's promise on real cells, as a researcher replays each file (cell type
+    # and window from the corpus): a healthy file (fresh cells below the window, 4.9 V
+    # charges, staircases, impedance interruptions, a 67x current-reading glitch) is
+    # never halted; a labelled fault is halted, and not before its onset.
+    wrong = []
+    for case in corpus:
+        rec = case.recording
+        assert rec is not None
+        verdicts = make_detector(settings_for(case)).feed_batch(
+            rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
+        )
+        halt = next((v for v in verdicts if v.severity == "halt"), None)
+        if case.expect == "healthy" and halt is not None:
+            wrong.append(f"{case.name}: false halt at {halt.t_s - rec.t_s[0]:.0f} s: {halt.detail}")
+        elif case.expect == "fault":
+            assert case.onset_s is not None
+            if halt is None:
+                wrong.append(f"{case.name}: {case.fault_kind} missed")
+            elif halt.t_s - rec.t_s[0] < case.onset_s - 60.0:
+                wrong.append(f"{case.name}: halted {halt.t_s - rec.t_s[0]:.0f} s, before the onset")
+    assert wrong == []
+    assert sum(c.expect == "healthy" for c in corpus) >= 16
