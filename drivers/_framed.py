@@ -8,15 +8,22 @@ driver's; this is the part that was the same in each of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import abstractmethod
 from collections import deque
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
 from cellguard.drivers._tcp import TcpStream
-from cellguard.drivers.errors import ConfigError, InstrumentConnectionError
+from cellguard.drivers.errors import (
+    ConfigError,
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    ProtocolViolation,
+)
 
 
 class Splitter(Protocol):
@@ -102,3 +109,32 @@ class FramedClient:
     async def _lose_link(self, why: str) -> None:
         self._log.warning("lost the link to %s %s: %s", self._link_name, self._where, why)
         await self._drop_link()
+
+    @contextlib.asynccontextmanager
+    async def _round_trip(self, name: str) -> AsyncIterator[TcpStream]:
+        """The link for one round trip, within the timeout; whatever goes wrong in it
+        closes the link (a reply half read leaves the stream out of step)."""
+        transport = self._transport
+        if transport is None:
+            msg = f"not connected to {self._server} at {self._where}; call connect()"
+            raise InstrumentConnectionError(msg)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                yield transport
+        except TimeoutError as err:
+            await self._lose_link(f"no reply to {name} within {self.timeout_s} s")
+            msg = (
+                f"{self._server} at {self._where} did not answer {name} within "
+                f"{self.timeout_s} s; the connection was closed, call connect() to retry"
+            )
+            raise InstrumentTimeout(msg) from err
+        except (InstrumentConnectionError, ProtocolViolation) as err:
+            # Out of step or unframed: nothing after this on the link can be trusted.
+            await self._lose_link(str(err))
+            raise
+        except ConfigError:
+            raise  # a request that cannot be encoded was not sent: still in step
+        except BaseException:
+            # Cancelled, or the caller's judge failed mid-reply.
+            await self._drop_link()
+            raise

@@ -12,10 +12,9 @@ Channels are 0-based here, as on the wire (``channel_index``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from cellguard.drivers._framed import FramedClient
@@ -157,35 +156,6 @@ class ArbinClient(FramedClient):
         await transport.send(encode_request(request))
         if self.tap is not None:
             self.tap.request_written(request, time.perf_counter())
-
-    @contextlib.asynccontextmanager
-    async def _round_trip(self, name: str) -> AsyncIterator[TcpStream]:
-        """The link for one round trip, within the timeout; whatever goes wrong in it
-        closes the link (a feedback half read leaves the stream out of step)."""
-        transport = self._transport
-        if transport is None:
-            msg = f"not connected to the Arbin CTI server at {self._where}; call connect()"
-            raise InstrumentConnectionError(msg)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                yield transport
-        except TimeoutError as err:
-            await self._lose_link(f"no feedback to {name} within {self.timeout_s} s")
-            msg = (
-                f"the Arbin CTI server at {self._where} did not answer {name} within "
-                f"{self.timeout_s} s; the connection was closed, call connect() to retry"
-            )
-            raise InstrumentTimeout(msg) from err
-        except (InstrumentConnectionError, ProtocolViolation) as err:
-            # Out of step or unframed: nothing after this on the link can be trusted.
-            await self._lose_link(str(err))
-            raise
-        except ConfigError:
-            raise  # a request that cannot be encoded was not sent: still in step
-        except BaseException:
-            # Cancelled, or the caller's judge failed mid-feedback.
-            await self._drop_link()
-            raise
 
     def _check(self, request: Request, feedback: Feedback) -> Feedback:
         expected = feedback_code(_code_of(request))

@@ -26,7 +26,6 @@ closes the connection; reconnecting is the caller's (:meth:`connect`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import ClassVar
 
@@ -34,8 +33,6 @@ from cellguard.drivers._framed import FramedClient
 from cellguard.drivers.errors import (
     CommandRefused,
     ConfigError,
-    InstrumentConnectionError,
-    InstrumentTimeout,
     ProtocolViolation,
 )
 from cellguard.drivers.maccor._codec import (
@@ -107,28 +104,10 @@ class MaccorBinaryClient(FramedClient):
         self, function: tuple[int, int], chan: int, data: bytes = b"", length: int | None = None
     ) -> BinaryFrame:
         """Send one frame, return its reply; the caller holds the lock."""
-        transport = self._transport
         name = FUNCTION_NAMES.get(function, str(function))
-        if transport is None:
-            msg = f"not connected to {self._server} at {self._where}; call connect()"
-            raise InstrumentConnectionError(msg)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await transport.send(encode_bin(function, chan, data, length))
-                reply = decode_bin_reply(await self._next_frame(transport))
-        except TimeoutError as err:
-            await self._lose_link(f"no reply to {name} within {self.timeout_s} s")
-            msg = (
-                f"{self._server} at {self._where} did not answer {name} {function} "
-                f"within {self.timeout_s} s; the connection was closed"
-            )
-            raise InstrumentTimeout(msg) from err
-        except (InstrumentConnectionError, ProtocolViolation) as err:
-            await self._lose_link(str(err))
-            raise
-        except asyncio.CancelledError:
-            await self._drop_link()
-            raise
+        async with self._round_trip(f"{name} {function}") as transport:
+            await transport.send(encode_bin(function, chan, data, length))
+            reply = decode_bin_reply(await self._next_frame(transport))
         if (reply.function, reply.chan) != (function, chan):
             await self._lose_link(f"reply to {reply.function} Chan {reply.chan}")
             msg = (

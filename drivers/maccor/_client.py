@@ -16,7 +16,6 @@ and offers its commands as :attr:`MaccorClient.binary` (:mod:`._bin_client`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import ClassVar, Protocol
@@ -25,8 +24,6 @@ from cellguard.drivers._framed import FramedClient
 from cellguard.drivers.errors import (
     CommandRefused,
     ConfigError,
-    InstrumentConnectionError,
-    InstrumentTimeout,
     ProtocolViolation,
 )
 from cellguard.drivers.maccor._bin_client import MaccorBinaryClient
@@ -170,31 +167,13 @@ class MaccorClient(FramedClient):
         self, function: tuple[int, int], params: dict[str, object]
     ) -> dict[str, object]:
         """Send one request and return its reply's ``result``; the caller holds the lock."""
-        transport = self._transport
         name = FUNCTION_NAMES.get(function, str(function))
-        if transport is None:
-            msg = f"not connected to the Maccor MacNet server at {self._where}; call connect()"
-            raise InstrumentConnectionError(msg)
         request_id = REQUEST_ID
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await transport.send(encode_json_request(function, params, request_id))
-                if self.tap is not None:
-                    self.tap.request_written(function, time.perf_counter())
-                reply = decode_json_reply(await self._next_frame(transport))
-        except TimeoutError as err:
-            await self._lose_link(f"no reply to {name} within {self.timeout_s} s")
-            msg = (
-                f"the Maccor MacNet server at {self._where} did not answer {name} "
-                f"{function} within {self.timeout_s} s; the connection was closed"
-            )
-            raise InstrumentTimeout(msg) from err
-        except (InstrumentConnectionError, ProtocolViolation) as err:
-            await self._lose_link(str(err))
-            raise
-        except asyncio.CancelledError:
-            await self._drop_link()
-            raise
+        async with self._round_trip(f"{name} {function}") as transport:
+            await transport.send(encode_json_request(function, params, request_id))
+            if self.tap is not None:
+                self.tap.request_written(function, time.perf_counter())
+            reply = decode_json_reply(await self._next_frame(transport))
         if reply.request_id != request_id:
             await self._lose_link(f"reply id {reply.request_id!r}, asked {request_id}")
             msg = (
