@@ -1133,13 +1133,22 @@ class LithiumDetector(DetectorBase):
                 subkind="soft",
             )
         self._low_run = self._near_run = 0
+        waiting = False
         if self._pending:
-            # Drops just before this sample: part of a slide if this one is low too.
-            if ratio < s.slide_ratio:
+            # Drops just before this sample: part of a slide if this one is low too, and
+            # once the low excursion has lasted confirm_s. A spike logged on change is a
+            # burst of samples within a millisecond, down and back up through the slide
+            # zone: until it has lasted, this sample waits with the drops, and a sample
+            # back above slide_ratio discards them all (one spike never slides a window).
+            if ratio >= s.slide_ratio:
+                self._pending.clear()
+            elif t_s - self._pending[0][0] >= 0.95 * s.confirm_s:
                 self._slide_flush()
             else:
-                self._pending.clear()
-        self._slide_push(t_s, r_ohm, self._r_exp, self._raw_here)
+                self._pending.append((t_s, r_ohm, self._r_exp, self._raw_here))
+                waiting = True
+        if not waiting:
+            self._slide_push(t_s, r_ohm, self._r_exp, self._raw_here)
         smoothed = self._slide_eval(t_s)
         if smoothed is not None:
             if self._slide_run == 0:

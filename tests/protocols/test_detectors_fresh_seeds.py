@@ -1,0 +1,46 @@
+"""Shapes from the fresh corpus seeds (8-11) and the cases left outside the goals.
+
+Each test is a small synthetic trace with the shape of one corpus case that was halted
+falsely or late (named in the test), and each failed on the detectors before the change
+it covers. The helpers are those of the seed sweep 0-7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.protocols.test_detectors_seeds import HALF_S, first_halt, shape, square_wave
+
+
+def with_burst(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray], t_s: float, ratios: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Insert a burst of samples all stamped ``t_s`` (an instrument logging on change),
+    each at ``ratio`` times the sample before it."""
+    t, v, i = arrays
+    k = int(np.searchsorted(t, t_s))
+    level_v = v[k - 1]
+    burst_v = np.array([level_v * x for x in ratios])
+    return (
+        np.insert(t, k, np.full(len(ratios), t_s)),
+        np.insert(v, k, burst_v),
+        np.insert(i, k, np.full(len(ratios), i[k - 1])),
+    )
+
+
+# ------------------------------------------------------------------ not faults
+
+
+def test_one_spike_logged_on_change_is_no_slide() -> None:
+    # log-on-change/01 (reality held-out, seed 11; dE 5 mV, dt 30 s, 15 mV, 20 µV of
+    # noise): a spike through zero and back arrived as six samples at one instant
+    # (0.50x, -0.43x, -0.15x, 0.28x, 0.71x, 1.0x). The last low one (0.71x, between
+    # drop_ratio and slide_ratio) let the spike's first sample into the slide window,
+    # which then read 0.83x for the next 18.5 s: halted as a micro short.
+    def r(h: int, p_s: float) -> float:
+        return 19.0 * shape(p_s)
+
+    arrays = square_wave(8, r, current_a=0.785e-3, dt_s=30.0, noise_v=20e-6, seed=11)
+    assert first_halt(arrays) is None
+    spiked = with_burst(arrays, 7 * HALF_S + 2771.5, (0.50, -0.43, -0.15, 0.28, 0.71, 1.0))
+    assert first_halt(spiked) is None
