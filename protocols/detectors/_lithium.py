@@ -417,6 +417,10 @@ class LithiumDetector(DetectorBase):
         self._low_r = self._low_t = 0.0
         self._col_run = 0
         self._col_t0 = 0.0
+        # A run of samples below drop_ratio of that mean: count (thinned), Σratio, times.
+        self._crun_n = 0
+        self._crun_sum = 0.0
+        self._crun_t0 = self._crun_t = 0.0
         self._first_r = 0.0  # the stream's first sample's V/I, until its position is known
         self._own_run = 0
         self._own_t0 = 0.0
@@ -725,7 +729,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
-        self._hard_run = self._own_run = self._col_run = self._run_n = 0
+        self._hard_run = self._own_run = self._col_run = self._run_n = self._crun_n = 0
 
     # ------------------------------------------------------------ judging
 
@@ -806,12 +810,24 @@ class LithiumDetector(DetectorBase):
             mean = self._col_sum / n
             sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
             ratio = r_ohm / mean if mean else 1.0
-            if (
-                abs(mean * current_a) >= s.min_expected_v
-                and ratio < s.near_zero_ratio
-                and 1.0 - ratio > s.pair_significance_sigmas * sigma
-            ):
+            if abs(mean * current_a) < s.min_expected_v:
+                self._crun_n = 0
+            elif ratio < s.near_zero_ratio and 1.0 - ratio > s.pair_significance_sigmas * sigma:
                 reference = mean
+            if abs(mean * current_a) >= s.min_expected_v:
+                run_mean = self._own_mean_run(t_s, ratio, sigma, n)
+                if run_mean is not None:
+                    return self._collapse_halt(
+                        index,
+                        t_s,
+                        voltage_v,
+                        current_a,
+                        mean * current_a,
+                        run_mean,
+                        "this step's own {} so far on average",
+                        (self._crun_n, self._crun_t0),
+                        "hard",
+                    )
         elif (
             self._low_n >= _OWN_MIN_SAMPLES
             and abs(self._low_r * current_a) >= s.min_expected_v
@@ -839,6 +855,42 @@ class LithiumDetector(DetectorBase):
         self._col_add(t_s, r_ohm)
         self._low_add(t_s, r_ohm)
         return None
+
+    def _own_mean_run(self, t_s: float, ratio: float, sigma: float, n_ref: int) -> float | None:
+        """The mean ratio of a run of samples below drop_ratio of the segment's own mean,
+        once it says "collapsed" (else None).
+
+        Where the noise is a few tenths of the overpotential (200 µV on 3 mV), samples
+        of a collapsed cell scatter around 0.08x: two consecutive ones below it may take
+        several samples. The run's mean judges them together: it must lie below
+        near_zero_ratio and significance_sigmas of its σ (σ of one sample over the run's
+        n samples, and of the reference mean over its own) below 1, the run lasting
+        confirm_s and two samples (one per _STAT_SPACING_S: a burst is one sample). A
+        nucleation spike falls to a third of its peak, never to a twelfth of the
+        segment's mean.
+        """
+        s = self.settings
+        if ratio >= s.drop_ratio:
+            self._crun_n = 0
+            return None
+        if self._crun_n == 0:
+            self._crun_n = 1
+            self._crun_sum = ratio
+            self._crun_t0 = self._crun_t = t_s
+            return None
+        if t_s - self._crun_t < _STAT_SPACING_S:
+            return None
+        self._crun_n += 1
+        self._crun_sum += ratio
+        self._crun_t = t_s
+        k = self._crun_n
+        mean = self._crun_sum / k
+        if not self._confirmed(k, self._crun_t0, t_s) or mean >= s.near_zero_ratio:
+            return None
+        sigma_mean = sigma * math.sqrt(1.0 / k + 1.0 / n_ref)
+        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
+            return None
+        return mean
 
     def _col_add(self, t_s: float, r_ohm: float) -> None:
         """One more sample of the segment's own mean (at most one per _STAT_SPACING_S)."""

@@ -7,9 +7,18 @@ it covers. The helpers are those of the seed sweep 0-7.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from tests.protocols.test_detectors_seeds import HALF_S, first_halt, shape, square_wave
+from tests.protocols.test_detectors_seeds import (
+    HALF_S,
+    SHORT_OHM,
+    first_halt,
+    index_at,
+    shape,
+    square_wave,
+)
 
 
 def with_burst(
@@ -44,3 +53,50 @@ def test_one_spike_logged_on_change_is_no_slide() -> None:
     assert first_halt(arrays) is None
     spiked = with_burst(arrays, 7 * HALF_S + 2771.5, (0.50, -0.43, -0.15, 0.28, 0.71, 1.0))
     assert first_halt(spiked) is None
+
+
+# ------------------------------------------------------------------ faults
+
+
+def one_step(
+    r_ohm: Callable[[float], float],
+    *,
+    current_a: float,
+    dt_s: float,
+    n: int,
+    noise_v: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One constant-current step that never reverses (a CCD step, a hold), from rest."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, n + 1) * dt_s
+    v = np.array([current_a * r_ohm(x) for x in t]) + rng.normal(0.0, noise_v, n)
+    return t, v, np.full(n, current_a)
+
+
+def test_a_collapse_in_a_noisy_first_step_halts_within_three_samples() -> None:
+    # early-short-hard/01 (reality tuning, seed 8): a CCD step at 0.25 mA cm⁻² sampled
+    # every 5 s, 3.4 mV of overpotential with 200 µV of noise, shorted 315 s in, no
+    # profile yet. Against the step's own mean so far the collapsed samples read
+    # 0.00-0.11x: two consecutive ones below 0.08x took 5 samples.
+    current_a = -0.196e-3
+    onset_s = 315.0
+
+    def healthy(t_s: float) -> float:
+        return 18.0 * (1.0 - 0.8 * np.exp(-t_s / 80.0))
+
+    def shorted(t_s: float) -> float:
+        return SHORT_OHM if t_s >= onset_s else healthy(t_s)
+
+    late = []
+    for seed in range(20):
+        twin = one_step(healthy, current_a=current_a, dt_s=5.0, n=400, noise_v=200e-6, seed=seed)
+        assert first_halt(twin) is None, seed
+        arrays = one_step(shorted, current_a=current_a, dt_s=5.0, n=400, noise_v=200e-6, seed=seed)
+        halt = first_halt(arrays)
+        assert halt is not None, seed
+        assert halt.kind == "short", seed
+        onset = index_at(arrays, onset_s)
+        assert halt.index >= onset, seed
+        late.append(halt.index - onset)
+    assert max(late) <= 3, late
