@@ -23,7 +23,9 @@ run below drop_ratio       collapse or drop in a noisy    the run's mean 6 σ be
                            cell (µA garnet)               samples spanning confirm_s
 |V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
 own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
-own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s
+own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s, or
+                                                          a run's mean below near_zero_ratio,
+                                                          6 σ below 1 (noisy, 200 µV on 3 mV)
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
 
@@ -31,7 +33,9 @@ What real cells and instruments do, and how it is met
 ------------------------------------------------------
 - **Persistence is time, not samples.** An instrument that logs on change sends one
   3 ms spike as a burst of samples < 1 ms apart: confirmation needs the evidence to
-  last ``confirm_s`` as well as two samples, and a burst counts as one drop.
+  last ``confirm_s`` as well as two samples, and a burst counts as one drop. Drops
+  enter the slide window only once the low excursion has lasted ``confirm_s``: a
+  slide window holding one instant of a spike is no slide, however long it is held.
 - **No history needed for a hard short.** |V/I| below ``hard_short_ohm`` under a steady
   current of at least ``hard_short_min_current_a`` is a short whatever came before (a
   healthy Li|Li cell is never below a few ohms), so a short in the first minutes of a
