@@ -1143,14 +1143,18 @@ class LithiumDetector(DetectorBase):
             # of samples from one spike must not drag the window's mean down.
             self._pending.append((t_s, r_ohm, self._r_exp, self._raw_here))
             slid = None
-            if self._confirmed(self._low_run, self._low_t0, t_s):
+            lasted = self._confirmed(self._low_run, self._low_t0, t_s)
+            if lasted:
                 slid = self._slide_flush()
             if slid is not None:
                 if self._slide_run == 0:
                     self._slide_t0 = t_s
                 self._slide_run += 1
-            else:
+            elif lasted:
                 self._slide_run = 0
+            # else: a drop not yet lasting waits outside the window; it neither
+            # confirms a slide under way nor breaks it (a micro short's slide with one
+            # noisy sample deeper than drop_ratio in it is still one slide).
             # Separate drops count only against an established profile (against a
             # provisional one a fresh cell reads low for hours: activation).
             drops = self._count(self._drops, t_s, self._episode_drop(t_s, ratio))

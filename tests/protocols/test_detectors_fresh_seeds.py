@@ -106,3 +106,25 @@ def test_a_collapse_in_a_noisy_first_step_halts_within_three_samples() -> None:
         assert halt.index >= onset, seed
         late.append(halt.index - onset)
     assert max(late) <= 3, late
+
+
+def test_one_sample_below_drop_ratio_does_not_restart_a_slide() -> None:
+    # short-micro/06 (classic tuning, seed 8; 30 s, 0.1 mA cm⁻², 200 µV): the half
+    # cycle after a rest slid to 0.60x; the slide had been seen once when one noisy
+    # sample fell below drop_ratio (0.44x). That sample, a drop not yet lasting,
+    # reset the slide's run, which started again after it: halted 4 samples late.
+    onset_s = 9 * HALF_S + 1200.0
+
+    def r(h: int, p_s: float) -> float:
+        t_s = h * HALF_S + p_s
+        if t_s < onset_s:
+            return 30.0 * shape(p_s)
+        deep = abs(t_s - (onset_s + 60.0)) < 1.0  # the third sample of the slide
+        return 30.0 * shape(p_s) * (0.45 if deep else 0.7)
+
+    arrays = square_wave(12, r, current_a=0.0785e-3, dt_s=30.0, noise_v=20e-6, seed=3)
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert halt.criterion == "slide"
+    onset = index_at(arrays, onset_s)
+    assert onset <= halt.index <= onset + 3, halt.index - onset
