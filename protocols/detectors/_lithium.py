@@ -23,7 +23,9 @@ run below drop_ratio       collapse or drop in a noisy    the run's mean 6 σ be
                            cell (µA garnet)               samples spanning confirm_s
 |V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
 own level, recent drop     soft short, no profile needed  2 judgements spanning confirm_s
-own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s
+own mean / lowest so far   collapse, no profile needed    2 samples spanning confirm_s, or
+                                                          a run's mean below near_zero_ratio,
+                                                          6 σ below 1 (noisy, 200 µV on 3 mV)
 |V| >= range               the instrument's range         at once (the backstop)
 =========================  =============================  ==============================
 
@@ -31,7 +33,9 @@ What real cells and instruments do, and how it is met
 ------------------------------------------------------
 - **Persistence is time, not samples.** An instrument that logs on change sends one
   3 ms spike as a burst of samples < 1 ms apart: confirmation needs the evidence to
-  last ``confirm_s`` as well as two samples, and a burst counts as one drop.
+  last ``confirm_s`` as well as two samples, and a burst counts as one drop. Drops
+  enter the slide window only once the low excursion has lasted ``confirm_s``: a
+  slide window holding one instant of a spike is no slide, however long it is held.
 - **No history needed for a hard short.** |V/I| below ``hard_short_ohm`` under a steady
   current of at least ``hard_short_min_current_a`` is a short whatever came before (a
   healthy Li|Li cell is never below a few ohms), so a short in the first minutes of a
@@ -417,6 +421,10 @@ class LithiumDetector(DetectorBase):
         self._low_r = self._low_t = 0.0
         self._col_run = 0
         self._col_t0 = 0.0
+        # A run of samples below drop_ratio of that mean: count (thinned), Σratio, times.
+        self._crun_n = 0
+        self._crun_sum = 0.0
+        self._crun_t0 = self._crun_t = 0.0
         self._first_r = 0.0  # the stream's first sample's V/I, until its position is known
         self._own_run = 0
         self._own_t0 = 0.0
@@ -725,7 +733,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
-        self._hard_run = self._own_run = self._col_run = self._run_n = 0
+        self._hard_run = self._own_run = self._col_run = self._run_n = self._crun_n = 0
 
     # ------------------------------------------------------------ judging
 
@@ -806,12 +814,24 @@ class LithiumDetector(DetectorBase):
             mean = self._col_sum / n
             sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
             ratio = r_ohm / mean if mean else 1.0
-            if (
-                abs(mean * current_a) >= s.min_expected_v
-                and ratio < s.near_zero_ratio
-                and 1.0 - ratio > s.pair_significance_sigmas * sigma
-            ):
+            if abs(mean * current_a) < s.min_expected_v:
+                self._crun_n = 0
+            elif ratio < s.near_zero_ratio and 1.0 - ratio > s.pair_significance_sigmas * sigma:
                 reference = mean
+            if abs(mean * current_a) >= s.min_expected_v:
+                run_mean = self._own_mean_run(t_s, ratio, sigma, n)
+                if run_mean is not None:
+                    return self._collapse_halt(
+                        index,
+                        t_s,
+                        voltage_v,
+                        current_a,
+                        mean * current_a,
+                        run_mean,
+                        "this step's own {} so far on average",
+                        (self._crun_n, self._crun_t0),
+                        "hard",
+                    )
         elif (
             self._low_n >= _OWN_MIN_SAMPLES
             and abs(self._low_r * current_a) >= s.min_expected_v
@@ -839,6 +859,42 @@ class LithiumDetector(DetectorBase):
         self._col_add(t_s, r_ohm)
         self._low_add(t_s, r_ohm)
         return None
+
+    def _own_mean_run(self, t_s: float, ratio: float, sigma: float, n_ref: int) -> float | None:
+        """The mean ratio of a run of samples below drop_ratio of the segment's own mean,
+        once it says "collapsed" (else None).
+
+        Where the noise is a few tenths of the overpotential (200 µV on 3 mV), samples
+        of a collapsed cell scatter around 0.08x: two consecutive ones below it may take
+        several samples. The run's mean judges them together: it must lie below
+        near_zero_ratio and significance_sigmas of its σ (σ of one sample over the run's
+        n samples, and of the reference mean over its own) below 1, the run lasting
+        confirm_s and two samples (one per _STAT_SPACING_S: a burst is one sample). A
+        nucleation spike falls to a third of its peak, never to a twelfth of the
+        segment's mean.
+        """
+        s = self.settings
+        if ratio >= s.drop_ratio:
+            self._crun_n = 0
+            return None
+        if self._crun_n == 0:
+            self._crun_n = 1
+            self._crun_sum = ratio
+            self._crun_t0 = self._crun_t = t_s
+            return None
+        if t_s - self._crun_t < _STAT_SPACING_S:
+            return None
+        self._crun_n += 1
+        self._crun_sum += ratio
+        self._crun_t = t_s
+        k = self._crun_n
+        mean = self._crun_sum / k
+        if not self._confirmed(k, self._crun_t0, t_s) or mean >= s.near_zero_ratio:
+            return None
+        sigma_mean = sigma * math.sqrt(1.0 / k + 1.0 / n_ref)
+        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
+            return None
+        return mean
 
     def _col_add(self, t_s: float, r_ohm: float) -> None:
         """One more sample of the segment's own mean (at most one per _STAT_SPACING_S)."""
@@ -1087,14 +1143,18 @@ class LithiumDetector(DetectorBase):
             # of samples from one spike must not drag the window's mean down.
             self._pending.append((t_s, r_ohm, self._r_exp, self._raw_here))
             slid = None
-            if self._confirmed(self._low_run, self._low_t0, t_s):
+            lasted = self._confirmed(self._low_run, self._low_t0, t_s)
+            if lasted:
                 slid = self._slide_flush()
             if slid is not None:
                 if self._slide_run == 0:
                     self._slide_t0 = t_s
                 self._slide_run += 1
-            else:
+            elif lasted:
                 self._slide_run = 0
+            # else: a drop not yet lasting waits outside the window; it neither
+            # confirms a slide under way nor breaks it (a micro short's slide with one
+            # noisy sample deeper than drop_ratio in it is still one slide).
             # Separate drops count only against an established profile (against a
             # provisional one a fresh cell reads low for hours: activation).
             drops = self._count(self._drops, t_s, self._episode_drop(t_s, ratio))
@@ -1133,13 +1193,22 @@ class LithiumDetector(DetectorBase):
                 subkind="soft",
             )
         self._low_run = self._near_run = 0
+        waiting = False
         if self._pending:
-            # Drops just before this sample: part of a slide if this one is low too.
-            if ratio < s.slide_ratio:
+            # Drops just before this sample: part of a slide if this one is low too, and
+            # once the low excursion has lasted confirm_s. A spike logged on change is a
+            # burst of samples within a millisecond, down and back up through the slide
+            # zone: until it has lasted, this sample waits with the drops, and a sample
+            # back above slide_ratio discards them all (one spike never slides a window).
+            if ratio >= s.slide_ratio:
+                self._pending.clear()
+            elif t_s - self._pending[0][0] >= 0.95 * s.confirm_s:
                 self._slide_flush()
             else:
-                self._pending.clear()
-        self._slide_push(t_s, r_ohm, self._r_exp, self._raw_here)
+                self._pending.append((t_s, r_ohm, self._r_exp, self._raw_here))
+                waiting = True
+        if not waiting:
+            self._slide_push(t_s, r_ohm, self._r_exp, self._raw_here)
         smoothed = self._slide_eval(t_s)
         if smoothed is not None:
             if self._slide_run == 0:
