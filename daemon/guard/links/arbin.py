@@ -29,7 +29,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cellguard.daemon.guard import ChannelState, HaltProgress
+from cellguard.daemon.guard import ChannelState
 from cellguard.daemon.guard.links.present_value import PresentValueGuard, PresentValueRuntime
 from cellguard.drivers.arbin import (
     ArbinClient,
@@ -215,14 +215,6 @@ class ArbinSupervisor(PresentValueGuard[ArbinClient, ArbinChannelSpec, ChannelRe
             await self._report_halts(halts)
         self._stops_sent = {}
         await self._after_judging(seen, warns)
-
-    def _mark_halting(self, runtime: ArbinRuntime, verdict: Verdict) -> None:
-        """What the shared halt path does before a stop: persisted before the stop is
-        written, so that a kill between the two halts the channel again at restart."""
-        runtime.halt = verdict
-        runtime.halting = HaltProgress(verdict, self._clock.now_s())
-        runtime.to("halting")
-        self._persist(runtime, verdict.detail)
 
     async def _halt_channel(self, client: ArbinClient, index: int) -> None:
         if index in self._stops_sent:

@@ -479,13 +479,17 @@ class PresentValueGuard(InstrumentGuard[C, int], Generic[C, S, R]):
         received_at: float,
     ) -> None:
         """Persist "halting", stop, confirm, persist "halted" (the shared halt path)."""
-        now_s = self._clock.now_s()
         for runtime, verdict in halts:
-            runtime.halt = verdict
-            runtime.halting = HaltProgress(verdict, now_s)
-            runtime.to("halting")
-            self._persist(runtime, verdict.detail)  # before the stop: a kill re-halts
+            self._mark_halting(runtime, verdict)
         await self._stop_attempt(client, [r for r, _ in halts], received_at)
+
+    def _mark_halting(self, runtime: PresentValueRuntime[S], verdict: Verdict) -> None:
+        """What comes before a stop: "halting" persisted before the stop is written, so
+        that a kill between the two halts the channel again at restart."""
+        runtime.halt = verdict
+        runtime.halting = HaltProgress(verdict, self._clock.now_s())
+        runtime.to("halting")
+        self._persist(runtime, verdict.detail)
 
     async def _stop_attempt(
         self, client: C, runtimes: Sequence[PresentValueRuntime[S]], received_at: float
