@@ -76,6 +76,7 @@ class Recipe:
     nucleation: tuple[float, float] | None = None  # (height, peak_s)
     activation: tuple[float, float] | None = None  # (end factor, over_h)
     liquid: tuple[float, float, float] | None = None  # (gain, tau_h, spikes per h)
+    noise_rise: tuple[float, float] | None = None  # (gain, from_s): a loose contact
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def _healthy_extras(
         gain, tau_h, rate = r.liquid
         v = v * fx.liquid_spikes(c.t_s, c.current_a, rng, rate_per_h=rate, tau_h=tau_h)
         sigma = fx.liquid_noise(c.t_s, r.noise_v, gain=gain, tau_h=tau_h)
+    if r.noise_rise is not None:
+        # A contact loosening or a channel turning noisy: the same cell, the same level,
+        # the instrument noise ``gain``× louder from ``from_s`` on, to the end.
+        gain, from_s = r.noise_rise
+        sigma = np.where(c.t_s >= from_s, gain * r.noise_v, r.noise_v)
     return v, sigma
 
 

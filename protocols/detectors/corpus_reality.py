@@ -47,6 +47,9 @@ Families — must never halt:
   4.9 V, rest, discharge, twice; ``v_min_v``/``v_max_v`` carry the protocol's window
   (0 V: a fresh cell is legitimately far below its discharge cut-off; the top: the
   charge cut-off + 0.1 V).
+* ``noise-rise`` — a healthy cell whose channel turns noisy (a loose contact, a noisy
+  instrument channel): the noise ×2-×5 from some hour on, to the end, at an unchanged
+  level; Li|Li cycling or a one-direction hold at 0.1-0.5 mA cm⁻².
 * ``garnet`` — Li|LLZO|Li at 1-20 µA: 2-6 mV of overpotential, noise of the same
   order (0.12-0.2× it, 0.3-1.2 mV).
 
@@ -105,6 +108,7 @@ REALITY_NON_FAULT_FAMILIES = (
     "pause",
     "formation",
     "garnet",
+    "noise-rise",
 )
 
 
@@ -359,6 +363,31 @@ def _liquid_case(d: _Draw, n: int, quick: bool) -> Recipe:
     )  # fmt: skip
 
 
+def _noise_rise_case(d: _Draw, n: int, quick: bool) -> Recipe:
+    protocol, iv, hours = (
+        ("square-wave", 30.0, 24), ("hold", 30.0, 20), ("square-wave", 10.0, 16),
+        ("square-wave", 60.0, 30),
+    )[n]  # fmt: skip
+    if quick:
+        hours = 12
+    j = d.pick((0.1, 0.25, 0.5))
+    if protocol == "hold":
+        segs = [
+            Segment(StepKind.CC, hours * _S_PER_H, d.pick((1.0, -1.0)) * _amps(j), step=1, cycle=1)
+        ]
+    else:
+        segs = _square(_amps(j), hours)
+    # The rise comes once a few half cycles are learnt (or, in a hold, past its first
+    # hours), at any point of a half cycle.
+    from_s = d.u(3.0, 0.4 * hours) * _S_PER_H
+    return Recipe(
+        "noise-rise", protocol, segs, d.cell_seed(), iv, j, d.pick((50e-6, 200e-6)),
+        d.tau_s(), interphase=("SEI", "MII-3", "SEI", "MII-2")[n],
+        li_working_um=300.0, li_counter_um=300.0,
+        noise_rise=(round(d.u(2.0, 5.0), 2), from_s),
+    )  # fmt: skip
+
+
 def _pause_case(d: _Draw, n: int, quick: bool) -> Recipe:
     iv = (30.0, 10.0, 60.0, 1.0)[n]
     kinds: Kinds = ("source", "unknown")[n % 2]
@@ -475,6 +504,7 @@ _FAMILIES: tuple[tuple[str, int, int, Callable[[_Draw, int, bool], Recipe]], ...
     ("liquid-early", 2, 1, _liquid_case),
     ("pause", 4, 2, _pause_case),
     ("garnet", 3, 1, lambda d, n, q: _garnet(d, n, q, short=False)),
+    ("noise-rise", 4, 2, _noise_rise_case),
     ("early-short-hard", 4, 2, _early_hard),
     ("one-way-short-soft", 3, 1, _one_way_soft),
     ("soft-short-telegraph", 4, 2, _telegraph),

@@ -291,3 +291,30 @@ def test_held_out_is_disjoint_from_tuning(held_out: list[Case]) -> None:
     assert not any(c.held_out for c in tuning)
     assert not {c.seed for c in tuning} & {c.seed for c in held_out}
     assert {c.family for c in held_out} == {c.family for c in tuning}
+
+
+def test_a_noisy_channel_keeps_its_level_and_only_its_noise_rises(tuning: list[Case]) -> None:
+    """noise-rise: a healthy cell whose channel turns noisy (a loose contact). Against
+    the same case without the rise (same draws), the trace is identical up to the rise,
+    then differs by the extra noise only: (gain - 1) × the instrument noise, centred."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from cellguard.protocols.detectors import corpus_reality as cr  # noqa: PLC0415
+    from cellguard.protocols.detectors._reality_build import build_lili  # noqa: PLC0415
+
+    cases = _family(tuning, "noise-rise")
+    assert {c.protocol for c in cases} == {"square-wave", "hold"}
+    held = cases[0].held_out
+    for n, case in enumerate(cases):
+        recipe = cr._noise_rise_case(cr._Draw(0, held, "noise-rise", n), n, True)
+        assert recipe.noise_rise is not None
+        gain, from_s = recipe.noise_rise
+        assert 2.0 <= gain <= 5.0
+        assert 0.1 <= case.current_density_ma_cm2 <= 0.5
+        quiet = build_lili(replace(recipe, noise_rise=None), case.name, held)
+        assert np.array_equal(quiet.t_s, case.t_s)
+        before = case.t_s < from_s
+        assert np.array_equal(case.voltage_v[before], quiet.voltage_v[before]), case.name
+        extra_v = (case.voltage_v - quiet.voltage_v)[~before] / (gain - 1.0)
+        assert np.std(extra_v) == pytest.approx(case.noise_v, rel=0.15), case.name
+        assert abs(np.mean(extra_v)) < 0.1 * case.noise_v, "the level is unchanged"
