@@ -62,7 +62,11 @@ _SOFT_RATE_START_PER_S = 1.0 / _S_PER_H
 _SOFT_RATE_GROWTH = 20.0  # the drop rate grows 1/h -> 20/h over the soft phase
 _SOFT_DROP_MIN_S, _SOFT_DROP_MAX_S = 30.0, 300.0
 _SOFT_DEPTH_MIN, _SOFT_DEPTH_MAX = 0.4, 0.9
-_SOFT_NOISE_GAIN = 5.0
+# The filament's flicker adds a little noise; the evidence of a soft short is its drops
+# (science.md: "noisy, intermittent drops"; realworld.md: the overpotential drops by about
+# half and stays down for minutes). A five-fold noise rise, as this model once had, is
+# what a healthy channel with a loose contact also shows: the drops must stand out of it.
+_SOFT_NOISE_GAIN = 1.5
 # Micro short: the shunt conductance grows so that the plating voltage falls by e every 3 h.
 _MICRO_TAU_S = 3.0 * _S_PER_H
 

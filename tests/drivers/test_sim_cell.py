@@ -294,6 +294,24 @@ def test_soft_short_drops_intermittently_more_often_then_turns_hard() -> None:
     assert max(hard) < 1e-3
 
 
+def test_a_soft_short_shows_as_drops_out_of_barely_more_noise() -> None:
+    # The soft short's evidence is its drops; its noise rises only a little, so that it
+    # is told from a healthy channel whose noise rose (a loose contact), which is no fault.
+    noise_v = 50e-6
+    spec = SimCellSpec(interphase="MII-2", short=ShortSpec("soft", 10.0), noise_v=noise_v)
+    samples = list(simulate_square_wave(SimCell(spec, 4), CURRENT_A, HALF_S, 18 * 3600, 10.0))
+    clean = SimCell(SimCellSpec(interphase="MII-2", never_short=True, noise_v=0.0), 4)
+    ref = [v for _, _, v in simulate_square_wave(clean, CURRENT_A, HALF_S, 18 * 3600, 10.0)]
+    soft = [(v, r) for (t, _, v), r in zip(samples, ref, strict=True) if 10 < t / 3600 < 18]
+    between = [v - r for v, r in soft if v / r > 0.7]
+    dropped = [v / r for v, r in soft if v / r < 0.65]
+    spread_v = math.sqrt(sum(d * d for d in between) / len(between))
+    assert 1.2 * noise_v < spread_v < 2.0 * noise_v
+    assert len(dropped) > 20
+    # Every drop stands many times its noise out of the level (~15 mV here).
+    assert max(dropped) < 0.65
+
+
 def test_soft_short_drop_times_do_not_depend_on_dt() -> None:
     spec = SimCellSpec(interphase="SEI", short=ShortSpec("soft", 1.0), noise_v=0.0)
 
