@@ -63,6 +63,16 @@ What real cells and instruments do, and how it is met
   late in a half cycle must not become the reference). A shallow slide (0.80-0.85x)
   halts when the half cycle falls within itself, or sits far below where this cell's
   half cycles have been landing (8 σ of their spread).
+- **A channel that turns noisy is no short.** A loose contact or a noisy instrument
+  channel multiplies the noise at an unchanged level: two low samples in a row then
+  follow by chance, where the noise learnt from the last half cycle says "drop". The
+  detector keeps the scatter of the last 15 judged samples (from successive
+  differences, so a drop or a slow fall is no scatter) and judges collapses, drops,
+  runs and slides against it where it exceeds the learnt noise by more than one σ
+  (shifts stay judged against the learnt noise: a depletion's rise is itself scatter),
+  and warns ("scatter") from 2.5×. A short's drops still halt once they stand out of
+  that scatter; only the first samples after an abrupt rise, before any estimate can
+  follow, remain indistinguishable from the start of a drop.
 - **Pause and resume.** A rest (or a pause step) in the middle of a half cycle, after
   which the same current resumes in the same step, continues the half cycle from where
   it stopped: positions skip the pause, the relaxation is settled again, and the
@@ -93,6 +103,7 @@ from cellguard.protocols.detectors._api import (
     Verdict,
 )
 from cellguard.protocols.detectors._base import DetectorBase
+from cellguard.protocols.detectors._scatter import RecentScatter
 
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
@@ -159,6 +170,18 @@ _STAT_SPACING_S = 0.5
 # Within settle_s of a reversal, a sample whose ratio rose by more than this over the
 # previous one is still the relaxation towards the plateau, not a collapse or a drop.
 _RISING_RATIO = 0.03
+# A channel that turned noisy at an unchanged level (a loose contact) is no short: where
+# the recent samples scatter more than the noise learnt, every fall is judged against
+# that scatter (less this allowance, in multiples of the learnt noise: a soft short's
+# filament adds a little noise, and the estimate from 15 samples is itself uncertain).
+_SCATTER_ALLOWANCE = 1.0
+# Noise does not calm from one sample to the next: the multiplier, once raised, falls back
+# by this factor per judged sample rather than following every dip of a 15-sample
+# estimate (a few quiet samples in a row of a noisy channel).
+_GAIN_DECAY = 0.98
+# From this multiple of the learnt noise a person is told (a loose contact, a noisy
+# channel, or the fluctuation before a short).
+_SCATTER_WARN = 2.5
 
 
 def _interp(xs: list[float], ys: list[float], x: float) -> float:
@@ -383,6 +406,12 @@ class LithiumDetector(DetectorBase):
         self._r_exp = 0.0
         self._prev_ratio = math.inf  # the previous judged sample's ratio in this segment
         self._relative_sigma = 0.0
+        # The recent samples' scatter (Ω, from successive differences), kept across half
+        # cycles (a loose contact stays loose after a reversal), and what it multiplies
+        # the learnt noise by for this sample (1: the samples scatter as learnt).
+        self._scatter = RecentScatter()
+        self._gain = 1.0
+        self._gain_held = 1.0
         self._own = _OwnLevel(s.self_lag_s, s.self_ref_s)
         self._unanchored = False
         # A stream may begin in the middle of a half cycle (a channel already cycling
@@ -812,8 +841,15 @@ class LithiumDetector(DetectorBase):
         reference = math.nan
         if n >= _HARD_MIN_SAMPLES:
             mean = self._col_sum / n
-            sigma = math.sqrt(self._col_d2 / (2 * (n - 1))) / abs(mean) if mean else 0.0
+            sigma_ohm = math.sqrt(self._col_d2 / (2 * (n - 1)))
             ratio = r_ohm / mean if mean else 1.0
+            if self._ref is None or self._blind:
+                # No profile judges this step: the recent scatter is measured against its
+                # own mean (the step's scatter since it began says little of a noise
+                # that rose an hour ago).
+                self._scatter.add(t_s, (r_ohm - mean) * math.copysign(1.0, mean))
+                sigma_ohm *= self._scatter_gain(sigma_ohm)
+            sigma = sigma_ohm / abs(mean) if mean else 0.0
             if abs(mean * current_a) < s.min_expected_v:
                 self._crun_n = 0
             elif ratio < s.near_zero_ratio and 1.0 - ratio > s.pair_significance_sigmas * sigma:
@@ -835,7 +871,9 @@ class LithiumDetector(DetectorBase):
         elif (
             self._low_n >= _OWN_MIN_SAMPLES
             and abs(self._low_r * current_a) >= s.min_expected_v
-            and r_ohm / self._low_r < s.near_zero_ratio
+            # (Of the other sign and larger: the reference is a sample of the zero
+            # crossing, caught in the noise; this one is no collapse from it.)
+            and -1.0 < r_ohm / self._low_r < s.near_zero_ratio
         ):
             reference = self._low_r
         if not math.isnan(reference):
@@ -1010,7 +1048,8 @@ class LithiumDetector(DetectorBase):
         # Noise is learnt in ohms: relative to a small expected value it weighs more.
         relative_sigma = ref.sigma / abs(r_ohm / ratio) if ratio else 0.0
         self._relative_sigma = relative_sigma
-        sigma = relative_sigma * (_ONE_SAMPLE_NOISE_RAW if self._raw_here else _ONE_SAMPLE_NOISE)
+        one_sample = _ONE_SAMPLE_NOISE_RAW if self._raw_here else _ONE_SAMPLE_NOISE
+        sigma = relative_sigma * one_sample
         noise = s.significance_sigmas * sigma
         pair_noise = s.pair_significance_sigmas * sigma
         up = r_ohm / r_shift
@@ -1074,16 +1113,28 @@ class LithiumDetector(DetectorBase):
             # which a crossing may still be under way has passed.
             self._learn(p_s, r_ohm)
             return OK
+        # Falls are judged against the recent scatter where it is larger than the noise
+        # learnt (shifts, above, are not: a depletion's rise is itself scatter).
+        self._scatter.add(t_s, (r_ohm - self._r_exp) * ref.sign)
+        gain = self._gain = self._scatter_gain(ref.sigma * one_sample)
+        if gain > 1.0:
+            relative_sigma *= gain
+            self._relative_sigma = relative_sigma
+            sigma *= gain
+            noise *= gain
+            pair_noise *= gain
         run = self._low_mean_run(t_s, ratio, relative_sigma)
         if run is not None and (ref.established or self._own_falls()):
             # Where samples stand out one by one, the per-sample rules below judge (and
             # name) the fall; the run's mean is for samples that do not.
-            alone = (ratio < s.drop_ratio and 1.0 - ratio > pair_noise) or (
-                ratio <= -s.near_zero_ratio
-            )
+            # (Below zero is a collapse only out of the noise: a noisy channel on a small
+            # overpotential crosses zero, early in a half cycle above all.)
+            below_zero = ratio <= -s.near_zero_ratio and 1.0 - ratio > pair_noise
+            alone = (ratio < s.drop_ratio and 1.0 - ratio > pair_noise) or below_zero
             if not (alone and self._confirmed(self._low_run + 1, self._low_t0, t_s)):
                 return self._run_halt(index, t_s, voltage_v, expected_v, *run)
-        if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or ratio <= -s.near_zero_ratio:
+        below_zero = ratio <= -s.near_zero_ratio and 1.0 - ratio > pair_noise
+        if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or below_zero:
             if self._low_run == 0:
                 self._low_t0 = t_s
             self._low_run += 1
@@ -1233,7 +1284,35 @@ class LithiumDetector(DetectorBase):
             )
         self._slide_run = 0
         self._learn(p_s, r_ohm)
+        if gain >= _SCATTER_WARN - _SCATTER_ALLOWANCE:
+            return self._scatter_warn(index, t_s, voltage_v, expected_v, gain)
         return OK
+
+    def _scatter_gain(self, sigma_ohm: float) -> float:
+        """What the recent scatter multiplies the learnt noise by (σ of one sample, Ω)."""
+        recent_ohm = self._scatter.sigma()
+        gain = 1.0
+        if recent_ohm > 0.0 and sigma_ohm > 0.0:
+            gain = max(1.0, recent_ohm / sigma_ohm - _SCATTER_ALLOWANCE)
+        self._gain_held = max(gain, 1.0 + (self._gain_held - 1.0) * _GAIN_DECAY)
+        return self._gain_held
+
+    def _scatter_warn(
+        self, index: int, t_s: float, voltage_v: float, expected_v: float, gain: float
+    ) -> Verdict:
+        return self._warn(
+            index,
+            t_s,
+            "short",
+            "scatter",
+            voltage_v,
+            expected_v,
+            self.settings.drop_ratio * abs(expected_v),
+            f"the samples scatter {gain + _SCATTER_ALLOWANCE:.1f}× the noise learnt from the "
+            "last half cycle, at an unchanged level (a loose contact, a noisy channel, or "
+            "the fluctuation before a short): falls are judged against that scatter",
+            subkind="soft",
+        )
 
     def _low_mean_run(
         self, t_s: float, ratio: float, relative_sigma: float
@@ -1360,7 +1439,7 @@ class LithiumDetector(DetectorBase):
             return False  # too little of the half cycle before the window to compare
         before = (self._fall_xy - self._window_xy) / xx
         assert self._ref is not None
-        sigma_r = self._ref.sigma
+        sigma_r = self._ref.sigma * self._gain
         noise = self.settings.pair_significance_sigmas * sigma_r / math.sqrt(self._window_xx)
         return before - smoothed > max(_WITHIN_FALL * before, noise)
 
@@ -1500,7 +1579,7 @@ class LithiumDetector(DetectorBase):
         # σ of the fitted scale: σ_r/√sum(r_exp²) for the samples, times the profile's
         # own share: raw points add independent errors (×(1 + raw share)); points
         # smoothed over 5 samples share them, so n of them average only n + 4 samples.
-        sigma_r = self._ref.sigma
+        sigma_r = self._ref.sigma * self._gain
         variance_share = (
             1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
         )
