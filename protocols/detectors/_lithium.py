@@ -137,6 +137,11 @@ _SPREAD_HALF_CYCLES = 8
 # Activation never does: its half cycles fall by a similar share each time.
 _TREND_SIGMAS = 8.0
 _TREND_MIN_HALF_CYCLES = 4
+# The growth per half cycle projected into a slide's depth (see _slide_decided): only
+# from this much on in each of the last two half cycles (a noisy cell's half cycles
+# differ by 1-2 % either way), and at most this much.
+_MIN_GROWTH = 1.02
+_MAX_GROWTH = 1.05
 _HARD_MIN_SAMPLES = 3
 # A collapse against a segment's lowest level so far needs two samples of it. At 30-60 s
 # sampling a short minutes into a test may come with only two samples after settle_s; a
@@ -1415,11 +1420,17 @@ class LithiumDetector(DetectorBase):
         cycles differ that much (a noisy liquid cell after an impedance sweep): a slide
         halts when it is deep (below slide_ratio - _SHALLOW_SLIDE) or when the half
         cycle is falling as it goes, as a micro short converging towards zero does.
+        "Deep" is against where this half cycle was expected: a cell whose last two half
+        cycles each grew by 2 % or more over the one before (polarization growth, up to
+        3 % per half cycle at low current) is expected that much above its profile.
         """
-        if smoothed < self.settings.slide_ratio - _SHALLOW_SLIDE:
-            return True
         assert self._ref is not None
         scales = self._ref.scales
+        deep = self.settings.slide_ratio - _SHALLOW_SLIDE
+        if len(scales) >= 2 and min(scales[-2:]) > _MIN_GROWTH:
+            deep *= min(0.5 * (scales[-1] + scales[-2]), _MAX_GROWTH)
+        if smoothed < deep:
+            return True
         if len(scales) >= _TREND_MIN_HALF_CYCLES:
             # A micro short that began in the half cycle before (in the other
             # direction) shows from this half cycle's first minutes: it starts well
