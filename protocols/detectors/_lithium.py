@@ -143,6 +143,10 @@ _TREND_MIN_HALF_CYCLES = 4
 _MIN_GROWTH = 1.02
 _MAX_GROWTH = 1.05
 _HARD_MIN_SAMPLES = 3
+# A run below drop_ratio of at least this many samples whose mean is consistent with
+# zero halts once it stands this many σ below 1 (significance_sigmas otherwise).
+_ZERO_RUN_SAMPLES = 3
+_ZERO_RUN_SIGMAS = 5.0
 # A collapse against a segment's lowest level so far needs two samples of it. At 30-60 s
 # sampling a short minutes into a test may come with only two samples after settle_s; a
 # fall below near_zero_ratio of the lower of them, on two samples more, is no healthy
@@ -1350,7 +1354,20 @@ class LithiumDetector(DetectorBase):
             return None
         profile_share = 1.0 / n if self._raw_here else 1.0 / (n + _PROFILE_SMOOTHING - 1)
         sigma_mean = relative_sigma * math.sqrt(1.0 / n + profile_share)
-        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
+        sigmas = s.significance_sigmas
+        ref = self._ref
+        if (
+            n >= _ZERO_RUN_SAMPLES
+            and mean < s.near_zero_ratio + 2.0 * sigma_mean
+            and ref is not None
+            and abs(self._r_exp) >= 0.5 * ref.typical
+        ):
+            # A run of three or more whose mean is zero within its noise: a collapse,
+            # the one shape noise at an unchanged level never takes that far from 1.
+            # (Not on the rise after a reversal, where what is expected is itself
+            # small and samples near zero are where the crossing left them.)
+            sigmas = _ZERO_RUN_SIGMAS
+        if 1.0 - mean <= sigmas * sigma_mean:
             return None
         return mean, sigma_mean
 

@@ -11,10 +11,12 @@ import itertools
 import math
 import operator
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from cellguard.protocols.detectors import DetectorSettings, Verdict, make_detector
+from cellguard.protocols.detectors import DetectorSettings, Verdict, corpus_reality, make_detector
+from cellguard.protocols.detectors._reality_build import build_lili
 
 HALF_S = 3600.0
 AREA_CM2 = 0.785
@@ -113,6 +115,27 @@ def test_a_garnet_cells_collapse_halts_within_three_samples_of_its_onset() -> No
         assert halt.kind == "short"
         onset = index_at(arrays, onset_s)
         assert onset <= halt.index <= onset + 3, (seed, halt.index - onset)
+
+
+def test_a_garnet_collapse_in_noise_a_quarter_of_its_level_halts_as_a_run_at_zero() -> None:
+    # garnet-short-hard/02 (reality held-out, seed 3): 17 µA, 5 mV, noise 0.2x of it;
+    # collapsed, its samples read 0.15, 0.32, -0.02, 0.36, 0.16x: the run's mean
+    # reached 6 σ below 1 only at the fifth (4 samples late). A run of three whose mean
+    # is zero within its noise is a collapse at 5 σ. The case itself, built alone.
+    recipe = corpus_reality._garnet(
+        corpus_reality._Draw(3, True, "garnet-short-hard", 2), 2, False, short=True
+    )
+    case = build_lili(recipe, "garnet-short-hard/02", True)
+    assert case.onset_index is not None
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    halt = next(v for v in verdicts if v.is_halt)
+    assert (halt.kind, halt.criterion) == ("short", "low_run")
+    assert 0 <= halt.index - case.onset_index <= 3, halt.index - case.onset_index
+    # The same cell without the short: not halted.
+    twin = build_lili(replace(recipe, short=None), "garnet/02", True)
+    quiet = make_detector(DetectorSettings(cell=twin.cell))
+    assert not any(v.is_halt for v in quiet.feed_batch(twin.t_s, twin.voltage_v, twin.current_a))
 
 
 def test_a_short_at_the_third_sample_of_a_plating_test_halts_at_the_fourth() -> None:
