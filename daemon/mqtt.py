@@ -32,6 +32,7 @@ alerts and statuses to the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -808,10 +809,15 @@ class MqttPublisher:
         while True:
             self._wake.clear()
             while self._unsaved:
-                topic, payload, retain = self._unsaved[0]
+                unsaved = self._unsaved[0]
+                topic, payload, retain = unsaved
                 async with asyncio.timeout(self._publish_timeout_s):
                     await client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
-                self._unsaved.popleft()
+                # Removed by value, not popleft(): a newer status may have replaced it
+                # (and rebuilt the deque) while it was in flight, and popleft() would
+                # then drop the next message unsent, an alert perhaps.
+                with contextlib.suppress(ValueError):
+                    self._unsaved.remove(unsaved)
             batch = await asyncio.to_thread(self._outbox.pending, _DRAIN_BATCH)
             for message in batch:
                 async with asyncio.timeout(self._publish_timeout_s):

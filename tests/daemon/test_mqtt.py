@@ -21,6 +21,7 @@ from cellguard.daemon.mqtt import (
     LogPublisher,
     MqttPublisher,
     Outbox,
+    OutboxError,
     parse_command,
 )
 from cellguard.daemon.records import ChannelTags, EventRecord
@@ -224,6 +225,50 @@ async def test_last_will_says_offline_on_unclean_death_and_online_after_reconnec
         retained = await next_message(late)
     assert retained.retain
     assert retained.payload == b"offline"
+
+
+async def test_a_status_replaced_in_flight_from_memory_takes_no_alert_with_it(
+    mosquitto: Broker, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outbox unwritable, so messages wait in memory. A newer status that replaces one
+    whose publish is in flight must not take the next message, the halt alert, with it."""
+
+    def disk_full(*_: object, **__: object) -> int:
+        msg = f"cannot write to the MQTT outbox {outbox.path}: database or disk is full"
+        raise OutboxError(msg)
+
+    monkeypatch.setattr(outbox, "add", disk_full)
+    publish = aiomqtt.Client.publish
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held_status(self: aiomqtt.Client, topic: str, *args: object, **kw: object) -> None:
+        if "/status/" in topic and not release.is_set():
+            in_flight.set()
+            await release.wait()
+        await publish(self, topic, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", held_status)
+    publisher = make_publisher(mosquitto.port, outbox)
+    seen: list[str] = []
+    async with user_client(mosquitto.port, "operator", "op") as operator, running(publisher):
+        await operator.subscribe(f"{PREFIX}/alerts/#", qos=1)
+        await operator.subscribe(f"{PREFIX}/status/#", qos=1)
+        await publisher.publish_status(TAGS, {"state": "halting"})
+        await publisher.publish_event(halt())
+        async with asyncio.timeout(WAIT_S):
+            await in_flight.wait()
+        await publisher.publish_status(TAGS, {"state": "halted"})
+        release.set()
+        async with asyncio.timeout(WAIT_S):
+            async for message in operator.messages:
+                body = json.loads(await_payload(message))
+                seen.append(body.get("kind") or body["state"])
+                if {"halt", "halted"} <= set(seen):
+                    break
+    assert publisher.kept_in_memory == 3
+    assert publisher.unsaved == 0
+    assert seen.count("halt") == 1
 
 
 # -- outages and restarts ------------------------------------------------------------------
