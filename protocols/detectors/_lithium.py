@@ -168,6 +168,10 @@ _SELF_MIN_REF_SAMPLES = 5
 # established. A fresh cell's polarization falls 15-25 % per half cycle for hours
 # ("activation"); until it steadies, drops and slides against it are only warns.
 _CONSISTENT = 0.1
+# A half cycle held out of the profile (it looked low) still gives the profile its
+# noise when that is over twice the profile's: more than the recent-scatter allowance
+# (_SCATTER_ALLOWANCE) covers, and more than a soft short's flicker (~1.5x) adds.
+_NOISE_RISE = 2.0
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -713,6 +717,10 @@ class LithiumDetector(DetectorBase):
         ref = self._ref
         if ref is not None and p[-1] < _CUT_SHORT * ref.p[-1]:
             return  # cut short (a stop, a halt elsewhere): not a whole half cycle
+        # Noise from successive differences (robust to the slow half-cycle shape):
+        # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
+        diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
+        sigma = diffs[len(diffs) // 2] / 0.954
         if ref is not None and ref.established and self._seg_low and not ref.held:
             # A half cycle that looked low against an established profile (a slide
             # that began late in it, a drop) would, as the profile, make the next half
@@ -721,11 +729,14 @@ class LithiumDetector(DetectorBase):
             # second low half cycle in a row replaces it (as provisional): the cell
             # changed, and an old reference must not judge it for ever.
             ref.held = True
+            # Its level is not taken, but its noise is when it rose beyond a soft
+            # short's flicker: a channel whose noise rose (a loose contact) is
+            # otherwise judged against the quiet noise of before, and its own scatter
+            # reads as drops. The median of successive differences barely moves with
+            # a drop or a slide.
+            if sigma > _NOISE_RISE * ref.sigma:
+                ref.sigma = sigma
             return
-        # Noise from successive differences (robust to the slow half-cycle shape):
-        # median |Δr| / 0.954 is σ (in Ω) for Gaussian noise.
-        diffs = sorted(abs(b - a) for a, b in itertools.pairwise(r))
-        sigma = diffs[len(diffs) // 2] / 0.954
         typical = sorted(abs(x) for x in r)[len(r) // 2]
         # The profile is smoothed over 5 samples so that its own noise barely adds to
         # the sample's when the two are compared.

@@ -13,7 +13,8 @@ import statistics
 
 import numpy as np
 
-from cellguard.protocols.detectors import DetectorSettings, corpus, make_detector
+from cellguard.protocols.detectors import DetectorSettings, corpus, corpus_reality, make_detector
+from cellguard.protocols.detectors._reality_build import build_lili
 from cellguard.protocols.detectors._scatter import RecentScatter
 from tests.protocols.test_detectors_seeds import shape
 
@@ -116,3 +117,19 @@ def test_a_soft_shorts_own_scatter_does_not_hide_its_drops() -> None:
     halt = next(v for v in verdicts if v.is_halt)
     assert halt.kind == "short"
     assert 0 <= halt.index - case.onset_index <= 3, halt.index - case.onset_index
+
+
+def test_a_held_profile_takes_the_noise_of_the_noisy_half_cycle_it_held_out() -> None:
+    # noise-rise/02 (reality tuning, seed 11): 0.1 mA cm⁻², 2.2 mV, 200 µV at 10 s
+    # sampling, the noise x2.44 from 4.2 h on. The first noisy half cycle looked low and
+    # was held out of the profile, which then kept its quiet 190 µV while the channel
+    # read 490 µV: two samples at 0.5x, 2.3 σ of the real noise, halted it as a soft
+    # short at 6.6 h. The case itself, built alone.
+    recipe = corpus_reality._noise_rise_case(
+        corpus_reality._Draw(11, False, "noise-rise", 2), 2, False
+    )
+    case = build_lili(recipe, "noise-rise/02", False)
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    assert not [v for v in verdicts if v.is_halt]
+    assert any(v.criterion == "scatter" for v in verdicts)
