@@ -447,6 +447,7 @@ class LithiumDetector(DetectorBase):
         self._episode_low = False
         self._near_run = 0
         self._slide_run = 0
+        self._slide_level = 1.0  # the window's scale at the last slide sample
         self._slide_t0 = 0.0
         self._hard_run = 0
         self._hard_t0 = 0.0
@@ -1223,11 +1224,17 @@ class LithiumDetector(DetectorBase):
                 if self._slide_run == 0:
                     self._slide_t0 = t_s
                 self._slide_run += 1
+                self._slide_level = slid
             elif lasted:
                 self._slide_run = 0
-            # else: a drop not yet lasting waits outside the window; it neither
-            # confirms a slide under way nor breaks it (a micro short's slide with one
-            # noisy sample deeper than drop_ratio in it is still one slide).
+            elif self._slide_run:
+                # A drop not yet lasting waits outside the window, so a spike never
+                # drags the window's mean; but below a slide under way it is the slide
+                # going on, deeper: it confirms that slide, at the window's own level.
+                slid = self._slide_level
+                self._slide_run += 1
+            # else: it neither confirms a slide nor breaks one (a micro short's slide
+            # with one noisy sample deeper than drop_ratio in it is still one slide).
             # Separate drops count only against an established profile (against a
             # provisional one a fresh cell reads low for hours: activation).
             drops = self._count(self._drops, t_s, self._episode_drop(t_s, ratio))
@@ -1287,6 +1294,7 @@ class LithiumDetector(DetectorBase):
             if self._slide_run == 0:
                 self._slide_t0 = t_s
             self._slide_run += 1
+            self._slide_level = smoothed
             self._seg_low = True
             threshold_v = s.slide_ratio * abs(expected_v)
             decided = self._slide_decided(smoothed)

@@ -15,7 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from cellguard.protocols.detectors import DetectorSettings, Verdict, corpus_reality, make_detector
+from cellguard.protocols.detectors import (
+    DetectorSettings,
+    Verdict,
+    corpus,
+    corpus_reality,
+    make_detector,
+)
 from cellguard.protocols.detectors._reality_build import build_lili
 
 HALF_S = 3600.0
@@ -292,3 +298,19 @@ def test_fast_activation_is_no_fault() -> None:
         noise_v=50e-6, seed=10,
     )  # fmt: skip
     assert first_halt(arrays) is None
+
+
+def test_a_deeper_sample_during_a_slide_confirms_the_slide() -> None:
+    # short-micro/09 (classic tuning, seed 3): a micro short shows as the negative half
+    # cycle starting at 0.68x. The second slide sample read 0.62x, just below
+    # drop_ratio: it waited outside the slide window (a spike must not drag its mean)
+    # and confirmed nothing, so the slide halted a sample later, 4 after the onset. A
+    # sample below a slide under way is that slide going on. The case itself, alone.
+    plans = [p for p in corpus._plans(3) if p.family == "short-micro"]
+    case = corpus._simulate(plans[9], "short-micro/09", False)
+    assert case.onset_index is not None
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    halt = next(v for v in verdicts if v.is_halt)
+    assert (halt.kind, halt.criterion) == ("short", "slide")
+    assert 0 <= halt.index - case.onset_index <= 3, halt.index - case.onset_index
