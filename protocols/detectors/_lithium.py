@@ -172,6 +172,8 @@ _CONSISTENT = 0.1
 # noise when that is over twice the profile's: more than the recent-scatter allowance
 # (_SCATTER_ALLOWANCE) covers, and more than a soft short's flicker (~1.5x) adds.
 _NOISE_RISE = 2.0
+# Half cycles within _CONSISTENT of the one before that make a cell "steady".
+_STEADY_HALF_CYCLES = 3
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -298,12 +300,21 @@ class _Profile:
     # cycles differ at random (a steady growth or fall is no spread); 0 until three are
     # known. Computed once (see __post_init__): it is read for every sample.
     spread: float = field(init=False, default=0.0)
+    # Learnt from a half cycle that fell below a cell steady until then: provisional,
+    # but no activation (which comes in a fresh cell, not after steady half cycles).
+    fell_from_steady: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         n = len(self.scales)
         if n >= 3:
             mean = sum(self.scales) / n
             self.spread = math.sqrt(sum((x - mean) ** 2 for x in self.scales) / (n - 1))
+        before = self.scales[-1 - _STEADY_HALF_CYCLES : -1]
+        self.fell_from_steady = (
+            len(before) == _STEADY_HALF_CYCLES
+            and self.scales[-1] < 1.0 - _CONSISTENT
+            and all(abs(x - 1.0) <= _CONSISTENT for x in before)
+        )
 
 
 class _OwnLevel:
@@ -1203,7 +1214,11 @@ class LithiumDetector(DetectorBase):
         # Against a provisional profile a drop or a slide may be activation (or the
         # first half cycle's nucleation): it halts only when the half cycle's own level
         # fell too; otherwise a person is told.
-        trusted = ref.established or self._own_falls() or self._far_below()
+        # A provisional profile learnt from a half cycle that fell out of a steady
+        # history is the first half cycle of a short (a micro short's slide) more
+        # than activation: a further drop against it is judged as against an
+        # established one.
+        trusted = ref.established or ref.fell_from_steady or self._own_falls() or self._far_below()
         if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
             if self._low_run == 0:
                 self._low_t0 = t_s
