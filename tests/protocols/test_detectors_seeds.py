@@ -23,6 +23,7 @@ from cellguard.protocols.detectors import (
     make_detector,
 )
 from cellguard.protocols.detectors._reality_build import build_lili
+from cellguard.protocols.detectors.corpus import Case
 
 HALF_S = 3600.0
 AREA_CM2 = 0.785
@@ -78,6 +79,15 @@ def index_at(arrays: tuple[np.ndarray, ...], t_s: float) -> int:
     return int(np.searchsorted(arrays[0], t_s - 1e-6))
 
 
+def first_halt_after_onset(case: Case) -> tuple[Verdict, int]:
+    """A labelled corpus case's first halt, and its delay in samples after the onset."""
+    assert case.onset_index is not None
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    halt = next(v for v in verdicts if v.is_halt)
+    return halt, halt.index - case.onset_index
+
+
 # ------------------------------------------------------------------ not faults
 
 
@@ -131,13 +141,9 @@ def test_a_garnet_collapse_in_noise_a_quarter_of_its_level_halts_as_a_run_at_zer
     recipe = corpus_reality._garnet(
         corpus_reality._Draw(3, True, "garnet-short-hard", 2), 2, False, short=True
     )
-    case = build_lili(recipe, "garnet-short-hard/02", True)
-    assert case.onset_index is not None
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
-    halt = next(v for v in verdicts if v.is_halt)
+    halt, delay = first_halt_after_onset(build_lili(recipe, "garnet-short-hard/02", True))
     assert (halt.kind, halt.criterion) == ("short", "low_run")
-    assert 0 <= halt.index - case.onset_index <= 3, halt.index - case.onset_index
+    assert 0 <= delay <= 3, delay
     # The same cell without the short: not halted.
     twin = build_lili(replace(recipe, short=None), "garnet/02", True)
     quiet = make_detector(DetectorSettings(cell=twin.cell))
@@ -307,13 +313,9 @@ def test_a_deeper_sample_during_a_slide_confirms_the_slide() -> None:
     # and confirmed nothing, so the slide halted a sample later, 4 after the onset. A
     # sample below a slide under way is that slide going on. The case itself, alone.
     plans = [p for p in corpus._plans(3) if p.family == "short-micro"]
-    case = corpus._simulate(plans[9], "short-micro/09", False)
-    assert case.onset_index is not None
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
-    halt = next(v for v in verdicts if v.is_halt)
+    halt, delay = first_halt_after_onset(corpus._simulate(plans[9], "short-micro/09", False))
     assert (halt.kind, halt.criterion) == ("short", "slide")
-    assert 0 <= halt.index - case.onset_index <= 3, halt.index - case.onset_index
+    assert 0 <= delay <= 3, delay
 
 
 def test_a_drop_below_a_half_cycle_that_fell_out_of_a_steady_history_halts() -> None:
@@ -323,12 +325,8 @@ def test_a_drop_below_a_half_cycle_that_fell_out_of_a_steady_history_halts() -> 
     # it and was only warned about until the "far below" rule had 10 min of it: 19
     # samples late. Activation comes in a fresh cell, not after steady half cycles.
     plans = [p for p in corpus._plans(7) if p.family == "short-micro"]
-    case = corpus._simulate(plans[6], "short-micro/06", False)
-    assert case.onset_index is not None
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
-    halt = next(v for v in verdicts if v.is_halt)
+    halt, delay = first_halt_after_onset(corpus._simulate(plans[6], "short-micro/06", False))
     assert halt.kind == "short"
     # The first samples after the onset, at the half cycle's start, stand within its
     # noise (200 µV on 1-1.7 mV: σ 0.12-0.2x there); the fourth is out of it.
-    assert 0 <= halt.index - case.onset_index <= 4, halt.index - case.onset_index
+    assert 0 <= delay <= 4, delay
