@@ -1474,14 +1474,19 @@ class LithiumDetector(DetectorBase):
         halts when it is deep (below slide_ratio - _SHALLOW_SLIDE) or when the half
         cycle is falling as it goes, as a micro short converging towards zero does.
         "Deep" is against where this half cycle was expected: a cell whose last two half
-        cycles each grew by 2 % or more over the one before (polarization growth, up to
-        3 % per half cycle at low current) is expected that much above its profile.
+        cycles (or only one, in a young cell) each grew by 2 % or more over the one
+        before (polarization growth, up to 3-5 % per half cycle at low current) is
+        expected as far above its profile as the last one grew.
         """
         assert self._ref is not None
         scales = self._ref.scales
         deep = self.settings.slide_ratio - _SHALLOW_SLIDE
-        if len(scales) >= 2 and min(scales[-2:]) > _MIN_GROWTH:
-            deep *= min(0.5 * (scales[-1] + scales[-2]), _MAX_GROWTH)
+        # The growth to expect is the last half cycle's. One half cycle known (a young
+        # cell) tells it only on the plateau: the first minutes of a young liquid
+        # cell's half cycle still change shape from one to the next.
+        known = len(scales) >= 2 or (len(scales) == 1 and self._late_n > 0)
+        if known and min(scales[-2:]) > _MIN_GROWTH:
+            deep *= min(scales[-1], _MAX_GROWTH)
         if smoothed < deep:
             return True
         if len(scales) >= _TREND_MIN_HALF_CYCLES:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from cellguard.protocols.detectors import (
     DetectorSettings,
@@ -241,6 +242,39 @@ def test_a_shallow_slide_in_a_cell_that_grows_is_judged_against_its_growth() -> 
         dt_s=60.0, noise_v=50e-6, seed=4,
     )  # fmt: skip
     assert first_halt(healthy) is None
+
+
+@pytest.mark.parametrize(("seed", "n"), [(3, 6), (4, 11)])
+def test_a_shallow_slide_is_judged_against_the_last_half_cycles_growth(seed: int, n: int) -> None:
+    # short-micro/06 (classic held-out, seed 3) and /11 (seed 4), 4 samples late each:
+    # the micro short holds the half cycle at 0.80-0.85x of the profile, where its
+    # healthy twin would have stood 4.7-5.5 % above it. Seed 3 is a young cell with
+    # one half cycle known (grown 4.7 %), seed 4 grew 3.3 % then 5.5 %: the growth
+    # projected was their mean, or none with one half cycle, so the slide was "deep"
+    # only once it reached 0.80-0.835x. The last half cycle's growth is the one to
+    # expect; one half cycle's alone only on the plateau (past self_settle_s).
+    plans = [p for p in corpus._plans(seed, held_out=True) if p.family == "short-micro"]
+    case = corpus._simulate(plans[n], f"short-micro/{n:02d}", True)
+    halt, delay = first_halt_after_onset(case)
+    assert (halt.kind, halt.criterion) == ("short", "slide")
+    assert delay <= 3, delay
+
+
+@pytest.mark.parametrize("seed", [16, 17])
+def test_a_young_liquid_cells_half_cycle_start_is_no_slide_after_one_that_grew(
+    seed: int,
+) -> None:
+    # liquid-early/01 (reality held-out, seeds 16 and 17): one half cycle known, 4 %
+    # above the first; the next one's first minutes read 0.83x of it (a liquid cell's
+    # shape still changes from one half cycle to the next). Projecting that one
+    # half cycle's growth there made it a "deep" slide: halted, healthy.
+    recipe = corpus_reality._liquid_case(
+        corpus_reality._Draw(seed, True, "liquid-early", 1), 1, False
+    )
+    case = build_lili(recipe, "liquid-early/01", True)
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    assert not [v for v in verdicts if v.is_halt]
 
 
 def test_two_separate_drops_halt_in_a_cell_whose_polarization_grows_fast() -> None:
