@@ -477,9 +477,14 @@ class LithiumDetector(DetectorBase):
         self._low_r = self._low_t = 0.0
         self._col_run = 0
         self._col_t0 = 0.0
-        # A run of samples below drop_ratio of that mean: count (thinned), Σratio, times.
+        # A run of samples below drop_ratio of that mean: count (thinned), Σratio, times,
+        # and the mean, σ (relative) and count it is judged against: the segment's as
+        # the run began.
         self._crun_n = 0
         self._crun_sum = 0.0
+        self._crun_first = 0.0
+        self._crun_t1 = 0.0
+        self._crun_ref = (0.0, 0.0, 0)
         self._crun_t0 = self._crun_t = 0.0
         self._first_r = 0.0  # the stream's first sample's V/I, until its position is known
         self._own_run = 0
@@ -889,14 +894,14 @@ class LithiumDetector(DetectorBase):
             elif ratio < s.near_zero_ratio and 1.0 - ratio > s.pair_significance_sigmas * sigma:
                 reference = mean
             if abs(mean * current_a) >= s.min_expected_v:
-                run_mean = self._own_mean_run(t_s, ratio, sigma, n)
+                run_mean = self._own_mean_run(t_s, r_ohm, mean, sigma, n)
                 if run_mean is not None:
                     return self._collapse_halt(
                         index,
                         t_s,
                         voltage_v,
                         current_a,
-                        mean * current_a,
+                        self._crun_ref[0] * current_a,
                         run_mean,
                         "this step's own {} so far on average",
                         (self._crun_n, self._crun_t0),
@@ -932,7 +937,9 @@ class LithiumDetector(DetectorBase):
         self._low_add(t_s, r_ohm)
         return None
 
-    def _own_mean_run(self, t_s: float, ratio: float, sigma: float, n_ref: int) -> float | None:
+    def _own_mean_run(
+        self, t_s: float, r_ohm: float, mean_ohm: float, sigma: float, n_ref: int
+    ) -> float | None:
         """The mean ratio of a run of samples below drop_ratio of the segment's own mean,
         once it says "collapsed" (else None).
 
@@ -944,29 +951,45 @@ class LithiumDetector(DetectorBase):
         confirm_s and two samples (one per _STAT_SPACING_S: a burst is one sample). A
         nucleation spike falls to a third of its peak, never to a twelfth of the
         segment's mean.
+
+        The run is judged against the segment as it stood when the run began. Its own
+        samples still go into the segment's mean and scatter (a noise that rose is
+        learnt), but judged against those, a collapse would hide itself: its step down
+        alone multiplies the scatter of a quiet hold by seven. Its first sample may have
+        caught the fall part way (0.1-0.2x: an instrument averages over its sampling
+        interval): the run without it is judged too.
         """
         s = self.settings
+        if self._crun_n:
+            mean_ohm, sigma, n_ref = self._crun_ref
+        ratio = r_ohm / mean_ohm if mean_ohm else 1.0
         if ratio >= s.drop_ratio:
             self._crun_n = 0
             return None
         if self._crun_n == 0:
             self._crun_n = 1
-            self._crun_sum = ratio
+            self._crun_sum = self._crun_first = ratio
             self._crun_t0 = self._crun_t = t_s
+            self._crun_ref = (mean_ohm, sigma, n_ref)
             return None
         if t_s - self._crun_t < _STAT_SPACING_S:
             return None
+        if self._crun_n == 1:
+            self._crun_t1 = t_s
         self._crun_n += 1
         self._crun_sum += ratio
         self._crun_t = t_s
         k = self._crun_n
-        mean = self._crun_sum / k
-        if not self._confirmed(k, self._crun_t0, t_s) or mean >= s.near_zero_ratio:
-            return None
-        sigma_mean = sigma * math.sqrt(1.0 / k + 1.0 / n_ref)
-        if 1.0 - mean <= s.significance_sigmas * sigma_mean:
-            return None
-        return mean
+        for mean, count, t0 in (
+            (self._crun_sum / k, k, self._crun_t0),
+            ((self._crun_sum - self._crun_first) / (k - 1), k - 1, self._crun_t1),
+        ):
+            if not self._confirmed(count, t0, t_s) or mean >= s.near_zero_ratio:
+                continue
+            sigma_mean = sigma * math.sqrt(1.0 / count + 1.0 / n_ref)
+            if 1.0 - mean > s.significance_sigmas * sigma_mean:
+                return mean
+        return None
 
     def _col_add(self, t_s: float, r_ohm: float) -> None:
         """One more sample of the segment's own mean (at most one per _STAT_SPACING_S)."""

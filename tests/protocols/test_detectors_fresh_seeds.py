@@ -128,3 +128,35 @@ def test_one_sample_below_drop_ratio_does_not_restart_a_slide() -> None:
     assert halt.criterion == "slide"
     onset = index_at(arrays, onset_s)
     assert onset <= halt.index <= onset + 3, halt.index - onset
+
+
+def test_a_collapse_in_a_hold_is_judged_against_the_hold_as_it_stood_before_it() -> None:
+    # early-short-hard/00 (reality tuning, seed 15): a hold at 0.25 mA cm⁻² sampled every
+    # 10 s, its |V/I| rising 15 -> 19 Ω, shorted 70 s in; the first sample caught the
+    # fall half way (0.13x), the next ones sat at 0.1 mV in 200 µV of noise. Every
+    # collapsed sample went into the hold's own mean and scatter, and the step down
+    # alone multiplied that scatter by seven: no run of them stood out of it until
+    # the no-history rule had two minutes of them, 12 samples late.
+    current_a = -0.196e-3
+    onset_s = 75.0
+
+    def healthy(t_s: float) -> float:
+        return 19.5 * (1.0 - 0.45 * np.exp(-t_s / 40.0))
+
+    def shorted(t_s: float) -> float:
+        if t_s < onset_s:
+            return healthy(t_s)
+        return 0.13 * healthy(t_s) if t_s < onset_s + 10.0 else SHORT_OHM
+
+    late = []
+    for seed in range(20):
+        twin = one_step(healthy, current_a=current_a, dt_s=10.0, n=300, noise_v=200e-6, seed=seed)
+        assert first_halt(twin) is None, seed
+        arrays = one_step(shorted, current_a=current_a, dt_s=10.0, n=300, noise_v=200e-6, seed=seed)
+        halt = first_halt(arrays)
+        assert halt is not None, seed
+        assert halt.kind == "short", seed
+        onset = index_at(arrays, onset_s)
+        assert halt.index >= onset, seed
+        late.append(halt.index - onset)
+    assert max(late) <= 3, late
