@@ -126,8 +126,8 @@ _SLIDE_MIN_SPAN_S = 20.0
 _SHALLOW_SLIDE = 0.05
 _WITHIN_FALL = 0.03
 # How much whole half cycles differ from the one before at the same current is the
-# cell's own between-half-cycle spread (a noisy liquid cell: 10-15 %; activation;
-# a quiet solid cell: 1 %). A slide must stand out of it by this many σ, over the
+# cell's own between-half-cycle spread (a noisy liquid cell: 10-15 %; a quiet solid
+# cell: 1 %; see _Profile.step_spread). A slide must stand out of it by this many σ, over the
 # last _SPREAD_HALF_CYCLES half cycles in that direction.
 _SPREAD_SIGMAS = 4.0
 _SPREAD_HALF_CYCLES = 8
@@ -296,10 +296,16 @@ class _Profile:
     # last one's profile while no other has ended since (see _far_below).
     learnt_at: int = 0
 
-    # Standard deviation of the last half cycles' scales: how much this cell's half
-    # cycles differ at random (a steady growth or fall is no spread); 0 until three are
-    # known. Computed once (see __post_init__): it is read for every sample.
+    # Standard deviation of the last half cycles' scales: how far this cell's half
+    # cycles land from where they have been landing (a steady growth or fall is no
+    # spread); 0 until three are known. Computed once (see __post_init__): it is read
+    # for every sample.
     spread: float = field(init=False, default=0.0)
+    # ... and how much one half cycle differs from the last, the profile a slide is
+    # judged against: the RMS of the steps between successive scales over √2 (the
+    # same as the standard deviation for scales that differ at random). A growth that
+    # slows down and picks up again (the scales drift) moves their mean, not this.
+    step_spread: float = field(init=False, default=0.0)
     # Learnt from a half cycle that fell below a cell steady until then: provisional,
     # but no activation (which comes in a fresh cell, not after steady half cycles).
     fell_from_steady: bool = field(init=False, default=False)
@@ -309,6 +315,8 @@ class _Profile:
         if n >= 3:
             mean = sum(self.scales) / n
             self.spread = math.sqrt(sum((x - mean) ** 2 for x in self.scales) / (n - 1))
+            steps = [b - a for a, b in itertools.pairwise(self.scales)]
+            self.step_spread = math.sqrt(sum(d * d for d in steps) / (2 * len(steps)))
         before = self.scales[-1 - _STEADY_HALF_CYCLES : -1]
         self.fell_from_steady = (
             len(before) == _STEADY_HALF_CYCLES
@@ -1676,8 +1684,9 @@ class LithiumDetector(DetectorBase):
             1.0 + raw_share + smooth_share * smooth_share * n / (n + _PROFILE_SMOOTHING - 1)
         )
         slide_noise = s.significance_sigmas * sigma_r * math.sqrt(variance_share / self._window_xx)
-        # Half cycles of this cell differ by its spread: a slide must stand out of that.
-        threshold = min(s.slide_ratio, 1.0 - _SPREAD_SIGMAS * self._ref.spread)
+        # Half cycles of this cell differ from the last by its step spread: a slide must
+        # stand out of that.
+        threshold = min(s.slide_ratio, 1.0 - _SPREAD_SIGMAS * self._ref.step_spread)
         if n >= _SLIDE_MIN_SAMPLES and smoothed < threshold and 1.0 - smoothed > slide_noise:
             return smoothed
         return None
