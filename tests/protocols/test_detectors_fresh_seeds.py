@@ -80,6 +80,31 @@ def one_step(
     return t, v, np.full(n, current_a)
 
 
+def collapse_delays(
+    healthy: Callable[[float], float],
+    shorted: Callable[[float], float],
+    *,
+    current_a: float,
+    onset_s: float,
+    dt_s: float,
+    n: int,
+) -> list[int]:
+    """One step shorted at ``onset_s``, in 200 µV of noise drawn 20 ways: each one's
+    halt delay in samples (its healthy twin, the same noise, never halted)."""
+    late = []
+    for seed in range(20):
+        twin = one_step(healthy, current_a=current_a, dt_s=dt_s, n=n, noise_v=200e-6, seed=seed)
+        assert first_halt(twin) is None, seed
+        arrays = one_step(shorted, current_a=current_a, dt_s=dt_s, n=n, noise_v=200e-6, seed=seed)
+        halt = first_halt(arrays)
+        assert halt is not None, seed
+        assert halt.kind == "short", seed
+        onset = index_at(arrays, onset_s)
+        assert halt.index >= onset, seed
+        late.append(halt.index - onset)
+    return late
+
+
 def test_a_collapse_in_a_noisy_first_step_halts_within_three_samples() -> None:
     # early-short-hard/01 (reality tuning, seed 8): a CCD step at 0.25 mA cm⁻² sampled
     # every 5 s, 3.4 mV of overpotential with 200 µV of noise, shorted 315 s in, no
@@ -94,17 +119,7 @@ def test_a_collapse_in_a_noisy_first_step_halts_within_three_samples() -> None:
     def shorted(t_s: float) -> float:
         return SHORT_OHM if t_s >= onset_s else healthy(t_s)
 
-    late = []
-    for seed in range(20):
-        twin = one_step(healthy, current_a=current_a, dt_s=5.0, n=400, noise_v=200e-6, seed=seed)
-        assert first_halt(twin) is None, seed
-        arrays = one_step(shorted, current_a=current_a, dt_s=5.0, n=400, noise_v=200e-6, seed=seed)
-        halt = first_halt(arrays)
-        assert halt is not None, seed
-        assert halt.kind == "short", seed
-        onset = index_at(arrays, onset_s)
-        assert halt.index >= onset, seed
-        late.append(halt.index - onset)
+    late = collapse_delays(healthy, shorted, current_a=current_a, onset_s=onset_s, dt_s=5.0, n=400)
     assert max(late) <= 3, late
 
 
@@ -148,15 +163,5 @@ def test_a_collapse_in_a_hold_is_judged_against_the_hold_as_it_stood_before_it()
             return healthy(t_s)
         return 0.13 * healthy(t_s) if t_s < onset_s + 10.0 else SHORT_OHM
 
-    late = []
-    for seed in range(20):
-        twin = one_step(healthy, current_a=current_a, dt_s=10.0, n=300, noise_v=200e-6, seed=seed)
-        assert first_halt(twin) is None, seed
-        arrays = one_step(shorted, current_a=current_a, dt_s=10.0, n=300, noise_v=200e-6, seed=seed)
-        halt = first_halt(arrays)
-        assert halt is not None, seed
-        assert halt.kind == "short", seed
-        onset = index_at(arrays, onset_s)
-        assert halt.index >= onset, seed
-        late.append(halt.index - onset)
+    late = collapse_delays(healthy, shorted, current_a=current_a, onset_s=onset_s, dt_s=10.0, n=300)
     assert max(late) <= 3, late
