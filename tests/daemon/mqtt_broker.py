@@ -18,7 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiomqtt
 import pytest
+
+from cellguard.drivers import VirtualClock
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 PREFIX = "cellguard/test"
@@ -204,3 +207,32 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     writer.transport.abort()
+
+
+async def command_result(
+    operator: aiomqtt.Client, clock: VirtualClock, poll_s: float, wait_s: float = 20.0
+) -> aiomqtt.Message:
+    """The next ``command_result`` the operator receives, the virtual clock moving one
+    poll at a time until it comes.
+
+    A command is run between two polls, and it reaches the daemon through the broker
+    in wall time: a test that advanced the clock a fixed number of polls after
+    publishing it waited for ever when the broker took longer than those polls (a
+    loaded CI machine).
+    """
+
+    async def receive() -> aiomqtt.Message:
+        async for message in operator.messages:
+            if "command_result" in str(message.topic):
+                return message
+        raise AssertionError("the operator's connection ended before a command_result")
+
+    waiter = asyncio.ensure_future(receive())
+    try:
+        async with asyncio.timeout(wait_s):
+            while not waiter.done():
+                await clock.advance(poll_s)
+                await asyncio.wait({waiter}, timeout=0.01)
+        return waiter.result()
+    finally:
+        waiter.cancel()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+from mqtt_broker import PASSWORDS, PREFIX, Broker, command_result, running_mosquitto
 from present_value_kinds import KINDS, MACCOR, Kind
 
 from cellguard.daemon.config import parse_config
@@ -102,12 +102,7 @@ async def test_a_short_is_stopped_at_the_instrument_alerted_and_stored(
                     json.dumps({"action": "stop", "request_id": "r1"}),
                     qos=1,
                 )
-                await _drive(clock, 0.1)
-                async with asyncio.timeout(WAIT_S):
-                    while True:
-                        message = await anext(aiter(operator.messages))
-                        if "command_result" in str(message.topic):
-                            break
+                message = await command_result(operator, clock, POLL_S, WAIT_S)
                 result = json.loads(message.payload)  # type: ignore[arg-type]
                 assert (result["request_id"], result["ok"]) == ("r1", True)
                 assert kind.is_stopped(sim, 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from mqtt_broker import PASSWORDS, PREFIX, Broker, running_mosquitto
+from mqtt_broker import PASSWORDS, PREFIX, Broker, command_result, running_mosquitto
 from shared import EXAMPLE_PROTOCOL
 from test_influx import export
 
@@ -137,12 +137,7 @@ async def test_a_short_is_stopped_alerted_and_stored_and_the_healthy_channel_run
                     json.dumps({"action": "stop", "request_id": "r1"}),
                     qos=1,
                 )
-                await _drive(clock, 0.1)
-                async with asyncio.timeout(WAIT_S):
-                    while True:
-                        message = await anext(aiter(operator.messages))
-                        if "command_result" in str(message.topic):
-                            break
+                message = await command_result(operator, clock, POLL_S, WAIT_S)
                 result = json.loads(message.payload)  # type: ignore[arg-type]
                 assert (result["request_id"], result["ok"]) == ("r1", True)
                 assert sim.channels[ChannelId(1, 1, 2)].workstatus == "stop"
@@ -298,10 +293,7 @@ async def test_an_operator_starts_a_protocol_script_on_a_stopped_channel_over_mq
             async def command(body: dict[str, object]) -> dict[str, object]:
                 topic = f"{PREFIX}/command/ct4008-e2e/1-1-2"
                 await operator.publish(topic, json.dumps(body), qos=1)
-                for _ in range(3):
-                    await _drive(clock, POLL_S / 3600)
-                async with asyncio.timeout(WAIT_S):
-                    message = await anext(aiter(operator.messages))
+                message = await command_result(operator, clock, POLL_S, WAIT_S)
                 result: dict[str, object] = json.loads(message.payload)  # type: ignore[arg-type]
                 return result
 
