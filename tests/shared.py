@@ -6,7 +6,10 @@ A missing folder is a collection error, never a silently skipped test.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if not (SHARED_FIXTURES / "neware-bts-api").is_dir():
@@ -23,3 +26,15 @@ EXAMPLE_PROTOCOL = (
     / "examples"
     / "asymmetric-0.5-0.5.toml"
 ).read_text(encoding="utf-8")
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -4,16 +4,14 @@ as its channel would be. What the detectors score is the benchmark's business, n
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from shared import load_bench
 
 from cellguard.protocols.detectors.corpus_reality import (
     REALITY_FAULT_FAMILIES,
@@ -24,14 +22,7 @@ from cellguard.protocols.detectors.corpus_reality import (
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_detectors.py"
-    spec = importlib.util.spec_from_file_location("bench_detectors_under_test", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_detectors")
 
 
 def test_a_full_cell_is_judged_in_its_protocols_window(bench: ModuleType) -> None:

@@ -4,27 +4,19 @@ cases outside the goals, from bench_detectors.py's JSON."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from shared import load_bench
 
 
 @pytest.fixture(scope="module")
 def sweep() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "sweep_detectors.py"
-    spec = importlib.util.spec_from_file_location("sweep_detectors_under_test", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("sweep_detectors")
 
 
 def _case(name: str, *, fault: bool, delay: float | None, false_halt: bool = False) -> Any:
