@@ -10,6 +10,11 @@ onset labelled by looking at the trace; a halt on a healthy file, or earlier tha
 is a *false halt*. Delays are in seconds and samples after the labelled onset.
 Goals: 100 % of the real shorts and depletions found, 0 false halts.
 
+The Li/Na-metal pairs are also judged as a lab PC sees them (*lab views*): logged every
+30, 60 and 120 s (every step change still recorded), and watched from a (re)start 3-19 h
+into the test, joining the stream in the middle of a half cycle with no history. The
+same goals hold for every view.
+
     .venv/bin/python bench/bench_real.py [--json] [--corpus DIR]
 
 Exit code 0 whatever the result: it is a benchmark, not a test.
@@ -18,6 +23,7 @@ Exit code 0 whatever the result: it is a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -29,10 +35,19 @@ from typing import Any
 import numpy as np
 
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
-from cellguard.protocols.detectors.real import RealCase, load_real_corpus, settings_for
+from cellguard.protocols.detectors.real import (
+    RealCase,
+    load_real_corpus,
+    logged_every,
+    settings_for,
+    watched_from,
+)
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real-cells"
 BASELINE_LIMIT_V = 4.99
+# (logging interval s, watched from h): 0 keeps the file's own interval / its start.
+LAB_VIEWS = ((30.0, 0.0), (60.0, 0.0), (120.0, 0.0),
+             (0.0, 3.0), (0.0, 6.0), (0.0, 9.0), (0.0, 14.0), (0.0, 19.0))  # fmt: skip
 
 
 class _FixedLimit:
@@ -119,6 +134,32 @@ def _outcome(
     )
 
 
+def _joined(settings: DetectorSettings) -> Detector:
+    """A detector for a stream joined part-way: it starts blind, as the service does."""
+    return make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+
+
+def lab_view(case: RealCase, interval_s: float, start_h: float) -> RealOutcome | None:
+    """``case`` logged every ``interval_s`` and watched from ``start_h`` (None: the
+    view starts after the labelled onset)."""
+    rec = case.recording
+    assert rec is not None
+    view = logged_every(rec, interval_s) if interval_s else rec
+    if start_h:
+        view = watched_from(view, start_h * 3600.0)
+    skipped_s = float(view.t_s[0] - rec.t_s[0])
+    if case.onset_s is not None and skipped_s >= case.onset_s:
+        return None
+    onset_s = None if case.onset_s is None else case.onset_s - skipped_s
+    seen = dataclasses.replace(case, recording=view, onset_s=onset_s)
+    outcome = judge(seen, _joined if start_h else make_detector)
+    name = f"every {interval_s:g} s" if interval_s else f"from {start_h:g} h"
+    outcome.file = f"{case.name} [{name}]"
+    if outcome.halt_s is not None:
+        outcome.halt_s += skipped_s  # test time of the whole file
+    return outcome
+
+
 def run(corpus: Path) -> dict[str, Any]:
     cases = [c for c in load_real_corpus(corpus) if c.recording is not None]
     ours = [judge(case, make_detector) for case in cases]
@@ -126,7 +167,14 @@ def run(corpus: Path) -> dict[str, Any]:
     for case in cases:
         first = _FixedLimit(settings_for(case)).first_halt(case)
         baseline.append(_outcome(case, first, 0, "fixed limit"))
-    return {"cellguard": ours, "baseline": baseline}
+    views = [
+        view
+        for case in cases
+        if case.cell != "full"
+        for interval_s, start_h in LAB_VIEWS
+        if (view := lab_view(case, interval_s, start_h)) is not None
+    ]
+    return {"cellguard": ours, "baseline": baseline, "lab views": views}
 
 
 def summary(outcomes: Sequence[RealOutcome]) -> dict[str, Any]:
@@ -170,6 +218,24 @@ def print_table(result: dict[str, Any]) -> None:
     for o in ours:
         if o.verdict in ("missed", "false halt", "early halt"):
             print(f"  {o.verdict}: {o.file}: {o.detail or 'no halt'}")
+    views: list[RealOutcome] = result.get("lab views", [])
+    if views:
+        print("\nthe Li/Na-metal pairs as a lab PC sees them (logged every N s; watched from a "
+              "restart N h in)")  # fmt: skip
+        for o in views:
+            mine = o.verdict
+            if o.delay_s is not None:
+                mine += f" +{o.delay_s:.0f} s / {o.delay_samples} smp"
+            elif o.halt_s is not None:
+                mine += f" at {o.halt_s / 3600:.2f} h"
+            name, _, view = o.file.partition(" [")
+            print(f"  {name[:44]:44} {'[' + view:16} {mine}")
+        v = summary(views)
+        print(f"lab views: {v['found']}/{v['faults']} faults found, {v['false_halts']} false "
+              f"halts in {v['files']} views: {'PASS' if v['pass'] else 'FAIL'}")  # fmt: skip
+        for o in views:
+            if o.verdict in ("missed", "false halt", "early halt"):
+                print(f"  {o.verdict}: {o.file}: {o.detail or 'no halt'}")
 
 
 def as_json(result: dict[str, Any]) -> dict[str, Any]:

@@ -131,6 +131,10 @@ _WITHIN_FALL = 0.03
 # last _SPREAD_HALF_CYCLES half cycles in that direction.
 _SPREAD_SIGMAS = 4.0
 _SPREAD_HALF_CYCLES = 8
+# ... and out of how far the slide window's own scale wanders within a healthy half
+# cycle of this cell (see _Profile.wander), by this many σ.
+_WANDER_SIGMAS = 5.0
+_WANDER_MIN_WINDOWS = 10
 # ... and a shallow slide is decided when the half cycle breaks the cell's own trend:
 # it sits below the mean of the last half cycles' scales by this many σ of their spread
 # (and by at least twice _SHALLOW_SLIDE), with at least _TREND_MIN_HALF_CYCLES known.
@@ -289,6 +293,11 @@ class _Profile:
     sign: float = 1.0  # the sign of its median r (-1 with reversed leads)
     # Scales of the last half cycles against their profiles (the between-half-cycle spread).
     scales: tuple[float, ...] = ()
+    # How far the slide window's scale wandered (SD about its mean) within each of the
+    # last half cycles: a liquid cell's overpotential flickers by 5-10 % over tens of
+    # seconds, far more than its sample-to-sample noise says, and a half cycle tells it
+    # on its own (the step spread needs three).
+    wanders: tuple[float, ...] = ()
     # Whether a half cycle that looked low was already judged against this established
     # profile without replacing it (see _end_segment): it is kept for one such only.
     held: bool = False
@@ -309,8 +318,12 @@ class _Profile:
     # Learnt from a half cycle that fell below a cell steady until then: provisional,
     # but no activation (which comes in a fresh cell, not after steady half cycles).
     fell_from_steady: bool = field(init=False, default=False)
+    # The RMS of ``wanders``.
+    wander: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
+        if self.wanders:
+            self.wander = math.sqrt(sum(w * w for w in self.wanders) / len(self.wanders))
         n = len(self.scales)
         if n >= 3:
             mean = sum(self.scales) / n
@@ -438,6 +451,9 @@ class LithiumDetector(DetectorBase):
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
+        # The slide window's scale through this segment (Welford): its wander.
+        self._wd_n = 0
+        self._wd_mean = self._wd_m2 = 0.0
         self._prev_ratio = math.inf  # the previous judged sample's ratio in this segment
         self._relative_sigma = 0.0
         # The recent samples' scatter (Ω, from successive differences), kept across half
@@ -467,6 +483,7 @@ class LithiumDetector(DetectorBase):
         self._near_run = 0
         self._slide_run = 0
         self._slide_level = 1.0  # the window's scale at the last slide sample
+        self._slide_threshold = settings.slide_ratio  # the last one judged against
         self._slide_t0 = 0.0
         self._hard_run = 0
         self._hard_t0 = 0.0
@@ -677,6 +694,8 @@ class LithiumDetector(DetectorBase):
         self._seg_whole = not self._blind
         self._seg_low = False
         self._seg_xy = self._seg_xx = 0.0
+        self._wd_n = 0
+        self._wd_mean = self._wd_m2 = 0.0
         self._fall_xy = self._fall_xx = 0.0
         self._late_xy = self._late_xx = 0.0
         self._late_n = 0
@@ -769,6 +788,10 @@ class LithiumDetector(DetectorBase):
         scales = () if ref is None else ref.scales
         if ref is not None and self._seg_xx > 0:
             scales = (*scales, self._seg_xy / self._seg_xx)[-_SPREAD_HALF_CYCLES:]
+        wanders = () if ref is None else ref.wanders
+        if self._wd_n >= _WANDER_MIN_WINDOWS:
+            wander = math.sqrt(self._wd_m2 / (self._wd_n - 1))
+            wanders = (*wanders, wander)[-_SPREAD_HALF_CYCLES:]
         profile = _Profile(
             learnt_at=self._ended[self._seg_dir],
             level_a=self._level_a,
@@ -791,6 +814,7 @@ class LithiumDetector(DetectorBase):
                 and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
             ),
             scales=scales,
+            wanders=wanders,
             sign=math.copysign(1.0, sorted(r)[len(r) // 2]),
         )
         profiles = self._profiles[self._seg_dir]
@@ -1342,7 +1366,7 @@ class LithiumDetector(DetectorBase):
             self._slide_run += 1
             self._slide_level = smoothed
             self._seg_low = True
-            threshold_v = s.slide_ratio * abs(expected_v)
+            threshold_v = self._slide_threshold * abs(expected_v)
             decided = self._slide_decided(smoothed)
             if trusted and decided and self._confirmed(self._slide_run, self._slide_t0, t_s):
                 return self._slide_halt(index, t_s, voltage_v, expected_v, smoothed)
@@ -1616,7 +1640,6 @@ class LithiumDetector(DetectorBase):
     def _slide_halt(
         self, index: int, t_s: float, voltage_v: float, expected_v: float, smoothed: float
     ) -> Verdict:
-        s = self.settings
         return self._halt_with(
             index,
             t_s,
@@ -1624,10 +1647,10 @@ class LithiumDetector(DetectorBase):
             "slide",
             voltage_v,
             expected_v,
-            s.slide_ratio * abs(expected_v),
+            self._slide_threshold * abs(expected_v),
             f"the overpotential slid to {smoothed:.2f}× the "
             f"{abs(expected_v) * 1e3:.2f} mV of the last healthy half cycle "
-            f"(threshold {s.slide_ratio:g}×), on {self._slide_run} samples over "
+            f"(threshold {self._slide_threshold:.2f}×), on {self._slide_run} samples over "
             f"{t_s - self._slide_t0:.3g} s",
             subkind="micro",
         )
@@ -1686,7 +1709,16 @@ class LithiumDetector(DetectorBase):
         slide_noise = s.significance_sigmas * sigma_r * math.sqrt(variance_share / self._window_xx)
         # Half cycles of this cell differ from the last by its step spread: a slide must
         # stand out of that.
-        threshold = min(s.slide_ratio, 1.0 - _SPREAD_SIGMAS * self._ref.step_spread)
+        if n >= _SLIDE_MIN_SAMPLES:
+            self._wd_n += 1
+            delta = smoothed - self._wd_mean
+            self._wd_mean += delta / self._wd_n
+            self._wd_m2 += delta * (smoothed - self._wd_mean)
+        threshold = self._slide_threshold = min(
+            s.slide_ratio,
+            1.0 - _SPREAD_SIGMAS * self._ref.step_spread,
+            1.0 - _WANDER_SIGMAS * self._ref.wander,
+        )
         if n >= _SLIDE_MIN_SAMPLES and smoothed < threshold and 1.0 - smoothed > slide_noise:
             return smoothed
         return None

@@ -10,6 +10,7 @@ recording, the field and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -17,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
+
+import numpy as np
+import numpy.typing as npt
 
 from cellguard.drivers.errors import CellguardError
 from cellguard.drivers.files import SUFFIXES, Recording, read_recording
@@ -128,6 +132,59 @@ def settings_for(case: RealCase) -> DetectorSettings:
         changes["full_v_min_v"] = max(low, 1e-3)  # a window from 0 V: anything above 0
         changes["full_v_max_v"] = high
     return DetectorSettings(**changes)
+
+
+def logged_every(recording: Recording, interval_s: float) -> Recording:
+    """The recording as an instrument logging every ``interval_s`` would have written it.
+
+    A sample is kept once ``interval_s`` has passed since the last one kept, and every
+    step's first and last samples are kept too: instruments record at each step change
+    whatever their interval (a 7 s impedance sweep between two plating blocks is in a
+    file logged every minute). Labs log week-long tests at 30-120 s.
+    """
+    if not interval_s > 0.0:
+        msg = f"interval_s must be > 0 s, got {interval_s!r}"
+        raise ValueError(msg)
+    t = recording.t_s
+    marks = recording.step_kind if recording.step_kind is not None else recording.step
+    edge = np.zeros(len(t), dtype=bool)
+    if marks is not None and len(t) > 1:
+        change = np.flatnonzero(np.diff(marks) != 0)
+        edge[change] = True
+        edge[change + 1] = True
+    keep = [0]
+    last_s = float(t[0]) if len(t) else 0.0
+    for i in range(1, len(t)):
+        if edge[i] or t[i] - last_s >= interval_s:
+            keep.append(i)
+            last_s = float(t[i])
+    return _subset(recording, np.asarray(keep, dtype=np.int64))
+
+
+def watched_from(recording: Recording, start_s: float) -> Recording:
+    """The samples from test time ``start_s`` (s from the first sample) on.
+
+    What cellguard sees when it starts, or restarts, part-way through a test: no
+    history, and a stream that joins in the middle of a half cycle.
+    """
+    t = recording.t_s
+    first = int(np.searchsorted(t - t[0], start_s)) if len(t) else 0
+    return _subset(recording, np.arange(first, len(t), dtype=np.int64))
+
+
+def _subset(recording: Recording, index: npt.NDArray[np.int64]) -> Recording:
+    def pick(column: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+        return None if column is None else column[index]
+
+    return dataclasses.replace(
+        recording,
+        t_s=recording.t_s[index],
+        voltage_v=recording.voltage_v[index],
+        current_a=recording.current_a[index],
+        step=pick(recording.step),
+        cycle=pick(recording.cycle),
+        step_kind=pick(recording.step_kind),
+    )
 
 
 def _case(folder: Path, position: int, table: object) -> RealCase:

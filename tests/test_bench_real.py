@@ -1,0 +1,58 @@
+"""bench/bench_real.py's lab views: a real recording logged coarser, or watched from a
+restart part-way, judged with its onset and halt times still those of the whole file."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+from shared import load_bench
+
+from cellguard.protocols.detectors.real import RealCase, load_real_corpus
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return load_bench("bench_real")
+
+
+@pytest.fixture(scope="module")
+def short(bench: ModuleType) -> RealCase:
+    (case,) = [c for c in load_real_corpus(bench.DEFAULT_CORPUS) if c.name.startswith("jr862")]
+    return case
+
+
+def test_a_coarser_log_keeps_the_files_onset_and_counts_its_own_samples(
+    bench: ModuleType, short: RealCase
+) -> None:
+    whole = bench.judge(short, bench.make_detector)
+    view = bench.lab_view(short, 60.0, 0.0)
+    assert view is not None
+    assert view.file == f"{short.name} [every 60 s]"
+    assert view.onset_s == short.onset_s
+    assert view.verdict == "found"
+    # one sample a minute, and each of the ~46 steps' first and last with a neighbour
+    rec = short.recording
+    assert rec is not None
+    minutes = rec.duration_s / 60.0
+    assert minutes <= view.samples <= minutes + 4 * 46
+    assert whole.samples > 25 * view.samples
+    # a minute apart, the delay is a few samples where the whole file counts hundreds
+    assert view.delay_samples is not None
+    assert 0 <= view.delay_samples <= view.delay_s / 60.0 + 2
+
+
+def test_a_restart_is_judged_blind_with_times_of_the_whole_test(
+    bench: ModuleType, short: RealCase
+) -> None:
+    assert short.onset_s is not None
+    view = bench.lab_view(short, 0.0, 9.0)
+    assert view is not None
+    assert view.file == f"{short.name} [from 9 h]"
+    assert view.onset_s == pytest.approx(short.onset_s - 9 * 3600.0, abs=1.0)
+    assert view.verdict == "found"
+    assert view.halt_s is not None
+    assert view.delay_s is not None
+    assert view.halt_s == pytest.approx(short.onset_s + view.delay_s, abs=1.0)
+    # a restart after the onset has nothing left to find: no view
+    assert bench.lab_view(short, 0.0, 24.0) is None
