@@ -11,9 +11,9 @@ is a *false halt*. Delays are in seconds and samples after the labelled onset.
 Goals: 100 % of the real shorts and depletions found, 0 false halts.
 
 The Li/Na-metal pairs are also judged as a lab PC sees them (*lab views*): logged every
-30, 60 and 120 s (every step change still recorded), and watched from a (re)start 3-19 h
-into the test, joining the stream in the middle of a half cycle with no history. The
-same goals hold for every view.
+30, 60 and 120 s, or on every 1-10 mV change (every step change still recorded), and
+watched from a (re)start 3-19 h into the test, joining the stream in the middle of a
+half cycle with no history. The same goals hold for every view.
 
     .venv/bin/python bench/bench_real.py [--json] [--corpus DIR]
 
@@ -45,9 +45,12 @@ from cellguard.protocols.detectors.real import (
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real-cells"
 BASELINE_LIMIT_V = 4.99
-# (logging interval s, watched from h): 0 keeps the file's own interval / its start.
-LAB_VIEWS = ((30.0, 0.0), (60.0, 0.0), (120.0, 0.0),
-             (0.0, 3.0), (0.0, 6.0), (0.0, 9.0), (0.0, 14.0), (0.0, 19.0))  # fmt: skip
+# (logging interval s, or on a change of V, watched from h): 0 / None keep the file's
+# own interval, its every sample, its start.
+LAB_VIEWS = ((30.0, None, 0.0), (60.0, None, 0.0), (120.0, None, 0.0),
+             (60.0, 0.001, 0.0), (300.0, 0.005, 0.0), (300.0, 0.01, 0.0),
+             (0.0, None, 3.0), (0.0, None, 6.0), (0.0, None, 9.0), (0.0, None, 14.0),
+             (0.0, None, 19.0))  # fmt: skip
 
 
 class _FixedLimit:
@@ -139,12 +142,14 @@ def _joined(settings: DetectorSettings) -> Detector:
     return make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
 
 
-def lab_view(case: RealCase, interval_s: float, start_h: float) -> RealOutcome | None:
-    """``case`` logged every ``interval_s`` and watched from ``start_h`` (None: the
-    view starts after the labelled onset)."""
+def lab_view(
+    case: RealCase, interval_s: float, start_h: float, change_v: float | None = None
+) -> RealOutcome | None:
+    """``case`` logged every ``interval_s`` (or on a ``change_v`` change) and watched
+    from ``start_h`` (None: the view starts after the labelled onset)."""
     rec = case.recording
     assert rec is not None
-    view = logged_every(rec, interval_s) if interval_s else rec
+    view = logged_every(rec, interval_s, change_v) if interval_s else rec
     if start_h:
         view = watched_from(view, start_h * 3600.0)
     skipped_s = float(view.t_s[0] - rec.t_s[0])
@@ -154,6 +159,8 @@ def lab_view(case: RealCase, interval_s: float, start_h: float) -> RealOutcome |
     seen = dataclasses.replace(case, recording=view, onset_s=onset_s)
     outcome = judge(seen, _joined if start_h else make_detector)
     name = f"every {interval_s:g} s" if interval_s else f"from {start_h:g} h"
+    if change_v is not None:
+        name += f" or {change_v * 1e3:g} mV"
     outcome.file = f"{case.name} [{name}]"
     if outcome.halt_s is not None:
         outcome.halt_s += skipped_s  # test time of the whole file
@@ -171,8 +178,8 @@ def run(corpus: Path) -> dict[str, Any]:
         view
         for case in cases
         if case.cell != "full"
-        for interval_s, start_h in LAB_VIEWS
-        if (view := lab_view(case, interval_s, start_h)) is not None
+        for interval_s, change_v, start_h in LAB_VIEWS
+        if (view := lab_view(case, interval_s, start_h, change_v)) is not None
     ]
     return {"cellguard": ours, "baseline": baseline, "lab views": views}
 
@@ -220,8 +227,8 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"  {o.verdict}: {o.file}: {o.detail or 'no halt'}")
     views: list[RealOutcome] = result.get("lab views", [])
     if views:
-        print("\nthe Li/Na-metal pairs as a lab PC sees them (logged every N s; watched from a "
-              "restart N h in)")  # fmt: skip
+        print("\nthe Li/Na-metal pairs as a lab PC sees them (logged every N s, or on an N mV "
+              "change; watched from a restart N h in)")  # fmt: skip
         for o in views:
             mine = o.verdict
             if o.delay_s is not None:
@@ -229,7 +236,7 @@ def print_table(result: dict[str, Any]) -> None:
             elif o.halt_s is not None:
                 mine += f" at {o.halt_s / 3600:.2f} h"
             name, _, view = o.file.partition(" [")
-            print(f"  {name[:44]:44} {'[' + view:16} {mine}")
+            print(f"  {name[:44]:44} {'[' + view:24} {mine}")
         v = summary(views)
         print(f"lab views: {v['found']}/{v['faults']} faults found, {v['false_halts']} false "
               f"halts in {v['files']} views: {'PASS' if v['pass'] else 'FAIL'}")  # fmt: skip

@@ -298,6 +298,8 @@ class _Profile:
     # seconds, far more than its sample-to-sample noise says, and a half cycle tells it
     # on its own (the step spread needs three).
     wanders: tuple[float, ...] = ()
+    # Where its first sample sat (s after its origin: the gap before it).
+    lead_s: float = 0.0
     # Whether a half cycle that looked low was already judged against this established
     # profile without replacing it (see _end_segment): it is kept for one such only.
     held: bool = False
@@ -451,6 +453,10 @@ class LithiumDetector(DetectorBase):
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
+        # Where the segment's first sample sits (s after the origin): the gap before it.
+        self._seg_lead_s = 0.0
+        self._lag_s = 0.0  # how far it may be misaligned against its profile (s)
+        self._crossing = False  # the profile crossing zero in the other alignment
         # The slide window's scale through this segment (Welford): its wander.
         self._wd_n = 0
         self._wd_mean = self._wd_m2 = 0.0
@@ -569,6 +575,7 @@ class LithiumDetector(DetectorBase):
             # sample, as for every later half cycle, so that their profiles line up.
             interval_s = t_s - self._t_prev
             self._seg_t0 = self._t_prev - interval_s
+            self._set_lead(interval_s)
             self._seg_p = [p + interval_s for p in self._seg_p]
             self._unanchored = False
             if interval_s >= s.settle_s and self._low_n == 0:
@@ -608,12 +615,32 @@ class LithiumDetector(DetectorBase):
             settle_s = s.settle_like_s
         else:
             settle_s = s.settle_s
-        self._settle_now_s = settle_s + self._settle_from_p
+        # Where the reversal fell within the gap before a half cycle's first sample is
+        # unknown: the origin is put right after the sample before it. Logged on
+        # change, the reversal's own jump is the first sample, and the gap is however
+        # long the instrument last logged nothing (1-60 s, different every time), so
+        # the two may be misaligned by the difference of their gaps: this half cycle's
+        # zero crossing and settling, or its profile's, may last that much longer.
+        lag_s = self._seg_lead_s - ref.lead_s
+        self._crossing = False
+        self._settle_now_s = settle_s + self._settle_from_p + self._lag_s
         # A shift is judged against at least the profile's typical level: early in a half
         # cycle the profile may sit near its own zero crossing, and where the profile
         # caught a relaxed point (the first sample after an impedance sweep, recorded a
         # few seconds later in one half cycle than in the next) it dips far below it.
         r_shift = r_exp if abs(r_exp) >= ref.typical else math.copysign(ref.typical, r_exp)
+        if self._lag_s:
+            # Where the overpotential still rises steeply a misalignment reads as a fall:
+            # a fall is judged against the lower of the two alignments, a shift against
+            # the higher.
+            other = _interp(ref.p, ref.r, p_s - lag_s)
+            self._crossing = other * r_exp <= 0.0  # the profile there still crossing zero
+            if not self._crossing:
+                if abs(other) > abs(r_shift):
+                    r_shift = other
+                if abs(other) < abs(r_exp):
+                    r_exp = other
+                    expected_v = r_exp * current_a
         if p_s < self._settle_now_s:
             r_exp = r_shift
             expected_v = r_exp * current_a
@@ -710,11 +737,20 @@ class LithiumDetector(DetectorBase):
         # rest): that is the origin every half cycle is measured from. The very first
         # sample has no predecessor: the second one tells the interval (see feed).
         self._seg_t0 = t_s - self._interval_s(t_s)
+        self._set_lead(t_s - self._seg_t0)
         self._own.clear()
         self._col_n = self._low_n = 0
         self._col_sum = self._col_d2 = 0.0
         self._clear_window()
         self._reset_runs()
+
+    def _set_lead(self, lead_s: float) -> None:
+        """Where this segment's first sample sits, and so how far it may be misaligned
+        against its profile (see feed)."""
+        self._seg_lead_s = lead_s
+        ref = self._ref
+        lag_s = 0.0 if ref is None else abs(lead_s - ref.lead_s)
+        self._lag_s = lag_s if lag_s > _STAT_SPACING_S else 0.0
 
     def _interval_s(self, t_s: float) -> float:
         """The time since the previous sample (0 for the stream's first: see feed)."""
@@ -815,6 +851,7 @@ class LithiumDetector(DetectorBase):
             ),
             scales=scales,
             wanders=wanders,
+            lead_s=self._seg_lead_s,
             sign=math.copysign(1.0, sorted(r)[len(r) // 2]),
         )
         profiles = self._profiles[self._seg_dir]
@@ -906,7 +943,10 @@ class LithiumDetector(DetectorBase):
         downward one lowers it, and then this reference judges nothing).
         """
         s = self.settings
-        if p_s < s.settle_s + self._settle_from_p:
+        settle_s = s.settle_s + self._settle_from_p
+        if self._lag_s:
+            settle_s += max(self._lag_s, self._seg_lead_s)  # (misaligned: see feed)
+        if p_s < settle_s:
             return None
         n = self._col_n
         reference = math.nan
@@ -923,7 +963,12 @@ class LithiumDetector(DetectorBase):
             sigma = sigma_ohm / abs(mean) if mean else 0.0
             if abs(mean * current_a) < s.min_expected_v:
                 self._crun_n = 0
-            elif ratio < s.near_zero_ratio and 1.0 - ratio > s.pair_significance_sigmas * sigma:
+            elif (
+                # (Of the other sign and larger: the mean so far is still the zero
+                # crossing's, as below.)
+                -1.0 < ratio < s.near_zero_ratio
+                and 1.0 - ratio > s.pair_significance_sigmas * sigma
+            ):
                 reference = mean
             if abs(mean * current_a) >= s.min_expected_v:
                 run_mean = self._own_mean_run(t_s, r_ohm, mean, sigma, n)
@@ -965,8 +1010,12 @@ class LithiumDetector(DetectorBase):
                 "hard",
             )
         self._col_run = 0
-        self._col_add(t_s, r_ohm)
-        self._low_add(t_s, r_ohm)
+        ref = self._ref
+        if ref is None or r_ohm * ref.sign > 0.0:
+            # (Of the wrong sign for this cell: still the zero crossing, which a half
+            # cycle logged on change may show well past settle_s; not the step's level.)
+            self._col_add(t_s, r_ohm)
+            self._low_add(t_s, r_ohm)
         return None
 
     def _own_mean_run(
@@ -995,7 +1044,7 @@ class LithiumDetector(DetectorBase):
         if self._crun_n:
             mean_ohm, sigma, n_ref = self._crun_ref
         ratio = r_ohm / mean_ohm if mean_ohm else 1.0
-        if ratio >= s.drop_ratio:
+        if not -1.0 < ratio < s.drop_ratio:  # (of the other sign and larger: see above)
             self._crun_n = 0
             return None
         if self._crun_n == 0:
@@ -1190,16 +1239,25 @@ class LithiumDetector(DetectorBase):
         prev_ratio = self._prev_ratio
         self._prev_ratio = ratio
         since_s = p_s - self._settle_from_p
-        if since_s < s.settle_s and (
-            ratio > prev_ratio + max(_RISING_RATIO, 3.0 * sigma)
-            or (since_s < 0.5 * s.settle_s and (ratio <= 0.0 or self._r_exp * ref.sign <= 0.0))
+        if self._lag_s:
+            # Misaligned against its profile (see feed): the reversal may have come as
+            # late as this half cycle's first sample, or lag_s later than its profile's.
+            since_s -= max(self._lag_s, self._seg_lead_s)
+        rising = ratio > prev_ratio + max(_RISING_RATIO, 3.0 * sigma)
+        if (
+            self._r_exp * ref.sign <= 0.0
+            or self._crossing
+            or (since_s < s.settle_s and (rising or (since_s < 0.5 * s.settle_s and ratio <= 0.0)))
         ):
-            # Still the zero crossing: a sample still rising towards the plateau, or
-            # early on one of the wrong sign, or where the profile itself was still
-            # crossing. An instrument logging on change (or a slow double layer)
-            # catches the crossing at other moments in different half cycles. A short
-            # sits at zero without rising, and is judged once the half of settle_s in
-            # which a crossing may still be under way has passed.
+            # Still the zero crossing: where the profile itself was still crossing (in
+            # either alignment: there is nothing to judge against), a sample still
+            # rising towards the plateau, or early on one of the wrong sign. An
+            # instrument logging on change (or a slow double layer) catches the
+            # crossing at other moments in different half cycles. A short sits at zero
+            # without rising, and is judged once the half of settle_s in which a
+            # crossing may still be under way has passed.
+            if rising:
+                self._low_run = self._near_run = 0  # what came before was the crossing
             self._learn(p_s, r_ohm)
             return OK
         # Falls are judged against the recent scatter where it is larger than the noise
@@ -1475,6 +1533,13 @@ class LithiumDetector(DetectorBase):
         n = self._run_n
         # Consistent with zero (within 2 σ of the run's mean): the voltage collapsed.
         hard = mean < s.near_zero_ratio + 2.0 * sigma_mean
+        # (A noise-free record, a figure's data or a coarse ADC on a flat plateau, learns
+        # a noise of 0.)
+        out = (
+            f"{(1.0 - mean) / sigma_mean:.1f} σ of its noise (σ = {sigma_mean:.2f}×) below it"
+            if sigma_mean > 0.0
+            else "below it, with no noise learnt"
+        )
         return self._halt_with(
             index,
             t_s,
@@ -1485,8 +1550,7 @@ class LithiumDetector(DetectorBase):
             s.drop_ratio * abs(expected_v),
             f"the overpotential stayed below {s.drop_ratio:g}× the expected "
             f"{abs(expected_v) * 1e3:.2f} mV for {n} samples over {t_s - self._run_t0:.3g} s, "
-            f"{mean:.2f}× on average, {(1.0 - mean) / sigma_mean:.1f} σ of its noise "
-            f"(σ = {sigma_mean:.2f}×) below it",
+            f"{mean:.2f}× on average, {out}",
             subkind="hard" if hard else "soft",
         )
 
@@ -1709,7 +1773,8 @@ class LithiumDetector(DetectorBase):
         slide_noise = s.significance_sigmas * sigma_r * math.sqrt(variance_share / self._window_xx)
         # Half cycles of this cell differ from the last by its step spread: a slide must
         # stand out of that.
-        if n >= _SLIDE_MIN_SAMPLES:
+        if n >= _SLIDE_MIN_SAMPLES and abs(self._r_exp) >= 0.5 * self._ref.typical:
+            # (Not near a zero crossing, where the fit's scale means little.)
             self._wd_n += 1
             delta = smoothed - self._wd_mean
             self._wd_mean += delta / self._wd_n

@@ -134,16 +134,24 @@ def settings_for(case: RealCase) -> DetectorSettings:
     return DetectorSettings(**changes)
 
 
-def logged_every(recording: Recording, interval_s: float) -> Recording:
-    """The recording as an instrument logging every ``interval_s`` would have written it.
+def logged_every(
+    recording: Recording, interval_s: float, change_v: float | None = None
+) -> Recording:
+    """The recording as an instrument logging every ``interval_s`` would have written it
+    (and, with ``change_v``, on every change of the voltage by that much: EC-Lab's
+    "record every dE or dt").
 
-    A sample is kept once ``interval_s`` has passed since the last one kept, and every
-    step's first and last samples are kept too: instruments record at each step change
-    whatever their interval (a 7 s impedance sweep between two plating blocks is in a
-    file logged every minute). Labs log week-long tests at 30-120 s.
+    A sample is kept once ``interval_s`` has passed since the last one kept (or the
+    voltage moved by ``change_v`` from it), and every step's first and last samples
+    are kept too: instruments record at each step change whatever their interval (a
+    7 s impedance sweep between two plating blocks is in a file logged every minute).
+    Labs log week-long tests at 30-120 s, or on 1-10 mV changes.
     """
     if not interval_s > 0.0:
         msg = f"interval_s must be > 0 s, got {interval_s!r}"
+        raise ValueError(msg)
+    if change_v is not None and not change_v > 0.0:
+        msg = f"change_v must be > 0 V or None, got {change_v!r}"
         raise ValueError(msg)
     t = recording.t_s
     marks = recording.step_kind if recording.step_kind is not None else recording.step
@@ -152,12 +160,16 @@ def logged_every(recording: Recording, interval_s: float) -> Recording:
         change = np.flatnonzero(np.diff(marks) != 0)
         edge[change] = True
         edge[change + 1] = True
+    v = recording.voltage_v
+    step_v = math.inf if change_v is None else change_v
     keep = [0]
     last_s = float(t[0]) if len(t) else 0.0
+    last_v = float(v[0]) if len(t) else 0.0
     for i in range(1, len(t)):
-        if edge[i] or t[i] - last_s >= interval_s:
+        if edge[i] or t[i] - last_s >= interval_s or abs(v[i] - last_v) >= step_v:
             keep.append(i)
             last_s = float(t[i])
+            last_v = float(v[i])
     return _subset(recording, np.asarray(keep, dtype=np.int64))
 
 

@@ -296,18 +296,22 @@ def _li_metal_pairs(corpus: list[RealCase]) -> list[RealCase]:
     return [c for c in corpus if c.cell in ("symmetric", "asymmetric")]
 
 
-# How a lab PC sees the same cells: logged every 30-120 s (every step change still
-# recorded), and watched from a (re)start hours into the test, the stream joining in
-# the middle of a half cycle with no history.
+# How a lab PC sees the same cells: logged every 30-120 s, or on every 1-10 mV change
+# (every step change still recorded), and watched from a (re)start hours into the test,
+# the stream joining in the middle of a half cycle with no history.
 LAB_VIEWS = [
-    *(pytest.param(iv, 0.0, id=f"logged every {iv:g} s") for iv in (30.0, 60.0, 120.0)),
-    *(pytest.param(0.0, h, id=f"watched from {h:g} h") for h in (3.0, 6.0, 9.0, 14.0, 19.0)),
+    *(pytest.param(iv, None, 0.0, id=f"logged every {iv:g} s") for iv in (30.0, 60.0, 120.0)),
+    *(
+        pytest.param(iv, dv, 0.0, id=f"logged on {dv * 1e3:g} mV or {iv:g} s")
+        for iv, dv in ((60.0, 0.001), (300.0, 0.005), (300.0, 0.01))
+    ),
+    *(pytest.param(0.0, None, h, id=f"watched from {h:g} h") for h in (3.0, 6.0, 9.0, 14.0, 19.0)),
 ]
 
 
-@pytest.mark.parametrize(("interval_s", "start_h"), LAB_VIEWS)
+@pytest.mark.parametrize(("interval_s", "change_v", "start_h"), LAB_VIEWS)
 def test_the_real_li_metal_cells_as_a_lab_pc_sees_them_no_healthy_hour_halted(
-    corpus: list[RealCase], interval_s: float, start_h: float
+    corpus: list[RealCase], interval_s: float, change_v: float | None, start_h: float
 ) -> None:
     # jr862's healthy hours dip to 0.73-0.83x of the hour before: a liquid cell's
     # overpotential wanders by 4-12 % over tens of seconds, far more than its
@@ -315,6 +319,10 @@ def test_the_real_li_metal_cells_as_a_lab_pc_sees_them_no_healthy_hour_halted(
     # because its first hours (nucleation, activation) had spread the half cycles'
     # scales. Logged every 30 s, or watched from 3, 6 or 14 h, the same dips halted it
     # as micro shorts (at 21.8, 6.0, 11.0 and 21.5 h; the short starts at 23.65 h).
+    # Logged on change, the polymer cells' half cycles begin at a reversal logged
+    # 0-60 s after the sample before it, so two half cycles were misaligned by tens of
+    # seconds where the overpotential rises from below zero: both were halted as
+    # shorts (collapses, drops, slides) in every one of these views.
     cases = _li_metal_pairs(corpus)
     assert len(cases) >= 3
     wrong = []
@@ -322,7 +330,7 @@ def test_the_real_li_metal_cells_as_a_lab_pc_sees_them_no_healthy_hour_halted(
         rec = case.recording
         assert rec is not None
         if interval_s:
-            rec = logged_every(rec, interval_s)
+            rec = logged_every(rec, interval_s, change_v)
         settings = settings_for(case)
         if start_h:
             rec = watched_from(rec, start_h * 3600.0)
@@ -367,3 +375,22 @@ def test_a_recording_logged_every_minute_keeps_every_step_change() -> None:
     assert len(later.t_s) == len(later.voltage_v) == len(later.step) == 5
     with pytest.raises(ValueError, match="interval_s"):
         logged_every(rec, 0.0)
+    with pytest.raises(ValueError, match="change_v"):
+        logged_every(rec, 60.0, 0.0)
+
+
+def test_a_recording_logged_on_change_keeps_a_sample_per_step_of_the_voltage() -> None:
+    t_s = np.arange(0.0, 100.0, 1.0)
+    voltage_v = np.where(t_s < 50.0, 0.0, 0.001 * (t_s - 50.0))  # flat, then 1 mV/s
+    rec = Recording(
+        path=Path("x.csv"),
+        t_s=t_s,
+        voltage_v=voltage_v,
+        current_a=np.full_like(t_s, 1e-3),
+        step=None,
+        cycle=None,
+        source="bdf-csv",
+    )
+    logged = logged_every(rec, 30.0, change_v=0.0045)
+    # every 30 s while flat, then every 4.5 mV (5 samples) as it rises
+    assert list(logged.t_s) == [0.0, 30.0, 55.0, 60.0, 65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]
