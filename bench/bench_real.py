@@ -50,7 +50,7 @@ BASELINE_LIMIT_V = 4.99
 LAB_VIEWS = ((30.0, None, 0.0), (60.0, None, 0.0), (120.0, None, 0.0),
              (60.0, 0.001, 0.0), (300.0, 0.005, 0.0), (300.0, 0.01, 0.0),
              (0.0, None, 3.0), (0.0, None, 6.0), (0.0, None, 9.0), (0.0, None, 14.0),
-             (0.0, None, 19.0))  # fmt: skip
+             (0.0, None, 19.0), (10.0, 0.02, 2.0))  # fmt: skip
 
 
 class _FixedLimit:
@@ -158,9 +158,15 @@ def lab_view(
     onset_s = None if case.onset_s is None else case.onset_s - skipped_s
     seen = dataclasses.replace(case, recording=view, onset_s=onset_s)
     outcome = judge(seen, _joined if start_h else make_detector)
-    name = f"every {interval_s:g} s" if interval_s else f"from {start_h:g} h"
-    if change_v is not None:
-        name += f" or {change_v * 1e3:g} mV"
+    name = ", ".join(
+        part
+        for part in (
+            f"every {interval_s:g} s" if interval_s else "",
+            f"or {change_v * 1e3:g} mV" if change_v is not None else "",
+            f"from {start_h:g} h" if start_h else "",
+        )
+        if part
+    ).replace(", or", " or")
     outcome.file = f"{case.name} [{name}]"
     if outcome.halt_s is not None:
         outcome.halt_s += skipped_s  # test time of the whole file

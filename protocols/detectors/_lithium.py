@@ -186,6 +186,9 @@ _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
 # hundreds of samples within a second, which must not outweigh the minutes around it.
 # Every sample is still judged.
 _STAT_SPACING_S = 0.5
+# The usual interval between samples: a running mean over about 1/_INTERVAL_SMOOTHING
+# intervals (bursts logged on change pull it down only a little).
+_INTERVAL_SMOOTHING = 0.05
 # Within settle_s of a reversal, a sample whose ratio rose by more than this over the
 # previous one is still the relaxation towards the plateau, not a collapse or a drop.
 _RISING_RATIO = 0.03
@@ -453,6 +456,7 @@ class LithiumDetector(DetectorBase):
         # Drops not yet lasting confirm_s: (t_s, r, r_exp, raw), held out of the window.
         self._pending: list[tuple[float, float, float, bool]] = []
         self._r_exp = 0.0
+        self._interval_ema_s = 0.0  # the usual interval between samples (s)
         # Where the segment's first sample sits (s after the origin): the gap before it.
         self._seg_lead_s = 0.0
         self._lag_s = 0.0  # how far it may be misaligned against its profile (s)
@@ -543,7 +547,11 @@ class LithiumDetector(DetectorBase):
         s = self.settings
         if abs(voltage_v) >= self._range_v:
             return self._range(index, t_s, voltage_v, current_a)
-        if t_s - self._t_prev > s.max_gap_s:
+        interval_s = t_s - self._t_prev
+        if 0.0 < interval_s <= s.max_gap_s:
+            # (NaN before the first sample: no interval.)
+            self._interval_ema_s += _INTERVAL_SMOOTHING * (interval_s - self._interval_ema_s)
+        if interval_s > s.max_gap_s:
             # A gap in the data (a link outage, a paused stream): where this half cycle
             # began is unknown until the next reversal is seen, so the position-matched
             # criteria rest until then (shifts, the range and the segment's own level
@@ -1727,7 +1735,11 @@ class LithiumDetector(DetectorBase):
         return self._slide_eval(self._window[-1][0])
 
     def _slide_push(self, t_s: float, r_ohm: float, r_exp: float, raw: bool) -> None:
-        if self._window and t_s - self._window[-1][0] < _STAT_SPACING_S:
+        # One sample per half the usual interval: an instrument logging on change
+        # samples an excursion (a liquid cell's flicker) densely and the flat stretches
+        # around it once a minute, and the window is a level over time, not over samples.
+        spacing_s = max(_STAT_SPACING_S, 0.5 * self._interval_ema_s)
+        if self._window and t_s - self._window[-1][0] < spacing_s:
             return
         # The window's ratio is the least-squares scale between this half cycle and the
         # profile, sum(r·r_exp)/sum(r_exp²): each sample weighs by how far it stands out

@@ -306,6 +306,7 @@ LAB_VIEWS = [
         for iv, dv in ((60.0, 0.001), (300.0, 0.005), (300.0, 0.01))
     ),
     *(pytest.param(0.0, None, h, id=f"watched from {h:g} h") for h in (3.0, 6.0, 9.0, 14.0, 19.0)),
+    pytest.param(10.0, 0.02, 2.0, id="logged on 20 mV or 10 s, watched from 2 h"),
 ]
 
 
@@ -322,7 +323,9 @@ def test_the_real_li_metal_cells_as_a_lab_pc_sees_them_no_healthy_hour_halted(
     # Logged on change, the polymer cells' half cycles begin at a reversal logged
     # 0-60 s after the sample before it, so two half cycles were misaligned by tens of
     # seconds where the overpotential rises from below zero: both were halted as
-    # shorts (collapses, drops, slides) in every one of these views.
+    # shorts (collapses, drops, slides) in every one of these views. Logged every 10 s
+    # or on 20 mV, jr862's flicker came as bursts of samples 1 s apart among samples
+    # 10 s apart; watched from 2 h, one burst dragged the slide window to 0.71x.
     cases = _li_metal_pairs(corpus)
     assert len(cases) >= 3
     wrong = []
