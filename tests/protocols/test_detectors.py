@@ -356,3 +356,27 @@ def test_a_gap_in_the_data_never_halts_a_healthy_cell_and_a_fault_after_it_still
     )
     assert halt.kind == "short"
     assert 15.2 * 3600 <= halt.t_s <= 15.2 * 3600 + 3 * 60
+
+
+def test_a_noise_free_record_is_halted_with_a_message_not_an_exception() -> None:
+    # A figure's data or a coarse ADC on a flat plateau learns a noise of exactly 0.
+    # A drop at a half cycle's start, a sample rising out of it (the zero crossing, which
+    # clears the low run) and a lower one after: the run of samples below drop_ratio
+    # halts, and its message used to divide by that noise.
+    detector = make_detector(DetectorSettings(cell="symmetric"))
+    r_ohm, current_a, t_s = 100.0, 1e-3, 0.0
+    for half in range(6):
+        sign = 1.0 if half % 2 == 0 else -1.0
+        for _ in range(180):  # 30 min at 10 s
+            t_s += 10.0
+            assert detector.feed(t_s, sign * current_a * r_ohm, sign * current_a).severity == "ok"
+    verdicts = []
+    for ratio in (0.3, 0.5, 0.4):
+        t_s += 10.0
+        verdicts.append(detector.feed(t_s, current_a * r_ohm * ratio, current_a))
+    assert [v.severity for v in verdicts] == ["warn", "ok", "halt"]
+    halt = verdicts[-1]
+    assert halt.kind == "short"
+    assert halt.criterion == "low_run"
+    assert "0.35× on average" in halt.detail
+    assert "no noise learnt" in halt.detail
