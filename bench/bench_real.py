@@ -15,6 +15,14 @@ The Li/Na-metal pairs are also judged as a lab PC sees them (*lab views*): logge
 watched from a (re)start 3-19 h into the test, joining the stream in the middle of a
 half cycle with no history. The same goals hold for every view.
 
+One real fault says little about recall, so the healthy stretches of the real Li|Li
+files also carry *injected* faults (:mod:`cellguard.protocols.detectors.injected`): a
+hard, soft or micro short or a depletion written into the real voltage from an onset
+on, ``INJECTED_ONSETS`` onsets per kind and file spread over the test, and labelled by
+the simulated corpus's rules with the real trace as the healthy twin. Delays count from
+the observable onset (negative: halted before the label's threshold was crossed, after
+the fault began). Goals: every injected fault found, no halt before its onset.
+
     .venv/bin/python bench/bench_real.py [--json] [--corpus DIR]
 
 Exit code 0 whatever the result: it is a benchmark, not a test.
@@ -35,6 +43,13 @@ from typing import Any
 import numpy as np
 
 from cellguard.protocols.detectors import Detector, DetectorSettings, Verdict, make_detector
+from cellguard.protocols.detectors.injected import (
+    CUT_AFTER_S,
+    INJECTED_KINDS,
+    Injected,
+    inject,
+    onset_times,
+)
 from cellguard.protocols.detectors.real import (
     RealCase,
     load_real_corpus,
@@ -51,6 +66,9 @@ LAB_VIEWS = ((30.0, None, 0.0), (60.0, None, 0.0), (120.0, None, 0.0),
              (60.0, 0.001, 0.0), (300.0, 0.005, 0.0), (300.0, 0.01, 0.0),
              (0.0, None, 3.0), (0.0, None, 6.0), (0.0, None, 9.0), (0.0, None, 14.0),
              (0.0, None, 19.0), (10.0, 0.02, 2.0))  # fmt: skip
+INJECTED_ONSETS = 8  # per kind and real Li|Li file
+_INJECT_FROM_S = 3 * 3600.0  # the first onset: a few half cycles learnt
+_INJECT_MARGIN_S = 1800.0  # a fault file's injected stretch ends this long before its own onset
 
 
 class _FixedLimit:
@@ -173,6 +191,98 @@ def lab_view(
     return outcome
 
 
+@dataclass
+class InjectedOutcome:
+    """One fault injected into a real recording, through cellguard's detector."""
+
+    file: str
+    kind: str
+    onset_s: float  # when the injected fault begins (test time)
+    seed: int
+    verdict: str  # found / missed / false halt / not observable
+    criterion: str | None
+    halt_s: float | None
+    delay_s: float | None  # after the observable onset
+    delay_samples: int | None
+    after_onset_s: float | None  # after the fault began
+
+
+def injected_faults(case: RealCase, count: int = INJECTED_ONSETS) -> list[Injected]:
+    """``count`` faults of each kind written into ``case``'s healthy stretch: its whole
+    test, or up to its own labelled onset."""
+    rec = case.recording
+    assert rec is not None
+    end_s = rec.duration_s if case.onset_s is None else case.onset_s - _INJECT_MARGIN_S
+    last_s = end_s - CUT_AFTER_S
+    salt = sum(case.name.encode())
+    out = []
+    for k, kind in enumerate(INJECTED_KINDS):
+        for n, onset_s in enumerate(onset_times(_INJECT_FROM_S, last_s, count, seed=salt + k)):
+            out.append(inject(rec, kind, onset_s, seed=1000 * salt + 100 * k + n,
+                              voltage_range_v=settings_for(case).voltage_range_v))  # fmt: skip
+    return out
+
+
+def judge_injected(case: RealCase, fault: Injected) -> InjectedOutcome:
+    rec = fault.recording
+    detector = make_detector(settings_for(case))
+    verdicts = detector.feed_batch(
+        rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
+    )
+    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    t0 = float(rec.t_s[0])
+    outcome = InjectedOutcome(case.name, fault.kind, fault.onset_s, fault.seed, "missed",
+                              None, None, None, None, None)  # fmt: skip
+    if fault.onset_index is None:
+        outcome.verdict = "not observable"
+    if halt is None:
+        return outcome
+    outcome.criterion = halt.criterion
+    outcome.halt_s = halt.t_s - t0
+    outcome.after_onset_s = outcome.halt_s - fault.onset_s
+    if halt.index < fault.start_index:
+        outcome.verdict = "false halt"
+    elif fault.onset_index is not None:
+        outcome.verdict = "found"
+        outcome.delay_samples = halt.index - fault.onset_index
+        outcome.delay_s = halt.t_s - float(rec.t_s[fault.onset_index])
+    return outcome
+
+
+def run_injected(cases: Sequence[RealCase], count: int = INJECTED_ONSETS) -> list[InjectedOutcome]:
+    return [
+        judge_injected(case, fault)
+        for case in cases
+        if case.cell != "full" and case.recording is not None
+        for fault in injected_faults(case, count)
+    ]
+
+
+def injected_summary(outcomes: Sequence[InjectedOutcome]) -> dict[str, Any]:
+    """Per kind: how many, found, false halts, median and worst delay."""
+    rows: dict[str, Any] = {}
+    for kind in INJECTED_KINDS:
+        mine = [o for o in outcomes if o.kind == kind]
+        found = [o for o in mine if o.verdict == "found"]
+        samples = sorted(o.delay_samples for o in found if o.delay_samples is not None)
+        seconds = sorted(o.delay_s for o in found if o.delay_s is not None)
+        rows[kind] = {
+            "cases": len(mine),
+            "observable": sum(o.verdict != "not observable" for o in mine),
+            "found": len(found),
+            "false_halts": sum(o.verdict == "false halt" for o in mine),
+            "median_delay_samples": float(np.median(samples)) if samples else None,
+            "worst_delay_samples": samples[-1] if samples else None,
+            "median_delay_s": float(np.median(seconds)) if seconds else None,
+            "worst_delay_s": seconds[-1] if seconds else None,
+        }
+    observable = sum(r["observable"] for r in rows.values())
+    found = sum(r["found"] for r in rows.values())
+    false = sum(r["false_halts"] for r in rows.values())
+    rows["pass"] = found == observable and not false
+    return rows
+
+
 def run(corpus: Path) -> dict[str, Any]:
     cases = [c for c in load_real_corpus(corpus) if c.recording is not None]
     ours = [judge(case, make_detector) for case in cases]
@@ -187,7 +297,12 @@ def run(corpus: Path) -> dict[str, Any]:
         for interval_s, change_v, start_h in LAB_VIEWS
         if (view := lab_view(case, interval_s, start_h, change_v)) is not None
     ]
-    return {"cellguard": ours, "baseline": baseline, "lab views": views}
+    return {
+        "cellguard": ours,
+        "baseline": baseline,
+        "lab views": views,
+        "injected": run_injected(cases),
+    }
 
 
 def summary(outcomes: Sequence[RealOutcome]) -> dict[str, Any]:
@@ -251,15 +366,55 @@ def print_table(result: dict[str, Any]) -> None:
                 print(f"  {o.verdict}: {o.file}: {o.detail or 'no halt'}")
 
 
+def print_injected(outcomes: Sequence[InjectedOutcome]) -> None:
+    files = sorted({o.file for o in outcomes})
+    print(f"\nfaults injected into the healthy stretches of {len(files)} real Li|Li files "
+          f"({INJECTED_ONSETS} onsets per kind and file; delays after the observable "
+          "onset)")  # fmt: skip
+    head = (f"{'fault':12} {'found':>9} {'false halts':>11} {'median smp':>10} {'worst smp':>9} "
+            f"{'median s':>9} {'worst s':>8}")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    rows = injected_summary(outcomes)
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    for kind in INJECTED_KINDS:
+        r = rows[kind]
+        found = f"{r['found']}/{r['observable']}"
+        median_smp = num(r["median_delay_samples"], "g")
+        worst_smp = num(r["worst_delay_samples"], "d")
+        median_s = num(r["median_delay_s"], ".0f")
+        worst_s = num(r["worst_delay_s"], ".0f")
+        print(f"{kind:12} {found:>9} {r['false_halts']:>11} {median_smp:>10} {worst_smp:>9} "
+              f"{median_s:>9} {worst_s:>8}")  # fmt: skip
+    print(
+        f"injected faults: {'PASS' if rows['pass'] else 'FAIL'}  "
+        "[every observable injected fault found, none halted before its onset]"
+    )
+    for o in outcomes:
+        if o.verdict in ("missed", "false halt"):
+            print(f"  {o.verdict}: {o.file} {o.kind} from {o.onset_s / 3600:.2f} h (seed {o.seed})")
+
+
 def as_json(result: dict[str, Any]) -> dict[str, Any]:
     def clean(o: RealOutcome) -> dict[str, Any]:
         row = asdict(o)
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
-    return {
+    out: dict[str, Any] = {
         name: {"summary": summary(rows), "files": [clean(o) for o in rows]}
         for name, rows in result.items()
+        if name != "injected"
     }
+    injected = result.get("injected")
+    if injected is not None:
+        out["injected"] = {
+            "summary": injected_summary(injected),
+            "faults": [asdict(o) for o in injected],
+        }
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
     else:
         print_table(result)
+        print_injected(result["injected"])
     return 0
 
 

@@ -56,3 +56,40 @@ def test_a_restart_is_judged_blind_with_times_of_the_whole_test(
     assert view.halt_s == pytest.approx(short.onset_s + view.delay_s, abs=1.0)
     # a restart after the onset has nothing left to find: no view
     assert bench.lab_view(short, 0.0, 24.0) is None
+
+
+def test_injected_faults_stay_in_the_healthy_stretch_before_a_files_own_fault(
+    bench: ModuleType, short: RealCase
+) -> None:
+    assert short.onset_s is not None
+    faults = bench.injected_faults(short, 2)
+    assert [f.kind for f in faults] == [k for k in bench.INJECTED_KINDS for _ in range(2)]
+    for fault in faults:
+        assert fault.onset_s >= bench._INJECT_FROM_S
+        # the injected recording ends before the file's own soft short begins
+        assert fault.recording.t_s[-1] - fault.recording.t_s[0] < short.onset_s
+    outcomes = [bench.judge_injected(short, f) for f in faults]
+    assert all(o.verdict == "found" for o in outcomes)
+    assert all(o.after_onset_s is not None and o.after_onset_s >= 0 for o in outcomes)
+
+
+def test_the_injected_summary_fails_on_a_miss_or_a_halt_before_the_onset(bench: ModuleType) -> None:
+    def outcome(kind: str, verdict: str, delay: int | None) -> object:
+        delay_s = None if delay is None else 10.0 * delay
+        return bench.InjectedOutcome(
+            "f", kind, 3600.0, 1, verdict, None, None, delay_s, delay, None
+        )
+
+    found = [outcome(k, "found", d) for k in bench.INJECTED_KINDS for d in (0, 1, 3)]
+    rows = bench.injected_summary(found)
+    assert rows["pass"]
+    assert rows["short-soft"]["found"] == 3
+    assert rows["short-soft"]["median_delay_samples"] == 1
+    assert rows["short-soft"]["worst_delay_samples"] == 3
+    assert rows["short-soft"]["worst_delay_s"] == 30.0
+    assert not bench.injected_summary([*found, outcome("depletion", "missed", None)])["pass"]
+    false = bench.injected_summary([*found, outcome("short-hard", "false halt", None)])
+    assert not false["pass"]
+    assert false["short-hard"]["false_halts"] == 1
+    # a fault the labels cannot see within the recording is not counted against recall
+    assert bench.injected_summary([*found, outcome("short-micro", "not observable", None)])["pass"]

@@ -19,6 +19,11 @@ ratio < near_zero_ratio    collapse (hard short)          2 samples spanning con
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
 smoothed < slide_ratio     slide to zero (micro short)    2 samples spanning confirm_s
+fall since the anchor      micro short, half cycle after  the half cycle's level past
+                           half cycle                     self_settle_s (3 samples over
+                                                          20 s) times the falls since the
+                                                          last established profile below
+                                                          drop_ratio
 run below drop_ratio       collapse or drop in a noisy    the run's mean 6 σ below 1, 2
                            cell (µA garnet)               samples spanning confirm_s
 |V/I| < hard_short_ohm     a short, without any history   3 samples spanning confirm_s
@@ -63,6 +68,12 @@ What real cells and instruments do, and how it is met
   late in a half cycle must not become the reference). A shallow slide (0.80-0.85x)
   halts when the half cycle falls within itself, or sits far below where this cell's
   half cycles have been landing (8 σ of their spread).
+  Each provisional half cycle is judged against the last one only, so a micro short
+  that takes 12-35 % per half cycle never drops below drop_ratio of it; the falls
+  since the last established profile (the *anchor*) are multiplied, and where the
+  anchor came after the cell's first _ANCHOR_MIN_HALF_CYCLES half cycles (no fresh
+  cell: activation comes first, and decelerates), a half cycle whose level times
+  that product is below drop_ratio halts.
 - **A channel that turns noisy is no short.** A loose contact or a noisy instrument
   channel multiplies the noise at an unchanged level: two low samples in a row then
   follow by chance, where the noise learnt from the last half cycle says "drop". The
@@ -178,6 +189,10 @@ _CONSISTENT = 0.1
 _NOISE_RISE = 2.0
 # Half cycles within _CONSISTENT of the one before that make a cell "steady".
 _STEADY_HALF_CYCLES = 3
+# A profile established once this many half cycles had ended in its direction is no
+# fresh cell's: a fall that begins after it, half cycle after half cycle, is no
+# activation (see _Profile.anchor_fall).
+_ANCHOR_MIN_HALF_CYCLES = 4
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -309,6 +324,16 @@ class _Profile:
     # How many half cycles in its direction had ended when it was learnt: it is the
     # last one's profile while no other has ended since (see _far_below).
     learnt_at: int = 0
+    # How far the half cycles fell since the last established profile in this
+    # direction (the *anchor*): the product of the scales of the provisional profiles
+    # learnt since, 1.0 for an established profile; how many they are; and whether the
+    # anchor was learnt in a cell past its fresh half cycles (_ANCHOR_MIN_HALF_CYCLES).
+    # Each provisional half cycle is judged only against the last one, so a micro short
+    # that takes 20-30 % per half cycle never reads as a drop or a slide; against the
+    # anchor it does, and a cell that was steady does not start activating.
+    anchor_fall: float = 1.0
+    anchor_links: int = 0
+    anchor_mature: bool = False
 
     # Standard deviation of the last half cycles' scales: how far this cell's half
     # cycles land from where they have been landing (a steady growth or fall is no
@@ -435,6 +460,12 @@ class LithiumDetector(DetectorBase):
         # spike in its profile), and how many samples: see _far_below.
         self._late_xy = self._late_xx = 0.0
         self._late_n = 0
+        # The same level over time (one sample per half the usual interval: a burst
+        # logged on change is one sample), and when its first sample came: see
+        # _fell_from_anchor.
+        self._anchor_xy = self._anchor_xx = 0.0
+        self._anchor_n = 0
+        self._anchor_t0 = self._anchor_last_t = -math.inf
         self._fall_xx = 0.0
         self._fall_from_t = -math.inf
         self._settle_from_p = 0.0  # settle counts from here (a resume moves it)
@@ -734,6 +765,9 @@ class LithiumDetector(DetectorBase):
         self._fall_xy = self._fall_xx = 0.0
         self._late_xy = self._late_xx = 0.0
         self._late_n = 0
+        self._anchor_xy = self._anchor_xx = 0.0
+        self._anchor_n = 0
+        self._anchor_t0 = self._anchor_last_t = -math.inf
         # After a reversal the half cycle's shape is the profile's from its first
         # seconds; after a rest or an impedance sweep the overpotential first rebuilds
         # and relaxes for minutes (the own-level rule waits self_settle_s for the same
@@ -836,8 +870,32 @@ class LithiumDetector(DetectorBase):
         if self._wd_n >= _WANDER_MIN_WINDOWS:
             wander = math.sqrt(self._wd_m2 / (self._wd_n - 1))
             wanders = (*wanders, wander)[-_SPREAD_HALF_CYCLES:]
+        # Established: judged healthy against an earlier half cycle at this current
+        # and not below it by more than _CONSISTENT. The first half cycle
+        # (nucleation, a fresh cell settling), one that looked low (activation, or
+        # a short) and one still falling fast are provisional. One that grew (slow
+        # polarization growth, fast at low current) is not: judged against it, the
+        # next half cycle reads high, never low, so no drop or slide is made up.
+        established = (
+            ref is not None
+            and not self._seg_low
+            and self._seg_xx > 0
+            and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
+        )
+        learnt_at = self._ended[self._seg_dir]
+        anchor_fall, anchor_links, anchor_mature = 1.0, 0, False
+        if established:
+            anchor_mature = learnt_at > _ANCHOR_MIN_HALF_CYCLES
+        elif ref is not None and self._seg_xx > 0:
+            if ref.established:
+                anchor_mature = ref.learnt_at > _ANCHOR_MIN_HALF_CYCLES
+            else:
+                anchor_fall, anchor_links = ref.anchor_fall, ref.anchor_links
+                anchor_mature = ref.anchor_mature
+            anchor_fall *= self._seg_xy / self._seg_xx
+            anchor_links += 1
         profile = _Profile(
-            learnt_at=self._ended[self._seg_dir],
+            learnt_at=learnt_at,
             level_a=self._level_a,
             p=p,
             r=smooth,
@@ -845,18 +903,10 @@ class LithiumDetector(DetectorBase):
             from_rest=self._seg_from_rest,
             sigma=sigma,
             typical=typical,
-            # Established: judged healthy against an earlier half cycle at this current
-            # and not below it by more than _CONSISTENT. The first half cycle
-            # (nucleation, a fresh cell settling), one that looked low (activation, or
-            # a short) and one still falling fast are provisional. One that grew (slow
-            # polarization growth, fast at low current) is not: judged against it, the
-            # next half cycle reads high, never low, so no drop or slide is made up.
-            established=(
-                ref is not None
-                and not self._seg_low
-                and self._seg_xx > 0
-                and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
-            ),
+            established=established,
+            anchor_fall=anchor_fall,
+            anchor_links=anchor_links,
+            anchor_mature=anchor_mature,
             scales=scales,
             wanders=wanders,
             lead_s=self._seg_lead_s,
@@ -1169,6 +1219,43 @@ class LithiumDetector(DetectorBase):
             and self._late_xy < self.settings.drop_ratio * self._late_xx
         )
 
+    def _fell_from_anchor(self, t_s: float) -> float | None:
+        """This half cycle's level (past self_settle_s) against the anchor, when the
+        half cycles since it fell below drop_ratio of it (see _Profile.anchor_fall)."""
+        ref = self._ref
+        if (
+            ref is None
+            or ref.established
+            or not ref.anchor_mature
+            or ref.learnt_at != self._ended[self._seg_dir]
+            or self._anchor_n < _SLIDE_MIN_SAMPLES
+            or t_s - self._anchor_t0 < max(_SLIDE_MIN_SPAN_S, self.settings.confirm_s)
+        ):
+            return None
+        level = self._anchor_xy / self._anchor_xx * ref.anchor_fall
+        return level if level < self.settings.drop_ratio else None
+
+    def _anchor_halt(
+        self, index: int, t_s: float, voltage_v: float, expected_v: float, level: float
+    ) -> Verdict:
+        ref = self._ref
+        assert ref is not None
+        threshold = self.settings.drop_ratio
+        return self._halt_with(
+            index,
+            t_s,
+            "short",
+            "slide",
+            voltage_v,
+            expected_v,
+            threshold / ref.anchor_fall * abs(expected_v),
+            f"the overpotential fell half cycle after half cycle to {level:.2f}× the "
+            f"last half cycle judged healthy, {ref.anchor_links + 1} half cycles ago "
+            f"(threshold {threshold:.2f}×): a cell steady until then does not start "
+            "activating",
+            subkind="micro",
+        )
+
     def _own_falls(self) -> bool:
         """Whether the half cycle's own level says its overpotential just fell."""
         return self._own_run > 0
@@ -1327,6 +1414,16 @@ class LithiumDetector(DetectorBase):
             self._late_xy += r_ohm * r_exp
             self._late_xx += r_exp * r_exp
             self._late_n += 1
+            if t_s - self._anchor_last_t >= max(_STAT_SPACING_S, 0.5 * self._interval_ema_s):
+                if self._anchor_n == 0:
+                    self._anchor_t0 = t_s
+                self._anchor_last_t = t_s
+                self._anchor_xy += r_ohm * r_exp
+                self._anchor_xx += r_exp * r_exp
+                self._anchor_n += 1
+                fell = self._fell_from_anchor(t_s)
+                if fell is not None:
+                    return self._anchor_halt(index, t_s, voltage_v, expected_v, fell)
         if t_s >= self._fall_from_t:
             self._fall_xy += r_ohm * r_exp
             self._fall_xx += r_exp * r_exp
