@@ -493,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             real_result = bench_real.run(bench_real.DEFAULT_CORPUS)
             bench_real.print_table(real_result)
             bench_real.print_injected(real_result["injected"])
+            bench_real.print_injected_views(real_result["injected views"])
             real = bench_real.as_json(real_result)
         for prefix, make_cases, order in corpora:
             for set_name, held_out in (("tuning", False), ("held-out", True)):

@@ -64,9 +64,13 @@ BASELINE_LIMIT_V = 4.99
 # own interval, its every sample, its start.
 LAB_VIEWS = ((30.0, None, 0.0), (60.0, None, 0.0), (120.0, None, 0.0),
              (60.0, 0.001, 0.0), (300.0, 0.005, 0.0), (300.0, 0.01, 0.0),
-             (0.0, None, 3.0), (0.0, None, 6.0), (0.0, None, 9.0), (0.0, None, 14.0),
-             (0.0, None, 19.0), (10.0, 0.02, 2.0))  # fmt: skip
+             (0.0, None, 3.0), (0.0, None, 4.0), (0.0, None, 6.0), (0.0, None, 9.0),
+             (0.0, None, 14.0), (0.0, None, 19.0), (10.0, 0.02, 2.0))  # fmt: skip
 INJECTED_ONSETS = 8  # per kind and real Li|Li file
+# The injected faults as a lab PC sees them (logging interval s or 0, on a change of V,
+# a restart this many h before the onset): the logging labs use for week-long tests,
+# and a service restarted shortly before a fault, which joins the stream blind.
+INJECTED_VIEWS = ((60.0, None, 0.0), (120.0, None, 0.0), (60.0, 0.005, 0.0), (0.0, None, 2.0))
 _INJECT_FROM_S = 3 * 3600.0  # the first onset: a few half cycles learnt
 _INJECT_MARGIN_S = 1800.0  # a fault file's injected stretch ends this long before its own onset
 
@@ -160,6 +164,19 @@ def _joined(settings: DetectorSettings) -> Detector:
     return make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
 
 
+def _view_name(interval_s: float, change_v: float | None, start_h: float, restart: str = "") -> str:
+    """ "every 60 s or 5 mV, from 3 h" (``restart``: "from 2 h before the onset")."""
+    return ", ".join(
+        part
+        for part in (
+            f"every {interval_s:g} s" if interval_s else "",
+            f"or {change_v * 1e3:g} mV" if change_v is not None else "",
+            f"from {start_h:g} h {restart}".rstrip() if start_h else "",
+        )
+        if part
+    ).replace(", or", " or")
+
+
 def lab_view(
     case: RealCase, interval_s: float, start_h: float, change_v: float | None = None
 ) -> RealOutcome | None:
@@ -176,16 +193,7 @@ def lab_view(
     onset_s = None if case.onset_s is None else case.onset_s - skipped_s
     seen = dataclasses.replace(case, recording=view, onset_s=onset_s)
     outcome = judge(seen, _joined if start_h else make_detector)
-    name = ", ".join(
-        part
-        for part in (
-            f"every {interval_s:g} s" if interval_s else "",
-            f"or {change_v * 1e3:g} mV" if change_v is not None else "",
-            f"from {start_h:g} h" if start_h else "",
-        )
-        if part
-    ).replace(", or", " or")
-    outcome.file = f"{case.name} [{name}]"
+    outcome.file = f"{case.name} [{_view_name(interval_s, change_v, start_h)}]"
     if outcome.halt_s is not None:
         outcome.halt_s += skipped_s  # test time of the whole file
     return outcome
@@ -223,15 +231,27 @@ def injected_faults(case: RealCase, count: int = INJECTED_ONSETS) -> list[Inject
     return out
 
 
-def judge_injected(case: RealCase, fault: Injected) -> InjectedOutcome:
-    rec = fault.recording
-    detector = make_detector(settings_for(case))
-    verdicts = detector.feed_batch(
+def judge_injected(
+    case: RealCase, fault: Injected, view: tuple[float, float | None, float] | None = None
+) -> InjectedOutcome:
+    """``fault`` through the detector, as recorded or in a lab ``view`` (logging
+    interval s or 0, change V or None, a restart this many h before the onset or 0)."""
+    whole = fault.recording
+    t0 = float(whole.t_s[0])
+    rec, make, name = whole, make_detector, case.name
+    if view is not None:
+        interval_s, change_v, restart_h = view
+        if interval_s:
+            rec = logged_every(rec, interval_s, change_v)
+        if restart_h:
+            rec = watched_from(rec, max(0.0, fault.onset_s - restart_h * 3600.0))
+            make = _joined
+        name = f"{case.name} [{_view_name(interval_s, change_v, restart_h, 'before the onset')}]"
+    verdicts = make(settings_for(case)).feed_batch(
         rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
     )
     halt = next((v for v in verdicts if v.severity == "halt"), None)
-    t0 = float(rec.t_s[0])
-    outcome = InjectedOutcome(case.name, fault.kind, fault.onset_s, fault.seed, "missed",
+    outcome = InjectedOutcome(name, fault.kind, fault.onset_s, fault.seed, "missed",
                               None, None, None, None, None)  # fmt: skip
     if fault.onset_index is None:
         outcome.verdict = "not observable"
@@ -240,13 +260,34 @@ def judge_injected(case: RealCase, fault: Injected) -> InjectedOutcome:
     outcome.criterion = halt.criterion
     outcome.halt_s = halt.t_s - t0
     outcome.after_onset_s = outcome.halt_s - fault.onset_s
-    if halt.index < fault.start_index:
+    if halt.t_s < float(whole.t_s[fault.start_index]):
         outcome.verdict = "false halt"
     elif fault.onset_index is not None:
+        # the label's sample, or the first this view kept after it
+        label_s = float(whole.t_s[fault.onset_index])
         outcome.verdict = "found"
-        outcome.delay_samples = halt.index - fault.onset_index
-        outcome.delay_s = halt.t_s - float(rec.t_s[fault.onset_index])
+        outcome.delay_samples = (
+            halt.index - int(np.searchsorted(rec.t_s, label_s)) if view is not None
+            else halt.index - fault.onset_index
+        )  # fmt: skip
+        outcome.delay_s = halt.t_s - label_s
     return outcome
+
+
+def run_injected_views(
+    cases: Sequence[RealCase], count: int = INJECTED_ONSETS
+) -> dict[str, list[InjectedOutcome]]:
+    """The injected faults in each of ``INJECTED_VIEWS``."""
+    faults = [
+        (case, fault)
+        for case in cases
+        if case.cell != "full" and case.recording is not None
+        for fault in injected_faults(case, count)
+    ]
+    return {
+        _view_name(*view, "before the onset"): [judge_injected(c, f, view) for c, f in faults]
+        for view in INJECTED_VIEWS
+    }
 
 
 def run_injected(cases: Sequence[RealCase], count: int = INJECTED_ONSETS) -> list[InjectedOutcome]:
@@ -302,6 +343,7 @@ def run(corpus: Path) -> dict[str, Any]:
         "baseline": baseline,
         "lab views": views,
         "injected": run_injected(cases),
+        "injected views": run_injected_views(cases),
     }
 
 
@@ -398,6 +440,25 @@ def print_injected(outcomes: Sequence[InjectedOutcome]) -> None:
             print(f"  {o.verdict}: {o.file} {o.kind} from {o.onset_s / 3600:.2f} h (seed {o.seed})")
 
 
+def print_injected_views(views: dict[str, list[InjectedOutcome]]) -> None:
+    print("\nthe injected faults as a lab PC sees them: found / faults, and the worst time "
+          "from the fault's start to the halt")  # fmt: skip
+    print(f"{'view':34} " + " ".join(f"{kind:>18}" for kind in INJECTED_KINDS))
+    for name, outcomes in views.items():
+        cells = []
+        for kind in INJECTED_KINDS:
+            mine = [o for o in outcomes if o.kind == kind and o.verdict != "not observable"]
+            found = [o for o in mine if o.verdict == "found"]
+            worst = max((o.after_onset_s or 0.0 for o in found), default=0.0)
+            cells.append(f"{len(found)}/{len(mine)}, {worst / 60:.0f} min")
+        print(f"{name:34} " + " ".join(f"{c:>18}" for c in cells))
+    every = [o for outcomes in views.values() for o in outcomes]
+    print(f"injected faults in lab views: {'PASS' if injected_summary(every)['pass'] else 'FAIL'}")
+    for o in every:
+        if o.verdict in ("missed", "false halt"):
+            print(f"  {o.verdict}: {o.file} {o.kind} from {o.onset_s / 3600:.2f} h (seed {o.seed})")
+
+
 def as_json(result: dict[str, Any]) -> dict[str, Any]:
     def clean(o: RealOutcome) -> dict[str, Any]:
         row = asdict(o)
@@ -406,13 +467,19 @@ def as_json(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         name: {"summary": summary(rows), "files": [clean(o) for o in rows]}
         for name, rows in result.items()
-        if name != "injected"
+        if not name.startswith("injected")
     }
     injected = result.get("injected")
     if injected is not None:
         out["injected"] = {
             "summary": injected_summary(injected),
             "faults": [asdict(o) for o in injected],
+        }
+    views = result.get("injected views")
+    if views is not None:
+        out["injected views"] = {
+            name: {"summary": injected_summary(rows), "faults": [asdict(o) for o in rows]}
+            for name, rows in views.items()
         }
     return out
 
@@ -429,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_table(result)
         print_injected(result["injected"])
+        print_injected_views(result["injected views"])
     return 0
 
 

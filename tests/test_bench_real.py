@@ -93,3 +93,27 @@ def test_the_injected_summary_fails_on_a_miss_or_a_halt_before_the_onset(bench: 
     assert false["short-hard"]["false_halts"] == 1
     # a fault the labels cannot see within the recording is not counted against recall
     assert bench.injected_summary([*found, outcome("short-micro", "not observable", None)])["pass"]
+
+
+def test_an_injected_fault_in_a_lab_view_keeps_its_onset_and_counts_the_views_samples(
+    bench: ModuleType, short: RealCase
+) -> None:
+    hard = next(f for f in bench.injected_faults(short, 1) if f.kind == "short-hard")
+    whole = bench.judge_injected(short, hard)
+    minute = bench.judge_injected(short, hard, (60.0, None, 0.0))
+    restart = bench.judge_injected(short, hard, (0.0, None, 2.0))
+    assert minute.file == f"{short.name} [every 60 s]"
+    assert restart.file == f"{short.name} [from 2 h before the onset]"
+    for outcome in (whole, minute, restart):
+        assert outcome.verdict == "found"
+        assert outcome.onset_s == hard.onset_s
+        assert outcome.after_onset_s is not None
+        assert 0.0 <= outcome.after_onset_s <= 180.0
+    # logged once a minute, the halt comes a sample or two after the label, not hundreds
+    assert minute.delay_samples is not None
+    assert 0 <= minute.delay_samples <= 3
+    views = bench.run_injected_views([short], 1)
+    assert list(views) == [
+        "every 60 s", "every 120 s", "every 60 s or 5 mV", "from 2 h before the onset"
+    ]  # fmt: skip
+    assert all(len(rows) == len(bench.INJECTED_KINDS) for rows in views.values())

@@ -15,6 +15,9 @@ growth, day/night temperature drift.
 evidence                   what it is                     halts when
 =========================  =============================  ==============================
 ratio > shift_ratio        voltage shift (depletion)      2 samples spanning confirm_s
+half cycles ending on a    depletion, logged sparsely     twice within 3 half cycles in
+shift                      (the last tens of seconds of   one direction
+                           each stripping half cycle)
 ratio < near_zero_ratio    collapse (hard short)          2 samples spanning confirm_s
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
@@ -74,6 +77,11 @@ What real cells and instruments do, and how it is met
   anchor came after the cell's first _ANCHOR_MIN_HALF_CYCLES half cycles (no fresh
   cell: activation comes first, and decelerates), a half cycle whose level times
   that product is below drop_ratio halts.
+- **A cell's wander is learnt before a slide is trusted.** A liquid cell's flicker
+  takes the slide window to 0.73-0.85x of the last half cycle for tens of seconds; a
+  slide must stand 5 σ out of that wander. The first profile of a test (or of a stream
+  joined part-way) is learnt with no wander known, so its first judged half cycle
+  uses its own wander so far.
 - **A channel that turns noisy is no short.** A loose contact or a noisy instrument
   channel multiplies the noise at an unchanged level: two low samples in a row then
   follow by chance, where the noise learnt from the last half cycle says "drop". The
@@ -193,6 +201,12 @@ _STEADY_HALF_CYCLES = 3
 # fresh cell's: a fall that begins after it, half cycle after half cycle, is no
 # activation (see _Profile.anchor_fall).
 _ANCHOR_MIN_HALF_CYCLES = 4
+# A thin electrode that ran out runs out again at the end of each half cycle that strips
+# it (the Li plated back, less what the interphase takes): a shift on the last sample of
+# a half cycle, twice within this many half cycles in one direction, is a depletion
+# even when no half cycle holds two shifted samples (logged once a minute, the shift
+# lasts the last few tens of seconds). A spike falls anywhere in a half cycle.
+_END_SHIFT_HALF_CYCLES = 3
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -437,6 +451,10 @@ class LithiumDetector(DetectorBase):
         s = settings
         self._range_v = s.range_fraction * s.voltage_range_v
         self._shift_kind = "depletion" if s.cell == "asymmetric" else "voltage_shift"
+        # Per direction: (half cycles ended in it before, |V|, expected |V|) of the
+        # last half cycle that ended on a shift (see _END_SHIFT_HALF_CYCLES).
+        self._end_shift: dict[int, tuple[int, float, float]] = {}
+        self._shift_v = self._shift_expected_v = 0.0
         self._dir = 0  # the direction current flows in now (0: none)
         self._seg_dir = 0  # the direction of the half cycle being collected
         self._level_a = 0.0
@@ -600,15 +618,19 @@ class LithiumDetector(DetectorBase):
             or magnitude_a < s.rest_current_a
             or (self._dir != 0 and magnitude_a < s.rest_fraction * self._level_a)
         ):
+            ended = self._ended_on_shift()
             self._rest(t_s, kind)
-            return OK
+            return OK if ended is None else self._end_shift_halt(index, t_s, voltage_v, *ended)
         direction = 1 if current_a > 0 else -1
         if (
             direction != self._dir
             or abs(magnitude_a - self._level_a) > s.level_tolerance * self._level_a
             or (step is not None and self._seg_step is not None and step != self._seg_step)
         ):
+            ended = self._ended_on_shift()
             self._begin(t_s, direction, magnitude_a, step)
+            if ended is not None:
+                return self._end_shift_halt(index, t_s, voltage_v, *ended)
         elif self._unanchored:
             # Second sample of the stream: put the origin one interval before the first
             # sample, as for every later half cycle, so that their profiles line up.
@@ -720,6 +742,37 @@ class LithiumDetector(DetectorBase):
             self._dir = 0
         self._t_prev = t_s
         self._reset_runs()
+
+    def _ended_on_shift(self) -> tuple[int, int] | None:
+        """The half cycle under way ends here: if its last sample was a shift, note it;
+        (direction, half cycles between) when one in the same direction ended so too
+        within _END_SHIFT_HALF_CYCLES."""
+        direction = self._dir
+        if direction == 0 or self._shift_run == 0:
+            return None
+        count = self._ended[direction]
+        before = self._end_shift.get(direction)
+        self._end_shift[direction] = (count, self._shift_v, self._shift_expected_v)
+        if before is None or not 0 < count - before[0] <= _END_SHIFT_HALF_CYCLES:
+            return None
+        return direction, count - before[0]
+
+    def _end_shift_halt(
+        self, index: int, t_s: float, voltage_v: float, direction: int, apart: int
+    ) -> Verdict:
+        _, shift_v, expected_v = self._end_shift[direction]
+        return self._halt_with(
+            index,
+            t_s,
+            self._shift_kind,
+            "shift_ratio",
+            shift_v,
+            expected_v,
+            self.settings.shift_ratio * expected_v,
+            f"the half cycle ended on a voltage shift, |V| {shift_v * 1e3:.1f} mV against "
+            f"{expected_v * 1e3:.2f} mV expected, as did the one {apart} half cycle(s) "
+            "before it in this direction: the electrode it strips runs out at its end",
+        )
 
     def _begin(self, t_s: float, direction: int, level_a: float, step: int | None) -> None:
         """Current flows in a new way: a new half cycle, or a suspended one resumes."""
@@ -1296,6 +1349,8 @@ class LithiumDetector(DetectorBase):
             if self._shift_run == 0:
                 self._shift_t0 = t_s
             self._shift_run += 1
+            self._shift_v = abs(voltage_v)
+            self._shift_expected_v = abs(up_expected_v)
             self._low_run = self._near_run = self._slide_run = 0
             threshold_v = s.shift_ratio * abs(up_expected_v)
             if self._confirmed(self._shift_run, self._shift_t0, t_s):
@@ -1414,7 +1469,13 @@ class LithiumDetector(DetectorBase):
             self._late_xy += r_ohm * r_exp
             self._late_xx += r_exp * r_exp
             self._late_n += 1
-            if t_s - self._anchor_last_t >= max(_STAT_SPACING_S, 0.5 * self._interval_ema_s):
+            if (
+                ref.anchor_mature
+                and not ref.established
+                and t_s - self._anchor_last_t >= max(_STAT_SPACING_S, 0.5 * self._interval_ema_s)
+            ):
+                # (Only against a provisional profile with a mature anchor: the profile
+                # is the segment's own, so nothing else ever reads these sums.)
                 if self._anchor_n == 0:
                     self._anchor_t0 = t_s
                 self._anchor_last_t = t_s
@@ -1888,10 +1949,17 @@ class LithiumDetector(DetectorBase):
             delta = smoothed - self._wd_mean
             self._wd_mean += delta / self._wd_n
             self._wd_m2 += delta * (smoothed - self._wd_mean)
+        wander = self._ref.wander
+        if not self._ref.wanders and self._wd_n >= _WANDER_MIN_WINDOWS:
+            # The profile knows no wander yet (the first half cycle of a test, or of a
+            # stream joined part-way, is learnt without one): this half cycle's own so
+            # far. A liquid cell's flicker otherwise reads as a slide to 0.85x in the
+            # first half cycle judged, where nothing says the cell is noisy.
+            wander = math.sqrt(self._wd_m2 / (self._wd_n - 1))
         threshold = self._slide_threshold = min(
             s.slide_ratio,
             1.0 - _SPREAD_SIGMAS * self._ref.step_spread,
-            1.0 - _WANDER_SIGMAS * self._ref.wander,
+            1.0 - _WANDER_SIGMAS * wander,
         )
         if n >= _SLIDE_MIN_SAMPLES and smoothed < threshold and 1.0 - smoothed > slide_noise:
             return smoothed

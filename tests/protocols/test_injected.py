@@ -17,7 +17,12 @@ from cellguard.protocols.detectors.injected import (
     inject,
     onset_times,
 )
-from cellguard.protocols.detectors.real import RealCase, load_real_corpus, settings_for
+from cellguard.protocols.detectors.real import (
+    RealCase,
+    load_real_corpus,
+    logged_every,
+    settings_for,
+)
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "real-cells"
 
@@ -190,3 +195,36 @@ def test_a_micro_short_after_steady_blocks_is_halted_though_no_block_falls_by_a_
     assert criterion == "slide"
     assert after_start >= 0
     assert after_s < 1.5 * 3600.0
+
+
+def test_a_depletion_seen_only_on_the_last_sample_of_stripping_half_cycles_is_halted(
+    lili: dict[str, RealCase],
+) -> None:
+    """The polymer Li|Li cell logged once a minute, its electrode stripped under the
+    current of the half cycle at 200.96 h running out 50 s before that half cycle ends.
+    Every later half cycle in that direction strips the Li plated back (98 % of it) and
+    runs out again in its last 36 s: one shifted sample at most per half cycle, never
+    two, so no half cycle confirms a shift on its own. Twice in a row, it is no spike."""
+    case = lili["PHJ"]
+    assert case.recording is not None
+    settings = settings_for(case)
+    rec = case.recording
+    t = rec.t_s - rec.t_s[0]
+    flips = np.flatnonzero(np.sign(rec.current_a[1:]) != np.sign(rec.current_a[:-1])) + 1
+    reversal_s = float(t[flips[np.searchsorted(t[flips], 200 * 3600.0) + 1]])
+    fault = inject(rec, "depletion", reversal_s - 50.0, seed=1, voltage_range_v=5.0)
+    view = logged_every(fault.recording, 60.0)
+    healthy = np.interp(view.t_s, rec.t_s, rec.voltage_v)
+    shifted = np.abs(view.voltage_v) >= settings.shift_ratio * np.abs(healthy)
+    half_cycle = np.cumsum(np.r_[0, np.diff(np.sign(view.current_a)) != 0])
+    assert shifted.sum() >= 2
+    assert np.bincount(half_cycle[shifted]).max() == 1
+    verdicts = make_detector(settings).feed_batch(
+        view.t_s, view.voltage_v, view.current_a, view.step, view.cycle, view.step_kind
+    )
+    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    assert halt is not None
+    assert halt.criterion == "shift_ratio"
+    assert "ended on a voltage shift" in halt.detail
+    # at the end of the next half cycle that strips that electrode, an hour on
+    assert 3600.0 <= halt.t_s - rec.t_s[0] - fault.onset_s <= 3600.0 + 300.0
