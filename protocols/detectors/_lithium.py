@@ -16,8 +16,11 @@ evidence                   what it is                     halts when
 =========================  =============================  ==============================
 ratio > shift_ratio        voltage shift (depletion)      2 samples spanning confirm_s
 half cycles ending on a    depletion, logged sparsely     twice within 3 half cycles in
-shift                      (the last tens of seconds of   one direction
-                           each stripping half cycle)
+shift                      (the last tens of seconds of   one direction (the second may
+                           each stripping half cycle)     end 1/drop_ratio, 6 σ up),
+                                                          or once when the sample before
+                                                          climbed into it (6 σ above the
+                                                          profile and the one before)
 ratio < near_zero_ratio    collapse (hard short)          2 samples spanning confirm_s
 ratio < drop_ratio         drop (soft short)              2 samples spanning confirm_s, or
                                                           2 separate drops in soft_window_s
@@ -454,6 +457,7 @@ class LithiumDetector(DetectorBase):
         # Per direction: (half cycles ended in it before, |V|, expected |V|) of the
         # last half cycle that ended on a shift (see _END_SHIFT_HALF_CYCLES).
         self._end_shift: dict[int, tuple[int, float, float]] = {}
+        self._end_up: tuple[float, float] | None = None  # an end up repeating a shift
         self._shift_v = self._shift_expected_v = 0.0
         self._dir = 0  # the direction current flows in now (0: none)
         self._seg_dir = 0  # the direction of the half cycle being collected
@@ -531,6 +535,15 @@ class LithiumDetector(DetectorBase):
         # Runs of evidence: count and the time of the run's first sample.
         self._shift_run = 0
         self._shift_t0 = 0.0
+        # The last sample that climbed beyond doubt, above its profile and above the
+        # sample before it, without a shift: (index, t_s, ratio); the climb right before
+        # the shift run began, if one did (see _ended_on_shift); the last ratio judged.
+        self._rise: tuple[int, float, float] = (-2, 0.0, 0.0)
+        self._shift_climb: tuple[float, float] | None = None
+        self._prev_up = math.inf
+        # The last sample beyond doubt above its profile (see _ups): (index, |V|, the
+        # |V| expected).
+        self._up_at: tuple[int, float, float] = (-2, 0.0, 0.0)
         self._low_run = 0
         self._low_t0 = 0.0
         self._t_before = math.nan  # the previous sample's time
@@ -746,13 +759,41 @@ class LithiumDetector(DetectorBase):
     def _ended_on_shift(self) -> tuple[int, int] | None:
         """The half cycle under way ends here: if its last sample was a shift, note it;
         (direction, half cycles between) when one in the same direction ended so too
-        within _END_SHIFT_HALF_CYCLES."""
+        within _END_SHIFT_HALF_CYCLES, or (direction, 0) when the sample before the
+        shift climbed into it."""
         direction = self._dir
-        if direction == 0 or self._shift_run == 0:
+        if direction == 0:
             return None
         count = self._ended[direction]
         before = self._end_shift.get(direction)
+        if self._shift_run == 0:
+            # Once the electrode has run out, what the interphase took since is less
+            # than a shift's worth at the next ends: 1.4-1.9x where the first read
+            # 4-7x (logged once a minute, the last sample catches the first tens of
+            # seconds of it). After a shift at an end, an end beyond doubt up
+            # (1/drop_ratio, 1.6x, as for the ups counted against drops) repeats it.
+            up_index, up_v, up_expected_v = self._up_at
+            if (
+                before is None
+                or up_index != self._n - 2
+                or not 0 < count - before[0] <= _END_SHIFT_HALF_CYCLES
+            ):
+                return None
+            self._end_up = (up_v, up_expected_v)
+            return direction, count - before[0]
+        self._end_up = None
         self._end_shift[direction] = (count, self._shift_v, self._shift_expected_v)
+        climb = self._shift_climb
+        if (
+            climb is not None
+            and self._shift_run == 1
+            and self._shift_t0 - climb[0] >= 0.95 * self.settings.confirm_s
+        ):
+            # A depletion climbs into its shift (the last of the electrode's area carries
+            # the current), where a glitch comes from nowhere; and no later sample under
+            # current can show the shift lasting. Mid half cycle such a pair waits for
+            # the next sample: two spikes of a liquid cell can follow each other.
+            return direction, 0
         if before is None or not 0 < count - before[0] <= _END_SHIFT_HALF_CYCLES:
             return None
         return direction, count - before[0]
@@ -761,6 +802,27 @@ class LithiumDetector(DetectorBase):
         self, index: int, t_s: float, voltage_v: float, direction: int, apart: int
     ) -> Verdict:
         _, shift_v, expected_v = self._end_shift[direction]
+        threshold_v = self.settings.shift_ratio * expected_v
+        ended = f"the half cycle ended on a voltage shift, |V| {shift_v * 1e3:.1f} mV"
+        if self._end_up is not None:
+            shift_v, expected_v = self._end_up
+            threshold_v = expected_v / self.settings.drop_ratio
+            ended = (
+                f"the half cycle ended {shift_v / expected_v:.2f}× up, |V| {shift_v * 1e3:.1f} mV"
+            )
+        if apart == 0:
+            assert self._shift_climb is not None
+            climb_s, climb_up = self._shift_climb
+            how = (
+                f"the sample {self._shift_t0 - climb_s:.3g} s before it had climbed to "
+                f"{climb_up:.2f}× from the one before: the electrode it strips ran out"
+            )
+        else:
+            how = (
+                f"{'as did' if self._end_up is None else 'after'} the one {apart} half "
+                "cycle(s) before it in this direction (on a shift): the electrode it "
+                "strips runs out at its end"
+            )
         return self._halt_with(
             index,
             t_s,
@@ -768,10 +830,8 @@ class LithiumDetector(DetectorBase):
             "shift_ratio",
             shift_v,
             expected_v,
-            self.settings.shift_ratio * expected_v,
-            f"the half cycle ended on a voltage shift, |V| {shift_v * 1e3:.1f} mV against "
-            f"{expected_v * 1e3:.2f} mV expected, as did the one {apart} half cycle(s) "
-            "before it in this direction: the electrode it strips runs out at its end",
+            threshold_v,
+            f"{ended} against {expected_v * 1e3:.2f} mV expected, {how}",
         )
 
     def _begin(self, t_s: float, direction: int, level_a: float, step: int | None) -> None:
@@ -981,6 +1041,8 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
+        self._rise = (-2, 0.0, 0.0)
+        self._prev_up = math.inf
         self._hard_run = self._own_run = self._col_run = self._run_n = self._crun_n = 0
 
     # ------------------------------------------------------------ judging
@@ -1340,14 +1402,17 @@ class LithiumDetector(DetectorBase):
         pair_noise = s.pair_significance_sigmas * sigma
         up = r_ohm / r_shift
         up_expected_v = r_shift * current_a
-        self._count(self._ups, t_s, up > 1.0 / s.drop_ratio and up - 1.0 > noise)
-        if (
-            up > s.shift_ratio
-            and up - 1.0 > pair_noise
-            and abs(voltage_v) - abs(up_expected_v) > s.shift_floor_v
-        ):
+        beyond_up = up > 1.0 / s.drop_ratio and up - 1.0 > noise
+        self._count(self._ups, t_s, beyond_up)
+        if beyond_up:
+            self._up_at = (index, abs(voltage_v), abs(r_shift * current_a))
+        above_v = abs(voltage_v) - abs(up_expected_v)
+        prev_up, self._prev_up = self._prev_up, up
+        if up > s.shift_ratio and up - 1.0 > pair_noise and above_v > s.shift_floor_v:
             if self._shift_run == 0:
                 self._shift_t0 = t_s
+                rise_index, rise_t, rise_up = self._rise
+                self._shift_climb = (rise_t, rise_up) if rise_index == index - 1 else None
             self._shift_run += 1
             self._shift_v = abs(voltage_v)
             self._shift_expected_v = abs(up_expected_v)
@@ -1379,6 +1444,10 @@ class LithiumDetector(DetectorBase):
                 "(not yet lasting: a glitch or the start of a shift)",
             )
         self._shift_run = 0
+        if up - 1.0 > noise and up - prev_up > noise:
+            # Above the profile alone is no climb: a cell whose polarization grew since
+            # its last half cycle (a liquid cell's first hours) sits there for hours.
+            self._rise = (index, t_s, up)
         if p_s < self._settle_now_s:
             # The zero crossing after a reversal (or a rest): the double layer is still
             # relaxing and how deep the first samples sit depends on what came before,

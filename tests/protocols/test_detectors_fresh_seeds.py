@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from tests.protocols.test_detectors_seeds import (
     HALF_S,
@@ -165,3 +166,111 @@ def test_a_collapse_in_a_hold_is_judged_against_the_hold_as_it_stood_before_it()
 
     late = collapse_delays(healthy, shorted, current_a=current_a, onset_s=onset_s, dt_s=10.0, n=300)
     assert max(late) <= 3, late
+
+
+# A thin electrode running out at the very end of a half cycle, logged once a minute.
+END = 7 * HALF_S + HALF_S  # the last sample of half cycle 7
+
+
+def ran_out_at_the_end(
+    before: Callable[[int, float], float], last: float
+) -> Callable[[int, float], float]:
+    """30 Ω cm²-like half cycles; half cycle 7 ends on ``before`` (its ratio to the
+    healthy value, per sample) and then on ``last``."""
+
+    def r(h: int, p_s: float) -> float:
+        healthy = 30.0 * shape(p_s)
+        if h != 7:
+            return healthy
+        if p_s >= HALF_S - 1.0:
+            return healthy * last
+        return healthy * before(h, p_s)
+
+    return r
+
+
+def test_a_depletion_that_climbs_into_the_last_sample_of_a_half_cycle_halts_there() -> None:
+    # depletion/10 (classic held-out, seed 13; 60 s, 20-min rests): the thin electrode
+    # ran out in the last minute of a stripping half cycle. The sample before the end
+    # read 1.31x (30 σ of the noise above it, 7 mV) and the last one 85x (2 V); the next
+    # samples were the rest. One shifted sample is a glitch until confirmed, so the halt
+    # came at the next stripping half cycle's end: 147 samples late. The climb before a
+    # shift is the depletion's own (the last of the electrode's area carries the
+    # current); a glitch comes from nowhere.
+    def climb(h: int, p_s: float) -> float:
+        return 1.31 if p_s >= HALF_S - 61.0 else 1.0
+
+    arrays = square_wave(10, ran_out_at_the_end(climb, 85.0), current_a=0.785e-3, dt_s=60.0,
+                         noise_v=200e-6, seed=13)  # fmt: skip
+    halt = first_halt(arrays)
+    assert halt is not None
+    assert halt.criterion == "shift_ratio"
+    # when the half cycle is seen to end: the next sample
+    assert halt.index == index_at(arrays, END) + 1
+    assert "the sample 60 s before it had climbed to 1.3" in halt.detail
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        # the cell's polarization grew since the last half cycle (a liquid cell's first
+        # hours; jr862 logged every 120 s sat 1.2x above its profile when one 161 mV
+        # spike was logged): above the profile, but no climb
+        lambda h, p_s: 1.25,
+        # a climb, then a sample back at the level, then the glitch
+        lambda h, p_s: 1.31 if HALF_S - 130.0 < p_s < HALF_S - 110.0 else 1.0,
+        # a sample that sank before it
+        lambda h, p_s: 0.8 if p_s >= HALF_S - 61.0 else 1.0,
+    ],
+)
+def test_a_glitch_at_the_end_of_a_half_cycle_without_a_climb_into_it_is_no_shift(
+    before: Callable[[int, float], float],
+) -> None:
+    arrays = square_wave(10, ran_out_at_the_end(before, 85.0), current_a=0.785e-3, dt_s=60.0,
+                         noise_v=200e-6, seed=13)  # fmt: skip
+    halt = first_halt(arrays)
+    assert halt is None, halt
+
+
+def test_two_spikes_in_a_row_in_the_middle_of_a_half_cycle_are_no_shift() -> None:
+    # liquid-early/01 (reality held-out, seed 6; 60 s): two spikes of a liquid cell on
+    # consecutive samples read 1.86x and 2.4x, and the level came back. A climb into a
+    # shift halts only where the half cycle ends on it; in the middle of one, the next
+    # samples tell a spike from a depletion.
+    def r(h: int, p_s: float) -> float:
+        healthy = 30.0 * shape(p_s)
+        if h == 7 and abs(p_s - 1800.0) < 1.0:
+            return healthy * 1.86
+        if h == 7 and abs(p_s - 1860.0) < 1.0:
+            return healthy * 2.4
+        return healthy
+
+    arrays = square_wave(10, r, current_a=0.785e-3, dt_s=60.0, noise_v=20e-6, seed=6)
+    assert first_halt(arrays) is None
+
+
+@pytest.mark.parametrize(("later_end", "halted"), [(1.0, False), (1.4, False), (1.8, True)])
+def test_an_end_up_after_an_end_on_a_shift_repeats_it_when_beyond_doubt(
+    later_end: float, halted: bool
+) -> None:
+    # The injected depletions of the polymer Li|Li cells logged every 60 s: after an end
+    # on a shift (one sample, a glitch until repeated) the next ends that strip the same
+    # electrode read 1.4-1.9x. An end up by 1/drop_ratio (1.6x, and 6 σ) repeats the
+    # shift; a cell whose end merely rose by 40 % does not.
+    def r(h: int, p_s: float) -> float:
+        healthy = 30.0 * shape(p_s)
+        if p_s >= HALF_S - 1.0 and h == 7:
+            return healthy * 85.0
+        if p_s >= HALF_S - 1.0 and h == 9:
+            return healthy * later_end
+        return healthy
+
+    arrays = square_wave(12, r, current_a=0.785e-3, dt_s=60.0, noise_v=200e-6, seed=5)
+    halt = first_halt(arrays)
+    if not halted:
+        assert halt is None, halt
+        return
+    assert halt is not None
+    assert halt.criterion == "shift_ratio"
+    assert halt.index == index_at(arrays, 9 * HALF_S + HALF_S) + 1
+    assert "ended 1.8" in halt.detail

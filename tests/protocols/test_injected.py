@@ -228,3 +228,29 @@ def test_a_depletion_seen_only_on_the_last_sample_of_stripping_half_cycles_is_ha
     assert "ended on a voltage shift" in halt.detail
     # at the end of the next half cycle that strips that electrode, an hour on
     assert 3600.0 <= halt.t_s - rec.t_s[0] - fault.onset_s <= 3600.0 + 300.0
+
+
+def test_a_depletion_whose_later_ends_are_up_but_below_a_shift_is_halted(
+    lili: dict[str, RealCase],
+) -> None:
+    """The polymer Li|Li cell (x_emp) logged once a minute, its electrode running out
+    at 238.47 h, in the last minute of a half cycle: one sample at 6.5x. What the
+    interphase took since runs out again at the end of the next half cycles that strip
+    that electrode, but the last sample logged catches only the first tens of seconds
+    of it: 1.0x (missed), then 1.87x, then 2.89x. An end 1.87x up after one on a shift
+    repeats it; the halt came one such half cycle later, at the 2.89x end, before."""
+    case = lili["xemp"]
+    assert case.recording is not None
+    settings = settings_for(case)
+    rec = case.recording
+    fault = inject(rec, "depletion", 858485.9187448809, seed=3190301, voltage_range_v=5.0)
+    view = logged_every(fault.recording, 60.0)
+    verdicts = make_detector(settings).feed_batch(
+        view.t_s, view.voltage_v, view.current_a, view.step, view.cycle, view.step_kind
+    )
+    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    assert halt is not None
+    assert halt.criterion == "shift_ratio"
+    assert "the half cycle ended 1.8" in halt.detail
+    after_h = (halt.t_s - rec.t_s[0] - fault.onset_s) / 3600.0
+    assert 1.9 <= after_h <= 2.1  # the 1.87x end, two positive half cycles on
