@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cellguard.drivers.files import Recording
-from cellguard.protocols.detectors import make_detector
+from cellguard.protocols.detectors import DetectorSettings, Verdict, make_detector
 from cellguard.protocols.detectors.injected import (
     CUT_AFTER_S,
     HARD_SHORT_V,
@@ -153,6 +153,14 @@ def test_onsets_cover_the_span_one_in_each_part() -> None:
         onset_times(7200.0, 3600.0, 4, seed=9)
 
 
+def _halt_in(rec: Recording, settings: DetectorSettings) -> Verdict | None:
+    """The detector's first halt on ``rec``, fed as a batch."""
+    verdicts = make_detector(settings).feed_batch(
+        rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
+    )
+    return next((v for v in verdicts if v.severity == "halt"), None)
+
+
 def _first_halt(case: RealCase, onset_h: float, kind: str, seed: int) -> tuple[int, float, str]:
     """(samples from the onset to the halt, seconds from the onset, criterion)."""
     assert case.recording is not None
@@ -161,10 +169,7 @@ def _first_halt(case: RealCase, onset_h: float, kind: str, seed: int) -> tuple[i
         case.recording, kind, onset_h * 3600.0, seed=seed, voltage_range_v=settings.voltage_range_v
     )
     rec = fault.recording
-    verdicts = make_detector(settings).feed_batch(
-        rec.t_s, rec.voltage_v, rec.current_a, rec.step, rec.cycle, rec.step_kind
-    )
-    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    halt = _halt_in(rec, settings)
     assert halt is not None, f"{kind} from {onset_h} h in {case.name} was never halted"
     assert fault.onset_index is not None
     return halt.index - fault.start_index, halt.t_s - rec.t_s[0] - onset_h * 3600.0, halt.criterion
@@ -219,10 +224,7 @@ def test_a_depletion_seen_only_on_the_last_sample_of_stripping_half_cycles_is_ha
     half_cycle = np.cumsum(np.r_[0, np.diff(np.sign(view.current_a)) != 0])
     assert shifted.sum() >= 2
     assert np.bincount(half_cycle[shifted]).max() == 1
-    verdicts = make_detector(settings).feed_batch(
-        view.t_s, view.voltage_v, view.current_a, view.step, view.cycle, view.step_kind
-    )
-    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    halt = _halt_in(view, settings)
     assert halt is not None
     assert halt.criterion == "shift_ratio"
     assert "ended on a voltage shift" in halt.detail
@@ -245,10 +247,7 @@ def test_a_depletion_whose_later_ends_are_up_but_below_a_shift_is_halted(
     rec = case.recording
     fault = inject(rec, "depletion", 858485.9187448809, seed=3190301, voltage_range_v=5.0)
     view = logged_every(fault.recording, 60.0)
-    verdicts = make_detector(settings).feed_batch(
-        view.t_s, view.voltage_v, view.current_a, view.step, view.cycle, view.step_kind
-    )
-    halt = next((v for v in verdicts if v.severity == "halt"), None)
+    halt = _halt_in(view, settings)
     assert halt is not None
     assert halt.criterion == "shift_ratio"
     assert "the half cycle ended 1.8" in halt.detail
