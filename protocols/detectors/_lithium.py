@@ -260,7 +260,16 @@ def _despike(values: list[float], width: int, spread: float) -> list[float]:
     half = width // 2
     n = len(values)
     if n < width:
-        return list(values)
+        # Too short a half cycle for a median (a first block of 15 min logged every
+        # 2 min). Its last point is still the profile for every later position (a
+        # longer half cycle is judged against it to its end): a glitch there, far from
+        # the points before, would make the rest of the next one read as a drop.
+        out = list(values)
+        if n >= 3:
+            middle_v = sorted(values)[n // 2]
+            if abs(out[-1] - middle_v) > spread and abs(out[-1] - out[-2]) > spread:
+                out[-1] = out[-2]
+        return out
     # Once per half cycle, over thousands of samples: numpy's partition, not a sort per
     # sample (the middle of an odd window is one of its values, exactly).
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(values), width)
