@@ -264,10 +264,17 @@ def _despike(values: list[float], width: int, spread: float) -> list[float]:
         # 2 min). Its last point is still the profile for every later position (a
         # longer half cycle is judged against it to its end): a glitch there, far from
         # the points before, would make the rest of the next one read as a drop.
+        # The noise ``spread`` comes from is learnt from these same few points, glitch
+        # included (six points of a liquid cell's first block: 5 σ was 490 Ω), so the
+        # last point is judged against how the points before it scatter about their
+        # median instead (σ ≈ 1.48 × their median absolute deviation).
         out = list(values)
         if n >= 3:
-            middle_v = sorted(values)[n // 2]
-            if abs(out[-1] - middle_v) > spread and abs(out[-1] - out[-2]) > spread:
+            before = sorted(values[:-1])
+            middle_v = before[len(before) // 2]
+            mad = sorted(abs(x - middle_v) for x in before)[len(before) // 2]
+            limit = min(spread, _FLAT_SPREAD_SIGMAS * 1.4826 * mad)
+            if abs(out[-1] - middle_v) > limit and abs(out[-1] - out[-2]) > limit:
                 out[-1] = out[-2]
         return out
     # Once per half cycle, over thousands of samples: numpy's partition, not a sort per
