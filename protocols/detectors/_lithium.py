@@ -260,22 +260,18 @@ def _despike(values: list[float], width: int, spread: float) -> list[float]:
     half = width // 2
     n = len(values)
     if n < width:
-        # Too short a half cycle for a median (a first block of 15 min logged every
-        # 2 min). Its last point is still the profile for every later position (a
-        # longer half cycle is judged against it to its end): a glitch there, far from
-        # the points before, would make the rest of the next one read as a drop.
-        # The noise ``spread`` comes from is learnt from these same few points, glitch
-        # included (six points of a liquid cell's first block: 5 σ was 490 Ω), so the
-        # last point is judged against how the points before it scatter about their
-        # median instead (σ ≈ 1.48 × their median absolute deviation).
+        # Too short a half cycle for a median (a first block of 10 min logged every
+        # 2 min: 5 or 6 points). Its last point is still the profile for every later
+        # position (a longer half cycle is judged against it to its end, for an hour),
+        # so it is the median of the last three points: one point, a glitch or a
+        # noisy one (a fresh liquid cell's first block scatters by 10 %), must not
+        # decide how the rest of the next half cycle reads. No limit in noise σ can
+        # tell it: the σ learnt from five points is no estimate (a glitch 1.3x up
+        # stayed within 5 σ of the points before and, past the block's end, made
+        # the next hour read 0.7x: a false soft short in jr862 logged every 150 s).
         out = list(values)
         if n >= 3:
-            before = sorted(values[:-1])
-            middle_v = before[len(before) // 2]
-            mad = sorted(abs(x - middle_v) for x in before)[len(before) // 2]
-            limit = min(spread, _FLAT_SPREAD_SIGMAS * 1.4826 * mad)
-            if abs(out[-1] - middle_v) > limit and abs(out[-1] - out[-2]) > limit:
-                out[-1] = out[-2]
+            out[-1] = sorted(values[-3:])[1]
         return out
     # Once per half cycle, over thousands of samples: numpy's partition, not a sort per
     # sample (the middle of an odd window is one of its values, exactly).
@@ -1421,7 +1417,7 @@ class LithiumDetector(DetectorBase):
         beyond_up = up > 1.0 / s.drop_ratio and up - 1.0 > noise
         self._count(self._ups, t_s, beyond_up)
         if beyond_up:
-            self._up_at = (index, abs(voltage_v), abs(r_shift * current_a))
+            self._up_at = (index, abs(voltage_v), abs(up_expected_v))
         above_v = abs(voltage_v) - abs(up_expected_v)
         prev_up, self._prev_up = self._prev_up, up
         if up > s.shift_ratio and up - 1.0 > pair_noise and above_v > s.shift_floor_v:
