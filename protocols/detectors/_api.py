@@ -151,6 +151,12 @@ class DetectorSettings:
     # started, a file replayed from its beginning); False when watching starts in the
     # middle of one (monitor mode, a restart): then the first segment is not learnt.
     stream_starts_at_reversal: bool = True
+    # True when the samples are live polls on the PC's clock (a Neware ``inquire``, a
+    # Modbus or serial present value), blind to the instrument's steps: the first
+    # sample after a reversal comes anywhere from 0 to one poll interval after it, and
+    # the polls' phase drifts with the clock's error. False for recorded samples,
+    # whose first after a step change is at it.
+    polled_live: bool = False
     # A longer silence between two samples is a gap (link outage, paused stream).
     max_gap_s: float = 900.0
     # Ratios are meaningless below this expected |V| (noise and 0.1 mV resolution).

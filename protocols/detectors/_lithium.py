@@ -727,6 +727,17 @@ class LithiumDetector(DetectorBase):
                 if abs(other) < abs(r_exp):
                     r_exp = other
                     expected_v = r_exp * current_a
+        if s.polled_live and p_s - self._seg_lead_s < ref.p[0] - _STAT_SPACING_S:
+            # Polled live, the polls' phase against the reversals drifts: a sample may
+            # sit seconds after its reversal (in the zero crossing itself) where the
+            # profile's first point sat a whole interval after its own, still rising
+            # steeply (a polymer cell: 35 mV at 3 s, 110 mV at 60 s). Where this
+            # sample may be earlier in its half cycle than the profile's first point,
+            # the profile knows nothing that early: only a shift is judged, as at the
+            # zero crossing. The price: a short from a reversal on, polled, is halted
+            # a poll later. (Recorded samples keep one phase, their first after a step
+            # change at it: there the first sample of a half cycle is judged.)
+            self._crossing = True
         if p_s < self._settle_now_s:
             r_exp = r_shift
             expected_v = r_exp * current_a

@@ -173,6 +173,33 @@ def logged_every(
     return _subset(recording, np.asarray(keep, dtype=np.int64))
 
 
+def polled_every(
+    recording: Recording, interval_s: float, phase_s: float = 0.0, clock_error: float = 0.0
+) -> Recording:
+    """The recording as a live poll sees it: the newest sample at each poll.
+
+    Polls come every ``interval_s`` of the PC's clock, the first ``phase_s`` after the
+    first sample, and know nothing of the instrument's steps: unlike a recorded file
+    (:func:`logged_every`), the first sample after a reversal comes anywhere from 0 to
+    one interval after it. ``clock_error`` is how far the PC's clock runs off the
+    instrument's (1e-4 is 0.36 s an hour): the polls' phase against the reversals
+    drifts, half cycle after half cycle.
+    """
+    if not interval_s > 0.0:
+        msg = f"interval_s must be > 0 s, got {interval_s!r}"
+        raise ValueError(msg)
+    if not 0.0 <= phase_s < interval_s:
+        msg = f"phase_s must be in [0, interval_s), got {phase_s!r}"
+        raise ValueError(msg)
+    if not abs(clock_error) < 0.01:
+        msg = f"clock_error must be within ±0.01, got {clock_error!r}"
+        raise ValueError(msg)
+    t = recording.t_s - recording.t_s[0]
+    polls = np.arange(phase_s, float(t[-1]), interval_s * (1.0 + clock_error))
+    newest = np.searchsorted(t, polls, side="right") - 1
+    return _subset(recording, np.unique(newest).astype(np.int64))
+
+
 def watched_from(recording: Recording, start_s: float) -> Recording:
     """The samples from test time ``start_s`` (s from the first sample) on.
 

@@ -89,8 +89,10 @@ async def test_failing_cells_are_stopped_on_the_cycler_and_healthy_ones_run_on()
     assert not sim.channels[0].running
     assert sim.channels[1].running
     assert (depleted.state, healthy.state, short.state) == ("halted", "running", "halted")
-    # Halted promptly: the short at 10 h within two polls of it.
-    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 2 * POLL_S
+    # Halted promptly: the short at 10 h, which is a reversal, within three polls of
+    # it. Polled live, the first value after a reversal may sit in the zero crossing
+    # itself, earlier than anything the profile knows: it counts for no fall.
+    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 3 * POLL_S
     # Every value judged was stored, and the halt alerts say why.
     samples = [i for i in items if isinstance(i, SampleRecord)]
     assert {s.tags.channel for s in samples} == {"1", "2", "3"}

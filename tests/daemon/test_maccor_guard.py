@@ -93,7 +93,9 @@ async def test_failing_cells_are_suspended_on_the_tester_and_healthy_ones_run_on
     assert sim.state(0).status == "Suspended"
     assert sim.state(1).status == "Active"
     assert (depleted.state, healthy.state, short.state) == ("halted", "running", "halted")
-    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 2 * POLL_S
+    # within three polls of the short at 10 h (a reversal: polled live, the first value
+    # after it may sit in the zero crossing and counts for no fall)
+    assert 10.0 * 3600 <= short.halt.t_s <= 10.0 * 3600 + 3 * POLL_S
     samples = [i for i in items if isinstance(i, SampleRecord)]
     assert {s.tags.channel for s in samples} == {"1", "2", "3"}
     assert all(s.source == "live" and s.tags.test_id.startswith("cg-") for s in samples)

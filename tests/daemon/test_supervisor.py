@@ -114,6 +114,32 @@ def _drain(queue: asyncio.Queue[SampleRecord | EventRecord]) -> list[SampleRecor
     return items
 
 
+def test_the_live_detectors_judge_polls_and_the_recorded_ones_records(tmp_path: Path) -> None:
+    """The live ``inquire`` values are polls on this PC's clock: the first after a
+    reversal comes anywhere within a poll interval of it, so the live detectors do not
+    judge a fall where the profile knows nothing as early. The recorded series starts
+    each step at its change: its detectors keep judging a half cycle's first sample."""
+    queue: asyncio.Queue[SampleRecord | EventRecord] = asyncio.Queue()
+    recorder = Recorder()
+    sup = InstrumentSupervisor(
+        "ct4008-sim",
+        lambda: NewareClient("127.0.0.1", 9, timeout_s=5.0),
+        _specs(),
+        queue,
+        recorder,
+        clock=VirtualClock(),
+        poll_interval_s=POLL_S,
+        download_interval_s=600.0,
+        state=recorder,
+        step_file_dir=tmp_path,
+    )
+    assert len(sup.channels) == 3
+    for runtime in sup.channels.values():
+        assert runtime.live.settings.polled_live
+        assert not runtime.live.settings.stream_starts_at_reversal
+        assert not runtime.recorded.settings.polled_live
+
+
 async def test_failing_cells_are_stopped_on_the_instrument_and_healthy_ones_run_on(
     tmp_path: Path,
 ) -> None:

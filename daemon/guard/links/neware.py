@@ -239,7 +239,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
             tags = ChannelTags(name, str(spec.channel), "", spec.interphase, spec.cell_type)
             # The live stream always joins a test in progress; the recorded one starts at
             # the test's first sample unless a restart resumes it (then it warms up).
-            live_settings = dataclasses.replace(settings, stream_starts_at_reversal=False)
+            live_settings = dataclasses.replace(
+                settings, stream_starts_at_reversal=False, polled_live=True
+            )
             runtime = ChannelRuntime(
                 spec, tags, make_detector(live_settings), make_detector(settings)
             )
@@ -662,7 +664,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         barcode = f"cellguard-{self.name}-{runtime.spec.channel}"
         await client.start([(runtime.spec.channel, barcode, str(path))])
         settings = runtime.recorded.settings
-        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.live = make_detector(
+            dataclasses.replace(settings, stream_starts_at_reversal=False, polled_live=True)
+        )
         runtime.recorded = make_detector(
             dataclasses.replace(settings, stream_starts_at_reversal=True)
         )
@@ -958,7 +962,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
         runtime.halt = None
         runtime.halting = None
         settings = runtime.base_settings or runtime.recorded.settings
-        runtime.live = make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
+        runtime.live = make_detector(
+            dataclasses.replace(settings, stream_starts_at_reversal=False, polled_live=True)
+        )
         runtime.recorded = make_detector(settings)
         runtime.next_seq = 1
         runtime.stored_seq = 0

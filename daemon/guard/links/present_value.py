@@ -151,8 +151,11 @@ class PresentValueGuard(InstrumentGuard[C, int], Generic[C, S, R]):
                 cell=spec.cell_type,  # type: ignore[arg-type]
                 voltage_range_v=voltage_range_v,
             )
-            # Live values only: the stream always joins a test in progress.
-            settings = dataclasses.replace(settings, stream_starts_at_reversal=False)
+            # Live values only: the stream always joins a test in progress, polled on
+            # this PC's clock.
+            settings = dataclasses.replace(
+                settings, stream_starts_at_reversal=False, polled_live=True
+            )
             tags = ChannelTags(name, str(spec.channel), "", spec.interphase, spec.cell_type)
             runtime = PresentValueRuntime(spec, tags, make_detector(settings), settings)
             if state is not None:
