@@ -13,7 +13,11 @@ Goals: 100 % of the real shorts and depletions found, 0 false halts.
 The Li/Na-metal pairs are also judged as a lab PC sees them (*lab views*): logged every
 30, 60 and 120 s, or on every 1-10 mV change (every step change still recorded), and
 watched from a (re)start 3-19 h into the test, joining the stream in the middle of a
-half cycle with no history. The same goals hold for every view.
+half cycle with no history. They are also judged as the service's live stream sees
+them (*polled views*): the newest sample at each poll, every 10-120 s of a PC clock
+that runs up to 1e-3 off the instrument's, blind to the steps between polls (the
+step's own time tells a new run of a step: ``StepRuns``). The same goals hold for
+every view.
 
 One real fault says little about recall, so the healthy stretches of the real Li|Li
 files also carry *injected* faults (:mod:`cellguard.protocols.detectors.injected`): a
@@ -54,6 +58,7 @@ from cellguard.protocols.detectors.real import (
     RealCase,
     load_real_corpus,
     logged_every,
+    polled_every,
     settings_for,
     watched_from,
 )
@@ -66,11 +71,16 @@ LAB_VIEWS = ((30.0, None, 0.0), (60.0, None, 0.0), (120.0, None, 0.0),
              (60.0, 0.001, 0.0), (300.0, 0.005, 0.0), (300.0, 0.01, 0.0),
              (0.0, None, 3.0), (0.0, None, 4.0), (0.0, None, 6.0), (0.0, None, 9.0),
              (0.0, None, 14.0), (0.0, None, 19.0), (10.0, 0.02, 2.0))  # fmt: skip
+# Live polls (interval s, the PC clock's error against the instrument's): the first poll
+# falls this share of an interval after the first sample, not at a step change.
+POLLED_VIEWS = ((10.0, 0.0), (30.0, 1e-4), (60.0, 1e-4), (120.0, 1e-3))
+_POLL_PHASE = 0.37
 INJECTED_ONSETS = 8  # per kind and real Li|Li file
 # The injected faults as a lab PC sees them (logging interval s or 0, on a change of V,
 # a restart this many h before the onset): the logging labs use for week-long tests,
 # and a service restarted shortly before a fault, which joins the stream blind.
 INJECTED_VIEWS = ((60.0, None, 0.0), (120.0, None, 0.0), (60.0, 0.005, 0.0), (0.0, None, 2.0))
+INJECTED_POLLED_VIEWS = ((60.0, 1e-4),)  # live polls, as POLLED_VIEWS
 _INJECT_FROM_S = 3 * 3600.0  # the first onset: a few half cycles learnt
 _INJECT_MARGIN_S = 1800.0  # a fault file's injected stretch ends this long before its own onset
 
@@ -164,6 +174,16 @@ def _joined(settings: DetectorSettings) -> Detector:
     return make_detector(dataclasses.replace(settings, stream_starts_at_reversal=False))
 
 
+def _live(settings: DetectorSettings) -> Detector:
+    """A detector for the service's live stream: polls, blind to the steps between them."""
+    return make_detector(dataclasses.replace(settings, polled_live=True))
+
+
+def _polled_name(interval_s: float, clock_error: float) -> str:
+    """ "polled every 60 s, clock +0.0001" """
+    return f"polled every {interval_s:g} s, clock {clock_error:+g}"
+
+
 def _view_name(interval_s: float, change_v: float | None, start_h: float, restart: str = "") -> str:
     """ "every 60 s or 5 mV, from 3 h" (``restart``: "from 2 h before the onset")."""
     return ", ".join(
@@ -196,6 +216,17 @@ def lab_view(
     outcome.file = f"{case.name} [{_view_name(interval_s, change_v, start_h)}]"
     if outcome.halt_s is not None:
         outcome.halt_s += skipped_s  # test time of the whole file
+    return outcome
+
+
+def polled_view(case: RealCase, interval_s: float, clock_error: float) -> RealOutcome:
+    """``case`` as the live stream sees it: polled every ``interval_s`` on a PC clock
+    ``clock_error`` off the instrument's (see :func:`polled_every`)."""
+    rec = case.recording
+    assert rec is not None
+    view = polled_every(rec, interval_s, _POLL_PHASE * interval_s, clock_error)
+    outcome = judge(dataclasses.replace(case, recording=view), _live)
+    outcome.file = f"{case.name} [{_polled_name(interval_s, clock_error)}]"
     return outcome
 
 
@@ -232,14 +263,23 @@ def injected_faults(case: RealCase, count: int = INJECTED_ONSETS) -> list[Inject
 
 
 def judge_injected(
-    case: RealCase, fault: Injected, view: tuple[float, float | None, float] | None = None
+    case: RealCase,
+    fault: Injected,
+    view: tuple[float, float | None, float] | None = None,
+    polled: tuple[float, float] | None = None,
 ) -> InjectedOutcome:
     """``fault`` through the detector, as recorded or in a lab ``view`` (logging
-    interval s or 0, change V or None, a restart this many h before the onset or 0)."""
+    interval s or 0, change V or None, a restart this many h before the onset or 0), or
+    ``polled`` live (interval s, clock error)."""
     whole = fault.recording
     t0 = float(whole.t_s[0])
     rec, make, name = whole, make_detector, case.name
-    if view is not None:
+    if polled is not None:
+        interval_s, clock_error = polled
+        rec = polled_every(rec, interval_s, _POLL_PHASE * interval_s, clock_error)
+        make = _live
+        name = f"{case.name} [{_polled_name(interval_s, clock_error)}]"
+    elif view is not None:
         interval_s, change_v, restart_h = view
         if interval_s:
             rec = logged_every(rec, interval_s, change_v)
@@ -267,7 +307,7 @@ def judge_injected(
         label_s = float(whole.t_s[fault.onset_index])
         outcome.verdict = "found"
         outcome.delay_samples = (
-            halt.index - int(np.searchsorted(rec.t_s, label_s)) if view is not None
+            halt.index - int(np.searchsorted(rec.t_s, label_s)) if rec is not whole
             else halt.index - fault.onset_index
         )  # fmt: skip
         outcome.delay_s = halt.t_s - label_s
@@ -284,10 +324,13 @@ def run_injected_views(
         if case.cell != "full" and case.recording is not None
         for fault in injected_faults(case, count)
     ]
-    return {
+    views = {
         _view_name(*view, "before the onset"): [judge_injected(c, f, view) for c, f in faults]
         for view in INJECTED_VIEWS
     }
+    for polled in INJECTED_POLLED_VIEWS:
+        views[_polled_name(*polled)] = [judge_injected(c, f, polled=polled) for c, f in faults]
+    return views
 
 
 def run_injected(cases: Sequence[RealCase], count: int = INJECTED_ONSETS) -> list[InjectedOutcome]:
@@ -337,6 +380,12 @@ def run(corpus: Path) -> dict[str, Any]:
         if case.cell != "full"
         for interval_s, change_v, start_h in LAB_VIEWS
         if (view := lab_view(case, interval_s, start_h, change_v)) is not None
+    ]
+    views += [
+        polled_view(case, interval_s, clock_error)
+        for case in cases
+        if case.cell != "full"
+        for interval_s, clock_error in POLLED_VIEWS
     ]
     return {
         "cellguard": ours,
@@ -391,7 +440,7 @@ def print_table(result: dict[str, Any]) -> None:
     views: list[RealOutcome] = result.get("lab views", [])
     if views:
         print("\nthe Li/Na-metal pairs as a lab PC sees them (logged every N s, or on an N mV "
-              "change; watched from a restart N h in)")  # fmt: skip
+              "change; watched from a restart N h in; polled live every N s)")  # fmt: skip
         for o in views:
             mine = o.verdict
             if o.delay_s is not None:
@@ -399,7 +448,7 @@ def print_table(result: dict[str, Any]) -> None:
             elif o.halt_s is not None:
                 mine += f" at {o.halt_s / 3600:.2f} h"
             name, _, view = o.file.partition(" [")
-            print(f"  {name[:44]:44} {'[' + view:24} {mine}")
+            print(f"  {name[:44]:44} {'[' + view:36} {mine}")
         v = summary(views)
         print(f"lab views: {v['found']}/{v['faults']} faults found, {v['false_halts']} false "
               f"halts in {v['files']} views: {'PASS' if v['pass'] else 'FAIL'}")  # fmt: skip

@@ -7,9 +7,11 @@ A missing folder is a collection error, never a silently skipped test.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if not (SHARED_FIXTURES / "neware-bts-api").is_dir():
@@ -38,3 +40,18 @@ def load_bench(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+class StepTimeSpy:
+    """A live detector that remembers the step and step time of every poll it judges."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.seen: list[tuple[float, int | None, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def feed(self, t_s: float, *args: Any, step_time_s: float = math.nan) -> Any:
+        self.seen.append((t_s, args[2] if len(args) > 2 else None, step_time_s))
+        return self._inner.feed(t_s, *args, step_time_s=step_time_s)

@@ -114,6 +114,22 @@ def test_an_injected_fault_in_a_lab_view_keeps_its_onset_and_counts_the_views_sa
     assert 0 <= minute.delay_samples <= 3
     views = bench.run_injected_views([short], 1)
     assert list(views) == [
-        "every 60 s", "every 120 s", "every 60 s or 5 mV", "from 2 h before the onset"
+        "every 60 s", "every 120 s", "every 60 s or 5 mV", "from 2 h before the onset",
+        "polled every 60 s, clock +0.0001",
     ]  # fmt: skip
     assert all(len(rows) == len(bench.INJECTED_KINDS) for rows in views.values())
+
+
+def test_a_polled_view_is_judged_as_the_live_stream_with_the_files_onset(
+    bench: ModuleType, short: RealCase
+) -> None:
+    view = bench.polled_view(short, 60.0, 1e-4)
+    assert view.file == f"{short.name} [polled every 60 s, clock +0.0001]"
+    assert view.onset_s == short.onset_s
+    rec = short.recording
+    assert rec is not None
+    # one sample a poll, none of the steps' edges added (unlike a logged view)
+    assert abs(view.samples - rec.duration_s / 60.0) <= 2
+    assert view.verdict == "found"
+    assert view.delay_s is not None
+    assert 0.0 <= view.delay_s <= 1800.0

@@ -15,6 +15,7 @@ from cellguard.protocols.detectors._api import (
 )
 from cellguard.protocols.detectors._full import FullCellDetector
 from cellguard.protocols.detectors._lithium import LithiumDetector
+from cellguard.protocols.detectors._step_runs import StepRuns
 
 
 def make_detector(settings: DetectorSettings) -> Detector:
@@ -32,6 +33,7 @@ __all__ = [
     "FullCellDetector",
     "LithiumDetector",
     "Severity",
+    "StepRuns",
     "Verdict",
     "make_detector",
 ]

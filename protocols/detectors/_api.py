@@ -230,11 +230,16 @@ class Detector(Protocol):
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         """Judge one sample (in order); :data:`OK` when nothing is wrong.
 
         ``step`` is the instrument's step number and ``kind`` a
         :class:`~cellguard.drivers.files.StepKind` code, where the source tells them.
+        ``step_time_s``, the time within the running step, is what a live poll adds:
+        a poll that misses a short step between two runs of the same step number
+        (a loop) still sees a new step where it goes back (:class:`StepRuns`).
         """
         ...
 

@@ -42,6 +42,8 @@ class DetectorBase:
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         raise NotImplementedError  # pragma: no cover
 

@@ -80,6 +80,8 @@ class FullCellDetector(DetectorBase):
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         index = self._n
         self._n = index + 1

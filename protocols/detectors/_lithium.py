@@ -126,6 +126,7 @@ from cellguard.protocols.detectors._api import (
 )
 from cellguard.protocols.detectors._base import DetectorBase
 from cellguard.protocols.detectors._scatter import RecentScatter
+from cellguard.protocols.detectors._step_runs import StepRuns
 
 _MIN_PROFILE_SAMPLES = 3
 _PROFILE_SMOOTHING = 5
@@ -210,6 +211,14 @@ _ANCHOR_MIN_HALF_CYCLES = 4
 # even when no half cycle holds two shifted samples (logged once a minute, the shift
 # lasts the last few tens of seconds). A spike falls anywhere in a half cycle.
 _END_SHIFT_HALF_CYCLES = 3
+# Polls are instants: two in a row a second apart each caught one of a pair of
+# sub-second spikes (jr862 at 0.93 h: 0.65 s and 0.5 s above 2x, 0.6 s apart), two 2-5 s
+# apart each a dip of a 4-min burst of flicker (at 5.97 h), and both were confirmed as
+# lasting. A recorded stream shows what lay between two samples, a poll does not:
+# polled live, evidence lasts over three polls, or over two this far apart (a
+# transient covers no two of them; a depletion, which reaches the range within
+# minutes, is still halted on two polls a minute apart).
+_LIVE_APART_S = 30.0
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -543,6 +552,7 @@ class LithiumDetector(DetectorBase):
         # when watching starts, a restart): where it began is unknown until the first
         # reversal, so the first segment is judged blind and never becomes a profile.
         self._blind = not settings.stream_starts_at_reversal
+        self._runs = StepRuns()
         self._rest_seen = False  # a rest seen since the stream went blind
         # Runs of evidence: count and the time of the run's first sample.
         self._shift_run = 0
@@ -613,11 +623,16 @@ class LithiumDetector(DetectorBase):
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         index = self._n
         self._n = index + 1
         if self._halt is not None:
             return OK
+        # The run of the step, not its number: polled live, two runs of one step with a
+        # short step no poll caught between them are still two (see StepRuns).
+        step = self._runs.of(step, step_time_s)
         s = self.settings
         if abs(voltage_v) >= self._range_v:
             return self._range(index, t_s, voltage_v, current_a)
@@ -1070,8 +1085,11 @@ class LithiumDetector(DetectorBase):
 
     # ------------------------------------------------------------ judging
 
-    def _confirmed(self, run: int, t0: float, t_s: float, samples: int = 2) -> bool:
-        """Evidence that lasted: ``samples`` samples spanning at least confirm_s."""
+    def _confirmed(self, run: int, t0: float, t_s: float, samples: int | None = None) -> bool:
+        """Evidence that lasted: ``samples`` samples spanning at least confirm_s (2;
+        polled live, 3 unless two span _LIVE_APART_S)."""
+        if samples is None:
+            samples = 3 if self.settings.polled_live and t_s - t0 < _LIVE_APART_S else 2
         # 5 % below confirm_s still counts: an instrument sampling every confirm_s
         # stamps its samples with jitter.
         return run >= samples and t_s - t0 >= 0.95 * self.settings.confirm_s
@@ -1815,7 +1833,11 @@ class LithiumDetector(DetectorBase):
     def _episode_note(self, t_s: float, ratio: float) -> None:
         """Follow the drop episode this sample belongs to (see _episode_drop)."""
         ep = self._episode
-        if ep is not None and t_s - ep[1] > self.settings.confirm_s:
+        # (Polled live, consecutive low polls are one episode however far apart.)
+        gap_s = self.settings.confirm_s
+        if self.settings.polled_live:
+            gap_s = max(gap_s, 1.5 * self._interval_ema_s)
+        if ep is not None and t_s - ep[1] > gap_s:
             ep = self._episode = None
         if self._episode_low:
             if ep is None:
@@ -1830,14 +1852,17 @@ class LithiumDetector(DetectorBase):
         """Whether this sample makes its episode count as one separate drop.
 
         A drop lasts: an episode (low samples no more than confirm_s apart) counts once
-        it has lasted confirm_s, a lone sample lasting its sampling interval, with the
-        mean of all its samples below drop_ratio. A spike logged as a burst within a
+        it has lasted confirm_s, a lone sample lasting its sampling interval (polled
+        live: two low polls in a row at least), with the mean of all its samples below
+        drop_ratio. A spike logged as a burst within a
         second never does, whatever the logging rule.
         """
         ep = self._episode
         if ep is None or self._episode_counted or not self._episode_low:
             return False
-        lasted_s = ep[1] - ep[0] + ep[2]
+        # A recorded sample stands for the interval before it; a poll is an instant:
+        # polled live, a drop lasts between low polls of its own.
+        lasted_s = ep[1] - ep[0] + (0.0 if self.settings.polled_live else ep[2])
         if lasted_s < self.settings.confirm_s or ep[3] / ep[4] >= self.settings.drop_ratio:
             return False
         self._episode_counted = True

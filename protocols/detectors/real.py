@@ -25,6 +25,7 @@ import numpy.typing as npt
 from cellguard.drivers.errors import CellguardError
 from cellguard.drivers.files import SUFFIXES, Recording, read_recording
 from cellguard.protocols.detectors._api import CellProfile, DetectorSettings
+from cellguard.protocols.detectors._step_runs import StepRuns
 
 Expect = Literal["healthy", "fault"]
 FaultKind = Literal["short", "depletion", "voltage_shift"]
@@ -184,6 +185,12 @@ def polled_every(
     one interval after it. ``clock_error`` is how far the PC's clock runs off the
     instrument's (1e-4 is 0.36 s an hour): the polls' phase against the reversals
     drifts, half cycle after half cycle.
+
+    A poll reads the step number and the time within the running step, not the steps
+    between two polls: the ``step`` column numbers the runs of steps the polls saw, as
+    the service does (:class:`StepRuns`), so that a block of the same step number after
+    a short step no poll caught (a 7 s impedance scan between one-direction blocks) is
+    still a new step.
     """
     if not interval_s > 0.0:
         msg = f"interval_s must be > 0 s, got {interval_s!r}"
@@ -196,8 +203,20 @@ def polled_every(
         raise ValueError(msg)
     t = recording.t_s - recording.t_s[0]
     polls = np.arange(phase_s, float(t[-1]), interval_s * (1.0 + clock_error))
-    newest = np.searchsorted(t, polls, side="right") - 1
-    return _subset(recording, np.unique(newest).astype(np.int64))
+    newest = np.unique(np.searchsorted(t, polls, side="right") - 1).astype(np.int64)
+    polled = _subset(recording, newest)
+    step = recording.step
+    if step is None or not len(t):
+        return polled
+    # Each recorded run of a step starts its step time at its first sample.
+    starts = np.flatnonzero(np.r_[True, np.diff(step) != 0])
+    run_start_s = t[starts[np.searchsorted(starts, newest, side="right") - 1]]
+    runs = StepRuns()
+    numbers = [
+        runs.of(int(n), float(s))
+        for n, s in zip(step[newest], t[newest] - run_start_s, strict=True)
+    ]
+    return dataclasses.replace(polled, step=np.asarray(numbers, dtype=step.dtype))
 
 
 def watched_from(recording: Recording, start_s: float) -> Recording:

@@ -51,6 +51,8 @@ class StepLimitGuard:
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         index = self._n
         self._n += 1
@@ -81,7 +83,9 @@ class StepLimitGuard:
                 subkind="step",
             )
             return self._halt
-        return self._inner.feed(t_s, voltage_v, current_a, step, cycle, kind)
+        return self._inner.feed(
+            t_s, voltage_v, current_a, step, cycle, kind, step_time_s=step_time_s
+        )
 
     def feed_batch(
         self,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from present_value_guarding import Outage, Queue, Recorder, drain, new_queue, run_hours, supervised
+from shared import StepTimeSpy
 
 from cellguard.daemon.guard.links.arbin import ArbinChannelSpec, ArbinSupervisor
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -104,6 +105,26 @@ async def test_failing_cells_are_stopped_on_the_cycler_and_healthy_ones_run_on()
     assert sum(e.kind == "start" for e in events) == 3
     assert recorder.state[("arbin-sim", "3")][0] == "halted"
     assert sim.calls["StopSchedule"] == 2  # one stop per failing channel, no more
+
+
+async def test_the_detector_is_told_the_time_within_each_step() -> None:
+    """A poll misses a step shorter than its interval; the reading's step time goes back
+    at every new run of a step, and the detector gets it (see StepRuns)."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        _, port = await stack.enter_async_context(sim.serve())
+        sup, _ = await stack.enter_async_context(guarding(port, recorder, clock, _specs()))
+        runtime = sup.channels[2]
+        spy = StepTimeSpy(runtime.detector)
+        runtime.detector = spy  # type: ignore[assignment]
+        await _run_hours(clock, 3.0)
+    assert len(spy.seen) >= 150
+    times = [step_time_s for _, _, step_time_s in spy.seen]
+    assert all(0.0 <= t <= 3600.0 + POLL_S for t in times)
+    backs = [k for k in range(1, len(times)) if times[k] < times[k - 1]]
+    assert 2 <= len(backs) <= 3
 
 
 async def test_a_restart_neither_restarts_nor_halts_twice() -> None:

@@ -94,6 +94,8 @@ class FakeDetector:
         step: int | None = None,
         cycle: int | None = None,
         kind: int | None = None,
+        *,
+        step_time_s: float = math.nan,
     ) -> Verdict:
         raise NotImplementedError
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from shared import StepTimeSpy
 
 from cellguard.daemon.guard.links import neware as neware_link
 from cellguard.daemon.guard.links.neware import ChannelSpec, InstrumentSupervisor
@@ -138,6 +139,31 @@ def test_the_live_detectors_judge_polls_and_the_recorded_ones_records(tmp_path: 
         assert runtime.live.settings.polled_live
         assert not runtime.live.settings.stream_starts_at_reversal
         assert not runtime.recorded.settings.polled_live
+
+
+async def test_the_live_detector_is_told_the_time_within_each_step(tmp_path: Path) -> None:
+    """A poll misses a step shorter than its interval: a loop of one-direction blocks
+    with a few seconds of rest (or an impedance scan) between them reads the same step
+    number poll after poll. The inquire's relative time (the time within the running
+    step) goes back at every new run, and the live detector gets it to tell them apart."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        _, port = await stack.enter_async_context(sim.serve())
+        sup, _ = await stack.enter_async_context(supervising(sim, port, recorder, tmp_path, clock))
+        runtime = sup.channels[ChannelId(1, 1, 2)]
+        spy = StepTimeSpy(runtime.live)
+        runtime.live = spy  # type: ignore[assignment]
+        await _run_hours(clock, 3.0)
+    assert len(spy.seen) >= 150
+    times = [step_time_s for _, _, step_time_s in spy.seen]
+    assert all(0.0 <= t <= 3600.0 + POLL_S for t in times)
+    # within a step the time grows poll by poll; it goes back only where a new half
+    # cycle (a new step) began: twice in 3 h of 1 h half cycles
+    backs = [k for k in range(1, len(times)) if times[k] < times[k - 1]]
+    assert 2 <= len(backs) <= 3
+    assert all(spy.seen[k][1] != spy.seen[k - 1][1] for k in backs)
 
 
 async def test_failing_cells_are_stopped_on_the_instrument_and_healthy_ones_run_on(

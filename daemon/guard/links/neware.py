@@ -729,6 +729,9 @@ class InstrumentSupervisor(InstrumentGuard[NewareClient, ChannelId]):
                     record.step_id,
                     None,
                     kind,
+                    # A poll misses a short step between two runs of one step (a loop):
+                    # the step's own time going back still tells a new step began.
+                    step_time_s=record.relative_time_s,
                 )
                 if verdict.severity == "halt":
                     halts.append((runtime, verdict))

@@ -68,6 +68,8 @@ class Reading(Protocol):
     @property
     def test_time_s(self) -> float: ...
     @property
+    def step_time_s(self) -> float: ...
+    @property
     def voltage_v(self) -> float: ...
     @property
     def current_a(self) -> float: ...
@@ -399,6 +401,9 @@ class PresentValueGuard(InstrumentGuard[C, int], Generic[C, S, R]):
             step,
             cycle,
             kind,
+            # A poll misses a short step between two runs of one step (a loop): the
+            # step's own time going back still tells the detector a new step began.
+            step_time_s=reading.step_time_s,
         )
 
     async def _after_judging(
