@@ -55,3 +55,16 @@ class StepTimeSpy:
     def feed(self, t_s: float, *args: Any, step_time_s: float = math.nan) -> Any:
         self.seen.append((t_s, args[2] if len(args) > 2 else None, step_time_s))
         return self._inner.feed(t_s, *args, step_time_s=step_time_s)
+
+    def assert_one_run_per_half_cycle(
+        self, hours: float, half_cycle_s: float, poll_s: float
+    ) -> None:
+        """Every poll came with its step time; within a step it grows poll by poll, and
+        it goes back only where a new half cycle (a new step) began."""
+        assert len(self.seen) >= 0.8 * hours * 3600.0 / poll_s
+        times = [step_time_s for _, _, step_time_s in self.seen]
+        assert all(0.0 <= t <= half_cycle_s + poll_s for t in times)
+        backs = [k for k in range(1, len(times)) if times[k] < times[k - 1]]
+        ends = int(hours * 3600.0 // half_cycle_s)
+        assert ends - 1 <= len(backs) <= ends
+        assert all(self.seen[k][1] != self.seen[k - 1][1] for k in backs)
