@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 from present_value_guarding import Outage, Queue, Recorder, drain, new_queue, run_hours, supervised
+from shared import StepTimeSpy
 
 from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -107,6 +108,22 @@ async def test_failing_cells_are_suspended_on_the_tester_and_healthy_ones_run_on
     assert recorder.state[("maccor-sim", "3")][0] == "halted"
     assert sim.calls["(6, 3)"] == 2  # one suspend per failing channel, no more
     assert "(6, 10)" not in sim.calls  # no current limit configured: no limits invented
+
+
+async def test_the_detector_is_told_the_time_within_each_step() -> None:
+    """The reading's StepTime goes back at every new run of a step, and the detector
+    gets it: a poll that misses a short step still sees a new step (see StepRuns)."""
+    clock = VirtualClock()
+    sim = _simulator(clock)
+    recorder = Recorder()
+    async with AsyncExitStack() as stack:
+        _, port, _ = await stack.enter_async_context(sim.serve())
+        sup, _ = await stack.enter_async_context(guarding(port, recorder, clock, _specs()))
+        runtime = sup.channels[2]
+        spy = StepTimeSpy(runtime.detector)
+        runtime.detector = spy  # type: ignore[assignment]
+        await _run_hours(clock, 3.0)
+    spy.assert_one_run_per_half_cycle(3.0, 3600.0, POLL_S)
 
 
 async def test_run_mode_programmes_the_testers_own_limits() -> None:
