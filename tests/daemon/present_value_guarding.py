@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
+
+from shared import StepTimeSpy
 
 from cellguard.daemon.records import ChannelTags, EventRecord, SampleRecord
 from cellguard.drivers import VirtualClock
@@ -117,3 +119,23 @@ def drain(queue: Queue) -> list[SampleRecord | EventRecord]:
     while not queue.empty():
         items.append(queue.get_nowait())
     return items
+
+
+async def step_times_seen(
+    serve: AbstractAsyncContextManager[tuple[Any, ...]],
+    guarding: Callable[[int], AbstractAsyncContextManager[tuple[Any, Queue]]],
+    clock: VirtualClock,
+    channel: int,
+    hours: float,
+    poll_s: float,
+) -> StepTimeSpy:
+    """Run a simulated cycler (``serve`` yields (..., port, ...)) under its guard for
+    ``hours`` with ``channel``'s detector spied on: what each poll handed it."""
+    async with AsyncExitStack() as stack:
+        served = await stack.enter_async_context(serve)
+        sup, _ = await stack.enter_async_context(guarding(served[1]))
+        runtime = sup.channels[channel]
+        spy = StepTimeSpy(runtime.detector)
+        runtime.detector = spy
+        await run_hours(clock, hours, poll_s)
+    return spy

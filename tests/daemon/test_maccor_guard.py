@@ -14,8 +14,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
-from present_value_guarding import Outage, Queue, Recorder, drain, new_queue, run_hours, supervised
-from shared import StepTimeSpy
+from present_value_guarding import (
+    Outage,
+    Queue,
+    Recorder,
+    drain,
+    new_queue,
+    run_hours,
+    step_times_seen,
+    supervised,
+)
 
 from cellguard.daemon.guard.links.maccor import MaccorChannelSpec, MaccorSupervisor
 from cellguard.daemon.records import EventRecord, SampleRecord
@@ -116,13 +124,14 @@ async def test_the_detector_is_told_the_time_within_each_step() -> None:
     clock = VirtualClock()
     sim = _simulator(clock)
     recorder = Recorder()
-    async with AsyncExitStack() as stack:
-        _, port, _ = await stack.enter_async_context(sim.serve())
-        sup, _ = await stack.enter_async_context(guarding(port, recorder, clock, _specs()))
-        runtime = sup.channels[2]
-        spy = StepTimeSpy(runtime.detector)
-        runtime.detector = spy  # type: ignore[assignment]
-        await _run_hours(clock, 3.0)
+    spy = await step_times_seen(
+        sim.serve(),
+        lambda port: guarding(port, recorder, clock, _specs()),
+        clock,
+        2,
+        3.0,
+        POLL_S,
+    )
     spy.assert_one_run_per_half_cycle(3.0, 3600.0, POLL_S)
 
 
