@@ -1854,8 +1854,8 @@ class LithiumDetector(DetectorBase):
         A drop lasts: an episode (low samples no more than confirm_s apart) counts once
         it has lasted confirm_s, a lone sample lasting its sampling interval (polled
         live: two low polls in a row at least), with the mean of all its samples below
-        drop_ratio. A spike logged as a burst within a
-        second never does, whatever the logging rule.
+        drop_ratio. A spike logged as a burst within a second never does, whatever the
+        logging rule.
         """
         ep = self._episode
         if ep is None or self._episode_counted or not self._episode_low:
