@@ -219,6 +219,11 @@ _END_SHIFT_HALF_CYCLES = 3
 # transient covers no two of them; a depletion, which reaches the range within
 # minutes, is still halted on two polls a minute apart).
 _LIVE_APART_S = 30.0
+# A drop (soft short) must last this long on two samples, else three (recorded streams).
+# A soft short's overpotential drops by about half and stays down for minutes; two
+# samples 10 s apart at a noise rise (a loose contact) on a 2 mV overpotential are as
+# often noise (the reality corpus's noise-rise/02, seeds 0 and 16).
+_DROP_APART_S = 20.0
 # Profiles kept per direction (one per current level: CCD steps, rate tests).
 _MAX_LEVELS = 12
 _JUDGED_KINDS = (StepKind.UNKNOWN, StepKind.CC)
@@ -568,6 +573,11 @@ class LithiumDetector(DetectorBase):
         self._up_at: tuple[int, float, float] = (-2, 0.0, 0.0)
         self._low_run = 0
         self._low_t0 = 0.0
+        # A dip: the low samples of one excursion below drop_ratio, counted through
+        # samples between drop_ratio and halfway to slide_ratio (noise lifts one sample
+        # of a soft short's drop just above drop_ratio; it is not back up).
+        self._dip_low = 0
+        self._dip_t0 = 0.0
         self._t_before = math.nan  # the previous sample's time
         # A drop episode: beyond-doubt low samples no more than confirm_s apart, with
         # every sample between them: [start, last low, interval before, Σratio, n].
@@ -1079,6 +1089,7 @@ class LithiumDetector(DetectorBase):
 
     def _reset_runs(self) -> None:
         self._shift_run = self._low_run = self._near_run = self._slide_run = 0
+        self._dip_low = 0
         self._rise = (-2, 0.0, 0.0)
         self._prev_up = math.inf
         self._hard_run = self._own_run = self._col_run = self._run_n = self._crun_n = 0
@@ -1093,6 +1104,16 @@ class LithiumDetector(DetectorBase):
         # 5 % below confirm_s still counts: an instrument sampling every confirm_s
         # stamps its samples with jitter.
         return run >= samples and t_s - t0 >= 0.95 * self.settings.confirm_s
+
+    def _drop_confirmed(self, low_run: int, dip_low: int, t_s: float) -> bool:
+        """A drop that lasted. Two samples in a row do when they span _DROP_APART_S;
+        closer together, three low samples of one dip (a sample back above halfway from
+        drop_ratio to slide_ratio ends it). Polled live, as _confirmed says."""
+        if self.settings.polled_live:
+            return self._confirmed(low_run, self._low_t0, t_s)
+        if t_s - self._low_t0 >= _DROP_APART_S and self._confirmed(low_run, self._low_t0, t_s):
+            return True
+        return dip_low >= 3 and self._confirmed(dip_low, self._dip_t0, t_s, 3)
 
     def _hard_short(
         self, index: int, t_s: float, voltage_v: float, current_a: float, r_ohm: float, p_s: float
@@ -1174,6 +1195,12 @@ class LithiumDetector(DetectorBase):
                 # that rose an hour ago).
                 self._scatter.add(t_s, (r_ohm - mean) * math.copysign(1.0, mean))
                 sigma_ohm *= self._scatter_gain(sigma_ohm)
+            else:
+                # The segment's first few samples are a poor estimate of its noise: the
+                # profile's, widened by the recent scatter, bounds it from below (a
+                # channel that turned noisy hours ago is no collapse on four quiet
+                # samples and two low ones).
+                sigma_ohm = max(sigma_ohm, self._ref.sigma * _ONE_SAMPLE_NOISE * self._gain)
             sigma = sigma_ohm / abs(mean) if mean else 0.0
             if abs(mean * current_a) < s.min_expected_v:
                 self._crun_n = 0
@@ -1457,7 +1484,7 @@ class LithiumDetector(DetectorBase):
             self._shift_run += 1
             self._shift_v = abs(voltage_v)
             self._shift_expected_v = abs(up_expected_v)
-            self._low_run = self._near_run = self._slide_run = 0
+            self._low_run = self._near_run = self._slide_run = self._dip_low = 0
             threshold_v = s.shift_ratio * abs(up_expected_v)
             if self._confirmed(self._shift_run, self._shift_t0, t_s):
                 return self._halt_with(
@@ -1517,7 +1544,7 @@ class LithiumDetector(DetectorBase):
             # without rising, and is judged once the half of settle_s in which a
             # crossing may still be under way has passed.
             if rising:
-                self._low_run = self._near_run = 0  # what came before was the crossing
+                self._low_run = self._near_run = self._dip_low = 0  # (the crossing)
             self._learn(p_s, r_ohm)
             return OK
         # Falls are judged against the recent scatter where it is larger than the noise
@@ -1540,6 +1567,12 @@ class LithiumDetector(DetectorBase):
             alone = (ratio < s.drop_ratio and 1.0 - ratio > pair_noise) or below_zero
             if not (alone and self._confirmed(self._low_run + 1, self._low_t0, t_s)):
                 return self._run_halt(index, t_s, voltage_v, expected_v, *run)
+        if ratio < s.drop_ratio and 1.0 - ratio > pair_noise:
+            if self._dip_low == 0:
+                self._dip_t0 = t_s
+            self._dip_low += 1
+        elif ratio >= 0.5 * (s.drop_ratio + s.slide_ratio):
+            self._dip_low = 0
         below_zero = ratio <= -s.near_zero_ratio and 1.0 - ratio > pair_noise
         if (ratio < s.near_zero_ratio and 1.0 - ratio > pair_noise) or below_zero:
             if self._low_run == 0:
@@ -1646,7 +1679,7 @@ class LithiumDetector(DetectorBase):
             # spikes up as often (noise) drops by chance as well.
             separate = len(drops) >= 2 and len(drops) > 2 * len(self._ups)
             threshold_v = s.drop_ratio * abs(expected_v)
-            confirmed = self._confirmed(self._low_run, self._low_t0, t_s)
+            confirmed = self._drop_confirmed(self._low_run, self._dip_low, t_s)
             if trusted:
                 if (
                     slid is not None
@@ -1975,14 +2008,16 @@ class LithiumDetector(DetectorBase):
             s.drop_ratio * abs(expected_v),
             f"the overpotential dropped to {ratio:.2f}× the expected "
             f"{abs(expected_v) * 1e3:.2f} mV (threshold {s.drop_ratio:g}×); "
-            f"{n_drops} drop(s) within {s.soft_window_s / 3600:g} h"
-            + (
-                f", {self._low_run} samples over {t_s - self._low_t0:.3g} s"
-                if self._low_run >= 2
-                else ""
-            ),
+            f"{n_drops} drop(s) within {s.soft_window_s / 3600:g} h" + self._lasted_note(t_s),
             subkind="soft",
         )
+
+    def _lasted_note(self, t_s: float) -> str:
+        """How long the drop lasted: its low samples in a row, or those of its dip."""
+        run, t0 = self._low_run, self._low_t0
+        if self._dip_low > run:
+            run, t0 = self._dip_low, self._dip_t0
+        return f", {run} low samples over {t_s - t0:.3g} s" if run >= 2 else ""
 
     def _slide_halt(
         self, index: int, t_s: float, voltage_v: float, expected_v: float, smoothed: float
