@@ -53,6 +53,7 @@ from cellguard.protocols.detectors.injected import (
     Injected,
     inject,
     onset_times,
+    view_onset_index,
 )
 from cellguard.protocols.detectors.real import (
     RealCase,
@@ -293,7 +294,13 @@ def judge_injected(
     halt = next((v for v in verdicts if v.severity == "halt"), None)
     outcome = InjectedOutcome(name, fault.kind, fault.onset_s, fault.seed, "missed",
                               None, None, None, None, None)  # fmt: skip
-    if fault.onset_index is None:
+    # Observable by the labels' rules in the samples this view kept, too: a fault that
+    # shows on one sample of a view is no more observable there than in a recording.
+    twin = case.recording
+    assert twin is not None  # (faults are written into recordings)
+    if fault.onset_index is None or (
+        rec is not whole and view_onset_index(fault, twin, rec) is None
+    ):
         outcome.verdict = "not observable"
     if halt is None:
         return outcome
@@ -504,7 +511,7 @@ def print_injected_views(views: dict[str, list[InjectedOutcome]]) -> None:
     every = [o for outcomes in views.values() for o in outcomes]
     print(f"injected faults in lab views: {'PASS' if injected_summary(every)['pass'] else 'FAIL'}")
     for o in every:
-        if o.verdict in ("missed", "false halt"):
+        if o.verdict in ("missed", "false halt", "not observable"):
             print(f"  {o.verdict}: {o.file} {o.kind} from {o.onset_s / 3600:.2f} h (seed {o.seed})")
 
 

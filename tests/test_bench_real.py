@@ -133,3 +133,23 @@ def test_a_polled_view_is_judged_as_the_live_stream_with_the_files_onset(
     assert view.verdict == "found"
     assert view.delay_s is not None
     assert 0.0 <= view.delay_s <= 1800.0
+
+
+def test_a_fault_a_view_shows_on_one_sample_is_not_observable_in_it(bench: ModuleType) -> None:
+    # PHJ's injected depletion from 652.45 h: once the electrode is empty each stripping
+    # half cycle runs out in its last 36 s, and polled every 60 s (30 polls per 30-min
+    # half cycle) no poll lands there; one poll, at the onset, shows it in 4 h.
+    (phj,) = [
+        c for c in load_real_corpus(bench.DEFAULT_CORPUS) if c.name.startswith("albanelli_fig3bc")
+    ]
+    (fault,) = [
+        f
+        for f in bench.injected_faults(phj)
+        if f.kind == "depletion" and round(f.onset_s / 3600.0, 2) == 652.45
+    ]
+    assert bench.judge_injected(phj, fault).verdict == "found"
+    polled = bench.judge_injected(phj, fault, polled=(60.0, 1e-4))
+    assert polled.verdict == "not observable"
+    assert bench.injected_summary([polled])["pass"]  # not counted as a miss
+    logged = bench.judge_injected(phj, fault, (30.0, None, 0.0))
+    assert logged.verdict == "found"

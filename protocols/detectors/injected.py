@@ -42,6 +42,7 @@ __all__ = [
     "InjectedKind",
     "inject",
     "onset_times",
+    "view_onset_index",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -115,11 +116,9 @@ def inject(
     rng = np.random.default_rng(seed)
     after = np.zeros(len(t), dtype=bool)
     after[start:] = True
-    onset_index: int | None
     if kind == "short-hard":
         typical_a = float(np.median(np.abs(i[judgeable])))
         out = np.where(after, i / typical_a * HARD_SHORT_V, v)
-        onset_index = start + int(flowing_after[0])
     elif kind in ("short-soft", "short-micro"):
         if kind == "short-soft":
             keep = fx.soft_short_keep(t, onset_s, rng)
@@ -127,13 +126,11 @@ def inject(
             tau_s = rng.uniform(*_MICRO_TAU_S)
             keep = np.exp(-np.clip(t - onset_s, 0.0, None) / tau_s)
         out = v * keep
-        onset_index = _drop_onset(after & judgeable, out, v, noise_v, soft=kind == "short-soft")
     else:
         sign = math.copysign(1.0, float(i[start + int(flowing_after[0])]))
         shift_v = _depletion_shift_v(t, i, start, onset_s, sign, rng)
         out = np.clip(v + sign * shift_v, -voltage_range_v, voltage_range_v)
-        seen = np.flatnonzero(after & judgeable & (shift_v > OBSERVABLE_NOISE_SIGMAS * noise_v))
-        onset_index = int(seen[1]) if seen.size >= 2 else None
+    onset_index = _onset(kind, after & judgeable, out, v, noise_v)
     return Injected(
         recording=dataclasses.replace(cut, voltage_v=np.asarray(out, dtype=np.float64)),
         kind=kind,  # narrowed to InjectedKind by the check above
@@ -143,6 +140,44 @@ def inject(
         onset_index=onset_index,
         noise_v=noise_v,
     )
+
+
+def view_onset_index(fault: Injected, twin: Recording, view: Recording) -> int | None:
+    """The fault's observable onset among the samples a lab ``view`` of it kept (an
+    index into ``view``), by the same rules as ``fault.onset_index``; None when the
+    view shows too little of it (a depletion whose run-out lasts the last 36 s of each
+    half cycle, polled at the same point of every half cycle, is one sample in hours).
+
+    ``view`` holds samples of ``fault.recording`` (a logging or polling subset, watched
+    from any start); ``twin`` is the healthy recording the fault was written into.
+    """
+    whole = fault.recording
+    at = np.searchsorted(whole.t_s, view.t_s)
+    if at.size and (int(at[-1]) >= len(whole.t_s) or not np.array_equal(whole.t_s[at], view.t_s)):
+        msg = "view must hold samples of the fault's recording"
+        raise ValueError(msg)
+    after = np.asarray(at >= fault.start_index)
+    candidates = after & _judgeable(view, view.t_s)
+    return _onset(fault.kind, candidates, view.voltage_v, twin.voltage_v[at], fault.noise_v)
+
+
+def _onset(
+    kind: str,
+    candidates: npt.NDArray[np.bool_],
+    out: FloatArray,
+    twin_v: FloatArray,
+    noise_v: float,
+) -> int | None:
+    """The observable onset among ``candidates`` (judgeable, at or after the fault's
+    start): the simulated corpus's rules, with the real trace as the twin."""
+    if kind == "short-hard":
+        hits = np.flatnonzero(candidates)
+        return int(hits[0]) if hits.size else None
+    if kind in ("short-soft", "short-micro"):
+        return _drop_onset(candidates, out, twin_v, noise_v, soft=kind == "short-soft")
+    # (A depletion: the shift out of the noise, on a second sample.)
+    seen = np.flatnonzero(candidates & (np.abs(out - twin_v) > OBSERVABLE_NOISE_SIGMAS * noise_v))
+    return int(seen[1]) if seen.size >= 2 else None
 
 
 def onset_times(first_s: float, last_s: float, count: int, seed: int) -> list[float]:

@@ -18,11 +18,13 @@ from cellguard.protocols.detectors.injected import (
     INJECTED_KINDS,
     inject,
     onset_times,
+    view_onset_index,
 )
 from cellguard.protocols.detectors.real import (
     RealCase,
     load_real_corpus,
     logged_every,
+    polled_every,
     settings_for,
 )
 
@@ -120,6 +122,32 @@ def test_a_depletion_shifts_only_while_the_electrode_it_strips_is_empty() -> Non
     # the label: its second judgeable sample (the 30 s after the reversal at 600 s are
     # the double layer's, so 630 and 640 s)
     assert fault.onset_index == 64
+
+
+def test_a_view_is_labelled_by_the_samples_it_kept() -> None:
+    rec = square_wave(half_s=600.0, halves=48, dt_s=1.0)
+    fault = inject(rec, "depletion", 1190.0, seed=4)
+    assert fault.onset_index is not None
+    # the recording itself: its own label
+    assert view_onset_index(fault, rec, fault.recording) == fault.onset_index
+    # logged every 5 s: the second kept sample that shows it (1195 s, and the step's
+    # last, 1199 s, which logging keeps), where the recording's is its 2nd second
+    logged = logged_every(fault.recording, 5.0)
+    at = view_onset_index(fault, rec, logged)
+    assert at is not None
+    assert (fault.recording.t_s[fault.onset_index], logged.t_s[at]) == (1192.0, 1199.0)
+    # polled every 60 s, 22.2 s into each minute: 600 s is ten polls, the last 17.8 s
+    # before each end, so no poll ever lands in a 12 s run-out (or in the first 10 s)
+    polled = polled_every(fault.recording, 60.0, 22.2)
+    assert view_onset_index(fault, rec, polled) is None
+
+
+def test_a_view_of_other_samples_is_refused() -> None:
+    rec = square_wave()
+    fault = inject(rec, "short-hard", 3305.0, seed=1)
+    shifted = dataclasses.replace(fault.recording, t_s=fault.recording.t_s + 0.5)
+    with pytest.raises(ValueError, match="samples of the fault's recording"):
+        view_onset_index(fault, rec, shifted)
 
 
 def test_an_injected_recording_ends_four_hours_after_its_onset() -> None:
