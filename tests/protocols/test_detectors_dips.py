@@ -21,8 +21,13 @@ import numpy as np
 import pytest
 
 from cellguard.protocols.detectors import DetectorSettings, corpus, corpus_reality, make_detector
-from cellguard.protocols.detectors._reality_build import build_lili
-from tests.protocols.test_detectors_seeds import first_halt, index_at, shape, square_wave
+from tests.protocols.test_detectors_seeds import (
+    first_halt,
+    index_at,
+    reality_verdicts,
+    shape,
+    square_wave,
+)
 
 CURRENT_A = 0.0785e-3
 R_OHM = 30.0  # 2.4 mV at the plateau
@@ -87,12 +92,7 @@ def test_a_channel_turning_noisy_is_not_halted_on_its_first_low_samples(seed: in
     # was then halted at 14 h by a collapse against a half cycle's own first samples:
     # four samples say little of a noise that rose hours ago, and the profile's noise,
     # widened by the recent scatter, now bounds it from below.
-    recipe = corpus_reality._noise_rise_case(
-        corpus_reality._Draw(seed, False, "noise-rise", 2), 2, False
-    )
-    case = build_lili(recipe, "noise-rise/02", False)
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    verdicts = reality_verdicts(corpus_reality._noise_rise_case, "noise-rise", seed, False, 2)
     assert not [v for v in verdicts if v.is_halt]
     assert any(v.criterion == "scatter" for v in verdicts)
 

@@ -14,9 +14,8 @@ import statistics
 import numpy as np
 
 from cellguard.protocols.detectors import DetectorSettings, corpus, corpus_reality, make_detector
-from cellguard.protocols.detectors._reality_build import build_lili
 from cellguard.protocols.detectors._scatter import RecentScatter
-from tests.protocols.test_detectors_seeds import shape
+from tests.protocols.test_detectors_seeds import reality_verdicts, shape
 
 CURRENT_A = 0.0785e-3
 R_OHM = 30.0  # 2.4 mV at the plateau
@@ -125,11 +124,6 @@ def test_a_held_profile_takes_the_noise_of_the_noisy_half_cycle_it_held_out() ->
     # was held out of the profile, which then kept its quiet 190 µV while the channel
     # read 490 µV: two samples at 0.5x, 2.3 σ of the real noise, halted it as a soft
     # short at 6.6 h. The case itself, built alone.
-    recipe = corpus_reality._noise_rise_case(
-        corpus_reality._Draw(11, False, "noise-rise", 2), 2, False
-    )
-    case = build_lili(recipe, "noise-rise/02", False)
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    verdicts = reality_verdicts(corpus_reality._noise_rise_case, "noise-rise", 11, False, 2)
     assert not [v for v in verdicts if v.is_halt]
     assert any(v.criterion == "scatter" for v in verdicts)

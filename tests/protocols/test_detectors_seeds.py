@@ -12,6 +12,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,6 +79,16 @@ def first_halt(arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Verdict | N
 
 def index_at(arrays: tuple[np.ndarray, ...], t_s: float) -> int:
     return int(np.searchsorted(arrays[0], t_s - 1e-6))
+
+
+def reality_verdicts(
+    make_recipe: Callable[..., Any], family: str, seed: int, held_out: bool, n: int
+) -> list[Verdict]:
+    """The verdicts on one reality-corpus case, built alone from its recipe."""
+    recipe = make_recipe(corpus_reality._Draw(seed, held_out, family, n), n, False)
+    case = build_lili(recipe, f"{family}/{n:02d}", held_out)
+    detector = make_detector(DetectorSettings(cell=case.cell))
+    return detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
 
 
 def first_halt_after_onset(case: Case) -> tuple[Verdict, int]:
@@ -268,12 +279,7 @@ def test_a_young_liquid_cells_half_cycle_start_is_no_slide_after_one_that_grew(
     # above the first; the next one's first minutes read 0.83x of it (a liquid cell's
     # shape still changes from one half cycle to the next). Projecting that one
     # half cycle's growth there made it a "deep" slide: halted, healthy.
-    recipe = corpus_reality._liquid_case(
-        corpus_reality._Draw(seed, True, "liquid-early", 1), 1, False
-    )
-    case = build_lili(recipe, "liquid-early/01", True)
-    detector = make_detector(DetectorSettings(cell=case.cell))
-    verdicts = detector.feed_batch(case.t_s, case.voltage_v, case.current_a, case.step)
+    verdicts = reality_verdicts(corpus_reality._liquid_case, "liquid-early", seed, True, 1)
     assert not [v for v in verdicts if v.is_halt]
 
 
