@@ -121,21 +121,20 @@ def drain(queue: Queue) -> list[SampleRecord | EventRecord]:
     return items
 
 
-async def step_times_seen(
+async def assert_step_times_reach_the_detector(
     serve: AbstractAsyncContextManager[tuple[Any, ...]],
     guarding: Callable[[int], AbstractAsyncContextManager[tuple[Any, Queue]]],
     clock: VirtualClock,
-    channel: int,
-    hours: float,
     poll_s: float,
-) -> StepTimeSpy:
+) -> None:
     """Run a simulated cycler (``serve`` yields (..., port, ...)) under its guard for
-    ``hours`` with ``channel``'s detector spied on: what each poll handed it."""
+    3 h with channel 2's detector spied on: each poll hands it the time within the
+    running step, one run of a step per 1-h half cycle (see StepRuns)."""
     async with AsyncExitStack() as stack:
         served = await stack.enter_async_context(serve)
         sup, _ = await stack.enter_async_context(guarding(served[1]))
-        runtime = sup.channels[channel]
+        runtime = sup.channels[2]
         spy = StepTimeSpy(runtime.detector)
         runtime.detector = spy
-        await run_hours(clock, hours, poll_s)
-    return spy
+        await run_hours(clock, 3.0, poll_s)
+    spy.assert_one_run_per_half_cycle(3.0, 3600.0, poll_s)

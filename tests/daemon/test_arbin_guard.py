@@ -13,15 +13,16 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from present_value_guarding import (
     Outage,
     Queue,
     Recorder,
+    assert_step_times_reach_the_detector,
     drain,
     new_queue,
     run_hours,
-    step_times_seen,
     supervised,
 )
 
@@ -120,16 +121,8 @@ async def test_the_detector_is_told_the_time_within_each_step() -> None:
     at every new run of a step, and the detector gets it (see StepRuns)."""
     clock = VirtualClock()
     sim = _simulator(clock)
-    recorder = Recorder()
-    spy = await step_times_seen(
-        sim.serve(),
-        lambda port: guarding(port, recorder, clock, _specs()),
-        clock,
-        2,
-        3.0,
-        POLL_S,
-    )
-    spy.assert_one_run_per_half_cycle(3.0, 3600.0, POLL_S)
+    guard = partial(guarding, recorder=Recorder(), clock=clock, specs=_specs())
+    await assert_step_times_reach_the_detector(sim.serve(), guard, clock, POLL_S)
 
 
 async def test_a_restart_neither_restarts_nor_halts_twice() -> None:
