@@ -79,7 +79,10 @@ What real cells and instruments do, and how it is met
   since the last established profile (the *anchor*) are multiplied, and where the
   anchor came after the cell's first _ANCHOR_MIN_HALF_CYCLES half cycles (no fresh
   cell: activation comes first, and decelerates), a half cycle whose level times
-  that product is below drop_ratio halts.
+  that product is below drop_ratio halts. A stream that joins a test part-way has no
+  judged half cycle: its first is the anchor when the test time of its first sample
+  says the cell had run that many half cycles before (counted as if the current
+  alternated, so a one-direction test errs towards a fresh cell).
 - **A cell's wander is learnt before a slide is trusted.** A liquid cell's flicker
   takes the slide window to 0.73-0.85x of the last half cycle for tens of seconds; a
   slide must stand 5 σ out of that wander. The first profile of a test (or of a stream
@@ -369,14 +372,19 @@ class _Profile:
     learnt_at: int = 0
     # How far the half cycles fell since the last established profile in this
     # direction (the *anchor*): the product of the scales of the provisional profiles
-    # learnt since, 1.0 for an established profile; how many they are; and whether the
-    # anchor was learnt in a cell past its fresh half cycles (_ANCHOR_MIN_HALF_CYCLES).
+    # learnt since, 1.0 for an established profile; and whether the anchor was learnt
+    # in a cell past its fresh half cycles (_ANCHOR_MIN_HALF_CYCLES).
     # Each provisional half cycle is judged only against the last one, so a micro short
     # that takes 20-30 % per half cycle never reads as a drop or a slide; against the
     # anchor it does, and a cell that was steady does not start activating.
     anchor_fall: float = 1.0
-    anchor_links: int = 0
     anchor_mature: bool = False
+    # The anchor is the first half cycle of a stream that joined the test part-way (no
+    # earlier one judged it): the test time then says whether the cell is past its
+    # fresh half cycles. And the anchor's learnt_at (the half cycles since it count the
+    # ones not learnt too).
+    anchor_first: bool = False
+    anchor_at: int = 0
 
     # Standard deviation of the last half cycles' scales: how far this cell's half
     # cycles land from where they have been landing (a steady growth or fall is no
@@ -557,6 +565,12 @@ class LithiumDetector(DetectorBase):
         # when watching starts, a restart): where it began is unknown until the first
         # reversal, so the first segment is judged blind and never becomes a profile.
         self._blind = not settings.stream_starts_at_reversal
+        # A stream that joins a test part-way (monitor mode, a restart) sees no half
+        # cycle of the cell's past, but its first t_s (the instrument's test time) says
+        # how long the test has run: see _half_cycles_before.
+        self._joined = not settings.stream_starts_at_reversal
+        self._t_first = math.nan
+        self._before_hc: int | None = None
         self._runs = StepRuns()
         self._rest_seen = False  # a rest seen since the stream went blind
         # Runs of evidence: count and the time of the run's first sample.
@@ -640,6 +654,8 @@ class LithiumDetector(DetectorBase):
         self._n = index + 1
         if self._halt is not None:
             return OK
+        if index == 0:
+            self._t_first = t_s
         # The run of the step, not its number: polled live, two runs of one step with a
         # short step no poll caught between them are still two (see StepRuns).
         step = self._runs.of(step, step_time_s)
@@ -1044,17 +1060,29 @@ class LithiumDetector(DetectorBase):
             and self._seg_xy / self._seg_xx >= 1.0 - _CONSISTENT
         )
         learnt_at = self._ended[self._seg_dir]
-        anchor_fall, anchor_links, anchor_mature = 1.0, 0, False
+        # (Counting the half cycles the cell ran before a stream that joined part-way.)
+        before = self._half_cycles_before(p[-1])
+        anchor_fall, anchor_mature = 1.0, False
+        anchor_first = False
+        anchor_at = learnt_at
         if established:
-            anchor_mature = learnt_at > _ANCHOR_MIN_HALF_CYCLES
-        elif ref is not None and self._seg_xx > 0:
+            anchor_mature = learnt_at + before > _ANCHOR_MIN_HALF_CYCLES
+        elif ref is None:
+            # The first half cycle at this current. In a stream that joined a test
+            # past the cell's fresh half cycles, it is the anchor: the falls from it on
+            # are no activation. (From a test's start it is the nucleation half cycle.)
+            anchor_mature = anchor_first = (
+                before > 0 and learnt_at + before > _ANCHOR_MIN_HALF_CYCLES
+            )
+        elif self._seg_xx > 0:
             if ref.established:
-                anchor_mature = ref.learnt_at > _ANCHOR_MIN_HALF_CYCLES
+                anchor_mature = ref.learnt_at + before > _ANCHOR_MIN_HALF_CYCLES
+                anchor_at = ref.learnt_at
             else:
-                anchor_fall, anchor_links = ref.anchor_fall, ref.anchor_links
-                anchor_mature = ref.anchor_mature
+                anchor_fall = ref.anchor_fall
+                anchor_mature, anchor_first = ref.anchor_mature, ref.anchor_first
+                anchor_at = ref.anchor_at
             anchor_fall *= self._seg_xy / self._seg_xx
-            anchor_links += 1
         profile = _Profile(
             learnt_at=learnt_at,
             level_a=self._level_a,
@@ -1066,8 +1094,9 @@ class LithiumDetector(DetectorBase):
             typical=typical,
             established=established,
             anchor_fall=anchor_fall,
-            anchor_links=anchor_links,
             anchor_mature=anchor_mature,
+            anchor_first=anchor_first,
+            anchor_at=anchor_at,
             scales=scales,
             wanders=wanders,
             lead_s=self._seg_lead_s,
@@ -1079,6 +1108,22 @@ class LithiumDetector(DetectorBase):
         profiles.insert(0, profile)
         del profiles[_MAX_LEVELS:]
         self._ref = profile
+
+    def _half_cycles_before(self, duration_s: float) -> int:
+        """How many half cycles per direction the cell had run before a stream that
+        joined its test part-way began, from the test time of the stream's first
+        sample and the length of the first whole half cycle learnt (``duration_s``);
+        0 for a stream from the test's start.
+
+        Counted as if the current alternated (two half cycles per period): a test in
+        one direction has run twice as many, so the count errs towards a fresh cell.
+        """
+        if self._before_hc is None:
+            before = 0
+            if self._joined and duration_s > 0.0 and self._t_first > 0.0:
+                before = int(self._t_first / (2.0 * duration_s))
+            self._before_hc = before
+        return self._before_hc
 
     def _clear_window(self) -> None:
         self._prev_ratio = math.inf
@@ -1404,13 +1449,17 @@ class LithiumDetector(DetectorBase):
 
     def _fell_from_anchor(self, t_s: float) -> float | None:
         """This half cycle's level (past self_settle_s) against the anchor, when the
-        half cycles since it fell below drop_ratio of it (see _Profile.anchor_fall)."""
+        half cycles since it fell below drop_ratio of it (see _Profile.anchor_fall).
+
+        Also where the last half cycle was not learnt (it read low throughout, or was
+        interrupted): the profile is then an older one, and this half cycle's level
+        against it holds the falls since, so the product is still the fall from the
+        anchor; past a mature anchor no activation adds up."""
         ref = self._ref
         if (
             ref is None
             or ref.established
             or not ref.anchor_mature
-            or ref.learnt_at != self._ended[self._seg_dir]
             or self._anchor_n < _SLIDE_MIN_SAMPLES
             or t_s - self._anchor_t0 < max(_SLIDE_MIN_SPAN_S, self.settings.confirm_s)
         ):
@@ -1424,6 +1473,15 @@ class LithiumDetector(DetectorBase):
         ref = self._ref
         assert ref is not None
         threshold = self.settings.drop_ratio
+        if ref.anchor_first:
+            anchor = "first half cycle seen since watching began"
+            why = (
+                f"{self._t_first / 3600.0:.1f} h into its test when watching began, the "
+                "cell is past the half cycles in which a fresh cell activates"
+            )
+        else:
+            anchor = "last half cycle judged healthy"
+            why = "a cell steady until then does not start activating"
         return self._halt_with(
             index,
             t_s,
@@ -1433,9 +1491,8 @@ class LithiumDetector(DetectorBase):
             expected_v,
             threshold / ref.anchor_fall * abs(expected_v),
             f"the overpotential fell half cycle after half cycle to {level:.2f}× the "
-            f"last half cycle judged healthy, {ref.anchor_links + 1} half cycles ago "
-            f"(threshold {threshold:.2f}×): a cell steady until then does not start "
-            "activating",
+            f"{anchor}, {self._ended[self._seg_dir] + 1 - ref.anchor_at} half cycles ago "
+            f"(threshold {threshold:.2f}×): {why}",
             subkind="micro",
         )
 
