@@ -80,9 +80,10 @@ What real cells and instruments do, and how it is met
   anchor came after the cell's first _ANCHOR_MIN_HALF_CYCLES half cycles (no fresh
   cell: activation comes first, and decelerates), a half cycle whose level times
   that product is below drop_ratio halts. A stream that joins a test part-way has no
-  judged half cycle: its first is the anchor when the test time of its first sample
-  says the cell had run that many half cycles before (counted as if the current
-  alternated, so a one-direction test errs towards a fresh cell).
+  judged half cycle: the test time of its first sample says how many half cycles the
+  cell ran before (counted as if the current alternated, so a one-direction test errs
+  towards a fresh cell); with those seen since past _ANCHOR_MIN_HALF_CYCLES, its first
+  half cycle is the anchor.
 - **A cell's wander is learnt before a slide is trusted.** A liquid cell's flicker
   takes the slide window to 0.73-0.85x of the last half cycle for tens of seconds; a
   slide must stand 5 σ out of that wander. The first profile of a test (or of a stream
